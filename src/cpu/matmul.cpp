@@ -1,0 +1,79 @@
+// CPU reference matmul and weight dequantization: y = x @ W^T for any dequantizable W.
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "fathom/cpu_ops.h"
+#include "fathom/error.h"
+#include "fathom/quant.h"
+
+namespace fathom {
+namespace cpu {
+
+void matmul(GgmlType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
+            int64_t n_tokens, int n_threads) {
+  FATHOM_CHECK(can_dequantize(type), "matmul: weight type ", ggml_type_name(type),
+               " has no CPU dequantizer");
+  const size_t row_bytes = ggml_row_bytes(type, cols);
+  const auto* w_bytes = static_cast<const uint8_t*>(w);
+  // W (rows, cols) @ x[t] (cols,) -> y[t] (rows,): one dot_row per output element.
+  auto run_rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* w_row = w_bytes + static_cast<size_t>(r) * row_bytes;
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        y[t * rows + r] = dot_row(type, w_row, x + t * cols, cols);
+      }
+    }
+  };
+  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Small products are not worth a thread launch.
+  const int64_t work = rows * cols * n_tokens;
+  if (n_threads == 1 || work < (1 << 18) || rows < 2 * n_threads) {
+    run_rows(0, rows);
+    return;
+  }
+  std::vector<std::thread> threads;
+  const int64_t chunk = (rows + n_threads - 1) / n_threads;
+  for (int i = 0; i < n_threads; ++i) {
+    const int64_t r0 = i * chunk, r1 = std::min(rows, r0 + chunk);
+    if (r0 >= r1) break;
+    threads.emplace_back(run_rows, r0, r1);
+  }
+  for (auto& th : threads) th.join();
+}
+
+void matmul(const WeightRef& w, const float* x, float* y, int64_t n_tokens, int n_threads) {
+  FATHOM_CHECK(w, "matmul: missing weight");
+  FATHOM_CHECK(w.info->ne[2] == 1 && w.info->ne[3] == 1, "matmul: weight '", w.info->name,
+               "' is not 2-D");
+  matmul(w.type(), w.data(), w.rows(), w.cols(), x, y, n_tokens, n_threads);
+}
+
+void dequantize_weight(const WeightRef& w, float* out) {
+  FATHOM_CHECK(w, "dequantize_weight: missing weight");
+  const size_t row_bytes = ggml_row_bytes(w.type(), w.cols());
+  for (int64_t r = 0; r < w.rows(); ++r) {
+    dequantize_row(w.type(), w.data() + static_cast<size_t>(r) * row_bytes, out + r * w.cols(),
+                   w.cols());
+  }
+}
+
+void embedding(GgmlType type, const void* tok_embd, int64_t n_vocab, int64_t n_embd,
+               const int32_t* tokens, int64_t n_tokens, float* out) {
+  const size_t row_bytes = ggml_row_bytes(type, n_embd);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    FATHOM_CHECK(tokens[t] >= 0 && tokens[t] < n_vocab, "embedding: token id ", tokens[t],
+                 " at position ", t, " is outside the vocabulary [0, ", n_vocab, ")");
+    dequantize_row(type, static_cast<const uint8_t*>(tok_embd) + tokens[t] * row_bytes,
+                   out + t * n_embd, n_embd);
+  }
+}
+
+void embedding(const WeightRef& tok_embd, const int32_t* tokens, int64_t n_tokens, float* out) {
+  FATHOM_CHECK(tok_embd, "embedding: missing token embedding");
+  embedding(tok_embd.type(), tok_embd.data(), tok_embd.rows(), tok_embd.cols(), tokens, n_tokens,
+            out);
+}
+
+}  // namespace cpu
+}  // namespace fathom
