@@ -35,6 +35,10 @@ enum class GgufValueType : uint32_t {
 };
 
 const char* gguf_value_type_name(GgufValueType t);
+// True when `raw` is one of the 13 value types above.
+bool gguf_value_type_known(uint32_t raw);
+// Bytes of one scalar of type t in the file; 0 for STRING and ARRAY (variable length).
+size_t gguf_value_type_size(GgufValueType t);
 
 // One metadata value. Scalars keep their exact file type; arrays hold their elements
 // (nested arrays allowed), all of `array_type`.
@@ -53,10 +57,16 @@ struct GgufValue {
   bool as_bool() const;
   const std::string& as_string() const;
 
+  static GgufValue make_u8(uint8_t v);
+  static GgufValue make_i8(int8_t v);
+  static GgufValue make_u16(uint16_t v);
+  static GgufValue make_i16(int16_t v);
   static GgufValue make_u32(uint32_t v);
   static GgufValue make_i32(int32_t v);
   static GgufValue make_u64(uint64_t v);
+  static GgufValue make_i64(int64_t v);
   static GgufValue make_f32(float v);
+  static GgufValue make_f64(double v);
   static GgufValue make_bool(bool v);
   static GgufValue make_string(std::string v);
   static GgufValue make_array(GgufValueType elem_type, std::vector<GgufValue> elems);
@@ -64,6 +74,12 @@ struct GgufValue {
   static GgufValue make_f32_array(const std::vector<float>& v);
   static GgufValue make_i32_array(const std::vector<int32_t>& v);
 };
+
+// Same type and same value (arrays element-wise, floats bitwise).
+bool operator==(const GgufValue& a, const GgufValue& b);
+inline bool operator!=(const GgufValue& a, const GgufValue& b) { return !(a == b); }
+// Human-readable value; arrays show their element type, length and at most max_elems elements.
+std::string gguf_value_to_string(const GgufValue& v, size_t max_elems = 8);
 
 struct GgufTensorInfo {
   std::string name;
@@ -132,6 +148,8 @@ class GgufFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
+class GgufByteSink;  // gguf_writer.cpp
+
 // Builds a GGUF v3 file. Tensor data is copied in add_tensor (or borrowed with add_tensor_ref).
 class GgufWriter {
  public:
@@ -143,8 +161,11 @@ class GgufWriter {
   // Serialises to bytes / to a file (written to PATH.tmp then renamed).
   std::vector<uint8_t> to_bytes() const;
   void write(const std::string& path) const;
+  // general.alignment when set (validated: a nonzero power of two), else 32.
+  size_t alignment() const;
 
  private:
+  void serialize(GgufByteSink& out) const;
   struct Tensor {
     GgufTensorInfo info;
     std::vector<uint8_t> owned;

@@ -41,6 +41,9 @@ struct ModelConfig {
   float rope_yarn_orig_ctx = 0.0f;
   float rope_yarn_beta_fast = 32.0f, rope_yarn_beta_slow = 1.0f;
   float rope_yarn_ext_factor = -1.0f, rope_yarn_attn_factor = 1.0f;
+  // (n_rot/2) llama3 frequency factors (theta_i /= factor_i): the `rope_freqs` tensor, or computed
+  // from rope.scaling.* when the type is llama3 and the tensor is absent. Empty = none.
+  std::vector<float> rope_freq_factors;
   // Attention
   int64_t sliding_window = 0;           // 0 = none
   std::vector<bool> layer_is_swa;       // per layer: sliding-window (local) layer
