@@ -25,7 +25,8 @@ void embedding(GgmlType type, const void* tok_embd, int64_t n_vocab, int64_t n_e
 
 // Matrix multiply against a (possibly quantized) weight: y = x @ W^T.
 //   W (rows, cols) any dequantizable type, x (n_tokens, cols) -> y (n_tokens, rows)
-// Each y[t][r] = fathom::dot_row(W row r, x[t]) (dequantize-then-multiply, fp32 accumulation).
+// Each y[t][r] = dequantize(W row r) . x[t], accumulated in double (the oracle has no fp32
+// summation error; a GPU kernel accumulating in fp32 differs by ~sqrt(cols) * 2^-24 relative).
 // n_threads <= 0: std::thread::hardware_concurrency(). Threads split the output rows.
 void matmul(const WeightRef& w, const float* x, float* y, int64_t n_tokens, int n_threads = 0);
 void matmul(GgmlType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,

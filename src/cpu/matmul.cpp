@@ -16,12 +16,18 @@ void matmul(GgmlType type, const void* w, int64_t rows, int64_t cols, const floa
                " has no CPU dequantizer");
   const size_t row_bytes = ggml_row_bytes(type, cols);
   const auto* w_bytes = static_cast<const uint8_t*>(w);
-  // W (rows, cols) @ x[t] (cols,) -> y[t] (rows,): one dot_row per output element.
+  // W (rows, cols) @ x[t] (cols,) -> y[t] (rows,). Each weight row is dequantized once and
+  // dotted with every token (a prefill would otherwise dequantize it n_tokens times); the dot
+  // accumulates in double so the oracle carries no fp32 summation error.
   auto run_rows = [&](int64_t r0, int64_t r1) {
+    std::vector<float> w_row(static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* w_row = w_bytes + static_cast<size_t>(r) * row_bytes;
+      dequantize_row(type, w_bytes + static_cast<size_t>(r) * row_bytes, w_row.data(), cols);
       for (int64_t t = 0; t < n_tokens; ++t) {
-        y[t * rows + r] = dot_row(type, w_row, x + t * cols, cols);
+        const float* xt = x + t * cols;
+        double acc = 0.0;
+        for (int64_t i = 0; i < cols; ++i) acc += static_cast<double>(w_row[i]) * xt[i];
+        y[t * rows + r] = static_cast<float>(acc);
       }
     }
   };
