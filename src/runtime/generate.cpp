@@ -1,0 +1,149 @@
+// The generation loop and the stop-string filter. See include/fathom/generate.h.
+#include "fathom/generate.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "fathom/error.h"
+
+namespace fathom {
+
+// ---- StopStringFilter -------------------------------------------------------------------------
+
+StopStringFilter::StopStringFilter(std::vector<std::string> stops) {
+  for (auto& s : stops)
+    if (!s.empty()) stops_.push_back(std::move(s));  // an empty stop string would match at once
+}
+
+std::string StopStringFilter::push(const std::string& text) {
+  if (stopped_) return {};
+  held_ += text;
+
+  // Earliest complete stop string wins; on a tie at one position, the longest.
+  size_t best_pos = std::string::npos;
+  for (const auto& s : stops_) {
+    size_t pos = held_.find(s);
+    if (pos == std::string::npos) continue;
+    if (pos < best_pos || (pos == best_pos && s.size() > matched_.size())) {
+      best_pos = pos;
+      matched_ = s;
+    }
+  }
+  if (best_pos != std::string::npos) {
+    stopped_ = true;
+    std::string out = held_.substr(0, best_pos);
+    held_.clear();
+    return out;
+  }
+
+  // Hold the longest suffix of held_ that is a proper prefix of some stop string: a match that
+  // has started must be inside it, because every started match is such a suffix.
+  size_t keep = 0;
+  for (const auto& s : stops_) {
+    const size_t max_len = std::min(s.size() - 1, held_.size());
+    for (size_t len = max_len; len > keep; --len)
+      if (held_.compare(held_.size() - len, len, s, 0, len) == 0) {
+        keep = len;
+        break;
+      }
+  }
+  std::string out = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+std::string StopStringFilter::flush() {
+  std::string out;
+  if (!stopped_) out.swap(held_);
+  held_.clear();
+  return out;
+}
+
+// ---- generate ---------------------------------------------------------------------------------
+
+const char* stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::EOG: return "end of generation token";
+    case StopReason::STOP_STRING: return "stop string";
+    case StopReason::N_PREDICT: return "token limit";
+    case StopReason::CONTEXT_FULL: return "context full";
+  }
+  return "?";
+}
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+}  // namespace
+
+GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector<int32_t>& prompt,
+                        const GenerateParams& params, const TextCallback& on_text) {
+  const int64_t n_ctx = engine.n_ctx();
+  const int64_t n_past = engine.n_past();
+  const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+  if (n_past + n_prompt > n_ctx) {
+    if (n_past == 0)
+      fail("the prompt is ", n_prompt, " tokens but the context holds only ", n_ctx,
+           " (raise --ctx, up to the model's training context, or shorten the prompt)");
+    fail("the prompt is ", n_prompt, " tokens and ", n_past, " are already cached, but the context holds only ",
+         n_ctx, " (", n_past + n_prompt, " > ", n_ctx, "; raise --ctx or start a new conversation)");
+  }
+  FATHOM_CHECK(n_prompt > 0 || n_past > 0, "generate: the prompt is empty (no token to start from)");
+  FATHOM_CHECK(n_prompt > 0, "generate: an empty prompt after a cached one is not supported");
+
+  const int64_t n_vocab = engine.n_vocab();
+  GenerateResult result;
+  GenerateStats& st = result.stats;
+  st.n_prompt = n_prompt;
+
+  Sampler sampler(params.sampler);
+  if (params.penalize_prompt)
+    for (int32_t t : prompt) sampler.accept(t);
+  StopStringFilter filter(params.stop);
+  auto emit = [&](const std::string& s) {
+    if (s.empty()) return;
+    result.text += s;
+    if (on_text) on_text(s);
+  };
+
+  std::vector<float> logits(static_cast<size_t>(n_vocab));  // (n_vocab,)
+  auto t0 = Clock::now();
+  engine.eval(prompt.data(), n_prompt, logits.data());
+  st.prefill_s = seconds_since(t0);
+
+  t0 = Clock::now();
+  st.stop_reason = StopReason::N_PREDICT;
+  while (params.n_predict < 0 || st.n_generated < params.n_predict) {
+    const int32_t tok = sampler.sample(logits.data(), n_vocab);
+    sampler.accept(tok);
+    result.tokens.push_back(tok);
+    st.n_generated++;
+    if (text.is_eog(tok)) {
+      st.stop_reason = StopReason::EOG;
+      break;
+    }
+    emit(filter.push(text.push(tok)));
+    if (filter.stopped()) {
+      st.stop_reason = StopReason::STOP_STRING;
+      break;
+    }
+    if (params.n_predict >= 0 && st.n_generated >= params.n_predict) break;  // no eval needed
+    if (engine.n_past() >= n_ctx) {
+      st.stop_reason = StopReason::CONTEXT_FULL;
+      break;
+    }
+    engine.eval(&tok, 1, logits.data());
+    st.n_decode_evals++;
+  }
+  if (!filter.stopped()) {
+    // End without a stop string: the decoder's tail may still complete or reveal one.
+    emit(filter.push(text.flush()));
+    emit(filter.flush());
+  }
+  st.decode_s = seconds_since(t0);
+  return result;
+}
+
+}  // namespace fathom
