@@ -1,0 +1,238 @@
+// Host launchers of the CUDA kernels: the contract between the kernel files (src/cuda/<op>.cu,
+// each named as its CPU twin in src/cpu/) and the engine that calls them.
+//
+// Conventions (same as include/fathom/cpu_ops.h):
+//   - every pointer in a Params struct is a DEVICE pointer unless the comment says "host";
+//   - activations are fp32, row-major; (n_tokens, n_embd) = n_tokens rows of n_embd floats;
+//   - a weight W is (rows, cols) = GGUF ne {cols, rows}, kept in its GGUF block format on the
+//     device (one row = ggml_row_bytes(type, cols) bytes, rows back to back); y = x @ W^T;
+//   - each launcher enqueues on `stream`, never synchronises (except under
+//     FATHOM_CUDA_SYNC_DEBUG), never allocates, and is safe inside CUDA graph capture: grids are
+//     sized from the host-side upper bounds in the params (max_*), actual lengths are read from
+//     device buffers so a captured graph can replay with new lengths;
+//   - an unsupported combination (type, head_dim, ...) throws fathom::Error naming the values.
+//
+// Paged KV cache layout (agreed with the engine; matches fathom::KvBlockAllocator):
+//   per layer, K and V are each an array of n_blocks physical blocks;
+//   K block layout: [n_head_kv][block_size][head_dim] elements of KvType (fp16 for now), so one
+//   token's head vector is head_dim contiguous elements (16-byte loads);
+//   V block layout: the same, [n_head_kv][block_size][head_dim].
+//   Token position p of sequence s lives in physical block block_table[s * max_blocks_per_seq +
+//   p / block_size] at offset p % block_size; its "slot" is block * block_size + p % block_size.
+//   Element (slot, kv_head, d) of K is at
+//     k_cache[((slot / block_size) * n_head_kv + kv_head) * block_size * head_dim
+//             + (slot % block_size) * head_dim + d].
+//   The logical index of a cached token is its position (positions 0..kv_len-1 of a sequence).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fathom/ggml_type.h"
+#include "fathom/model.h"
+
+struct cublasLtContext;
+typedef struct cublasLtContext* cublasLtHandle_t;
+
+namespace fathom::cuda {
+
+// Element type of the KV cache. Only F16 is implemented; the others are reserved so the cache
+// layout and the params do not change when quantized KV lands.
+enum class KvType : int32_t { F16 = 0, BF16 = 1, FP8_E4M3 = 2, INT8 = 3 };
+size_t kv_type_bytes(KvType t);
+
+// ---- embedding (embedding.cu) ----------------------------------------------------------------
+// out[t] = scale * dequantize(tok_embd row tokens[t]).
+// A token id outside [0, n_vocab) writes a row of zeros (the engine validates ids on the host).
+struct EmbeddingParams {
+  GgmlType type = GgmlType::F32;  // F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K
+  const void* tok_embd = nullptr;  // (n_vocab, n_embd) in GGUF block format
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;              // multiple of the type's block size
+  const int32_t* tokens = nullptr; // (n_tokens)
+  int64_t n_tokens = 0;
+  float scale = 1.0f;              // gemma3: sqrt(n_embd)
+  float* out = nullptr;            // (n_tokens, n_embd)
+};
+void launch_embedding(const EmbeddingParams& p, cudaStream_t stream);
+
+// ---- RMS norm (rms_norm.cu) ------------------------------------------------------------------
+// Optional fused residual add, then RMS normalisation of each row:
+//   if residual: x[r] += residual[r]          (x is updated in place: the residual stream)
+//   out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w      (w nullable = 1)
+// Per-head Q/K norm: n_rows = n_tokens * n_head, n = head_dim, out = x (in place), no residual.
+struct RmsNormParams {
+  float* x = nullptr;               // (n_rows, n); read, and written when residual != nullptr
+  const float* residual = nullptr;  // (n_rows, n) nullable
+  const float* w = nullptr;         // (n) fp32 nullable
+  float* out = nullptr;             // (n_rows, n); may alias x
+  int64_t n_rows = 0;
+  int64_t n = 0;
+  float eps = 1e-6f;
+};
+void launch_rms_norm(const RmsNormParams& p, cudaStream_t stream);
+
+// ---- RoPE + paged KV write (rope.cu) ---------------------------------------------------------
+// Rotates q in place and k (in place, fp32) with ggml rope semantics (NORM / NEOX pairing,
+// freq_base, freq_scale, llama3 freq_factors; no YaRN), then stores k and v (fp32 -> KvType) into
+// the paged cache at slot_mapping[t]. A slot < 0 skips the cache write for that token (padding).
+//   theta_i = pos * freq_scale * freq_base^(-2i/n_rot) / freq_factors[i]
+struct RopeKvParams {
+  RopeType type = RopeType::NORM;
+  int32_t n_rot = 0;                    // rotated dims per head, even, <= head_dim
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  const float* freq_factors = nullptr;  // (n_rot/2) nullable
+  const int32_t* pos = nullptr;         // (n_tokens) positions
+  int64_t n_tokens = 0;
+  int32_t n_head = 0;
+  int32_t n_head_kv = 0;
+  int32_t head_dim = 0;                 // same for K and V; even
+  float* q = nullptr;                   // (n_tokens, n_head, head_dim) rotated in place; nullable
+  float* k = nullptr;                   // (n_tokens, n_head_kv, head_dim) rotated in place
+  const float* v = nullptr;             // (n_tokens, n_head_kv, head_dim) nullable (no V write)
+  // Cache (nullable k_cache: rotate only).
+  KvType kv_type = KvType::F16;
+  void* k_cache = nullptr;              // this layer's K blocks, layout above
+  void* v_cache = nullptr;              // this layer's V blocks
+  const int32_t* slot_mapping = nullptr;  // (n_tokens) physical slot per token, < 0 = skip
+  int32_t block_size = 16;
+};
+void launch_rope_kv(const RopeKvParams& p, cudaStream_t stream);
+
+// ---- gated activations (activation.cu) -------------------------------------------------------
+// SWIGLU: out = silu(gate) * up;  GEGLU: out = gelu_tanh(gate) * up.   out may alias gate or up.
+enum class GluKind : int32_t { SWIGLU = 0, GEGLU = 1 };
+struct GluParams {
+  GluKind kind = GluKind::SWIGLU;
+  const float* gate = nullptr;  // (n_tokens, n)
+  const float* up = nullptr;    // (n_tokens, n)
+  float* out = nullptr;         // (n_tokens, n)
+  int64_t n_tokens = 0;
+  int64_t n = 0;
+};
+void launch_glu(const GluParams& p, cudaStream_t stream);
+
+// x = cap * tanh(x / cap) in place (final-logit soft-capping).   x (n)
+struct SoftcapParams {
+  float* x = nullptr;
+  int64_t n = 0;
+  float cap = 0.0f;
+};
+void launch_softcap(const SoftcapParams& p, cudaStream_t stream);
+
+// ---- matmul (matmul_gemv.cu for n_tokens <= kGemvMaxTokens, matmul_gemm.cu above) -------------
+// y = x @ W^T (+ bias) (+ residual), fp32 accumulation.
+//   GEMV: weights dequantized in registers, x in shared memory, each weight block read once for
+//   all the batch columns.  GEMM: F16/BF16 weights through cuBLASLt when `lt` is set (x is
+//   converted to the weight's 16-bit type in `scratch`); every other case dequantizes one
+//   weight tile at a time into shared memory as bf16 and multiplies on tensor cores (wmma).
+constexpr int64_t kGemvMaxTokens = 16;
+
+// Engine-owned resources for the cuBLASLt path (one per engine / stream). All nullable: without
+// them F16/BF16 weights take the tiled tensor-core kernel.
+struct GemmContext {
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;       // cuBLASLt workspace
+  size_t workspace_bytes = 0;
+  void* scratch = nullptr;         // >= n_tokens * cols * 2 bytes: x in fp16/bf16
+  size_t scratch_bytes = 0;
+};
+
+struct MatmulParams {
+  GgmlType type = GgmlType::F32;   // F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K
+  const void* w = nullptr;         // (rows, cols) GGUF block format, rows back to back
+  int64_t rows = 0;
+  int64_t cols = 0;                // multiple of 32 (256 for K-quants)
+  const float* x = nullptr;        // (n_tokens, cols)
+  float* y = nullptr;              // (n_tokens, rows); must not alias x
+  int64_t n_tokens = 0;
+  const float* bias = nullptr;     // (rows) nullable
+  const float* residual = nullptr; // (n_tokens, rows) nullable; may alias y (y += x @ W^T)
+  const GemmContext* gemm = nullptr;  // host pointer, nullable
+};
+void launch_matmul(const MatmulParams& p, cudaStream_t stream);
+// The two paths, callable directly (tests, bench). launch_matmul picks by n_tokens.
+void launch_matmul_gemv(const MatmulParams& p, cudaStream_t stream);
+void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream);
+// True when the GEMV / GEMM kernels handle `type`.
+bool matmul_supports(GgmlType type);
+
+// ---- attention over the paged KV cache (attention.cu) ----------------------------------------
+// Queries of n_seqs sequences packed back to back (varlen): the queries of sequence s are tokens
+// [q_seq_start[s], q_seq_start[s+1]); query token t has position q_pos[t]; sequence s has
+// kv_len[s] cached tokens (positions 0..kv_len[s]-1, the current chunk's K/V already written by
+// launch_rope_kv). Prefill reads K/V from the paged cache too (one code path for chunked prefill).
+//   out[t, h] = sum_j softmax_j(mask(softcap(scale * q[t,h] . k[j, h/g]))) v[j, h/g]
+// mask: j < kv_len[s]; causal: j <= q_pos[t]; sliding_window > 0: q_pos[t] - j < window.
+// A query with no visible key gets zeros.
+// Path: max_q_len == 1 -> decode kernel (one block per (seq, kv head, split), all g query heads of
+// the kv head together, flash-decoding split-K over chunks of kv positions + a reduce pass when
+// the split count > 1); else the tiled prefill kernel (online softmax, no score matrix in memory).
+struct AttentionParams {
+  const float* q = nullptr;           // (n_tokens, n_head, head_dim)
+  float* out = nullptr;               // (n_tokens, n_head, head_dim)
+  const int32_t* q_pos = nullptr;     // (n_tokens)
+  const int32_t* q_seq_start = nullptr;  // (n_seqs + 1)
+  const int32_t* kv_len = nullptr;    // (n_seqs)
+  const int32_t* block_table = nullptr;  // (n_seqs, max_blocks_per_seq) physical block ids
+  int32_t max_blocks_per_seq = 0;
+  const void* k_cache = nullptr;      // this layer's K blocks
+  const void* v_cache = nullptr;
+  KvType kv_type = KvType::F16;
+  int32_t block_size = 16;
+  int32_t n_seqs = 0;
+  int64_t n_tokens = 0;
+  int32_t n_head = 0;
+  int32_t n_head_kv = 0;
+  int32_t head_dim = 0;               // 64, 128 or 256 (K and V alike)
+  float scale = 0.0f;                 // 0 = 1/sqrt(head_dim)
+  float softcap = 0.0f;               // 0 = off
+  bool causal = true;
+  int32_t sliding_window = 0;         // 0 = off
+  // Host-side upper bounds that size the grid (graph capture: use the capacities).
+  int32_t max_q_len = 1;              // longest query run of one sequence
+  int32_t max_kv_len = 0;             // longest kv_len
+  // Decode split-K partials; attention_workspace_bytes(p) bytes, nullable when that is 0.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+size_t attention_workspace_bytes(const AttentionParams& p);
+void launch_attention(const AttentionParams& p, cudaStream_t stream);
+
+// ---- sampling (sampling.cu) ------------------------------------------------------------------
+// Greedy: out_tokens[r] = argmax(logits[r]) (lowest id on a tie), two-pass block reduce;
+// identical to fathom::sampling::argmax.
+struct ArgmaxParams {
+  const float* logits = nullptr;   // (n_rows, n_vocab)
+  int64_t n_rows = 0;
+  int64_t n_vocab = 0;
+  int32_t* out_tokens = nullptr;   // (n_rows)
+  void* workspace = nullptr;       // argmax_workspace_bytes(n_rows, n_vocab)
+};
+size_t argmax_workspace_bytes(int64_t n_rows, int64_t n_vocab);
+void launch_argmax(const ArgmaxParams& p, cudaStream_t stream);
+
+// Stochastic sampling, same stages as include/fathom/sampler.h (no penalties): top-k, temperature,
+// softmax, top-p, min-p, then a draw. temp <= 0 falls back to argmax. Thresholds are found by
+// radix selection over the logits (no sort); the draw walks the kept tokens in id order, which
+// gives the same distribution as the CPU's sorted walk but not the same token for one u.
+// RNG: u = splitmix64-based hash of (seed, rng_counter[r]) -> [0,1); the kernel increments
+// rng_counter[r] after use, so a replayed graph draws fresh numbers.
+struct SampleParams {
+  const float* logits = nullptr;   // (n_rows, n_vocab)
+  int64_t n_rows = 0;
+  int64_t n_vocab = 0;
+  float temp = 0.8f;
+  int32_t top_k = 40;              // <= 0: off
+  float top_p = 0.95f;             // >= 1: off
+  float min_p = 0.05f;             // <= 0: off
+  uint64_t seed = 0;
+  uint64_t* rng_counter = nullptr; // (n_rows) device, incremented per draw
+  int32_t* out_tokens = nullptr;   // (n_rows)
+};
+void launch_sample(const SampleParams& p, cudaStream_t stream);
+
+}  // namespace fathom::cuda
