@@ -1,0 +1,1043 @@
+// The CUDA engine: load (plan memory, upload weights), the forward pass over the kernels of
+// src/cuda/ops.cuh, the paged KV cache, and the decode step as a replayed CUDA graph.
+//
+// Per layer, the same steps as the CPU reference (src/cpu/cpu_model.cpp), with two fusions:
+//   h = rms_norm(x [+= pending residual]) * attn_norm   (gemma3's post-FFN output is added here)
+//   q,k,v = h @ W^T (+bias);  q,k = per-head rms_norm (qwen3, gemma3)
+//   rope(q,k) and k,v -> paged fp16 cache           (one launch_rope_kv)
+//   att = attention(q, cache)
+//   gemma3: a = rms_norm(att @ Wo^T) * post_attn_norm, then x += a fused into the FFN norm
+//   else:   x += att @ Wo^T (the matmul's residual)
+//   h = rms_norm(x) * ffn_norm;  g = glu(h @ Wg^T, h @ Wu^T)
+//   gemma3: f = rms_norm(g @ Wd^T) * post_ffn_norm, added to x by the next norm
+//   else:   x += g @ Wd^T
+// then h = rms_norm(x) * output_norm, logits = h @ Wout^T (softcap), argmax/sample on the GPU.
+//
+// Activations are fp32 (n_rows, width) in one workspace arena planned at load for
+// rows = max(ubatch, max_batch). A prompt is evaluated in chunks of `ubatch` tokens.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "cuda/arena.h"
+#include "cuda/cuda_check.cuh"
+#include "cuda/ops.cuh"
+#include "fathom/cpu_ops.h"
+#include "fathom/cuda_engine.h"
+#include "fathom/error.h"
+#include "fathom/kv_blocks.h"
+#include "fathom/quant.h"
+
+namespace fathom {
+
+using namespace fathom::cuda;
+
+namespace {
+
+#define LT_CHECK(expr)                                                                       \
+  do {                                                                                       \
+    cublasStatus_t s_ = (expr);                                                              \
+    if (s_ != CUBLAS_STATUS_SUCCESS)                                                         \
+      ::fathom::fail("cuBLASLt error ", static_cast<int>(s_), " in `", #expr, "` at ",      \
+                     __FILE__, ":", __LINE__);                                               \
+  } while (0)
+
+// A weight matrix on the device, in its GGUF block format.
+struct DevMat {
+  GgmlType type = GgmlType::F32;
+  const void* w = nullptr;
+  int64_t rows = 0, cols = 0;
+  explicit operator bool() const { return w != nullptr; }
+};
+
+struct DevLayer {
+  DevMat wq, wk, wv, wo, ffn_gate, ffn_up, ffn_down;
+  const float* attn_norm = nullptr;       // (n_embd)
+  const float* bq = nullptr;              // (q_dim) qwen2
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  const float* q_norm = nullptr;          // (head_dim)
+  const float* k_norm = nullptr;
+  const float* post_attn_norm = nullptr;  // gemma3 (n_embd)
+  const float* ffn_norm = nullptr;
+  const float* post_ffn_norm = nullptr;
+  float rope_base = 10000.0f, rope_scale = 1.0f;
+  bool rope_factors = false;              // llama3 frequency factors apply to this layer
+  int32_t sliding_window = 0;
+  void* k_cache = nullptr;                // (n_blocks, n_head_kv, block_size, head_dim) fp16
+  void* v_cache = nullptr;
+};
+
+// Activation buffers, all in the workspace arena. rows = max(ubatch, max_batch).
+struct Activations {
+  float* x = nullptr;       // (rows, n_embd) residual stream
+  float* h = nullptr;       // (rows, n_embd) normalised input of a block
+  float* a = nullptr;       // (rows, n_embd) attention / FFN output before the residual add
+  float* q = nullptr;       // (rows, n_head * head_dim)
+  float* k = nullptr;       // (rows, n_head_kv * head_dim)
+  float* v = nullptr;       // (rows, n_head_kv * head_dim)
+  float* att = nullptr;     // (rows, n_head * head_dim)
+  float* gate = nullptr;    // (rows, n_ff)
+  float* up = nullptr;      // (rows, n_ff)
+  float* logits = nullptr;  // (max_batch, n_vocab)
+  void* attn_ws = nullptr;
+  size_t attn_ws_bytes = 0;
+  void* argmax_ws = nullptr;
+  void* gemm_scratch = nullptr;   // x in 16-bit for the cuBLASLt path
+  size_t gemm_scratch_bytes = 0;
+  void* lt_ws = nullptr;
+  size_t lt_ws_bytes = 0;
+  uint64_t* rng_counter = nullptr;  // (max_seqs)
+  // Step inputs: one header copied host -> device per step (layout below), and block tables.
+  int32_t* in = nullptr;          // header: tokens (R) | pos (R) | slots (R) | seq_start (B+1) | kv_len (B)
+  int32_t* out_ids = nullptr;     // (max_batch)
+  int32_t* batch_table = nullptr; // (max_batch, max_blocks_per_seq) rows of the decoded sequences
+  int32_t* seq_table = nullptr;   // (max_seqs, max_blocks_per_seq) mirror of the allocator
+};
+
+// Offsets into the step-input header, in int32 elements.
+struct InLayout {
+  int64_t rows = 0, batch = 0;
+  int64_t tokens() const { return 0; }
+  int64_t pos() const { return rows; }
+  int64_t slots() const { return 2 * rows; }
+  int64_t seq_start() const { return 3 * rows; }
+  int64_t kv_len() const { return 3 * rows + batch + 1; }
+  int64_t size() const { return 3 * rows + 2 * batch + 1; }
+};
+
+bool is_matrix_type_ok(GgmlType t) { return matmul_supports(t); }
+
+constexpr size_t kLtWorkspace = size_t(4) << 20;  // cuBLASLt's recommendation for Hopper is 32 MiB
+                                                   // for big GEMMs; 4 MiB suffices for our shapes
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+
+std::string CudaMemoryReport::describe() const {
+  return str_cat("  weights    ", format_bytes(weights), "\n", "  KV cache   ",
+                 format_bytes(kv_cache), " (", kv_tokens, " tokens, ", n_ctx,
+                 " per sequence, fp16)\n", "  workspace  ", format_bytes(workspace),
+                 " (prefill chunks of ", ubatch, " tokens; ",
+                 weights ? str_cat(int(std::lround(100.0 * workspace / weights)), "% of weights")
+                         : std::string("-"),
+                 ")\n", "  total      ", format_bytes(weights + kv_cache + workspace), "; free ",
+                 format_bytes(free_before), " -> ", format_bytes(free_after), " of ",
+                 format_bytes(total), "\n");
+}
+
+bool cuda_engine_available(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    if (why)
+      *why = err != cudaSuccess ? str_cat("no CUDA device (", cudaGetErrorString(err), ")")
+                                : std::string("no CUDA device");
+    return false;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess || prop.major < 8) {
+    cudaGetLastError();
+    if (why) *why = str_cat("GPU ", prop.name, " has compute capability ", prop.major, ".",
+                            prop.minor, "; fathom needs 8.0 or newer");
+    return false;
+  }
+  return true;
+}
+
+struct CudaEngine::Impl {
+  ModelConfig cfg;
+  CudaEngineOptions opt;
+  CudaMemoryReport mem;
+  std::string device_name;
+  int64_t n_ctx = 0, ubatch = 0, rows = 0;
+  int max_batch = 1;
+  int64_t head_dim = 0;
+
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  GemmContext gemm;
+
+  DeviceArena weights_arena, kv_arena, work_arena;
+  PinnedBuffer host_in, host_out;  // step header in; ids out
+  InLayout in_layout;
+
+  DevMat tok_embd, output;
+  const float* output_norm = nullptr;
+  const float* freq_factors = nullptr;  // (n_rot/2) device
+  std::vector<DevLayer> layers;
+  Activations act;
+
+  std::unique_ptr<KvBlockAllocator> kv;
+  std::vector<int64_t> seq_len;        // per slot: tokens in the cache
+  uint64_t seq_table_version = ~0ull;  // allocator version the device mirror holds
+  uint64_t batch_table_version = ~0ull;
+  std::vector<int32_t> batch_table_seqs;
+
+  std::map<int, cudaGraphExec_t> graphs;  // decode step per batch size
+  CudaTraceFn trace;
+
+  struct DeviceGuard {
+    int prev = 0;
+    explicit DeviceGuard(int dev) {
+      cudaGetDevice(&prev);
+      if (prev != dev) CUDA_CHECK(cudaSetDevice(dev));
+    }
+    ~DeviceGuard() {
+      int cur = 0;
+      cudaGetDevice(&cur);
+      if (cur != prev) cudaSetDevice(prev);
+    }
+  };
+
+  Impl(const Model& model, const CudaEngineOptions& o);
+  ~Impl();
+  void check_supported(const Model& model);
+  void upload_weights(const Model& model, size_t data_bytes);
+  size_t plan_workspace(int64_t rows_, bool need_lt) const;
+  void alloc_workspace(bool need_lt);
+
+  // Forward of `n_rows` tokens already described by the device step header, for `n_seqs`
+  // sequences. table: device block table (n_seqs, max_blocks_per_seq). max_q_len/max_kv_len:
+  // host bounds. lm_rows: rows of h to run the LM head on (the last lm_rows rows).
+  void forward(int64_t n_rows, int32_t n_seqs, const int32_t* table, int32_t max_q_len,
+               int32_t max_kv_len, int64_t lm_rows, bool last_chunk);
+  void emit(int64_t layer, const char* op, const float* dev, int64_t n_rows, int64_t n,
+            bool last_chunk);
+  void upload_seq_table();
+  void prefill(int32_t seq, const int32_t* tokens, int64_t n);
+  void decode(const int32_t* seqs, const int32_t* tokens, int n);
+  void read_logits(int64_t n_rows, float* host);
+  void check_tokens(const int32_t* tokens, int64_t n) const;
+};
+
+// ---- load -----------------------------------------------------------------------------------
+
+void CudaEngine::Impl::check_supported(const Model& model) {
+  const ModelConfig& c = cfg;
+  FATHOM_CHECK(c.head_dim_k == c.head_dim_v, "GPU: head_dim_k ", c.head_dim_k,
+               " differs from head_dim_v ", c.head_dim_v, "; the CUDA attention needs them equal");
+  FATHOM_CHECK(c.head_dim_k == 64 || c.head_dim_k == 128 || c.head_dim_k == 256, "GPU: head_dim ",
+               c.head_dim_k, " is not supported by the CUDA attention (64, 128 or 256)");
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    const cpu::RopeParams rp = cpu::rope_params_for_layer(c, il, nullptr);
+    FATHOM_CHECK(rp.ext_factor == 0.0f && rp.attn_factor == 1.0f,
+                 "GPU: YaRN rope scaling (ext_factor ", rp.ext_factor, ", attn_factor ",
+                 rp.attn_factor, ") is not supported by the CUDA rope kernel");
+  }
+  const ModelWeights& w = model.weights;
+  auto check_mat = [&](const WeightRef& r, const char* what) {
+    if (!r) return;
+    FATHOM_CHECK(is_matrix_type_ok(r.type()), "GPU: tensor '", r.info->name, "' (", what,
+                 ") has type ", ggml_type_name(r.type()),
+                 ", which the CUDA matmul does not support");
+  };
+  check_mat(w.tok_embd, "token embedding");
+  check_mat(w.output, "output");
+  for (const LayerWeights& l : w.layers) {
+    check_mat(l.wq, "attn_q");
+    check_mat(l.wk, "attn_k");
+    check_mat(l.wv, "attn_v");
+    check_mat(l.wo, "attn_output");
+    check_mat(l.ffn_gate, "ffn_gate");
+    check_mat(l.ffn_up, "ffn_up");
+    check_mat(l.ffn_down, "ffn_down");
+  }
+}
+
+size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt) const {
+  const ModelConfig& c = cfg;
+  const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
+  ArenaPlan p;
+  for (int i = 0; i < 3; ++i) p.add(r * c.n_embd * 4);      // x, h, a
+  p.add(r * qd * 4);                                         // q
+  p.add(r * kvd * 4);                                        // k
+  p.add(r * kvd * 4);                                        // v
+  p.add(r * qd * 4);                                         // att
+  p.add(r * c.n_ff * 4);                                     // gate
+  p.add(r * c.n_ff * 4);                                     // up
+  p.add(int64_t(max_batch) * c.n_vocab * 4);                 // logits
+  AttentionParams ap;
+  ap.n_seqs = max_batch;
+  ap.n_tokens = max_batch;
+  ap.n_head = int32_t(c.n_head);
+  ap.n_head_kv = int32_t(c.n_head_kv);
+  ap.head_dim = int32_t(head_dim);
+  ap.max_q_len = 1;
+  ap.max_kv_len = int32_t(n_ctx);
+  ap.block_size = opt.kv_block_size;
+  p.add(attention_workspace_bytes(ap));
+  p.add(argmax_workspace_bytes(max_batch, c.n_vocab));
+  if (need_lt) {
+    const int64_t max_cols = std::max({c.n_embd, c.n_ff, qd});
+    p.add(r * max_cols * 2);
+    p.add(kLtWorkspace);
+  }
+  p.add(size_t(opt.max_batch + 1) * 8);                     // rng counters (max_seqs)
+  const InLayout il{r, max_batch};
+  p.add(il.size() * 4);
+  p.add(max_batch * 4);
+  const int64_t mbps = (n_ctx + opt.kv_block_size - 1) / opt.kv_block_size;
+  p.add(max_batch * mbps * 4);
+  p.add(max_batch * mbps * 4);
+  return p.bytes;
+}
+
+void CudaEngine::Impl::alloc_workspace(bool need_lt) {
+  const ModelConfig& c = cfg;
+  const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
+  DeviceArena& A = work_arena;
+  const int64_t r = rows;
+  act.x = A.alloc_n<float>(r * c.n_embd, "x");
+  act.h = A.alloc_n<float>(r * c.n_embd, "h");
+  act.a = A.alloc_n<float>(r * c.n_embd, "a");
+  act.q = A.alloc_n<float>(r * qd, "q");
+  act.k = A.alloc_n<float>(r * kvd, "k");
+  act.v = A.alloc_n<float>(r * kvd, "v");
+  act.att = A.alloc_n<float>(r * qd, "att");
+  act.gate = A.alloc_n<float>(r * c.n_ff, "gate");
+  act.up = A.alloc_n<float>(r * c.n_ff, "up");
+  act.logits = A.alloc_n<float>(int64_t(max_batch) * c.n_vocab, "logits");
+  AttentionParams ap;
+  ap.n_seqs = max_batch;
+  ap.n_tokens = max_batch;
+  ap.n_head = int32_t(c.n_head);
+  ap.n_head_kv = int32_t(c.n_head_kv);
+  ap.head_dim = int32_t(head_dim);
+  ap.max_q_len = 1;
+  ap.max_kv_len = int32_t(n_ctx);
+  ap.block_size = opt.kv_block_size;
+  act.attn_ws_bytes = attention_workspace_bytes(ap);
+  act.attn_ws = A.alloc(act.attn_ws_bytes, "attention workspace");
+  act.argmax_ws = A.alloc(argmax_workspace_bytes(max_batch, c.n_vocab), "argmax workspace");
+  if (need_lt) {
+    const int64_t max_cols = std::max({c.n_embd, c.n_ff, qd});
+    act.gemm_scratch_bytes = size_t(r * max_cols * 2);
+    act.gemm_scratch = A.alloc(act.gemm_scratch_bytes, "gemm scratch");
+    act.lt_ws_bytes = kLtWorkspace;
+    act.lt_ws = A.alloc(act.lt_ws_bytes, "cuBLASLt workspace");
+  }
+  act.rng_counter = A.alloc_n<uint64_t>(opt.max_batch + 1, "rng counters");
+  act.in = A.alloc_n<int32_t>(in_layout.size(), "step inputs");
+  act.out_ids = A.alloc_n<int32_t>(max_batch, "sampled ids");
+  const int64_t mbps = kv->max_blocks_per_seq();
+  act.batch_table = A.alloc_n<int32_t>(max_batch * mbps, "batch block table");
+  act.seq_table = A.alloc_n<int32_t>(int64_t(kv->max_seqs()) * mbps, "block tables");
+  CUDA_CHECK(cudaMemsetAsync(A.base(), 0, A.used(), stream));
+}
+
+void CudaEngine::Impl::upload_weights(const Model& model, size_t data_bytes) {
+  const GgufFile& file = *model.file;
+  const std::vector<GgufTensorInfo>& tensors = file.tensors();
+  FATHOM_CHECK(!tensors.empty(), "model file '", file.path(), "' has no tensors");
+  // The data section as mapped: tensor i starts at data + info.offset.
+  const uint8_t* mapped = tensors[0].data - tensors[0].offset;
+  uint8_t* dev = static_cast<uint8_t*>(weights_arena.alloc(data_bytes, "GGUF data section"));
+
+  // Double-buffered upload: read chunk i into pinned buffer i%2 with pread while the copy of
+  // chunk i-1 runs; an event per buffer says when it may be refilled.
+  const size_t chunk = std::min<size_t>(size_t(64) << 20, align_up(std::max<size_t>(data_bytes, 1), 4096));
+  PinnedBuffer staging[2];
+  cudaEvent_t done[2];
+  for (int b = 0; b < 2; ++b) {
+    staging[b].init(chunk, "weight upload staging");
+    CUDA_CHECK(cudaEventCreateWithFlags(&done[b], cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventRecord(done[b], stream));
+  }
+  int fd = ::open(file.path().c_str(), O_RDONLY);
+  const bool progress = opt.progress && data_bytes > (size_t(1) << 30);
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t off = 0;
+  int i = 0;
+  try {
+    while (off < data_bytes) {
+      const size_t n = std::min(chunk, data_bytes - off);
+      const int b = i & 1;
+      CUDA_CHECK(cudaEventSynchronize(done[b]));
+      uint8_t* dst = static_cast<uint8_t*>(staging[b].data());
+      size_t got = 0;
+      if (fd >= 0) {
+        while (got < n) {
+          const ssize_t r = ::pread(fd, dst + got, n - got, off_t(file.data_offset() + off + got));
+          if (r <= 0) break;
+          got += size_t(r);
+        }
+      }
+      if (got < n) std::memcpy(dst + got, mapped + off + got, n - got);  // in-memory model
+      CUDA_CHECK(cudaMemcpyAsync(dev + off, dst, n, cudaMemcpyHostToDevice, stream));
+      CUDA_CHECK(cudaEventRecord(done[b], stream));
+      off += n;
+      ++i;
+      if (progress) {
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const int w = 30, filled = int(w * double(off) / double(data_bytes));
+        std::fprintf(stderr, "\rfathom: uploading weights [%.*s%*s] %.2f / %.2f GB  %.2f GB/s", filled,
+                     "==============================", w - filled, "", off / 1e9, data_bytes / 1e9,
+                     s > 0 ? off / 1e9 / s : 0.0);
+      }
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    for (int b = 0; b < 2; ++b) cudaEventDestroy(done[b]);
+    throw;
+  }
+  if (fd >= 0) ::close(fd);
+  for (int b = 0; b < 2; ++b) cudaEventDestroy(done[b]);
+  if (progress) std::fprintf(stderr, "\n");
+  if (opt.verbose) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "fathom: uploaded %s of weights in %.3f s (%.2f GB/s)\n",
+                 format_bytes(data_bytes).c_str(), s, s > 0 ? data_bytes / 1e9 / s : 0.0);
+  }
+
+  // Device views of every tensor. 1-D vectors (norms, biases) must be fp32 for the kernels:
+  // other types are dequantized on the host into the extra region after the data section.
+  auto mat = [&](const WeightRef& r) {
+    DevMat m;
+    if (!r) return m;
+    m.type = r.type();
+    m.w = dev + r.info->offset;
+    m.rows = r.rows();
+    m.cols = r.cols();
+    return m;
+  };
+  auto vec = [&](const WeightRef& r) -> const float* {
+    if (!r) return nullptr;
+    if (r.type() == GgmlType::F32) return reinterpret_cast<const float*>(dev + r.info->offset);
+    std::vector<float> host(size_t(r.info->n_elements()));
+    cpu::dequantize_weight(r, host.data());
+    float* d = weights_arena.alloc_n<float>(host.size(), "fp32 vector");
+    CUDA_CHECK(cudaMemcpy(d, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
+    return d;
+  };
+  const ModelWeights& w = model.weights;
+  tok_embd = mat(w.tok_embd);
+  output = w.output ? mat(w.output) : tok_embd;
+  output_norm = vec(w.output_norm);
+  if (!cfg.rope_freq_factors.empty()) {
+    float* d = weights_arena.alloc_n<float>(cfg.rope_freq_factors.size(), "rope freq factors");
+    CUDA_CHECK(cudaMemcpy(d, cfg.rope_freq_factors.data(), cfg.rope_freq_factors.size() * 4,
+                          cudaMemcpyHostToDevice));
+    freq_factors = d;
+  }
+  layers.resize(size_t(cfg.n_layer));
+  for (int64_t il = 0; il < cfg.n_layer; ++il) {
+    const LayerWeights& l = w.layers[size_t(il)];
+    DevLayer& d = layers[size_t(il)];
+    d.wq = mat(l.wq);
+    d.wk = mat(l.wk);
+    d.wv = mat(l.wv);
+    d.wo = mat(l.wo);
+    d.ffn_gate = mat(l.ffn_gate);
+    d.ffn_up = mat(l.ffn_up);
+    d.ffn_down = mat(l.ffn_down);
+    d.attn_norm = vec(l.attn_norm);
+    d.bq = vec(l.bq);
+    d.bk = vec(l.bk);
+    d.bv = vec(l.bv);
+    d.q_norm = vec(l.q_norm);
+    d.k_norm = vec(l.k_norm);
+    d.post_attn_norm = vec(l.post_attn_norm);
+    d.ffn_norm = vec(l.ffn_norm);
+    d.post_ffn_norm = vec(l.post_ffn_norm);
+    const cpu::RopeParams rp = cpu::rope_params_for_layer(cfg, il, freq_factors);
+    d.rope_base = rp.freq_base;
+    d.rope_scale = rp.freq_scale;
+    d.rope_factors = rp.freq_factors != nullptr;
+    const bool swa = il < int64_t(cfg.layer_is_swa.size()) && cfg.layer_is_swa[size_t(il)];
+    d.sliding_window = swa ? int32_t(cfg.sliding_window) : 0;
+  }
+}
+
+CudaEngine::Impl::Impl(const Model& model, const CudaEngineOptions& o) : cfg(model.config), opt(o) {
+  std::string why;
+  FATHOM_CHECK(cuda_engine_available(&why), "cannot start the CUDA engine: ", why);
+  int n_dev = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&n_dev));
+  FATHOM_CHECK(opt.device >= 0 && opt.device < n_dev, "GPU ", opt.device, " does not exist (",
+               n_dev, " devices)");
+  DeviceGuard guard(opt.device);
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device));
+  device_name = prop.name;
+  FATHOM_CHECK(opt.max_batch >= 1, "max_batch must be at least 1, got ", opt.max_batch);
+  FATHOM_CHECK(opt.kv_block_size >= 1 && opt.kv_block_size <= 1024, "KV block size ",
+               opt.kv_block_size, " is outside 1..1024");
+  FATHOM_CHECK(cfg.n_layer == int64_t(model.weights.layers.size()), "model has ",
+               model.weights.layers.size(), " layers of weights but n_layer ", cfg.n_layer);
+  head_dim = cfg.head_dim_k;
+  max_batch = opt.max_batch;
+  check_supported(model);
+
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+
+  // ---- plan: weights, workspace, then the KV cache from what is left ----
+  const GgufFile& file = *model.file;
+  const size_t data_bytes = file.file_size() - file.data_offset();
+  size_t extra = 0;
+  auto count_vec = [&](const WeightRef& r) {
+    if (r && r.type() != GgmlType::F32) extra += align_up(size_t(r.info->n_elements()) * 4, DeviceArena::kAlign);
+  };
+  count_vec(model.weights.output_norm);
+  for (const LayerWeights& l : model.weights.layers)
+    for (const WeightRef* r : {&l.attn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm,
+                               &l.post_attn_norm, &l.ffn_norm, &l.post_ffn_norm})
+      count_vec(*r);
+  extra += align_up(cfg.rope_freq_factors.size() * 4, DeviceArena::kAlign);
+  const size_t weight_bytes = align_up(data_bytes, DeviceArena::kAlign) + extra;
+
+  bool need_lt = false;
+  for (const LayerWeights& l : model.weights.layers)
+    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      if (*r && (r->type() == GgmlType::F16 || r->type() == GgmlType::BF16)) need_lt = true;
+
+  const int64_t bs = opt.kv_block_size;
+  const size_t kv_bytes_per_block =
+      size_t(cfg.n_layer) * 2 * size_t(cfg.n_head_kv) * size_t(bs) * size_t(head_dim) * 2;
+  const int64_t ctx_cap = cfg.n_ctx_train > 0 ? cfg.n_ctx_train : 4096;
+
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  mem.free_before = free_b;
+  mem.total = total_b;
+
+  // The workspace depends on n_ctx only through the block tables and the attention split
+  // partials; plan with the cap first, then with the chosen context.
+  n_ctx = opt.n_ctx > 0 ? opt.n_ctx : ctx_cap;
+  FATHOM_CHECK(n_ctx <= INT32_MAX / 2, "context ", n_ctx, " is too large");
+  // Prefill chunk: the largest power of two <= 512 whose workspace stays under ~4.5% of the
+  // weights (the budget is 5%); tiny models get 64 regardless.
+  if (opt.ubatch > 0) {
+    ubatch = opt.ubatch;
+  } else {
+    ubatch = 512;
+    while (ubatch > 64 && plan_workspace(std::max<int64_t>(ubatch, max_batch), need_lt) >
+                              size_t(0.045 * double(weight_bytes)))
+      ubatch /= 2;
+  }
+  rows = std::max<int64_t>(ubatch, max_batch);
+  in_layout = InLayout{rows, max_batch};
+  size_t work_bytes = plan_workspace(rows, need_lt);
+  const size_t fixed = weight_bytes + work_bytes;
+
+  if (opt.n_ctx <= 0) {
+    // What fits: free memory minus weights, workspace and the reserve, split over max_batch.
+    const size_t avail = free_b > fixed + opt.reserve_bytes ? free_b - fixed - opt.reserve_bytes : 0;
+    const int64_t blocks = int64_t(avail / kv_bytes_per_block) / max_batch;
+    n_ctx = std::min<int64_t>(ctx_cap, blocks * bs);
+    FATHOM_CHECK(n_ctx >= bs, "out of GPU memory: weights (", format_bytes(weight_bytes),
+                 ") and workspace (", format_bytes(work_bytes), ") leave no room for a KV cache: ",
+                 format_bytes(free_b), " free of ", format_bytes(total_b));
+    work_bytes = plan_workspace(rows, need_lt);
+  }
+  const int64_t mbps = (n_ctx + bs - 1) / bs;
+  const int64_t n_blocks = mbps * max_batch;
+  const size_t kv_bytes = size_t(n_blocks) * kv_bytes_per_block;
+  const size_t needed = weight_bytes + work_bytes + kv_bytes;
+  FATHOM_CHECK(needed <= free_b, "out of GPU memory: the model needs ", format_bytes(needed),
+               " (weights ", format_bytes(weight_bytes), ", KV cache for ", n_ctx, " tokens x ",
+               max_batch, " sequences ", format_bytes(kv_bytes), ", workspace ",
+               format_bytes(work_bytes), ") but only ", format_bytes(free_b), " of ",
+               format_bytes(total_b), " are free; try a smaller --ctx");
+
+  kv = std::make_unique<KvBlockAllocator>(int32_t(n_blocks), int32_t(bs), max_batch, int32_t(mbps));
+  seq_len.assign(size_t(max_batch), 0);
+
+  weights_arena.init(weight_bytes, "weights");
+  kv_arena.init(kv_bytes, "KV cache");
+  work_arena.init(work_bytes, "workspace");
+
+  upload_weights(model, data_bytes);
+  const size_t layer_kv = size_t(n_blocks) * size_t(cfg.n_head_kv) * size_t(bs) * size_t(head_dim) * 2;
+  for (DevLayer& d : layers) {
+    d.k_cache = kv_arena.alloc(layer_kv, "K cache");
+    d.v_cache = kv_arena.alloc(layer_kv, "V cache");
+  }
+  // Zeroed once so a kernel that reads a not-yet-written slot of a claimed block sees finite data.
+  CUDA_CHECK(cudaMemsetAsync(kv_arena.base(), 0, kv_arena.used(), stream));
+  alloc_workspace(need_lt);
+
+  if (need_lt) {
+    LT_CHECK(cublasLtCreate(&lt));
+    gemm.lt = lt;
+    gemm.workspace = act.lt_ws;
+    gemm.workspace_bytes = act.lt_ws_bytes;
+    gemm.scratch = act.gemm_scratch;
+    gemm.scratch_bytes = act.gemm_scratch_bytes;
+  }
+  host_in.init(size_t(in_layout.size()) * 4 + size_t(max_batch) * mbps * 4, "step inputs");
+  host_out.init(size_t(max_batch) * 4, "sampled ids");
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  // Slot 0 is the Engine-interface sequence.
+  kv->add_sequence();
+
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  mem.free_after = free_b;
+  mem.weights = weights_arena.capacity();
+  mem.kv_cache = kv_arena.capacity();
+  mem.workspace = work_arena.capacity();
+  mem.kv_tokens = n_blocks * bs;
+  mem.n_ctx = n_ctx;
+  mem.ubatch = ubatch;
+  if (opt.verbose)
+    std::fprintf(stderr, "fathom: CUDA engine on %s, device memory:\n%s", device_name.c_str(),
+                 mem.describe().c_str());
+}
+
+CudaEngine::Impl::~Impl() {
+  DeviceGuard guard(opt.device);
+  if (stream) cudaStreamSynchronize(stream);
+  for (auto& [n, exec] : graphs) cudaGraphExecDestroy(exec);
+  if (lt) cublasLtDestroy(lt);
+  host_in.release();
+  host_out.release();
+  work_arena.release();
+  kv_arena.release();
+  weights_arena.release();
+  if (stream) cudaStreamDestroy(stream);
+}
+
+// ---- forward --------------------------------------------------------------------------------
+
+void CudaEngine::Impl::emit(int64_t layer, const char* op, const float* dev, int64_t n_rows,
+                            int64_t n, bool last_chunk) {
+  if (!trace || !last_chunk) return;
+  std::vector<float> all(size_t(n_rows * n));
+  CUDA_CHECK(cudaMemcpyAsync(all.data(), dev, all.size() * 4, cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  CudaTraceEntry e;
+  e.layer = layer;
+  e.op = op;
+  e.values.assign(all.end() - n, all.end());
+  e.all_finite = std::all_of(all.begin(), all.end(), [](float f) { return std::isfinite(f); });
+  trace(e);
+}
+
+void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, int32_t max_q_len,
+                               int32_t max_kv_len, int64_t lm_rows, bool last) {
+  const ModelConfig& c = cfg;
+  const int64_t d = c.n_embd, qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
+  const int32_t* tokens = act.in + in_layout.tokens();
+  const int32_t* pos = act.in + in_layout.pos();
+  const int32_t* slots = act.in + in_layout.slots();
+  const GemmContext* gctx = lt ? &gemm : nullptr;
+
+  auto matmul = [&](const DevMat& m, const float* x, float* y, int64_t n, const float* bias,
+                    const float* residual) {
+    MatmulParams p;
+    p.type = m.type;
+    p.w = m.w;
+    p.rows = m.rows;
+    p.cols = m.cols;
+    p.x = x;
+    p.y = y;
+    p.n_tokens = n;
+    p.bias = bias;
+    p.residual = residual;
+    p.gemm = gctx;
+    launch_matmul(p, stream);
+  };
+  auto rms = [&](float* x, const float* residual, const float* w, float* out, int64_t n_rows,
+                 int64_t n) {
+    RmsNormParams p;
+    p.x = x;
+    p.residual = residual;
+    p.w = w;
+    p.out = out;
+    p.n_rows = n_rows;
+    p.n = n;
+    p.eps = c.norm_eps;
+    launch_rms_norm(p, stream);
+  };
+
+  {
+    EmbeddingParams p;
+    p.type = tok_embd.type;
+    p.tok_embd = tok_embd.w;
+    p.n_vocab = tok_embd.rows;
+    p.n_embd = d;
+    p.tokens = tokens;
+    p.n_tokens = T;
+    p.scale = c.embd_scale_sqrt ? std::sqrt(float(d)) : 1.0f;
+    p.out = act.x;
+    launch_embedding(p, stream);
+  }
+  emit(-1, "inp_embd", act.x, T, d, last);
+
+  const float* pending = nullptr;  // gemma3: output of the previous block still to add to x
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    const DevLayer& L = layers[size_t(il)];
+    rms(act.x, pending, L.attn_norm, act.h, T, d);
+    if (pending) emit(il - 1, "l_out", act.x, T, d, last);
+    pending = nullptr;
+    emit(il, "attn_norm", act.h, T, d, last);
+
+    matmul(L.wq, act.h, act.q, T, L.bq, nullptr);
+    matmul(L.wk, act.h, act.k, T, L.bk, nullptr);
+    matmul(L.wv, act.h, act.v, T, L.bv, nullptr);
+    if (L.q_norm) rms(act.q, nullptr, L.q_norm, act.q, T * c.n_head, head_dim);
+    if (L.k_norm) rms(act.k, nullptr, L.k_norm, act.k, T * c.n_head_kv, head_dim);
+    {
+      RopeKvParams p;
+      p.type = c.rope_type;
+      p.n_rot = int32_t(c.n_rot > 0 ? c.n_rot : head_dim);
+      p.freq_base = L.rope_base;
+      p.freq_scale = L.rope_scale;
+      p.freq_factors = L.rope_factors ? freq_factors : nullptr;
+      p.pos = pos;
+      p.n_tokens = T;
+      p.n_head = int32_t(c.n_head);
+      p.n_head_kv = int32_t(c.n_head_kv);
+      p.head_dim = int32_t(head_dim);
+      p.q = act.q;
+      p.k = act.k;
+      p.v = act.v;
+      p.kv_type = KvType::F16;
+      p.k_cache = L.k_cache;
+      p.v_cache = L.v_cache;
+      p.slot_mapping = slots;
+      p.block_size = opt.kv_block_size;
+      launch_rope_kv(p, stream);
+    }
+    emit(il, "Qcur", act.q, T, qd, last);
+    emit(il, "Kcur", act.k, T, kvd, last);
+    emit(il, "Vcur", act.v, T, kvd, last);
+    {
+      AttentionParams p;
+      p.q = act.q;
+      p.out = act.att;
+      p.q_pos = pos;
+      p.q_seq_start = act.in + in_layout.seq_start();
+      p.kv_len = act.in + in_layout.kv_len();
+      p.block_table = table;
+      p.max_blocks_per_seq = kv->max_blocks_per_seq();
+      p.k_cache = L.k_cache;
+      p.v_cache = L.v_cache;
+      p.kv_type = KvType::F16;
+      p.block_size = opt.kv_block_size;
+      p.n_seqs = n_seqs;
+      p.n_tokens = T;
+      p.n_head = int32_t(c.n_head);
+      p.n_head_kv = int32_t(c.n_head_kv);
+      p.head_dim = int32_t(head_dim);
+      p.scale = c.attn_scale;
+      p.softcap = c.attn_logit_softcap;
+      p.causal = true;
+      p.sliding_window = L.sliding_window;
+      p.max_q_len = max_q_len;
+      p.max_kv_len = max_kv_len;
+      p.workspace = act.attn_ws;
+      p.workspace_bytes = act.attn_ws_bytes;
+      launch_attention(p, stream);
+    }
+    emit(il, "kqv_out", act.att, T, qd, last);
+
+    if (L.post_attn_norm) {
+      matmul(L.wo, act.att, act.a, T, nullptr, nullptr);
+      emit(il, "attn_out", act.a, T, d, last);
+      rms(act.a, nullptr, L.post_attn_norm, act.a, T, d);
+      emit(il, "attn_post_norm", act.a, T, d, last);
+      rms(act.x, act.a, L.ffn_norm, act.h, T, d);  // x += a; h = norm(x)
+    } else {
+      if (trace) {  // the CPU reference's attn_out is the projection before the residual add
+        matmul(L.wo, act.att, act.a, T, nullptr, nullptr);
+        emit(il, "attn_out", act.a, T, d, last);
+        rms(act.x, act.a, L.ffn_norm, act.h, T, d);
+      } else {
+        matmul(L.wo, act.att, act.x, T, nullptr, act.x);  // x += att @ Wo^T
+        rms(act.x, nullptr, L.ffn_norm, act.h, T, d);
+      }
+    }
+    emit(il, "ffn_inp", act.x, T, d, last);
+    emit(il, "ffn_norm", act.h, T, d, last);
+
+    matmul(L.ffn_gate, act.h, act.gate, T, nullptr, nullptr);
+    matmul(L.ffn_up, act.h, act.up, T, nullptr, nullptr);
+    {
+      GluParams p;
+      p.kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
+      p.gate = act.gate;
+      p.up = act.up;
+      p.out = act.gate;
+      p.n_tokens = T;
+      p.n = c.n_ff;
+      launch_glu(p, stream);
+    }
+    if (L.post_ffn_norm) {
+      matmul(L.ffn_down, act.gate, act.a, T, nullptr, nullptr);
+      emit(il, "ffn_out", act.a, T, d, last);
+      rms(act.a, nullptr, L.post_ffn_norm, act.a, T, d);
+      emit(il, "ffn_post_norm", act.a, T, d, last);
+      pending = act.a;  // added to x by the next norm
+    } else if (trace) {
+      matmul(L.ffn_down, act.gate, act.a, T, nullptr, nullptr);
+      emit(il, "ffn_out", act.a, T, d, last);
+      pending = act.a;
+    } else {
+      matmul(L.ffn_down, act.gate, act.x, T, nullptr, act.x);  // x += g @ Wd^T
+      emit(il, "l_out", act.x, T, d, last);
+    }
+  }
+
+  // Final norm on the rows that need logits only (the last lm_rows). With a pending residual the
+  // add is fused here; the other rows of x are not needed again.
+  // A chunk that needs no logits stops here: its K/V are in the cache, and x (with a gemma3
+  // residual still pending) is not read again.
+  if (lm_rows <= 0) return;
+  const int64_t first = T - lm_rows;
+  rms(act.x + first * d, pending ? pending + first * d : nullptr, output_norm, act.h + first * d,
+      lm_rows, d);
+  if (pending) emit(c.n_layer - 1, "l_out", act.x, T, d, last);
+  emit(c.n_layer, "result_norm", act.h + first * d, lm_rows, d, last);
+  matmul(output, act.h + first * d, act.logits, lm_rows, nullptr, nullptr);
+  if (c.final_logit_softcap > 0.0f) {
+    SoftcapParams p;
+    p.x = act.logits;
+    p.n = lm_rows * c.n_vocab;
+    p.cap = c.final_logit_softcap;
+    launch_softcap(p, stream);
+  }
+  emit(c.n_layer, "result_output", act.logits, lm_rows, c.n_vocab, last);
+}
+
+void CudaEngine::Impl::check_tokens(const int32_t* tokens, int64_t n) const {
+  for (int64_t i = 0; i < n; ++i)
+    FATHOM_CHECK(tokens[i] >= 0 && tokens[i] < cfg.n_vocab, "token id ", tokens[i], " at index ", i,
+                 " is outside the vocabulary of ", cfg.n_vocab);
+}
+
+void CudaEngine::Impl::upload_seq_table() {
+  if (seq_table_version == kv->version()) return;
+  const std::vector<int32_t>& t = kv->table();
+  CUDA_CHECK(cudaMemcpyAsync(act.seq_table, t.data(), t.size() * 4, cudaMemcpyHostToDevice, stream));
+  seq_table_version = kv->version();
+}
+
+// Prefill (or an un-graphed decode) of one sequence, in chunks of ubatch tokens. The last chunk
+// leaves the logits of the last token in act.logits row 0 and its argmax in act.out_ids[0].
+void CudaEngine::Impl::prefill(int32_t seq, const int32_t* tokens, int64_t n) {
+  FATHOM_CHECK(n > 0, "eval: no tokens");
+  check_tokens(tokens, n);
+  const int64_t past = seq_len[size_t(seq)];
+  FATHOM_CHECK(past + n <= n_ctx, "prompt of ", n, " tokens after ", past,
+               " cached ones exceeds the context of ", n_ctx, " tokens");
+  kv->reserve(seq, past + n);  // throws, changing nothing, when the pool is exhausted
+  upload_seq_table();
+  int32_t* h = static_cast<int32_t*>(host_in.data());
+  for (int64_t done = 0; done < n;) {
+    const int64_t T = std::min(ubatch, n - done);
+    const bool last = done + T == n;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t p = past + done + t;
+      h[in_layout.tokens() + t] = tokens[done + t];
+      h[in_layout.pos() + t] = int32_t(p);
+      h[in_layout.slots() + t] = int32_t(kv->slot(seq, p));
+    }
+    h[in_layout.seq_start()] = 0;
+    h[in_layout.seq_start() + 1] = int32_t(T);
+    h[in_layout.kv_len()] = int32_t(past + done + T);
+    // The stream orders this copy after the previous chunk's kernels, but the host must not
+    // overwrite the pinned buffer before the copy has read it.
+    CUDA_CHECK(cudaMemcpyAsync(act.in, h, size_t(in_layout.size()) * 4, cudaMemcpyHostToDevice, stream));
+    forward(T, 1, act.seq_table + int64_t(seq) * kv->max_blocks_per_seq(), int32_t(T),
+            int32_t(past + done + T), last ? 1 : 0, last);
+    if (!last) CUDA_CHECK(cudaStreamSynchronize(stream));
+    done += T;
+  }
+  ArgmaxParams ap;
+  ap.logits = act.logits;
+  ap.n_rows = 1;
+  ap.n_vocab = cfg.n_vocab;
+  ap.out_tokens = act.out_ids;
+  ap.workspace = act.argmax_ws;
+  launch_argmax(ap, stream);
+  seq_len[size_t(seq)] = past + n;
+}
+
+// One decode step of n sequences through a captured graph (captured on first use per n).
+void CudaEngine::Impl::decode(const int32_t* seqs, const int32_t* tokens, int n) {
+  FATHOM_CHECK(n >= 1 && n <= max_batch, "decode of ", n, " sequences; the engine was loaded for ",
+               max_batch);
+  check_tokens(tokens, n);
+  for (int i = 0; i < n; ++i) {
+    FATHOM_CHECK(kv->is_active(seqs[i]), "decode: sequence ", seqs[i], " is not active");
+    for (int j = 0; j < i; ++j)
+      FATHOM_CHECK(seqs[i] != seqs[j], "decode: sequence ", seqs[i], " appears twice in the batch");
+    FATHOM_CHECK(seq_len[size_t(seqs[i])] + 1 <= n_ctx, "sequence ", seqs[i], " holds ",
+                 seq_len[size_t(seqs[i])], " tokens: one more exceeds the context of ", n_ctx);
+  }
+  int64_t need_blocks = 0;
+  for (int i = 0; i < n; ++i) {
+    const int64_t len = seq_len[size_t(seqs[i])];
+    if (len + 1 > kv->capacity(seqs[i])) ++need_blocks;
+  }
+  FATHOM_CHECK(need_blocks <= kv->n_free_blocks(), "KV cache full: ", need_blocks,
+               " sequences need a new block but only ", kv->n_free_blocks(), " are free");
+  for (int i = 0; i < n; ++i) kv->reserve(seqs[i], seq_len[size_t(seqs[i])] + 1);
+
+  int32_t* h = static_cast<int32_t*>(host_in.data());
+  const int64_t mbps = kv->max_blocks_per_seq();
+  for (int i = 0; i < n; ++i) {
+    const int32_t s = seqs[i];
+    const int64_t p = seq_len[size_t(s)];
+    h[in_layout.tokens() + i] = tokens[i];
+    h[in_layout.pos() + i] = int32_t(p);
+    h[in_layout.slots() + i] = int32_t(kv->slot(s, p));
+    h[in_layout.seq_start() + i] = i;
+    h[in_layout.kv_len() + i] = int32_t(p + 1);
+  }
+  h[in_layout.seq_start() + n] = n;
+  size_t bytes = size_t(in_layout.size()) * 4;
+  const std::vector<int32_t> batch(seqs, seqs + n);
+  const bool table_stale = batch_table_version != kv->version() || batch_table_seqs != batch;
+  if (table_stale) {
+    // Block-table rows of this batch, in batch order, after the header in the pinned buffer.
+    int32_t* rows_out = h + in_layout.size();
+    for (int i = 0; i < n; ++i)
+      std::memcpy(rows_out + i * mbps, kv->table().data() + int64_t(seqs[i]) * mbps, size_t(mbps) * 4);
+  }
+  CUDA_CHECK(cudaMemcpyAsync(act.in, h, bytes, cudaMemcpyHostToDevice, stream));
+  if (table_stale) {
+    CUDA_CHECK(cudaMemcpyAsync(act.batch_table, h + in_layout.size(), size_t(n) * mbps * 4,
+                               cudaMemcpyHostToDevice, stream));
+    batch_table_version = kv->version();
+    batch_table_seqs = batch;
+  }
+
+  auto run_step = [&] {
+    forward(n, n, act.batch_table, 1, int32_t(n_ctx), n, true);
+    ArgmaxParams ap;
+    ap.logits = act.logits;
+    ap.n_rows = n;
+    ap.n_vocab = cfg.n_vocab;
+    ap.out_tokens = act.out_ids;
+    ap.workspace = act.argmax_ws;
+    launch_argmax(ap, stream);
+  };
+  if (!opt.use_graphs || trace) {
+    run_step();
+  } else {
+    auto it = graphs.find(n);
+    if (it == graphs.end()) {
+      // First step of this batch size: run it eagerly (this is the real step, and it loads every
+      // kernel module outside capture), then capture the same launches for the next steps.
+      run_step();
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        run_step();
+      } catch (...) {
+        cudaStreamEndCapture(stream, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        throw;
+      }
+      CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      CUDA_CHECK(err);
+      graphs.emplace(n, exec);
+    } else {
+      CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+    }
+  }
+  for (int i = 0; i < n; ++i) ++seq_len[size_t(seqs[i])];
+}
+
+void CudaEngine::Impl::read_logits(int64_t n_rows, float* host) {
+  CUDA_CHECK(cudaMemcpyAsync(host, act.logits, size_t(n_rows * cfg.n_vocab) * 4,
+                             cudaMemcpyDeviceToHost, stream));
+}
+
+// ---- public API -----------------------------------------------------------------------------
+
+CudaEngine::CudaEngine(const Model& model, const CudaEngineOptions& options)
+    : impl_(std::make_unique<Impl>(model, options)) {}
+CudaEngine::~CudaEngine() = default;
+
+int64_t CudaEngine::n_vocab() const { return impl_->cfg.n_vocab; }
+int64_t CudaEngine::n_ctx() const { return impl_->n_ctx; }
+int64_t CudaEngine::n_past() const { return impl_->seq_len[0]; }
+const CudaMemoryReport& CudaEngine::memory() const { return impl_->mem; }
+const ModelConfig& CudaEngine::config() const { return impl_->cfg; }
+std::string CudaEngine::device_name() const { return impl_->device_name; }
+void CudaEngine::set_trace(CudaTraceFn fn) { impl_->trace = std::move(fn); }
+
+int32_t CudaEngine::eval_seq(int32_t seq, const int32_t* tokens, int64_t n, float* logits_last) {
+  Impl& m = *impl_;
+  Impl::DeviceGuard guard(m.opt.device);
+  FATHOM_CHECK(m.kv->is_active(seq), "eval: sequence ", seq, " is not active");
+  FATHOM_CHECK(n > 0, "eval: no tokens");
+  if (n == 1 && !m.trace) {
+    m.decode(&seq, tokens, 1);
+  } else {
+    m.prefill(seq, tokens, n);
+  }
+  int32_t* out = static_cast<int32_t*>(m.host_out.data());
+  CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, 4, cudaMemcpyDeviceToHost, m.stream));
+  if (logits_last) m.read_logits(1, logits_last);
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));  // the one sync per step: reading the id
+  return out[0];
+}
+
+void CudaEngine::eval(const int32_t* tokens, int64_t n, float* logits_last) {
+  eval_seq(0, tokens, n, logits_last);
+}
+
+int32_t CudaEngine::eval_greedy(const int32_t* tokens, int64_t n) {
+  return eval_seq(0, tokens, n, nullptr);
+}
+
+void CudaEngine::decode_batch(const int32_t* seqs, const int32_t* tokens, int n, int32_t* out_ids,
+                              float* logits) {
+  Impl& m = *impl_;
+  Impl::DeviceGuard guard(m.opt.device);
+  m.decode(seqs, tokens, n);
+  int32_t* out = static_cast<int32_t*>(m.host_out.data());
+  CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, size_t(n) * 4, cudaMemcpyDeviceToHost, m.stream));
+  if (logits) m.read_logits(n, logits);
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  std::memcpy(out_ids, out, size_t(n) * 4);
+}
+
+void CudaEngine::truncate(int64_t n) {
+  Impl& m = *impl_;
+  FATHOM_CHECK(n >= 0 && n <= m.seq_len[0], "truncate(", n, ") outside the cached 0..",
+               m.seq_len[0]);
+  m.kv->truncate(0, n);
+  m.seq_len[0] = n;
+}
+
+int32_t CudaEngine::add_sequence() {
+  Impl& m = *impl_;
+  const int32_t s = m.kv->add_sequence();
+  m.seq_len[size_t(s)] = 0;
+  return s;
+}
+
+void CudaEngine::remove_sequence(int32_t seq) {
+  Impl& m = *impl_;
+  FATHOM_CHECK(seq != 0, "sequence 0 belongs to the Engine interface; truncate(0) clears it");
+  m.kv->remove_sequence(seq);
+  m.seq_len[size_t(seq)] = 0;
+}
+
+int64_t CudaEngine::seq_len(int32_t seq) const {
+  const Impl& m = *impl_;
+  FATHOM_CHECK(m.kv->is_active(seq), "sequence ", seq, " is not active");
+  return m.seq_len[size_t(seq)];
+}
+
+}  // namespace fathom
