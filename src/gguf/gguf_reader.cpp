@@ -83,7 +83,8 @@ class Parser {
     const size_t at = pos_;
     const uint64_t len = read<uint64_t>(what);
     if (len > remaining())
-      fail_at(at, what, " has length ", len, " but only ", remaining(), " bytes remain in the file");
+      fail_at(at, what, " has length ", len, ", which runs past the end of the file (", remaining(),
+              " bytes remain)");
     std::string s(reinterpret_cast<const char*>(base_ + pos_), static_cast<size_t>(len));
     pos_ += static_cast<size_t>(len);
     return s;
