@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "fathom/model.h"
 #include "fathom/sampler.h"
+#include "fathom/tokenizer.h"
 
 namespace fathom {
 
@@ -103,5 +105,67 @@ using TextCallback = std::function<void(const std::string&)>;
 // holds n_past + prompt + (tokens - 1) positions.
 GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector<int32_t>& prompt,
                         const GenerateParams& params, const TextCallback& on_text = nullptr);
+
+// ---- the real pieces --------------------------------------------------------------------------
+
+// fathom::Tokenizer as a TokenTextStream: is_eog() plus a StreamDecoder (control tokens are not
+// rendered).
+class TokenizerTextStream final : public TokenTextStream {
+ public:
+  explicit TokenizerTextStream(const Tokenizer& tok) : tok_(tok), decoder_(tok) {}
+  bool is_eog(int32_t token) const override { return tok_.is_eog(token); }
+  std::string push(int32_t token) override { return decoder_.push(token); }
+  std::string flush() override {
+    std::string out = decoder_.flush();
+    decoder_.reset();  // the next generate() call starts a fresh stream
+    return out;
+  }
+
+ private:
+  const Tokenizer& tok_;
+  StreamDecoder decoder_;
+};
+
+// generate() with a fresh TokenizerTextStream.
+GenerateResult generate(Engine& engine, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                        const GenerateParams& params, const TextCallback& on_text = nullptr);
+
+class CpuModel;
+
+// The CPU reference forward pass (fathom::CpuModel) as an Engine.
+class CpuEngine final : public Engine {
+ public:
+  // `model` must outlive the engine. n_threads <= 0: all hardware threads.
+  CpuEngine(const Model& model, int64_t n_ctx, int n_threads = 0);
+  ~CpuEngine() override;
+  const char* name() const override { return "cpu"; }
+  int64_t n_vocab() const override;
+  int64_t n_ctx() const override;
+  int64_t n_past() const override;
+  void eval(const int32_t* tokens, int64_t n, float* logits_last) override;
+  // CpuModel can only forget its whole cache, so a partial truncate re-evaluates the kept
+  // prefix (it keeps the tokens for that). Cheap compared to re-encoding a conversation.
+  void truncate(int64_t n) override;
+
+ private:
+  std::unique_ptr<CpuModel> model_;
+  std::vector<int32_t> tokens_;  // (n_past,) what the cache holds
+};
+
+struct EngineOptions {
+  std::string device = "auto";  // "cpu", "gpu" or "auto" (the GPU when usable, else the CPU)
+  int64_t n_ctx = 0;            // KV-cache tokens; 0: default_n_ctx(model)
+  int n_threads = 0;            // CPU engine threads; <= 0: all
+  bool verbose = false;
+};
+
+// min(the model's training context, 4096).
+int64_t default_n_ctx(const ModelConfig& config);
+
+// The engine for opts.device. "gpu" throws fathom::Error saying why when no CUDA engine is usable;
+// "auto" falls back to the CPU reference. `model` must outlive the engine. When `why` is given it
+// receives one line on the choice ("cpu (this build has no CUDA engine)").
+std::unique_ptr<Engine> make_engine(const Model& model, const EngineOptions& opts,
+                                    std::string* why = nullptr);
 
 }  // namespace fathom

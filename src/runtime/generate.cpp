@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "fathom/cpu_model.h"
+#include "fathom/cuda_engine.h"  // builds without CUDA link a stub that reports "not available"
 #include "fathom/error.h"
 
 namespace fathom {
@@ -144,6 +146,66 @@ GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector
   }
   st.decode_s = seconds_since(t0);
   return result;
+}
+
+GenerateResult generate(Engine& engine, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                        const GenerateParams& params, const TextCallback& on_text) {
+  TokenizerTextStream text(tok);
+  return generate(engine, text, prompt, params, on_text);
+}
+
+// ---- CpuEngine --------------------------------------------------------------------------------
+
+CpuEngine::CpuEngine(const Model& model, int64_t n_ctx, int n_threads)
+    : model_(std::make_unique<CpuModel>(model, n_ctx, n_threads)) {}
+CpuEngine::~CpuEngine() = default;
+
+int64_t CpuEngine::n_vocab() const { return model_->config().n_vocab; }
+int64_t CpuEngine::n_ctx() const { return model_->n_ctx(); }
+int64_t CpuEngine::n_past() const { return model_->n_past(); }
+
+void CpuEngine::eval(const int32_t* tokens, int64_t n, float* logits_last) {
+  FATHOM_CHECK(n_past() + n <= n_ctx(), "cannot evaluate ", n, " tokens after ", n_past(),
+               ": the context holds ", n_ctx());
+  model_->forward(tokens, n, logits_last);
+  tokens_.insert(tokens_.end(), tokens, tokens + n);
+}
+
+void CpuEngine::truncate(int64_t n) {
+  FATHOM_CHECK(n >= 0 && n <= n_past(), "truncate(", n, ") outside the cached 0..", n_past());
+  if (n == n_past()) return;
+  tokens_.resize(static_cast<size_t>(n));
+  model_->reset();
+  if (n > 0) model_->forward(tokens_.data(), n, nullptr);
+}
+
+// ---- engine selection -------------------------------------------------------------------------
+
+int64_t default_n_ctx(const ModelConfig& config) {
+  const int64_t cap = 4096;
+  return config.n_ctx_train > 0 ? std::min(config.n_ctx_train, cap) : cap;
+}
+
+std::unique_ptr<Engine> make_engine(const Model& model, const EngineOptions& opts, std::string* why) {
+  FATHOM_CHECK(opts.device == "cpu" || opts.device == "gpu" || opts.device == "auto",
+               "unknown device '", opts.device, "' (expected cpu, gpu or auto)");
+  const int64_t n_ctx = opts.n_ctx > 0 ? opts.n_ctx : default_n_ctx(model.config);
+  if (model.config.n_ctx_train > 0)
+    FATHOM_CHECK(n_ctx <= model.config.n_ctx_train, "--ctx ", n_ctx, " exceeds the model's training context of ",
+                 model.config.n_ctx_train, " tokens");
+
+  std::string gpu_why;
+  if (opts.device != "cpu" && cuda_engine_available(&gpu_why)) {
+    CudaEngineOptions co;
+    co.n_ctx = n_ctx;
+    co.verbose = opts.verbose;
+    auto engine = std::make_unique<CudaEngine>(model, co);
+    if (why) *why = "cuda (" + engine->device_name() + ")";
+    return engine;
+  }
+  if (opts.device == "gpu") fail("--device gpu: no usable CUDA engine (", gpu_why, ")");
+  if (why) *why = opts.device == "cpu" ? "cpu (forced by --device cpu)" : "cpu (" + gpu_why + ")";
+  return std::make_unique<CpuEngine>(model, n_ctx, opts.n_threads);
 }
 
 }  // namespace fathom
