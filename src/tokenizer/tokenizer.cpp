@@ -78,15 +78,26 @@ size_t char_len(const std::string& s, size_t i) {
   return n > 0 ? static_cast<size_t>(n) : 1;
 }
 
-// Pre-tokenizer regexes (the strings HF tokenizer.json files carry).
-const char* const kRegexGpt2 =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-const char* const kRegexLlama3 =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-const char* const kRegexQwen2 =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// Pre-tokenizer regexes: the strings HF tokenizer.json files carry, with \s spelled out as the
+// Unicode White_Space property. PCRE2's UCP \s also takes U+180E MONGOLIAN VOWEL SEPARATOR (a
+// format character since Unicode 6.3); HF's Oniguruma and tiktoken's regex do not, and the
+// trained-vocabulary oracle test caught the difference.
+#define FATHOM_WS "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define FATHOM_S "[" FATHOM_WS "]"
+#define FATHOM_NOT_S "[^" FATHOM_WS "]"
+const char* const kRegexGpt2 =  // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" FATHOM_WS "\\p{L}\\p{N}]+|" FATHOM_S "+(?!" FATHOM_NOT_S
+    ")|" FATHOM_S "+";
+// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+#define FATHOM_LLAMA3_LIKE(DIGITS)                                                                          \
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}" DIGITS "| ?[^" FATHOM_WS                 \
+  "\\p{L}\\p{N}]+[\\r\\n]*|" FATHOM_S "*[\\r\\n]+|" FATHOM_S "+(?!" FATHOM_NOT_S ")|" FATHOM_S "+"
+const char* const kRegexLlama3 = FATHOM_LLAMA3_LIKE("{1,3}");
+const char* const kRegexQwen2 = FATHOM_LLAMA3_LIKE("");  // single digits
+#undef FATHOM_LLAMA3_LIKE
+#undef FATHOM_NOT_S
+#undef FATHOM_S
+#undef FATHOM_WS
 
 // Byte trie for leftmost-longest matching of special tokens.
 class SpecialTrie {
