@@ -36,6 +36,9 @@ class CpuModel {
                float* logits_all = nullptr);
 
   void reset() { n_past_ = 0; }          // forget the cache
+  // Forgets cached positions >= n; positions < n stay valid (each row depends only on earlier
+  // tokens), so a conversation can rewind without re-evaluating its prefix.
+  void truncate(int64_t n);
   int64_t n_past() const { return n_past_; }
   int64_t n_ctx() const { return n_ctx_; }
   const ModelConfig& config() const { return model_.config; }

@@ -75,6 +75,12 @@ void CpuModel::emit(int64_t layer, const char* name, const float* data, int64_t 
   if (hook_) hook_(layer, name, data, n_tokens, n);
 }
 
+void CpuModel::truncate(int64_t n) {
+  FATHOM_CHECK(n >= 0 && n <= n_past_, "truncate: position ", n, " is outside the cache (",
+               n_past_, " tokens)");
+  n_past_ = n;
+}
+
 void CpuModel::forward(const int32_t* tokens, int64_t n_tokens, float* logits_last,
                        float* logits_all) {
   const ModelConfig& c = model_.config;
