@@ -1,0 +1,59 @@
+// Gated activations, elementwise and memory-bound (read gate + up, write out):
+//   SWIGLU: out = silu(g) * u = g / (1 + exp(-g)) * u
+//   GEGLU:  out = gelu_tanh(g) * u = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) * u
+// and the in-place logit soft-cap x = cap * tanh(x / cap).
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/ops.cuh"
+
+namespace fathom::cuda {
+namespace {
+
+__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float gelu_tanh_f(float g) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+}
+
+template <GluKind K>
+__global__ void glu_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = gate[i];
+    out[i] = (K == GluKind::SWIGLU ? silu_f(g) : gelu_tanh_f(g)) * up[i];
+  }
+}
+
+__global__ void softcap_kernel(float* x, int64_t n, float cap) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = cap * tanhf(x[i] * inv);
+}
+
+unsigned grid_for(int64_t n) {
+  const int64_t blocks = (n + 255) / 256;
+  return unsigned(blocks < 4096 ? blocks : 4096);
+}
+
+}  // namespace
+
+void launch_glu(const GluParams& p, cudaStream_t stream) {
+  const int64_t n = p.n_tokens * p.n;
+  if (n <= 0) return;
+  if (p.kind == GluKind::SWIGLU)
+    glu_kernel<GluKind::SWIGLU><<<grid_for(n), 256, 0, stream>>>(p.gate, p.up, p.out, n);
+  else
+    glu_kernel<GluKind::GEGLU><<<grid_for(n), 256, 0, stream>>>(p.gate, p.up, p.out, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_softcap(const SoftcapParams& p, cudaStream_t stream) {
+  if (p.n <= 0) return;
+  FATHOM_CHECK(p.cap > 0.0f, "softcap: cap ", p.cap, " must be positive");
+  softcap_kernel<<<grid_for(p.n), 256, 0, stream>>>(p.x, p.n, p.cap);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fathom::cuda

@@ -1,0 +1,475 @@
+// Attention over the paged fp16 KV cache (layout and masking rules: ops.cuh).
+//   out[t,h] = sum_j softmax_j(mask(softcap(scale * q[t,h] . k[j,h/g]))) v[j,h/g]
+// Softmax is online (running max m, running sum l, rescaled accumulator) in fp32; scores never
+// reach global memory.
+//
+// Decode (max_q_len == 1), flash-decoding: grid (n_seqs, n_head_kv * head groups, n_splits).
+// A block reads the keys of ONE kv head in its split of positions once and serves all the query
+// heads sharing it (up to kDecodeMaxHeads = 8 of them; more heads take more head groups). Inside,
+// a token's head vector is read by D/8 lanes with one 16-byte load each (D = head_dim), so a warp
+// handles 32 / (D/8) tokens at a time; the 4 warps stride through the split and merge their
+// (m, l, acc) states through shared memory at the end. With one split the block normalises and
+// writes out; with several it writes unnormalised partials (acc, m, l) to the workspace and
+// attention_reduce_kernel merges them. Bytes: K and V of the context once per kv head.
+//
+// Prefill (max_q_len > 1), flash-style tiles: a block takes 16 (query token, head) rows that
+// share one kv head (16/g tokens x g heads), and walks the visible keys in tiles of 32 tokens
+// staged in shared memory as fp16. A warp owns 4 rows; lane j scores key j of the tile against
+// each row, the warp does the online softmax, then each lane accumulates D/32 output dims.
+// K/V come from the paged cache (the current chunk was written by launch_rope_kv first), so
+// chunked prefill needs no second code path.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <climits>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/ops.cuh"
+
+namespace fathom::cuda {
+namespace {
+
+constexpr int kDecodeThreads = 128;
+constexpr int kDecodeWarps = kDecodeThreads / 32;
+constexpr int kDecodeMaxHeads = 8;
+constexpr int kPrefillRows = 16;      // (token, head) rows per block
+constexpr int kPrefillRowsPerWarp = 4;
+constexpr int kPrefillKeys = 32;      // keys per tile
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct AttnArgs {
+  AttentionParams p;
+  int32_t n_splits;
+  int32_t split_len;
+  int32_t n_head_groups;   // query-head groups per kv head
+  int32_t heads_per_group;
+  float scale;
+};
+
+__device__ __forceinline__ float apply_softcap(float s, float cap) {
+  return cap > 0.0f ? cap * tanhf(s / cap) : s;
+}
+
+// Visible key range [lo, hi) for a query at position qp of a sequence with kvl cached tokens.
+__device__ __forceinline__ void visible_range(const AttentionParams& p, int qp, int kvl, int& lo,
+                                              int& hi) {
+  hi = p.causal ? min(kvl, qp + 1) : kvl;
+  lo = p.sliding_window > 0 ? max(0, qp - p.sliding_window + 1) : 0;
+}
+
+__device__ __forceinline__ const __half* kv_row(const void* cache, const AttentionParams& p,
+                                                const int32_t* bt, int j, int kvh, int D) {
+  const int64_t phys = bt[j / p.block_size];
+  return static_cast<const __half*>(cache) +
+         ((phys * p.n_head_kv + kvh) * p.block_size + (j % p.block_size)) * int64_t(D);
+}
+
+__device__ __forceinline__ void load8(const __half* src, float f[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __half22float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
+// ---- decode ------------------------------------------------------------------------------------
+
+template <int D>
+__global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const __grid_constant__ AttnArgs a) {
+  constexpr int LPT = D / 8;          // lanes per token
+  constexpr int TPW = 32 / LPT;       // tokens per warp step
+  constexpr int kSlots = kDecodeWarps * TPW;
+  __shared__ float s_m[kDecodeMaxHeads][kSlots];
+  __shared__ float s_l[kDecodeMaxHeads][kSlots];
+  __shared__ float s_acc[kDecodeMaxHeads][kSlots][D];
+
+  const AttentionParams& p = a.p;
+  const int seq = blockIdx.x;
+  const int kvh = blockIdx.y / a.n_head_groups;
+  const int hgroup = blockIdx.y % a.n_head_groups;
+  const int g = p.n_head / p.n_head_kv;
+  const int h0 = kvh * g + hgroup * a.heads_per_group;
+  const int nh = min(a.heads_per_group, g - hgroup * a.heads_per_group);
+  const int split = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int sub = lane / LPT, dl = (lane % LPT) * 8;  // token slot in the warp, first dim
+  const int slot = warp * TPW + sub;
+
+  const int t = p.q_seq_start[seq];
+  const int qp = p.q_pos[t];
+  const int kvl = p.kv_len[seq];
+  int lo, hi;
+  visible_range(p, qp, kvl, lo, hi);
+  lo = max(lo, split * a.split_len);
+  hi = min(hi, (split + 1) * a.split_len);
+  const int32_t* bt = p.block_table + int64_t(seq) * p.max_blocks_per_seq;
+
+  float q[kDecodeMaxHeads][8];
+#pragma unroll
+  for (int h = 0; h < kDecodeMaxHeads; ++h) {
+    if (h < nh) {
+      const float* qh = p.q + (int64_t(t) * p.n_head + h0 + h) * D + dl;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[h][e] = qh[e] * a.scale;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[h][e] = 0.0f;
+    }
+  }
+  float m[kDecodeMaxHeads], l[kDecodeMaxHeads], acc[kDecodeMaxHeads][8];
+#pragma unroll
+  for (int h = 0; h < kDecodeMaxHeads; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
+  }
+
+  // Warp-uniform loop: every lane runs the same number of steps so the shuffles stay full-warp.
+  for (int j0 = lo + warp * TPW; j0 < hi; j0 += kDecodeWarps * TPW) {
+    const int j = j0 + sub;
+    const bool valid = j < hi;
+    float kf[8], vf[8];
+    if (valid) {
+      load8(kv_row(p.k_cache, p, bt, j, kvh, D) + dl, kf);
+      load8(kv_row(p.v_cache, p, bt, j, kvh, D) + dl, vf);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) kf[e] = vf[e] = 0.0f;
+    }
+#pragma unroll
+    for (int h = 0; h < kDecodeMaxHeads; ++h) {
+      if (h >= nh) break;
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) s = fmaf(q[h][e], kf[e], s);
+#pragma unroll
+      for (int off = LPT / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+      if (valid) {
+        s = apply_softcap(s, p.softcap) * kLog2e;
+        const float m_new = fmaxf(m[h], s);
+        const float corr = exp2f(m[h] - m_new);  // m = -inf -> 0
+        const float pj = exp2f(s - m_new);
+        l[h] = l[h] * corr + pj;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(acc[h][e], corr, pj * vf[e]);
+        m[h] = m_new;
+      }
+    }
+  }
+
+  // Merge the kSlots partial states of each head.
+#pragma unroll
+  for (int h = 0; h < kDecodeMaxHeads; ++h) {
+    if (h >= nh) break;
+    if (lane % LPT == 0) {
+      s_m[h][slot] = m[h];
+      s_l[h][slot] = l[h];
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) s_acc[h][slot][dl + e] = acc[h][e];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nh * D; i += blockDim.x) {
+    const int h = i / D, d = i % D;
+    float M = -INFINITY;
+    for (int s = 0; s < kSlots; ++s) M = fmaxf(M, s_m[h][s]);
+    float L = 0.0f, O = 0.0f;
+    if (M != -INFINITY) {
+      for (int s = 0; s < kSlots; ++s) {
+        const float w = exp2f(s_m[h][s] - M);
+        L += s_l[h][s] * w;
+        O += s_acc[h][s][d] * w;
+      }
+    }
+    const int64_t row = int64_t(t) * p.n_head + h0 + h;
+    if (a.n_splits == 1) {
+      p.out[row * D + d] = L > 0.0f ? O / L : 0.0f;
+    } else {
+      float* ws = static_cast<float*>(p.workspace);
+      const int64_t part = int64_t(seq) * p.n_head + h0 + h;  // decode: one query per sequence
+      ws[(part * a.n_splits + split) * D + d] = O;
+      if (d == 0) {
+        float* ml = ws + int64_t(p.n_seqs) * p.n_head * a.n_splits * D;
+        ml[(part * a.n_splits + split) * 2] = M;
+        ml[(part * a.n_splits + split) * 2 + 1] = L;
+      }
+    }
+  }
+}
+
+// Merges the split partials of one (sequence, head): grid (n_seqs, n_head), D threads.
+__global__ void attention_reduce_kernel(const __grid_constant__ AttnArgs a) {
+  const AttentionParams& p = a.p;
+  const int D = p.head_dim;
+  const int seq = blockIdx.x, h = blockIdx.y;
+  const int64_t part = int64_t(seq) * p.n_head + h;
+  const float* ws = static_cast<const float*>(p.workspace);
+  const float* ml = ws + int64_t(p.n_seqs) * p.n_head * a.n_splits * D;
+  float M = -INFINITY;
+  for (int s = 0; s < a.n_splits; ++s) M = fmaxf(M, ml[(part * a.n_splits + s) * 2]);
+  const int t = p.q_seq_start[seq];
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float L = 0.0f, O = 0.0f;
+    if (M != -INFINITY) {
+      for (int s = 0; s < a.n_splits; ++s) {
+        const float w = exp2f(ml[(part * a.n_splits + s) * 2] - M);
+        L += ml[(part * a.n_splits + s) * 2 + 1] * w;
+        O += ws[(part * a.n_splits + s) * D + d] * w;
+      }
+    }
+    p.out[(int64_t(t) * p.n_head + h) * D + d] = L > 0.0f ? O / L : 0.0f;
+  }
+}
+
+// ---- prefill -----------------------------------------------------------------------------------
+
+template <int D>
+__global__ void __launch_bounds__(128) attention_prefill_kernel(const __grid_constant__ AttnArgs a) {
+  constexpr int KP = D + 8;        // padded fp16 row of the K tile: conflict-free 16-byte reads
+  constexpr int DPL = D / 32;      // output dims per lane
+  extern __shared__ float4 prefill_smem4[];
+  float* qs = reinterpret_cast<float*>(prefill_smem4);                    // [16][D]
+  __half* ks = reinterpret_cast<__half*>(qs + kPrefillRows * D);          // [32][KP]
+  __half* vs = ks + kPrefillKeys * KP;                                    // [32][D]
+  __shared__ int row_tok[kPrefillRows], row_head[kPrefillRows], row_lo[kPrefillRows],
+      row_hi[kPrefillRows];
+  __shared__ int tile_lo, tile_hi;
+
+  const AttentionParams& p = a.p;
+  const int seq = blockIdx.y;
+  const int kvh = blockIdx.z / a.n_head_groups;
+  const int hgroup = blockIdx.z % a.n_head_groups;
+  const int g = p.n_head / p.n_head_kv;
+  const int hpg = a.heads_per_group;
+  const int nh = min(hpg, g - hgroup * hpg);
+  const int tok_per_block = kPrefillRows / hpg;
+  const int q_begin = p.q_seq_start[seq], q_end = p.q_seq_start[seq + 1];
+  const int t0 = q_begin + blockIdx.x * tok_per_block;
+  if (t0 >= q_end) return;  // block-uniform
+  const int kvl = p.kv_len[seq];
+  const int32_t* bt = p.block_table + int64_t(seq) * p.max_blocks_per_seq;
+
+  if (threadIdx.x < kPrefillRows) {
+    const int r = threadIdx.x;
+    const int t = t0 + r / hpg, hh = r % hpg;
+    int lo = 0, hi = 0, head = -1;
+    if (r / hpg < tok_per_block && t < q_end && hh < nh) {
+      head = kvh * g + hgroup * hpg + hh;
+      visible_range(p, p.q_pos[t], kvl, lo, hi);
+    }
+    row_tok[r] = t;
+    row_head[r] = head;
+    row_lo[r] = lo;
+    row_hi[r] = head >= 0 ? hi : 0;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int lo = INT_MAX, hi = 0;
+    for (int r = 0; r < kPrefillRows; ++r)
+      if (row_head[r] >= 0 && row_hi[r] > row_lo[r]) {
+        lo = min(lo, row_lo[r]);
+        hi = max(hi, row_hi[r]);
+      }
+    tile_lo = lo == INT_MAX ? 0 : lo;
+    tile_hi = hi;
+  }
+  for (int i = threadIdx.x; i < kPrefillRows * D; i += blockDim.x) {
+    const int r = i / D, d = i % D;
+    qs[i] = row_head[r] >= 0 ? p.q[(int64_t(row_tok[r]) * p.n_head + row_head[r]) * D + d] * a.scale
+                             : 0.0f;
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float m[kPrefillRowsPerWarp], l[kPrefillRowsPerWarp], acc[kPrefillRowsPerWarp][DPL];
+#pragma unroll
+  for (int r = 0; r < kPrefillRowsPerWarp; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < DPL; ++e) acc[r][e] = 0.0f;
+  }
+  const int lo_all = tile_lo, hi_all = tile_hi;
+
+  for (int j0 = lo_all; j0 < hi_all; j0 += kPrefillKeys) {
+    // Stage K and V of keys j0 .. j0+31 (zeros past hi_all).
+    for (int c = threadIdx.x; c < kPrefillKeys * (D / 8); c += blockDim.x) {
+      const int jj = c / (D / 8), d8 = (c % (D / 8)) * 8;
+      const int j = j0 + jj;
+      uint4 kraw = make_uint4(0, 0, 0, 0), vraw = make_uint4(0, 0, 0, 0);
+      if (j < hi_all) {
+        kraw = *reinterpret_cast<const uint4*>(kv_row(p.k_cache, p, bt, j, kvh, D) + d8);
+        vraw = *reinterpret_cast<const uint4*>(kv_row(p.v_cache, p, bt, j, kvh, D) + d8);
+      }
+      *reinterpret_cast<uint4*>(ks + jj * KP + d8) = kraw;
+      *reinterpret_cast<uint4*>(vs + jj * D + d8) = vraw;
+    }
+    __syncthreads();
+
+    // Scores: lane = key.
+    float s[kPrefillRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kPrefillRowsPerWarp; ++r) s[r] = 0.0f;
+    for (int d = 0; d < D; d += 8) {
+      float kf[8];
+      load8(ks + lane * KP + d, kf);
+#pragma unroll
+      for (int r = 0; r < kPrefillRowsPerWarp; ++r) {
+        const float* qr = qs + (warp * kPrefillRowsPerWarp + r) * D + d;
+        const float4 qa = *reinterpret_cast<const float4*>(qr);
+        const float4 qb = *reinterpret_cast<const float4*>(qr + 4);
+        s[r] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] +
+                qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
+      }
+    }
+    const int j = j0 + lane;
+#pragma unroll
+    for (int r = 0; r < kPrefillRowsPerWarp; ++r) {
+      const int row = warp * kPrefillRowsPerWarp + r;
+      const bool vis = row_head[row] >= 0 && j >= row_lo[row] && j < row_hi[row];
+      const float sc = vis ? apply_softcap(s[r], p.softcap) * kLog2e : -INFINITY;
+      float tmax = sc;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
+      const float m_new = fmaxf(m[r], tmax);
+      float pj = 0.0f, corr = 1.0f;
+      if (m_new != -INFINITY) {
+        pj = vis ? exp2f(sc - m_new) : 0.0f;
+        corr = exp2f(m[r] - m_new);
+      }
+      float psum = pj;
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) psum += __shfl_xor_sync(0xffffffffu, psum, off);
+      l[r] = l[r] * corr + psum;
+      m[r] = m_new;
+#pragma unroll
+      for (int e = 0; e < DPL; ++e) acc[r][e] *= corr;
+      s[r] = pj;
+    }
+    // P @ V: every lane needs every p_j of its rows; V rows are read contiguously by the warp.
+    for (int jj = 0; jj < kPrefillKeys; ++jj) {
+      float vf[DPL];
+      const __half* vr = vs + jj * D + lane * DPL;
+#pragma unroll
+      for (int e = 0; e < DPL; ++e) vf[e] = __half2float(vr[e]);
+#pragma unroll
+      for (int r = 0; r < kPrefillRowsPerWarp; ++r) {
+        const float pj = __shfl_sync(0xffffffffu, s[r], jj);
+#pragma unroll
+        for (int e = 0; e < DPL; ++e) acc[r][e] = fmaf(pj, vf[e], acc[r][e]);
+      }
+    }
+    __syncthreads();  // the tile is no longer read
+  }
+
+#pragma unroll
+  for (int r = 0; r < kPrefillRowsPerWarp; ++r) {
+    const int row = warp * kPrefillRowsPerWarp + r;
+    if (row_head[row] < 0) continue;
+    float* o = p.out + (int64_t(row_tok[row]) * p.n_head + row_head[row]) * D + lane * DPL;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+    for (int e = 0; e < DPL; ++e) o[e] = acc[r][e] * inv;
+  }
+}
+
+int sm_count() {
+  int dev = 0, n = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  return n;
+}
+
+// Decode split plan from host-side bounds only (same answer at capture and replay).
+// Worked example: 1 sequence, 1 kv head, 1 head group, max_kv_len 8192 on 132 SMs: target
+// 2 * 132 = 264 blocks -> 64 splits of 128 keys (each block still reads 128 x 2 x 512 B = 128 KB).
+void plan_splits(const AttentionParams& p, int n_sms, int& n_splits, int& split_len,
+                 int& n_head_groups, int& heads_per_group) {
+  const int g = p.n_head / p.n_head_kv;
+  n_head_groups = (g + kDecodeMaxHeads - 1) / kDecodeMaxHeads;
+  heads_per_group = (g + n_head_groups - 1) / n_head_groups;
+  const int64_t base_blocks = int64_t(p.n_seqs) * p.n_head_kv * n_head_groups;
+  const int max_kv = p.max_kv_len > 0 ? p.max_kv_len : 1;
+  int64_t want = (2 * int64_t(n_sms) + base_blocks - 1) / base_blocks;
+  const int64_t by_len = (max_kv + 127) / 128;  // at least 128 keys per split
+  if (want > by_len) want = by_len;
+  if (want < 1) want = 1;
+  split_len = int((max_kv + want - 1) / want);
+  split_len = (split_len + 31) / 32 * 32;
+  n_splits = (max_kv + split_len - 1) / split_len;
+}
+
+void check_params(const AttentionParams& p) {
+  FATHOM_CHECK(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256, "attention: head_dim ",
+               p.head_dim, " is not supported (64, 128, 256)");
+  FATHOM_CHECK(p.n_head_kv > 0 && p.n_head % p.n_head_kv == 0, "attention: n_head ", p.n_head,
+               " is not a multiple of n_head_kv ", p.n_head_kv);
+  FATHOM_CHECK(p.kv_type == KvType::F16, "attention: KV type ", int(p.kv_type),
+               " is not implemented (only F16)");
+  FATHOM_CHECK(p.block_size > 0 && p.max_q_len >= 1 && p.n_seqs >= 1, "attention: bad sizes (block_size ",
+               p.block_size, ", max_q_len ", p.max_q_len, ", n_seqs ", p.n_seqs, ")");
+}
+
+}  // namespace
+
+size_t attention_workspace_bytes(const AttentionParams& p) {
+  if (p.max_q_len > 1 || p.n_seqs <= 0 || p.n_head_kv <= 0) return 0;
+  int n_splits, split_len, n_hg, hpg;
+  plan_splits(p, sm_count(), n_splits, split_len, n_hg, hpg);
+  if (n_splits <= 1) return 0;
+  return size_t(p.n_seqs) * p.n_head * n_splits * (p.head_dim + 2) * sizeof(float);
+}
+
+void launch_attention(const AttentionParams& p, cudaStream_t stream) {
+  if (p.n_seqs <= 0 || p.n_tokens <= 0) return;
+  check_params(p);
+  AttnArgs a{};
+  a.p = p;
+  a.scale = p.scale != 0.0f ? p.scale : 1.0f / sqrtf(float(p.head_dim));
+  if (p.max_q_len == 1) {
+    plan_splits(p, sm_count(), a.n_splits, a.split_len, a.n_head_groups, a.heads_per_group);
+    if (a.n_splits > 1) {
+      const size_t need = size_t(p.n_seqs) * p.n_head * a.n_splits * (p.head_dim + 2) * sizeof(float);
+      FATHOM_CHECK(p.workspace && p.workspace_bytes >= need, "attention: decode workspace of ",
+                   p.workspace_bytes, " bytes, ", need, " needed (attention_workspace_bytes)");
+    }
+    const dim3 grid(unsigned(p.n_seqs), unsigned(p.n_head_kv * a.n_head_groups), unsigned(a.n_splits));
+    switch (p.head_dim) {
+      case 64: attention_decode_kernel<64><<<grid, kDecodeThreads, 0, stream>>>(a); break;
+      case 128: attention_decode_kernel<128><<<grid, kDecodeThreads, 0, stream>>>(a); break;
+      default: attention_decode_kernel<256><<<grid, kDecodeThreads, 0, stream>>>(a); break;
+    }
+    CUDA_CHECK_LAUNCH();
+    if (a.n_splits > 1) {
+      attention_reduce_kernel<<<dim3(unsigned(p.n_seqs), unsigned(p.n_head)), 128, 0, stream>>>(a);
+      CUDA_CHECK_LAUNCH();
+    }
+    return;
+  }
+  const int g = p.n_head / p.n_head_kv;
+  a.n_head_groups = (g + kPrefillRows - 1) / kPrefillRows;
+  a.heads_per_group = (g + a.n_head_groups - 1) / a.n_head_groups;
+  a.n_splits = 1;
+  const int tok_per_block = kPrefillRows / a.heads_per_group;
+  const dim3 grid(unsigned((p.max_q_len + tok_per_block - 1) / tok_per_block), unsigned(p.n_seqs),
+                  unsigned(p.n_head_kv * a.n_head_groups));
+  const size_t smem = size_t(kPrefillRows) * p.head_dim * sizeof(float) +
+                      size_t(kPrefillKeys) * (p.head_dim + 8) * 2 + size_t(kPrefillKeys) * p.head_dim * 2;
+  auto go = [&](auto kernel) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    kernel<<<grid, 128, smem, stream>>>(a);
+    CUDA_CHECK_LAUNCH();
+  };
+  switch (p.head_dim) {
+    case 64: go(attention_prefill_kernel<64>); break;
+    case 128: go(attention_prefill_kernel<128>); break;
+    default: go(attention_prefill_kernel<256>); break;
+  }
+}
+
+}  // namespace fathom::cuda

@@ -1,0 +1,286 @@
+// Device-side dequantization of GGUF blocks, shared by the embedding gather, the GEMV and the
+// tiled GEMM. The unit of work is a "unit" of 32 consecutive elements of a row: a whole block of
+// the legacy types (Q4_0 .. Q8_0), a 32-element sub-block of a K-quant super-block, or 32 plain
+// F32/F16/BF16 values. dequant_unit<T>(row, u, v) writes elements [32u, 32u + 32) of the row to
+// v[0..31] in registers (fully unrolled, so v stays in registers).
+//
+// Byte layouts (docs/conventions.md, src/quant/blocks.h). Loads use the widest access the block
+// alignment allows when rows start 16-byte aligned (cudaMalloc + rows of whole blocks):
+//   Q4_0 18 B (2-aligned)  Q4_1 20 B (4)  Q5_0 22 B (2)  Q5_1 24 B (8)  Q8_0 34 B (2)
+//   Q4_K 144 B (16)  Q5_K 176 B (16)  Q6_K 210 B (2)
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "fathom/ggml_type.h"
+
+namespace fathom::cuda {
+
+constexpr int kUnit = 32;  // elements per dequantization unit
+
+__device__ __forceinline__ float half_at(const uint8_t* p) {
+  return __half2float(__ushort_as_half(*reinterpret_cast<const uint16_t*>(p)));
+}
+
+// 16 bytes from a 2-byte aligned address, as four little-endian words.
+__device__ __forceinline__ void load16_a2(const uint8_t* p, uint32_t w[4]) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = uint32_t(h[2 * i]) | (uint32_t(h[2 * i + 1]) << 16);
+}
+__device__ __forceinline__ void load16_a4(const uint8_t* p, uint32_t w[4]) {
+  const uint32_t* q = reinterpret_cast<const uint32_t*>(p);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = q[i];
+}
+__device__ __forceinline__ void load16_a16(const uint8_t* p, uint32_t w[4]) {
+  const uint4 q = *reinterpret_cast<const uint4*>(p);
+  w[0] = q.x; w[1] = q.y; w[2] = q.z; w[3] = q.w;
+}
+__device__ __forceinline__ uint32_t byte_of(const uint32_t w[4], int j) {
+  return (w[j >> 2] >> (8 * (j & 3))) & 0xFFu;
+}
+
+// Q4_K / Q5_K packed 6-bit scale and min of sub-block j (ggml get_scale_min_k4).
+__device__ __forceinline__ void k4_scale_min(const uint8_t* s, int j, float& sc, float& m) {
+  if (j < 4) {
+    sc = float(s[j] & 63);
+    m = float(s[j + 4] & 63);
+  } else {
+    sc = float((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    m = float((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+template <GgmlType T>
+struct QTraits;
+template <> struct QTraits<GgmlType::F32>  { static constexpr int unit_bytes = 128; };
+template <> struct QTraits<GgmlType::F16>  { static constexpr int unit_bytes = 64; };
+template <> struct QTraits<GgmlType::BF16> { static constexpr int unit_bytes = 64; };
+template <> struct QTraits<GgmlType::Q4_0> { static constexpr int unit_bytes = 18; };
+template <> struct QTraits<GgmlType::Q4_1> { static constexpr int unit_bytes = 20; };
+template <> struct QTraits<GgmlType::Q5_0> { static constexpr int unit_bytes = 22; };
+template <> struct QTraits<GgmlType::Q5_1> { static constexpr int unit_bytes = 24; };
+template <> struct QTraits<GgmlType::Q8_0> { static constexpr int unit_bytes = 34; };
+// K-quants: bytes per 32-element unit averaged over the 256-element super-block.
+template <> struct QTraits<GgmlType::Q4_K> { static constexpr int sb_bytes = 144; };
+template <> struct QTraits<GgmlType::Q5_K> { static constexpr int sb_bytes = 176; };
+template <> struct QTraits<GgmlType::Q6_K> { static constexpr int sb_bytes = 210; };
+
+template <GgmlType T>
+__device__ __forceinline__ void dequant_unit(const uint8_t* row, int64_t u, float v[32]);
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::F32>(const uint8_t* row, int64_t u,
+                                                            float v[32]) {
+  const float4* p = reinterpret_cast<const float4*>(row + u * 128);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float4 f = p[i];
+    v[4 * i] = f.x; v[4 * i + 1] = f.y; v[4 * i + 2] = f.z; v[4 * i + 3] = f.w;
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::F16>(const uint8_t* row, int64_t u,
+                                                            float v[32]) {
+  const uint4* p = reinterpret_cast<const uint4*>(row + u * 64);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint4 q = p[i];
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[j]));
+      v[8 * i + 2 * j] = f.x; v[8 * i + 2 * j + 1] = f.y;
+    }
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::BF16>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint4* p = reinterpret_cast<const uint4*>(row + u * 64);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint4 q = p[i];
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[8 * i + 2 * j] = __uint_as_float(w[j] << 16);
+      v[8 * i + 2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+    }
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q4_0>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + u * 18;
+  const float d = half_at(b);
+  uint32_t w[4];
+  load16_a2(b + 2, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    v[j] = d * (float(q & 0xF) - 8.0f);
+    v[j + 16] = d * (float(q >> 4) - 8.0f);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q4_1>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + u * 20;
+  const float d = half_at(b), m = half_at(b + 2);
+  uint32_t w[4];
+  load16_a4(b + 4, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    v[j] = d * float(q & 0xF) + m;
+    v[j + 16] = d * float(q >> 4) + m;
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q5_0>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + u * 22;
+  const float d = half_at(b);
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(b + 2);
+  const uint32_t qh = uint32_t(h[0]) | (uint32_t(h[1]) << 16);
+  uint32_t w[4];
+  load16_a2(b + 6, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    const uint32_t x0 = (q & 0xF) | (((qh >> j) << 4) & 0x10);
+    const uint32_t x1 = (q >> 4) | ((qh >> (j + 12)) & 0x10);
+    v[j] = d * (float(x0) - 16.0f);
+    v[j + 16] = d * (float(x1) - 16.0f);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q5_1>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + u * 24;
+  const float d = half_at(b), m = half_at(b + 2);
+  const uint32_t qh = *reinterpret_cast<const uint32_t*>(b + 4);
+  uint32_t w[4];
+  load16_a4(b + 8, w);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const uint32_t q = byte_of(w, j);
+    const uint32_t x0 = (q & 0xF) | (((qh >> j) << 4) & 0x10);
+    const uint32_t x1 = (q >> 4) | ((qh >> (j + 12)) & 0x10);
+    v[j] = d * float(x0) + m;
+    v[j + 16] = d * float(x1) + m;
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q8_0>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + u * 34;
+  const float d = half_at(b);
+  uint32_t w[8];
+  load16_a2(b + 2, w);
+  load16_a2(b + 18, w + 4);
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    const int8_t q = int8_t((w[j >> 2] >> (8 * (j & 3))) & 0xFF);
+    v[j] = d * float(q);
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q4_K>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + (u >> 3) * 144;
+  const int j = int(u & 7);
+  const float d = half_at(b), dmin = half_at(b + 2);
+  float sc, m;
+  k4_scale_min(b + 4, j, sc, m);
+  const float d1 = d * sc, m1 = dmin * m;
+  const int shift = (j & 1) * 4;
+  uint32_t w[8];
+  load16_a16(b + 16 + 32 * (j >> 1), w);
+  load16_a16(b + 32 + 32 * (j >> 1), w + 4);
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    const uint32_t q = ((w[l >> 2] >> (8 * (l & 3) + shift)) & 0xF);
+    v[l] = d1 * float(q) - m1;
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q5_K>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + (u >> 3) * 176;
+  const int j = int(u & 7);
+  const float d = half_at(b), dmin = half_at(b + 2);
+  float sc, m;
+  k4_scale_min(b + 4, j, sc, m);
+  const float d1 = d * sc, m1 = dmin * m;
+  const int shift = (j & 1) * 4;
+  uint32_t h[8], w[8];
+  load16_a16(b + 16, h);
+  load16_a16(b + 32, h + 4);
+  load16_a16(b + 48 + 32 * (j >> 1), w);
+  load16_a16(b + 64 + 32 * (j >> 1), w + 4);
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    const uint32_t lo = (w[l >> 2] >> (8 * (l & 3) + shift)) & 0xF;
+    const uint32_t hi = (h[l >> 2] >> (8 * (l & 3) + j)) & 1u;
+    v[l] = d1 * float(lo | (hi << 4)) - m1;
+  }
+}
+
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q6_K>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + (u >> 3) * 210;
+  const int j = int(u & 7);
+  const int half = j >> 2, k = j & 3;
+  const float d = half_at(b + 208);
+  const int8_t* scales = reinterpret_cast<const int8_t*>(b + 192) + 8 * half + 2 * k;
+  const float d0 = d * float(scales[0]), d1 = d * float(scales[1]);
+  const int lshift = (k >> 1) * 4, hshift = 2 * k;
+  uint32_t ql[8], qh[8];
+  load16_a2(b + 64 * half + 32 * (k & 1), ql);
+  load16_a2(b + 64 * half + 32 * (k & 1) + 16, ql + 4);
+  load16_a2(b + 128 + 32 * half, qh);
+  load16_a2(b + 128 + 32 * half + 16, qh + 4);
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    const uint32_t lo = (ql[l >> 2] >> (8 * (l & 3) + lshift)) & 0xF;
+    const uint32_t hi = (qh[l >> 2] >> (8 * (l & 3) + hshift)) & 3u;
+    v[l] = (l < 16 ? d0 : d1) * (float(int(lo | (hi << 4))) - 32.0f);
+  }
+}
+
+// Runtime type -> compile-time type, for every type the kernels support. `f` is a generic lambda
+// taking std::integral_constant<GgmlType, T>. Throws for other types (caller names the op).
+template <typename F>
+bool dispatch_qtype(GgmlType t, F&& f) {
+  switch (t) {
+#define FATHOM_QCASE(T)                                   \
+  case GgmlType::T:                                       \
+    f(std::integral_constant<GgmlType, GgmlType::T>{});   \
+    return true;
+    FATHOM_QCASE(F32) FATHOM_QCASE(F16) FATHOM_QCASE(BF16) FATHOM_QCASE(Q4_0)
+    FATHOM_QCASE(Q4_1) FATHOM_QCASE(Q5_0) FATHOM_QCASE(Q5_1) FATHOM_QCASE(Q8_0)
+    FATHOM_QCASE(Q4_K) FATHOM_QCASE(Q5_K) FATHOM_QCASE(Q6_K)
+#undef FATHOM_QCASE
+    default:
+      return false;
+  }
+}
+
+}  // namespace fathom::cuda

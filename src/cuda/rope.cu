@@ -1,0 +1,110 @@
+// RoPE on q and k, fused with the store of k and v into the paged KV cache (layout: ops.cuh).
+// Per token: theta_i = pos * freq_scale * freq_base^(-2i/n_rot) / freq_factors[i] for the n_rot/2
+// rotated pairs, computed once per token in double (like the CPU twin: at position 1e5 a float
+// theta is off by ~1e-2 rad) and reduced to float cos/sin in shared memory, then every head reads
+// them. NORM rotates pairs (2i, 2i+1), NEOX pairs (i, i + n_rot/2); dims >= n_rot pass through.
+// One block per token; bytes: q and k read+written once, v read once, k/v written as fp16.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/ops.cuh"
+
+namespace fathom::cuda {
+namespace {
+
+constexpr int kRopeThreads = 256;
+constexpr int kMaxHeadDim = 512;
+
+__device__ __forceinline__ void rotate_pair(float* h, int a, int b, float c, float s) {
+  const float x0 = h[a], x1 = h[b];
+  h[a] = x0 * c - x1 * s;
+  h[b] = x0 * s + x1 * c;
+}
+
+__global__ void __launch_bounds__(kRopeThreads) rope_kv_kernel(const __grid_constant__ RopeKvParams p) {
+  __shared__ float cos_t[kMaxHeadDim / 2], sin_t[kMaxHeadDim / 2];
+  const int64_t t = blockIdx.x;
+  const int half_rot = p.n_rot / 2;
+  const double pos = double(p.pos[t]);
+  for (int i = threadIdx.x; i < half_rot; i += blockDim.x) {
+    const double inv_freq = exp2(-double(2 * i) / double(p.n_rot) * log2(double(p.freq_base)));
+    const double ff = p.freq_factors ? double(p.freq_factors[i]) : 1.0;
+    const double theta = double(p.freq_scale) * (pos * inv_freq / ff);
+    double s, c;
+    sincos(theta, &s, &c);
+    cos_t[i] = float(c);
+    sin_t[i] = float(s);
+  }
+  __syncthreads();
+
+  const int hd = p.head_dim, pairs = hd / 2;
+  const int n_q_items = p.q ? p.n_head * pairs : 0;
+  const int n_items = n_q_items + p.n_head_kv * pairs;
+  const int64_t slot = (p.k_cache && p.slot_mapping) ? p.slot_mapping[t] : -1;
+  const int64_t blk = slot >= 0 ? slot / p.block_size : 0, off = slot >= 0 ? slot % p.block_size : 0;
+  for (int it = threadIdx.x; it < n_items; it += blockDim.x) {
+    const bool is_q = it < n_q_items;
+    const int local = is_q ? it : it - n_q_items;
+    const int head = local / pairs, i = local % pairs;
+    float* h = is_q ? p.q + (t * p.n_head + head) * hd : p.k + (t * p.n_head_kv + head) * hd;
+    int a, b;
+    if (p.type == RopeType::NORM) {
+      a = 2 * i;
+      b = a + 1;
+      if (a < p.n_rot) rotate_pair(h, a, b, cos_t[i], sin_t[i]);
+    } else if (i < half_rot) {
+      a = i;
+      b = i + half_rot;
+      rotate_pair(h, a, b, cos_t[i], sin_t[i]);
+    } else {
+      a = p.n_rot + 2 * (i - half_rot);
+      b = a + 1;
+    }
+    if (!is_q && slot >= 0) {
+      __half* kc = static_cast<__half*>(p.k_cache) +
+                   ((blk * p.n_head_kv + head) * p.block_size + off) * hd;
+      kc[a] = __float2half_rn(h[a]);
+      kc[b] = __float2half_rn(h[b]);
+    }
+  }
+  if (slot >= 0 && p.v && p.v_cache) {
+    const int n_v = p.n_head_kv * hd;
+    for (int e = threadIdx.x; e < n_v; e += blockDim.x) {
+      const int head = e / hd, d = e % hd;
+      __half* vc = static_cast<__half*>(p.v_cache) +
+                   ((blk * p.n_head_kv + head) * p.block_size + off) * hd;
+      vc[d] = __float2half_rn(p.v[(t * p.n_head_kv) * hd + e]);
+    }
+  }
+}
+
+}  // namespace
+
+size_t kv_type_bytes(KvType t) {
+  switch (t) {
+    case KvType::F16:
+    case KvType::BF16:
+      return 2;
+    case KvType::FP8_E4M3:
+    case KvType::INT8:
+      return 1;
+  }
+  fail("kv_type_bytes: unknown KvType ", int(t));
+}
+
+void launch_rope_kv(const RopeKvParams& p, cudaStream_t stream) {
+  if (p.n_tokens <= 0) return;
+  FATHOM_CHECK(p.head_dim > 0 && p.head_dim % 2 == 0 && p.head_dim <= kMaxHeadDim,
+               "rope: head_dim ", p.head_dim, " must be even and at most ", kMaxHeadDim);
+  FATHOM_CHECK(p.n_rot > 0 && p.n_rot % 2 == 0 && p.n_rot <= p.head_dim, "rope: n_rot ", p.n_rot,
+               " must be even, positive and at most head_dim ", p.head_dim);
+  FATHOM_CHECK(p.k != nullptr, "rope: k is required");
+  FATHOM_CHECK(p.k_cache == nullptr || p.kv_type == KvType::F16, "rope: KV cache type ",
+               int(p.kv_type), " is not implemented (only F16)");
+  FATHOM_CHECK(p.n_tokens < (int64_t(1) << 31), "rope: too many tokens ", p.n_tokens);
+  rope_kv_kernel<<<unsigned(p.n_tokens), kRopeThreads, 0, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace fathom::cuda
