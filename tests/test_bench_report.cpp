@@ -116,3 +116,19 @@ TEST(BenchTable, HasOneRowPerResult) {
   EXPECT_NE(t.find("GB/s"), std::string::npos);
   EXPECT_NE(t.find("TFLOP/s"), std::string::npos);
 }
+
+#include "fathom/sha256.h"
+
+TEST(Sha256, KnownVectors) {
+  auto hex = [](const std::string& s) {
+    fathom::Sha256 h;
+    h.update(s.data(), s.size());
+    return h.hex_digest();
+  };
+  EXPECT_EQ(hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  std::string million(1000000, 'a');
+  EXPECT_EQ(hex(million), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
