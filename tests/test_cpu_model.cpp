@@ -124,9 +124,9 @@ void expect_incremental_matches_full(const Model& model, int64_t n_tokens, const
   for (int64_t i = 0; i < n_tokens; ++i) tokens[i] = static_cast<int32_t>((i * 37 + 11) % n_vocab);
   CpuModel m(model, n_tokens + 4, 2);
   const std::vector<float> full = logits_in_chunks(m, tokens, {n_tokens});
-  // Prefill then one token per step; and an uneven chunking.
-  std::vector<int64_t> steps = {n_tokens / 2};
-  for (int64_t i = n_tokens / 2; i < n_tokens; ++i) steps.push_back(1);
+  // Prefill then one token per step (6 steps: each re-reads every weight); and an uneven chunking.
+  std::vector<int64_t> steps = {n_tokens - 6};
+  for (int i = 0; i < 6; ++i) steps.push_back(1);
   const std::vector<int64_t> uneven = {3, n_tokens - 5, 2};
   for (const auto& chunks : {steps, uneven}) {
     const std::vector<float> inc = logits_in_chunks(m, tokens, chunks);
