@@ -119,9 +119,15 @@ std::string chatml_turn(const std::string& role, const std::string& content) {
   return "<|im_start|>" + role + "\n" + content + "<|im_end|>\n";
 }
 
-std::string render_chatml(const std::vector<ChatMessage>& msgs, bool add_gen, const char* default_system) {
+// default_system: printed when the first message is not a system message. Qwen2 prints it inside
+// its message loop (so not for an empty conversation), Qwen2.5 before the loop (always).
+std::string render_chatml(const std::vector<ChatMessage>& msgs, bool add_gen, const char* default_system,
+                          bool default_system_if_empty) {
   std::string out;
-  if (default_system && (msgs.empty() || msgs[0].role != "system")) out += chatml_turn("system", default_system);
+  const bool has_system = !msgs.empty() && msgs[0].role == "system";
+  if (default_system && !has_system && (!msgs.empty() || default_system_if_empty)) {
+    out += chatml_turn("system", default_system);
+  }
   for (const ChatMessage& m : msgs) out += chatml_turn(m.role, m.content);
   if (add_gen) out += "<|im_start|>assistant\n";
   return out;
@@ -216,11 +222,12 @@ std::string apply_chat_template(TemplateKind kind, const std::vector<ChatMessage
     case TemplateKind::LLAMA2: return render_llama2(messages, add_generation_prompt);
     case TemplateKind::LLAMA3: return render_llama3(messages, add_generation_prompt, false);
     case TemplateKind::LLAMA31: return render_llama3(messages, add_generation_prompt, true);
-    case TemplateKind::CHATML: return render_chatml(messages, add_generation_prompt, nullptr);
-    case TemplateKind::QWEN2: return render_chatml(messages, add_generation_prompt, "You are a helpful assistant.");
+    case TemplateKind::CHATML: return render_chatml(messages, add_generation_prompt, nullptr, false);
+    case TemplateKind::QWEN2:
+      return render_chatml(messages, add_generation_prompt, "You are a helpful assistant.", false);
     case TemplateKind::QWEN25:
       return render_chatml(messages, add_generation_prompt,
-                           "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+                           "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", true);
     case TemplateKind::QWEN3: return render_qwen3(messages, add_generation_prompt);
     case TemplateKind::GEMMA: return render_gemma(messages, add_generation_prompt);
   }
