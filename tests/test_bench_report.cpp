@@ -132,3 +132,13 @@ TEST(Sha256, KnownVectors) {
   std::string million(1000000, 'a');
   EXPECT_EQ(hex(million), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
+
+TEST(BenchJson, ReadsOneReportOrAnArray) {
+  const std::string one = to_json(sample_report(400));
+  EXPECT_EQ(reports_from_json(one).size(), 1u);
+  const std::string two = "[" + one + "," + to_json(sample_report(300)) + "]";
+  auto v = reports_from_json(two);
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_DOUBLE_EQ(v[1].results[1].tok_per_s, 300);
+  EXPECT_THROW(reports_from_json("[1, 2]"), fathom::Error);
+}

@@ -52,6 +52,8 @@ struct Report {
 
 std::string to_json(const Report& r);  // pretty, stable key order
 Report from_json(const std::string& text);  // throws fathom::Error on a malformed file
+// A --json file holds one report (one model) or an array of them (several models).
+std::vector<Report> reports_from_json(const std::string& text);
 std::string markdown_table(const Report& r);
 
 // The regression guard. A metric regresses when the current median is worse than the baseline's

@@ -94,6 +94,8 @@ std::string to_json(const Report& r) {
   return j.dump(2) + "\n";
 }
 
+static Report report_from(const json& j);
+
 Report from_json(const std::string& text) {
   json j;
   try {
@@ -101,6 +103,25 @@ Report from_json(const std::string& text) {
   } catch (const json::exception& e) {
     fail("bench JSON is not valid JSON: ", e.what());
   }
+  return report_from(j);
+}
+
+std::vector<Report> reports_from_json(const std::string& text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    fail("bench JSON is not valid JSON: ", e.what());
+  }
+  std::vector<Report> out;
+  if (j.is_array())
+    for (const auto& x : j) out.push_back(report_from(x));
+  else
+    out.push_back(report_from(j));
+  return out;
+}
+
+static Report report_from(const json& j) {
   try {
     FATHOM_CHECK(j.value("schema", std::string()) == "fathom-bench/1",
                  "bench JSON has schema '", j.value("schema", std::string("<none>")),
