@@ -2,12 +2,17 @@
 // tokens are never printed, EOG stops, a too-long prompt is a clear error, stats count right.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "fathom/error.h"
 #include "fathom/generate.h"
+#include "fathom/cuda_engine.h"
+#include "fathom/model.h"
+#include "fathom/testgen.h"
+#include "fathom/tokenizer.h"
 
 using namespace fathom;
 
@@ -239,4 +244,127 @@ TEST(Generate, ContinuesAfterCachedTokens) {
   ScriptedEngine small({1}, 3);
   small.cache = {1, 2};
   EXPECT_THROW(generate(small, text, {3, 4}, greedy(1)), Error);
+}
+
+// The real fathom::Tokenizer through generate(Engine&, const Tokenizer&, ...): a tiny SPM
+// vocabulary with byte tokens and a Gemma-style <end_of_turn>.
+TEST(Generate, WithRealTinyTokenizer) {
+  TokenizerSpec spec;
+  spec.kind = TokenizerKind::SPM;
+  spec.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81Hello", "\xE2\x96\x81world", "!",
+                 "<0xC3>", "<0xA9>", "<end_of_turn>", "\xE2\x96\x81STOP"};
+  spec.types = {2, 3, 3, 1, 1, 1, 6, 6, 3, 1};
+  spec.unk_id = 0;
+  spec.bos_id = 1;
+  spec.eos_id = 2;
+  spec.add_bos = true;
+  spec.add_space_prefix = true;  // the decoder's prefix stripping must not eat " world"
+  Tokenizer tok(spec);
+  ASSERT_TRUE(tok.is_eog(8));
+
+  ScriptedEngine eng({4, 6, 7, 5, 9, 8}, 64, 10);
+  std::string streamed;
+  // Prompt given as ids: "▁Hello" is not reachable by merges in this four-word vocabulary.
+  GenerateResult r = generate(eng, tok, {1, 3}, greedy(20),
+                              [&](const std::string& s) { streamed += s; });
+  EXPECT_EQ(streamed, " world\xC3\xA9! STOP");
+  EXPECT_EQ(r.stats.stop_reason, StopReason::EOG);
+  EXPECT_EQ(r.stats.n_prompt, 2);  // <s> ▁Hello
+
+  ScriptedEngine eng2({4, 6, 7, 5, 9, 8}, 64, 10);
+  GenerateResult r2 = generate(eng2, tok, {1, 3}, greedy(20, {" STOP"}));
+  EXPECT_EQ(r2.text, " world\xC3\xA9!");
+  EXPECT_EQ(r2.stats.stop_reason, StopReason::STOP_STRING);
+}
+
+// ---- the CPU engine on a generated tiny model -------------------------------------------------
+
+namespace {
+std::unique_ptr<Model> tiny_llama(const std::string& tag) {
+  const std::string path = ::testing::TempDir() + "fathom_generate_" + tag + ".gguf";
+  TestModelSpec spec;
+  spec.shape = "tiny-llama";
+  spec.type = "F32";
+  spec.seed = 11;
+  write_test_model(spec, path);
+  auto model = load_model(path);  // the mapping stays valid after the unlink
+  std::remove(path.c_str());
+  return model;
+}
+}  // namespace
+
+TEST(CpuEngine, TruncateThenEvalEqualsFreshEval) {
+  auto model = tiny_llama("truncate");
+  CpuEngine a(*model, 32, 1), b(*model, 32, 1);
+  const int64_t nv = a.n_vocab();
+  std::vector<float> la(nv), lb(nv);
+  const std::vector<int32_t> conv = {1, 40, 41, 42, 43, 44};
+  a.eval(conv.data(), 6, la.data());
+  a.truncate(3);
+  EXPECT_EQ(a.n_past(), 3);
+  const std::vector<int32_t> tail = {50, 51};
+  a.eval(tail.data(), 2, la.data());
+  const std::vector<int32_t> fresh = {1, 40, 41, 50, 51};
+  b.eval(fresh.data(), 5, lb.data());
+  // Same tokens, same positions, same code path: bit-identical except for the split of the
+  // prefill into batches, which the reference computes row by row.
+  double worst = 0;
+  int64_t worst_i = 0;
+  for (int64_t i = 0; i < nv; ++i)
+    if (std::abs(la[i] - lb[i]) > worst) worst = std::abs(la[i] - lb[i]), worst_i = i;
+  EXPECT_LE(worst, 1e-4) << "worst logit " << worst_i << ": " << la[worst_i] << " vs " << lb[worst_i];
+  EXPECT_THROW(a.truncate(99), Error);
+  a.truncate(0);
+  EXPECT_EQ(a.n_past(), 0);
+}
+
+TEST(CpuEngine, MakeEngineChoosesDeviceAndChecksContext) {
+  auto model = tiny_llama("make");
+  EngineOptions o;
+  o.device = "cpu";
+  o.n_ctx = 16;
+  std::string why;
+  auto e = make_engine(*model, o, &why);
+  EXPECT_STREQ(e->name(), "cpu");
+  EXPECT_EQ(e->n_ctx(), 16);
+  EXPECT_NE(why.find("cpu"), std::string::npos);
+  o.device = "tpu";
+  EXPECT_THROW(make_engine(*model, o), Error);
+  o.device = "cpu";
+  o.n_ctx = model->config.n_ctx_train + 1;
+  EXPECT_THROW(make_engine(*model, o), Error);
+  EXPECT_EQ(default_n_ctx(model->config), std::min<int64_t>(model->config.n_ctx_train, 4096));
+  if (!cuda_engine_available()) {
+    o.device = "gpu";
+    o.n_ctx = 16;
+    EXPECT_THROW(make_engine(*model, o), Error);
+    o.device = "auto";
+    EXPECT_STREQ(make_engine(*model, o)->name(), "cpu");
+  }
+}
+
+TEST(CpuEngine, SeededGenerationIsReproducible) {
+  auto model = tiny_llama("seed");
+  auto tok = Tokenizer::from_gguf(*model->file);
+  const std::vector<int32_t> prompt = tok->encode("the quick brown", true);
+  auto run = [&](uint64_t seed) {
+    CpuEngine e(*model, 64, 1);
+    GenerateParams p;
+    p.n_predict = 12;
+    p.sampler.temp = 1.0f;
+    p.sampler.seed = seed;
+    return generate(e, *tok, prompt, p).tokens;
+  };
+  EXPECT_EQ(run(3), run(3));
+  EXPECT_NE(run(3), run(4));
+
+  CpuEngine e(*model, 8, 1);
+  std::vector<int32_t> long_prompt(9, 40);
+  try {
+    generate(e, *tok, long_prompt, GenerateParams{});
+    FAIL() << "expected fathom::Error";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("9 tokens"), std::string::npos) << err.what();
+    EXPECT_NE(std::string(err.what()).find("only 8"), std::string::npos) << err.what();
+  }
 }

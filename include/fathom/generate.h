@@ -109,21 +109,19 @@ GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector
 // ---- the real pieces --------------------------------------------------------------------------
 
 // fathom::Tokenizer as a TokenTextStream: is_eog() plus a StreamDecoder (control tokens are not
-// rendered).
+// rendered). Generated text continues the prompt, so unlike StreamDecoder on its own it keeps the
+// leading space of the first piece under an SPM dummy prefix (" Paris" prints as " Paris").
 class TokenizerTextStream final : public TokenTextStream {
  public:
   explicit TokenizerTextStream(const Tokenizer& tok) : tok_(tok), decoder_(tok) {}
   bool is_eog(int32_t token) const override { return tok_.is_eog(token); }
-  std::string push(int32_t token) override { return decoder_.push(token); }
-  std::string flush() override {
-    std::string out = decoder_.flush();
-    decoder_.reset();  // the next generate() call starts a fresh stream
-    return out;
-  }
+  std::string push(int32_t token) override;
+  std::string flush() override;
 
  private:
   const Tokenizer& tok_;
   StreamDecoder decoder_;
+  bool first_ = true;
 };
 
 // generate() with a fresh TokenizerTextStream.

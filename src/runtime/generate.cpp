@@ -148,6 +148,25 @@ GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector
   return result;
 }
 
+std::string TokenizerTextStream::push(int32_t token) {
+  std::string out = decoder_.push(token);
+  if (first_ && !tok_.token_to_piece(token).empty()) {
+    first_ = false;
+    // StreamDecoder drops the one space the SPM dummy prefix puts before the start of a text;
+    // a continuation has no such prefix, so the space is real.
+    if (tok_.kind() == TokenizerKind::SPM && tok_.add_space_prefix() && tok_.token_to_piece(token)[0] == ' ')
+      out.insert(0, " ");
+  }
+  return out;
+}
+
+std::string TokenizerTextStream::flush() {
+  std::string out = decoder_.flush();
+  decoder_.reset();  // the next generate() call starts a fresh stream
+  first_ = true;
+  return out;
+}
+
 GenerateResult generate(Engine& engine, const Tokenizer& tok, const std::vector<int32_t>& prompt,
                         const GenerateParams& params, const TextCallback& on_text) {
   TokenizerTextStream text(tok);
