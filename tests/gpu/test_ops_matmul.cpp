@@ -1,0 +1,173 @@
+// GPU matmul (GEMV and tiled/cuBLASLt GEMM) against a double-precision reference computed from
+// the CPU dequantizer (fathom::dequantize_row), for every supported weight type, odd row counts,
+// batches 1..16 (GEMV) and above (GEMM), with and without bias / residual.
+#include <cublasLt.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cuda/ops.cuh"
+#include "fathom/quant.h"
+#include "test_ops_util.h"
+
+namespace fathom::test {
+namespace {
+
+using fathom::cuda::GemmContext;
+using fathom::cuda::kGemvMaxTokens;
+using fathom::cuda::MatmulParams;
+
+const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
+                           GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                           GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+struct Problem {
+  GgmlType type;
+  int64_t rows, cols, batch;
+  bool bias, residual;
+  std::string name() const {
+    return std::string("matmul(type=") + ggml_type_name(type) + ",rows=" + std::to_string(rows) +
+           ",cols=" + std::to_string(cols) + ",batch=" + std::to_string(batch) +
+           (bias ? ",bias" : "") + (residual ? ",residual" : "") + ")";
+  }
+};
+
+// Runs one problem through `path` (0 = launch_matmul, 1 = GEMV, 2 = GEMM) and checks it.
+// Tolerance per element, from the error model of each path:
+//   fp32 accumulation (GEMV): |err| <= K * 2^-24 * sum_k |w_k x_k| in the worst case; the sum
+//     here is blocked (32-wide partials then a tree), so we allow 2^-16 * sum|w x| (a few hundred
+//     ulps of the l1 mass) -- a wrong index or scale is off by O(|y|).
+//   bf16 operands (tiled GEMM): each operand rounds with relative error <= 2^-9, so each product
+//     is off by <= ~2^-8 |w x|: tol = 2^-8 * sum|w x| (a strict bound, not a statistical one).
+//   fp16 operands (cuBLASLt F16): 2^-10 * sum|w x|; bf16 (cuBLASLt BF16) as the tiled GEMM.
+void run_problem(const Problem& pb, int path, const GemmContext* ctx = nullptr) {
+  SCOPED_TRACE(pb.name());
+  const uint32_t seed = uint32_t(pb.rows * 131 + pb.cols * 7 + pb.batch * 3 + int(pb.type));
+  const std::vector<float> wf = random_floats(size_t(pb.rows * pb.cols), seed, 0.5f);
+  const size_t row_bytes = ggml_row_bytes(pb.type, pb.cols);
+  std::vector<uint8_t> wq(row_bytes * pb.rows);
+  std::vector<float> wd(size_t(pb.rows * pb.cols));
+  for (int64_t r = 0; r < pb.rows; ++r) {
+    quantize_row(pb.type, wf.data() + r * pb.cols, wq.data() + r * row_bytes, pb.cols);
+    dequantize_row(pb.type, wq.data() + r * row_bytes, wd.data() + r * pb.cols, pb.cols);
+  }
+  const std::vector<float> x = random_floats(size_t(pb.batch * pb.cols), seed + 1);
+  const std::vector<float> bias = random_floats(size_t(pb.rows), seed + 2);
+  const std::vector<float> res = random_floats(size_t(pb.batch * pb.rows), seed + 3);
+
+  double rel;
+  switch (path == 2 || (path == 0 && pb.batch > kGemvMaxTokens) ? 2 : 1) {
+    case 1: rel = std::ldexp(1.0, -16); break;
+    default:
+      rel = (ctx && pb.type == GgmlType::F16) ? std::ldexp(1.0, -10) : std::ldexp(1.0, -8);
+  }
+  std::vector<double> want(size_t(pb.batch * pb.rows)), tol(want.size());
+  for (int64_t t = 0; t < pb.batch; ++t) {
+    for (int64_t r = 0; r < pb.rows; ++r) {
+      double s = 0.0, a = 0.0;
+      for (int64_t k = 0; k < pb.cols; ++k) {
+        const double p = double(wd[r * pb.cols + k]) * x[t * pb.cols + k];
+        s += p;
+        a += std::fabs(p);
+      }
+      if (pb.bias) s += bias[r];
+      if (pb.residual) s += res[t * pb.rows + r];
+      want[t * pb.rows + r] = s;
+      tol[t * pb.rows + r] = rel * a + 1e-6;
+    }
+  }
+
+  DeviceBuffer<uint8_t> d_w(wq);
+  DeviceBuffer<float> d_x(x), d_bias(bias), d_y(size_t(pb.batch * pb.rows));
+  if (pb.residual) d_y.upload(res);  // y += x @ W^T (residual aliases y)
+  else d_y.poison();
+  MatmulParams p;
+  p.type = pb.type;
+  p.w = d_w.get();
+  p.rows = pb.rows;
+  p.cols = pb.cols;
+  p.x = d_x.get();
+  p.y = d_y.get();
+  p.n_tokens = pb.batch;
+  p.bias = pb.bias ? d_bias.get() : nullptr;
+  p.residual = pb.residual ? d_y.get() : nullptr;
+  p.gemm = ctx;
+  if (path == 0) fathom::cuda::launch_matmul(p, nullptr);
+  else if (path == 1) fathom::cuda::launch_matmul_gemv(p, nullptr);
+  else fathom::cuda::launch_matmul_gemm(p, nullptr);
+  const std::vector<float> got = d_y.download();
+  FATHOM_EXPECT_CLOSE(pb.name(), got, want, tol);
+}
+
+TEST(GpuMatmul, GemvEveryTypeAndBatch) {
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : kTypes)
+    for (int64_t rows : {111, 500})
+      for (int64_t batch : {1, 2, 3, 4, 5, 8, 13, 16})
+        run_problem({type, rows, 768, batch, false, false}, 1);
+}
+
+TEST(GpuMatmul, GemvLongRowsCrossStageChunks) {
+  // cols 9216 > the 8192-element x stage of batch 1: exercises the chunk loop.
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::F16})
+    for (int64_t batch : {1, 3, 16}) run_problem({type, 37, 9216, batch, false, false}, 1);
+}
+
+TEST(GpuMatmul, GemvBiasAndResidual) {
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::F32, GgmlType::Q8_0}) {
+    run_problem({type, 111, 512, 1, true, false}, 1);
+    run_problem({type, 111, 512, 4, false, true}, 1);
+    run_problem({type, 111, 512, 7, true, true}, 1);
+  }
+}
+
+TEST(GpuMatmul, TiledGemmEveryType) {
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : kTypes)
+    for (int64_t batch : {17, 64, 100})
+      run_problem({type, 111, 768, batch, batch == 100, batch == 64}, 2);
+}
+
+TEST(GpuMatmul, DispatchPicksByBatch) {
+  FATHOM_REQUIRE_GPU();
+  for (int64_t batch : {1, 16, 17, 33}) run_problem({GgmlType::Q4_K, 70, 512, batch, false, false}, 0);
+}
+
+TEST(GpuMatmul, CublasLtHalfWeights) {
+  FATHOM_REQUIRE_GPU();
+  cublasLtHandle_t lt = nullptr;
+  ASSERT_EQ(cublasLtCreate(&lt), CUBLAS_STATUS_SUCCESS);
+  DeviceBuffer<uint8_t> workspace(size_t(32) << 20), scratch(size_t(100) * 768 * 2);
+  GemmContext ctx;
+  ctx.lt = lt;
+  ctx.workspace = workspace.get();
+  ctx.workspace_bytes = workspace.size();
+  ctx.scratch = scratch.get();
+  ctx.scratch_bytes = scratch.size();
+  for (GgmlType type : {GgmlType::F16, GgmlType::BF16}) {
+    run_problem({type, 111, 768, 17, false, false}, 2, &ctx);
+    run_problem({type, 500, 768, 100, true, true}, 2, &ctx);
+  }
+  cublasLtDestroy(lt);
+}
+
+TEST(GpuMatmul, RejectsUnsupportedType) {
+  FATHOM_REQUIRE_GPU();
+  MatmulParams p;
+  p.type = GgmlType::Q2_K;
+  p.rows = 4;
+  p.cols = 256;
+  p.n_tokens = 1;
+  DeviceBuffer<float> buf(1024);
+  p.w = buf.get();
+  p.x = buf.get();
+  p.y = buf.get();
+  EXPECT_THROW(fathom::cuda::launch_matmul(p, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace fathom::test
