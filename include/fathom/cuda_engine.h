@@ -55,12 +55,15 @@ struct CudaMemoryReport {
   std::string describe() const; // multi-line breakdown, as printed with -v
 };
 
-// A snapshot of one activation during a traced eval (check mode): the last evaluated token's row.
+// A snapshot of one activation during a traced eval (check mode), copied back after the op.
 struct CudaTraceEntry {
-  int64_t layer = -1;           // -1: before the first / after the last layer
-  std::string op;               // op boundary name, shared with the CPU reference trace
-  std::vector<float> values;    // (n,) of the last token
-  bool all_finite = true;       // every element of the whole (n_tokens, n) tensor is finite
+  int64_t layer = -1;           // -1 before the first block, n_layer after the last
+  std::string op;               // op boundary name, as the CPU reference's hook (CpuHook) names it
+  int64_t n_tokens = 0;
+  int64_t n = 0;
+  std::vector<float> values;    // (n_tokens, n) row-major: every token of the last prompt chunk
+  bool all_finite = true;       // no NaN/Inf in values
+  const float* last_row() const { return values.data() + (n_tokens - 1) * n; }
 };
 using CudaTraceFn = std::function<void(const CudaTraceEntry&)>;
 
@@ -103,9 +106,12 @@ class CudaEngine final : public Engine {
                     float* logits = nullptr);
 
   // ---- diagnostics ----------------------------------------------------------------------------
-  // While set, every eval runs op by op without graphs and calls fn at each op boundary with the
-  // last token's row (copied back synchronously). nan_guard additionally checks after every op.
-  void set_trace(CudaTraceFn fn);
+  // While fn is set, evals run without graphs and call fn at each op boundary with the op's output
+  // (copied back synchronously; only the last chunk of a long prompt is reported). With
+  // softmax_sums, each layer's attention is run a second time against a V cache of ones, so its
+  // output is the softmax row sum of every (token, head) (reported as op "softmax_row_sum";
+  // 1 for a query that sees any key). An empty fn turns tracing off.
+  void set_trace(CudaTraceFn fn, bool softmax_sums = false);
   const CudaMemoryReport& memory() const;
   const ModelConfig& config() const;
   std::string device_name() const;

@@ -185,6 +185,7 @@ struct CudaEngine::Impl {
 
   std::map<int, cudaGraphExec_t> graphs;  // decode step per batch size
   CudaTraceFn trace;
+  void* v_ones = nullptr;  // check mode: a layer's V cache full of fp16 1.0 (softmax row sums)
 
   struct DeviceGuard {
     int prev = 0;
@@ -204,6 +205,7 @@ struct CudaEngine::Impl {
   void check_supported(const Model& model);
   void upload_weights(const Model& model, size_t data_bytes);
   size_t plan_workspace(int64_t rows_, bool need_lt) const;
+  size_t decode_attention_workspace() const;
   void alloc_workspace(bool need_lt);
 
   // Forward of `n_rows` tokens already described by the device step header, for `n_seqs`
@@ -254,6 +256,30 @@ void CudaEngine::Impl::check_supported(const Model& model) {
   }
 }
 
+// Split-K partials of the decode attention: the most any decode launch can ask for, over every
+// batch size 1..max_batch and kv length up to n_ctx (the split count is not monotonic in either:
+// fewer sequences get more splits, and rounding the split length can drop one).
+size_t CudaEngine::Impl::decode_attention_workspace() const {
+  AttentionParams ap;
+  ap.n_head = int32_t(cfg.n_head);
+  ap.n_head_kv = int32_t(cfg.n_head_kv);
+  ap.head_dim = int32_t(head_dim);
+  ap.max_q_len = 1;
+  ap.block_size = opt.kv_block_size;
+  size_t best = 0;
+  for (int n = 1; n <= max_batch; ++n) {
+    ap.n_seqs = n;
+    ap.n_tokens = n;
+    // Splits hold at least 128 keys, so past 128 * (a few thousand blocks) nothing changes.
+    for (int64_t kv_len = 128;; kv_len += 128) {
+      ap.max_kv_len = int32_t(std::min(kv_len, n_ctx));
+      best = std::max(best, attention_workspace_bytes(ap));
+      if (kv_len >= n_ctx || kv_len >= 128 * 4096) break;
+    }
+  }
+  return best;
+}
+
 size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt) const {
   const ModelConfig& c = cfg;
   const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
@@ -266,16 +292,7 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt) const {
   p.add(r * c.n_ff * 4);                                     // gate
   p.add(r * c.n_ff * 4);                                     // up
   p.add(int64_t(max_batch) * c.n_vocab * 4);                 // logits
-  AttentionParams ap;
-  ap.n_seqs = max_batch;
-  ap.n_tokens = max_batch;
-  ap.n_head = int32_t(c.n_head);
-  ap.n_head_kv = int32_t(c.n_head_kv);
-  ap.head_dim = int32_t(head_dim);
-  ap.max_q_len = 1;
-  ap.max_kv_len = int32_t(n_ctx);
-  ap.block_size = opt.kv_block_size;
-  p.add(attention_workspace_bytes(ap));
+  p.add(decode_attention_workspace());
   p.add(argmax_workspace_bytes(max_batch, c.n_vocab));
   if (need_lt) {
     const int64_t max_cols = std::max({c.n_embd, c.n_ff, qd});
@@ -307,16 +324,7 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   act.gate = A.alloc_n<float>(r * c.n_ff, "gate");
   act.up = A.alloc_n<float>(r * c.n_ff, "up");
   act.logits = A.alloc_n<float>(int64_t(max_batch) * c.n_vocab, "logits");
-  AttentionParams ap;
-  ap.n_seqs = max_batch;
-  ap.n_tokens = max_batch;
-  ap.n_head = int32_t(c.n_head);
-  ap.n_head_kv = int32_t(c.n_head_kv);
-  ap.head_dim = int32_t(head_dim);
-  ap.max_q_len = 1;
-  ap.max_kv_len = int32_t(n_ctx);
-  ap.block_size = opt.kv_block_size;
-  act.attn_ws_bytes = attention_workspace_bytes(ap);
+  act.attn_ws_bytes = decode_attention_workspace();
   act.attn_ws = A.alloc(act.attn_ws_bytes, "attention workspace");
   act.argmax_ws = A.alloc(argmax_workspace_bytes(max_batch, c.n_vocab), "argmax workspace");
   if (need_lt) {
@@ -599,6 +607,7 @@ CudaEngine::Impl::~Impl() {
   DeviceGuard guard(opt.device);
   if (stream) cudaStreamSynchronize(stream);
   for (auto& [n, exec] : graphs) cudaGraphExecDestroy(exec);
+  if (v_ones) cudaFree(v_ones);
   if (lt) cublasLtDestroy(lt);
   host_in.release();
   host_out.release();
@@ -619,8 +628,10 @@ void CudaEngine::Impl::emit(int64_t layer, const char* op, const float* dev, int
   CudaTraceEntry e;
   e.layer = layer;
   e.op = op;
-  e.values.assign(all.end() - n, all.end());
+  e.n_tokens = n_rows;
+  e.n = n;
   e.all_finite = std::all_of(all.begin(), all.end(), [](float f) { return std::isfinite(f); });
+  e.values = std::move(all);
   trace(e);
 }
 
@@ -742,6 +753,34 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       launch_attention(p, stream);
     }
     emit(il, "kqv_out", act.att, T, qd, last);
+    if (v_ones && last) {
+      // Same attention against V = 1: every output element is the softmax row sum.
+      AttentionParams p;
+      p.q = act.q;
+      p.out = act.a;  // free until the output projection below
+      p.q_pos = pos;
+      p.q_seq_start = act.in + in_layout.seq_start();
+      p.kv_len = act.in + in_layout.kv_len();
+      p.block_table = table;
+      p.max_blocks_per_seq = kv->max_blocks_per_seq();
+      p.k_cache = L.k_cache;
+      p.v_cache = v_ones;
+      p.block_size = opt.kv_block_size;
+      p.n_seqs = n_seqs;
+      p.n_tokens = T;
+      p.n_head = int32_t(c.n_head);
+      p.n_head_kv = int32_t(c.n_head_kv);
+      p.head_dim = int32_t(head_dim);
+      p.scale = c.attn_scale;
+      p.softcap = c.attn_logit_softcap;
+      p.sliding_window = L.sliding_window;
+      p.max_q_len = max_q_len;
+      p.max_kv_len = max_kv_len;
+      p.workspace = act.attn_ws;
+      p.workspace_bytes = act.attn_ws_bytes;
+      launch_attention(p, stream);
+      emit(il, "softmax_row_sum", act.a, T, qd, last);
+    }
 
     if (L.post_attn_norm) {
       matmul(L.wo, act.att, act.a, T, nullptr, nullptr);
@@ -973,7 +1012,22 @@ int64_t CudaEngine::n_past() const { return impl_->seq_len[0]; }
 const CudaMemoryReport& CudaEngine::memory() const { return impl_->mem; }
 const ModelConfig& CudaEngine::config() const { return impl_->cfg; }
 std::string CudaEngine::device_name() const { return impl_->device_name; }
-void CudaEngine::set_trace(CudaTraceFn fn) { impl_->trace = std::move(fn); }
+void CudaEngine::set_trace(CudaTraceFn fn, bool softmax_sums) {
+  Impl& m = *impl_;
+  Impl::DeviceGuard guard(m.opt.device);
+  m.trace = std::move(fn);
+  if (softmax_sums && m.trace && !m.v_ones) {
+    // Diagnostics only: a one-off allocation outside any decode loop.
+    const size_t elems = size_t(m.kv->n_blocks()) * size_t(m.cfg.n_head_kv) *
+                         size_t(m.opt.kv_block_size) * size_t(m.head_dim);
+    CUDA_CHECK(cudaMalloc(&m.v_ones, elems * 2));
+    const std::vector<uint16_t> ones(elems, 0x3C00);  // fp16 1.0
+    CUDA_CHECK(cudaMemcpy(m.v_ones, ones.data(), elems * 2, cudaMemcpyHostToDevice));
+  } else if ((!softmax_sums || !m.trace) && m.v_ones) {
+    CUDA_CHECK(cudaFree(m.v_ones));
+    m.v_ones = nullptr;
+  }
+}
 
 int32_t CudaEngine::eval_seq(int32_t seq, const int32_t* tokens, int64_t n, float* logits_last) {
   Impl& m = *impl_;

@@ -33,7 +33,7 @@ void CudaEngine::remove_sequence(int32_t) { no_cuda(); }
 int64_t CudaEngine::seq_len(int32_t) const { no_cuda(); }
 int32_t CudaEngine::eval_seq(int32_t, const int32_t*, int64_t, float*) { no_cuda(); }
 void CudaEngine::decode_batch(const int32_t*, const int32_t*, int, int32_t*, float*) { no_cuda(); }
-void CudaEngine::set_trace(CudaTraceFn) { no_cuda(); }
+void CudaEngine::set_trace(CudaTraceFn, bool) { no_cuda(); }
 const CudaMemoryReport& CudaEngine::memory() const { no_cuda(); }
 const ModelConfig& CudaEngine::config() const { no_cuda(); }
 std::string CudaEngine::device_name() const { no_cuda(); }
