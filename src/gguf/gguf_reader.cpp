@@ -61,7 +61,7 @@ class Parser {
 
   template <typename... Args>
   [[noreturn]] void fail_at(size_t at, Args&&... args) const {
-    fail(file_, ": ", std::forward<Args>(args)..., " (", context_, ", byte offset ", at, ")");
+    fail(file_, ": ", context_, " at byte offset ", at, ": ", std::forward<Args>(args)...);
   }
 
   void need(size_t n, const char* what) const {
@@ -304,7 +304,7 @@ void GgufFile::parse() {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       fail(path_, ": tensor '", printable(t.name), "' data (", t.nbytes, " bytes at data offset ", t.offset,
            ", file byte offset ", static_cast<unsigned long long>(data_offset_) + t.offset,
-           ") runs past the end of the file (size ", size_, ")");
+           ") runs past the end of the file (size ", size_, "): the file is truncated or the offset is corrupt");
     t.data = base_ + data_offset_ + t.offset;
   }
 }
