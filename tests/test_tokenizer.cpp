@@ -1,10 +1,16 @@
 // Tokenizer unit tests on hand-built vocabularies: special-token splitting, SPM merges and byte
 // fallback, byte-level BPE merges, BOS/EOS rules, and the streaming UTF-8 decoder. The bulk
 // comparison against sentencepiece / HF tokenizers lives in tests/python/check_tokenizer_*.py.
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <map>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "fathom/chat_template.h"
 #include "fathom/error.h"
 #include "fathom/gguf.h"
 #include "fathom/tokenizer.h"
@@ -295,6 +301,11 @@ TEST(TokenizerGemma3, RealVocabularyFromGguf) {
   EXPECT_TRUE(tok->is_eog(1));    // <eos>
   EXPECT_TRUE(tok->is_eog(106));  // <end_of_turn>
   EXPECT_EQ(tok->eot_id(), 106);
+  // A rendered chat prompt encodes to one BOS and the turn markers as control tokens.
+  const std::string prompt = apply_chat_template(TemplateKind::GEMMA, {{"user", "Hello world"}}, true);
+  EXPECT_EQ(tok->encode(prompt, true), (std::vector<int32_t>{2, 105, 2364, 107, 9259, 1902, 106, 107, 105, 4368, 107}));
+  EXPECT_EQ(tok->encode(std::string(template_bos_text(TemplateKind::GEMMA)) + prompt, true),
+            tok->encode(prompt, true));
   EXPECT_EQ(tok->decode(tok->encode("  indented\n\n\tcode 12345 \xF0\x9F\x98\x80", true)),
             "  indented\n\n\tcode 12345 \xF0\x9F\x98\x80");
 }

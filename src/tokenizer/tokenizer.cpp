@@ -202,7 +202,9 @@ std::vector<Symbol> split_chars(const std::string& word) {
   return sym;
 }
 
-// Runs the merge loop; `score(left_text, right_text, &priority)` says whether a pair may merge.
+// The merge loop shared by both models: `score(merged_text, left_len, &priority)` says whether the
+// neighbours may merge and how urgently (higher first; ties go to the leftmost pair). Stale queue
+// entries are recognised by a changed combined length, as in sentencepiece's bpe_model.cc.
 template <typename ScoreFn>
 void merge_symbols(const std::string& word, std::vector<Symbol>* sym, ScoreFn score) {
   std::priority_queue<Candidate, std::vector<Candidate>, CandidateOrder> queue;
