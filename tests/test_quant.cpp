@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -144,6 +145,8 @@ struct RoundTripCase {
   TypeBound tb;
   Dist dist;
 };
+
+void PrintTo(const RoundTripCase& c, std::ostream* os) { *os << ggml_type_name(c.tb.type) << "/" << dist_name(c.dist); }
 
 std::string case_name(const testing::TestParamInfo<RoundTripCase>& info) {
   return std::string(ggml_type_name(info.param.tb.type)) + "_" + dist_name(info.param.dist);
