@@ -15,6 +15,7 @@
 #include "fathom/error.h"
 #include "fathom/model.h"
 #include "fathom/testgen.h"
+#include "fathom/tokenizer.h"
 
 namespace fathom {
 namespace {
@@ -291,8 +292,13 @@ TEST(CpuModelReal, Gemma3_270mMatchesTransformersGolden) {
     }
     m.forward(&greedy[step], 1, logits.data());  // follow the golden path either way
   }
-  std::printf("  gemma3-270m: max |logit - hf| / max |hf| = %.3g over %zu steps; greedy text %s\n",
-              worst, greedy.size(), g.at("greedy_text").dump().c_str());
+  // The prompt ids came from the vocabulary's pieces; fathom's tokenizer must agree, and it
+  // renders the continuation we produced.
+  auto tok = Tokenizer::from_gguf(*model->file);
+  EXPECT_EQ(tok->encode("The capital of France is", true), prompt);
+  std::printf("  gemma3-270m: max |logit - hf| / max |hf| = %.3g over %zu steps\n"
+              "  greedy: \"The capital of France is%s\"\n",
+              worst, greedy.size(), tok->decode(ours).c_str());
 }
 
 }  // namespace
