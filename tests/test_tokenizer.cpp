@@ -217,6 +217,39 @@ TEST(TokenizerBpe, SpecialsAndEog) {
   EXPECT_GT(tok.encode("<|eot_id|>", false, /*parse_special=*/false).size(), 1u);
 }
 
+// from_gguf reads the tokenizer.ggml.* keys; defaults and errors name what is wrong.
+TEST(TokenizerGguf, ReadsKeysAppliesDefaultsAndRejectsUnknownModels) {
+  BpeVocab v("llama-bpe");
+  auto file_with = [&](const std::string& model) {
+    GgufWriter w;
+    w.set("general.architecture", GgufValue::make_string("llama"));
+    w.set("tokenizer.ggml.model", GgufValue::make_string(model));
+    w.set("tokenizer.ggml.pre", GgufValue::make_string("llama-bpe"));
+    w.set("tokenizer.ggml.tokens", GgufValue::make_string_array(v.spec.tokens));
+    w.set("tokenizer.ggml.token_type", GgufValue::make_i32_array(v.spec.types));
+    w.set("tokenizer.ggml.merges", GgufValue::make_string_array(v.spec.merges));
+    w.set("tokenizer.ggml.bos_token_id", GgufValue::make_u32(static_cast<uint32_t>(v.spec.bos_id)));
+    return w.to_bytes();
+  };
+  const std::vector<uint8_t> bytes = file_with("gpt2");
+  auto g = GgufFile::from_memory(bytes.data(), bytes.size(), "tiny.gguf");
+  auto tok = Tokenizer::from_gguf(*g);
+  EXPECT_EQ(tok->kind(), TokenizerKind::BPE);
+  EXPECT_TRUE(tok->add_bos());  // no add_bos_token key: on for llama-bpe, as in llama.cpp
+  EXPECT_EQ(tok->encode("hello", true), (std::vector<int32_t>{v.spec.bos_id, v.id.at("hello")}));
+  EXPECT_EQ(tok->eot_id(), v.spec.eot_id);  // found by its text "<|eot_id|>"
+
+  const std::vector<uint8_t> bad = file_with("bert");
+  auto gb = GgufFile::from_memory(bad.data(), bad.size(), "bert.gguf");
+  try {
+    Tokenizer::from_gguf(*gb);
+    FAIL() << "accepted tokenizer model 'bert'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'bert'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bert.gguf"), std::string::npos) << e.what();
+  }
+}
+
 // Stream decoding over the SPM byte tokens, where one character can span several tokens.
 class StreamDecoderTest : public ::testing::Test {
  protected:

@@ -68,7 +68,7 @@ struct TokenizerSpec {
 class Tokenizer {
  public:
   // Reads tokenizer.ggml.* from a GGUF file. Defaults when a key is absent follow llama.cpp:
-  // SPM add_bos=true, add_space_prefix=true; BPE add_bos=false. Unknown model or pre-tokenizer
+  // SPM add_bos=true, add_space_prefix=true; BPE add_bos=false except for the llama-bpe family. Unknown model or pre-tokenizer
   // names throw fathom::Error naming them.
   static std::unique_ptr<Tokenizer> from_gguf(const GgufFile& gguf);
   // Validates the spec (sizes agree, ids in range) and builds the tables. BPE merges whose

@@ -409,7 +409,10 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& g) {
   s.eom_id = id("tokenizer.ggml.eom_token_id");
   s.unk_id = id("tokenizer.ggml.unknown_token_id");
   s.pad_id = id("tokenizer.ggml.padding_token_id");
-  s.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", spm);
+  // Llama 3 files written before add_bos_token existed still want <|begin_of_text|> (llama.cpp
+  // defaults it on for the llama-bpe pre-tokenizer too).
+  const bool llama3_pre = s.pre == "llama-bpe" || s.pre == "llama3" || s.pre == "llama-v3";
+  s.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", spm || llama3_pre);
   s.add_eos = g.get_bool("tokenizer.ggml.add_eos_token", false);
   s.add_space_prefix = spm && g.get_bool("tokenizer.ggml.add_space_prefix", true);
   try {
