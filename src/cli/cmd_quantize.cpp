@@ -6,15 +6,17 @@
 // general.file_type and general.quantization_version set. Rows are spread over threads; the
 // output does not depend on the thread count.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "cli/args.h"
@@ -33,7 +35,7 @@ using fathom::GgmlType;
 // whatever the path spelling (symlinks, hard links, "./").
 void check_not_same_file(const std::string& in, const std::string& out) {
   struct stat si {}, so {};
-  FATHOM_CHECK(stat(in.c_str(), &si) == 0, "cannot stat input '", in, "'");
+  FATHOM_CHECK(stat(in.c_str(), &si) == 0, "cannot open input '", in, "': ", std::strerror(errno));
   if (stat(out.c_str(), &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
     fathom::fail("output '", out, "' is the same file as input '", in,
                  "'; refusing to overwrite the model being read: choose another output path");
