@@ -19,3 +19,13 @@ add_test(NAME gguf_rewrite_real_model
                  $<TARGET_FILE:write_sample_gguf> ${CMAKE_CURRENT_BINARY_DIR}/gguf_roundtrip
                  --model ${FATHOM_GGUF_REAL_MODEL})
 set_tests_properties(gguf_rewrite_real_model PROPERTIES LABELS "cpu;python;model")
+
+# `fathom info` on the real model and on a broken file (one clear error, exit status 1).
+add_test(NAME gguf_cli_info COMMAND fathom_cli info ${FATHOM_GGUF_REAL_MODEL} --ctx 4096 --meta)
+set_tests_properties(gguf_cli_info PROPERTIES LABELS "cpu;model"
+  PASS_REGULAR_EXPRESSION "architecture: gemma3.*Q4_K +27 .*total +236 .*for ctx 4096: 72.00 MiB.*tokenizer.ggml.tokens +ARRAY +STRING\\[262144\\]")
+add_test(NAME gguf_cli_info_broken COMMAND fathom_cli info ${CMAKE_CURRENT_SOURCE_DIR}/data/gguf_broken/bad_magic.gguf)
+set_tests_properties(gguf_cli_info_broken PROPERTIES LABELS "cpu" WILL_FAIL TRUE)
+add_test(NAME gguf_cli_info_broken_message COMMAND fathom_cli info ${CMAKE_CURRENT_SOURCE_DIR}/data/gguf_broken/version1.gguf)
+set_tests_properties(gguf_cli_info_broken_message PROPERTIES LABELS "cpu"
+  PASS_REGULAR_EXPRESSION "version1.gguf: unsupported GGUF version 1 at byte offset 4")

@@ -403,6 +403,29 @@ TEST(GgufRobustness, ByteFlipsNeverCrash) {
   EXPECT_GT(ok, 0);
 }
 
+TEST(GgufRobustness, MetadataElementCap) {
+  // 2^24 + 1 one-byte elements: a 16 MiB file that would cost ~1.6 GB as GgufValues.
+  const uint64_t n = (uint64_t{1} << 24) + 1;
+  std::vector<uint8_t> bytes;
+  auto put = [&](const void* p, size_t k) {
+    bytes.insert(bytes.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + k);
+  };
+  const uint32_t magic_version[2] = {0x46554747, 3};
+  const uint64_t counts[2] = {0, 1};
+  const uint64_t key_len = 1;
+  const uint32_t array_type = 9, elem_type = 0;
+  put(magic_version, 8);
+  put(counts, 16);
+  put(&key_len, 8);
+  put("a", 1);
+  put(&array_type, 4);
+  put(&elem_type, 4);
+  put(&n, 8);
+  bytes.resize(bytes.size() + n, 0);
+  const std::string msg = error_of([&] { GgufFile::from_memory(bytes.data(), bytes.size(), "big.gguf"); });
+  EXPECT_NE(msg.find("elements in total"), std::string::npos) << msg;
+}
+
 // ---- the real model --------------------------------------------------------------------------
 
 TEST(GgufRealModel, Gemma3_270m) {

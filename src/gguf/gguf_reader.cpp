@@ -21,6 +21,10 @@ constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as little-endian u32
 constexpr uint32_t kMaxDims = 4;
 // Deeper nesting has no use in real files; the cap keeps recursion bounded on hostile input.
 constexpr int kMaxArrayDepth = 8;
+// Each parsed array element costs a GgufValue (~100 bytes) however small it is in the file; this
+// cap (~1.6 GB worst case) keeps a hostile file from turning into a 100x larger allocation. Real
+// files stay far below it: a 262k-token vocabulary with scores and types is under 1M elements.
+constexpr uint64_t kMaxMetadataElements = uint64_t{1} << 24;
 // Smallest possible encodings, used to reject counts the remaining bytes cannot hold.
 constexpr size_t kMinKvBytes = 8 + 4 + 1;          // key length, value type, 1-byte value
 constexpr size_t kMinTensorInfoBytes = 8 + 4 + 4 + 8;  // name length, n_dims (0), type, offset
@@ -123,7 +127,10 @@ class Parser {
         if (count > remaining() / min_elem)
           fail_at(at, "array of ", count, " ", gguf_value_type_name(v.array_type), " elements needs at least ",
                   min_elem, " bytes per element but only ", remaining(), " bytes remain in the file");
-        v.array.reserve(static_cast<size_t>(count));  // bounded by the check above
+        if (count > elements_left_)
+          fail_at(at, "metadata arrays hold more than ", kMaxMetadataElements, " elements in total, fathom's limit");
+        elements_left_ -= count;
+        v.array.reserve(static_cast<size_t>(count));  // bounded by the checks above
         for (uint64_t k = 0; k < count; ++k) v.array.push_back(read_value(v.array_type, depth + 1));
         break;
       }
@@ -137,6 +144,7 @@ class Parser {
   size_t pos_ = 0;
   const std::string& file_;
   std::string context_ = "header";
+  uint64_t elements_left_ = kMaxMetadataElements;
 };
 
 bool is_power_of_two(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
