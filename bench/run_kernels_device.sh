@@ -11,7 +11,7 @@ T=build-dev/tests/fathom_gpu_tests
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,memory.used,memory.total \
   --format=csv >"$OUT/nvsmi.txt" 2>&1
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFATHOM_CUDA_ARCHS=90a \
-  -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCMAKE_CXX_FLAGS="-include cstdint" >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 start=$(date +%s)
 ninja -C "$dir" -j"$(nproc)" fathom_gpu_tests >>"$OUT/build.log" 2>&1 || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"

@@ -5,9 +5,12 @@
 //
 // Decode (max_q_len == 1), flash-decoding: grid (n_seqs, n_head_kv * head groups, n_splits).
 // A block reads the keys of ONE kv head in its split of positions once and serves all the query
-// heads sharing it (up to kDecodeMaxHeads = 8 of them; more heads take more head groups). Inside,
+// heads sharing it (up to kDecodeMaxHeads = 8 of them; more heads take more head groups; the
+// per-thread q/acc arrays are sized by a template G in {1, 2, 4, 8} >= heads per group, so a
+// GQA-4 model keeps ~100 registers and 4 blocks per SM). Inside,
 // a token's head vector is read by D/8 lanes with one 16-byte load each (D = head_dim), so a warp
-// handles 32 / (D/8) tokens at a time; the 4 warps stride through the split and merge their
+// handles 32 / (D/8) tokens at a time, loading the next step's K/V before computing the current
+// one; the 4 warps stride through the split and merge their
 // (m, l, acc) states through shared memory at the end. With one split the block normalises and
 // writes out; with several it writes unnormalised partials (acc, m, l) to the workspace and
 // attention_reduce_kernel merges them. Bytes: K and V of the context once per kv head.
@@ -23,6 +26,7 @@
 
 #include <cfloat>
 #include <climits>
+#include <type_traits>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
@@ -78,14 +82,14 @@ __device__ __forceinline__ void load8(const __half* src, float f[8]) {
 
 // ---- decode ------------------------------------------------------------------------------------
 
-template <int D>
+template <int D, int G>
 __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const __grid_constant__ AttnArgs a) {
   constexpr int LPT = D / 8;          // lanes per token
   constexpr int TPW = 32 / LPT;       // tokens per warp step
   constexpr int kSlots = kDecodeWarps * TPW;
-  __shared__ float s_m[kDecodeMaxHeads][kSlots];
-  __shared__ float s_l[kDecodeMaxHeads][kSlots];
-  __shared__ float s_acc[kDecodeMaxHeads][kSlots][D];
+  __shared__ float s_m[G][kSlots];
+  __shared__ float s_l[G][kSlots];
+  __shared__ float s_acc[G][kSlots][D];
 
   const AttentionParams& p = a.p;
   const int seq = blockIdx.x;
@@ -108,9 +112,9 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
   hi = min(hi, (split + 1) * a.split_len);
   const int32_t* bt = p.block_table + int64_t(seq) * p.max_blocks_per_seq;
 
-  float q[kDecodeMaxHeads][8];
+  float q[G][8];
 #pragma unroll
-  for (int h = 0; h < kDecodeMaxHeads; ++h) {
+  for (int h = 0; h < G; ++h) {
     if (h < nh) {
       const float* qh = p.q + (int64_t(t) * p.n_head + h0 + h) * D + dl;
 #pragma unroll
@@ -120,9 +124,9 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
       for (int e = 0; e < 8; ++e) q[h][e] = 0.0f;
     }
   }
-  float m[kDecodeMaxHeads], l[kDecodeMaxHeads], acc[kDecodeMaxHeads][8];
+  float m[G], l[G], acc[G][8];
 #pragma unroll
-  for (int h = 0; h < kDecodeMaxHeads; ++h) {
+  for (int h = 0; h < G; ++h) {
     m[h] = -INFINITY;
     l[h] = 0.0f;
 #pragma unroll
@@ -130,19 +134,26 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
   }
 
   // Warp-uniform loop: every lane runs the same number of steps so the shuffles stay full-warp.
-  for (int j0 = lo + warp * TPW; j0 < hi; j0 += kDecodeWarps * TPW) {
-    const int j = j0 + sub;
-    const bool valid = j < hi;
-    float kf[8], vf[8];
-    if (valid) {
-      load8(kv_row(p.k_cache, p, bt, j, kvh, D) + dl, kf);
-      load8(kv_row(p.v_cache, p, bt, j, kvh, D) + dl, vf);
+  // The K/V rows of the next step are loaded before the current step is computed, so the
+  // block-table -> K/V dependent loads of two steps are in flight at once.
+  constexpr int kStep = kDecodeWarps * TPW;
+  float kf[8], vf[8], kn[8], vn[8];
+  auto load_kv = [&](int j, float* kd, float* vd) {
+    if (j < hi) {
+      load8(kv_row(p.k_cache, p, bt, j, kvh, D) + dl, kd);
+      load8(kv_row(p.v_cache, p, bt, j, kvh, D) + dl, vd);
     } else {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) kf[e] = vf[e] = 0.0f;
+      for (int e = 0; e < 8; ++e) kd[e] = vd[e] = 0.0f;
     }
+  };
+  load_kv(lo + warp * TPW + sub, kf, vf);
+  for (int j0 = lo + warp * TPW; j0 < hi; j0 += kStep) {
+    const int j = j0 + sub;
+    const bool valid = j < hi;
+    load_kv(j + kStep, kn, vn);
 #pragma unroll
-    for (int h = 0; h < kDecodeMaxHeads; ++h) {
+    for (int h = 0; h < G; ++h) {
       if (h >= nh) break;
       float s = 0.0f;
 #pragma unroll
@@ -160,11 +171,16 @@ __global__ void __launch_bounds__(kDecodeThreads) attention_decode_kernel(const 
         m[h] = m_new;
       }
     }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      kf[e] = kn[e];
+      vf[e] = vn[e];
+    }
   }
 
   // Merge the kSlots partial states of each head.
 #pragma unroll
-  for (int h = 0; h < kDecodeMaxHeads; ++h) {
+  for (int h = 0; h < G; ++h) {
     if (h >= nh) break;
     if (lane % LPT == 0) {
       s_m[h][slot] = m[h];
@@ -386,8 +402,10 @@ int sm_count() {
 }
 
 // Decode split plan from host-side bounds only (same answer at capture and replay).
+// Target 4 blocks per SM (about the register-limited residency of the G = 4 kernels).
 // Worked example: 1 sequence, 1 kv head, 1 head group, max_kv_len 8192 on 132 SMs: target
-// 2 * 132 = 264 blocks -> 64 splits of 128 keys (each block still reads 128 x 2 x 512 B = 128 KB).
+// 4 * 132 = 528 blocks, capped at 8192 / 64 = 128 splits of 64 keys (64 x 2 x 512 B = 64 KB each).
+// 8 sequences x 8 kv heads at 4096: 64 base blocks -> 9 splits of 480 keys, 576 blocks.
 void plan_splits(const AttentionParams& p, int n_sms, int& n_splits, int& split_len,
                  int& n_head_groups, int& heads_per_group) {
   const int g = p.n_head / p.n_head_kv;
@@ -395,8 +413,8 @@ void plan_splits(const AttentionParams& p, int n_sms, int& n_splits, int& split_
   heads_per_group = (g + n_head_groups - 1) / n_head_groups;
   const int64_t base_blocks = int64_t(p.n_seqs) * p.n_head_kv * n_head_groups;
   const int max_kv = p.max_kv_len > 0 ? p.max_kv_len : 1;
-  int64_t want = (2 * int64_t(n_sms) + base_blocks - 1) / base_blocks;
-  const int64_t by_len = (max_kv + 127) / 128;  // at least 128 keys per split
+  int64_t want = (4 * int64_t(n_sms) + base_blocks - 1) / base_blocks;
+  const int64_t by_len = (max_kv + 63) / 64;  // at least 64 keys per split
   if (want > by_len) want = by_len;
   if (want < 1) want = 1;
   split_len = int((max_kv + want - 1) / want);
@@ -439,10 +457,18 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
                    p.workspace_bytes, " bytes, ", need, " needed (attention_workspace_bytes)");
     }
     const dim3 grid(unsigned(p.n_seqs), unsigned(p.n_head_kv * a.n_head_groups), unsigned(a.n_splits));
+    auto go_decode = [&](auto kernel) { kernel<<<grid, kDecodeThreads, 0, stream>>>(a); };
+    auto by_g = [&](auto d_const) {
+      constexpr int D = decltype(d_const)::value;
+      if (a.heads_per_group <= 1) go_decode(attention_decode_kernel<D, 1>);
+      else if (a.heads_per_group <= 2) go_decode(attention_decode_kernel<D, 2>);
+      else if (a.heads_per_group <= 4) go_decode(attention_decode_kernel<D, 4>);
+      else go_decode(attention_decode_kernel<D, 8>);
+    };
     switch (p.head_dim) {
-      case 64: attention_decode_kernel<64><<<grid, kDecodeThreads, 0, stream>>>(a); break;
-      case 128: attention_decode_kernel<128><<<grid, kDecodeThreads, 0, stream>>>(a); break;
-      default: attention_decode_kernel<256><<<grid, kDecodeThreads, 0, stream>>>(a); break;
+      case 64: by_g(std::integral_constant<int, 64>{}); break;
+      case 128: by_g(std::integral_constant<int, 128>{}); break;
+      default: by_g(std::integral_constant<int, 256>{}); break;
     }
     CUDA_CHECK_LAUNCH();
     if (a.n_splits > 1) {

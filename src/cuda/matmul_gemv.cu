@@ -5,12 +5,15 @@
 //
 // Work split: a block of 8 warps owns 16 consecutive rows (2 per warp). The block stages a chunk
 // of x for all NB batch columns in shared memory (fp32, each 32-element unit padded to 36 floats
-// so the lanes' 16-byte reads of 32 different units fall in distinct banks), then each lane of a
-// warp takes units lane, lane+32, ... of its rows: it dequantizes the unit in registers
-// (quant_blocks.cuh) and multiplies it against all NB columns, so every weight byte is read once
-// per launch whatever the batch. Adjacent lanes read adjacent units: a warp's loads cover one
-// contiguous stretch of the row. Partial sums are reduced with warp shuffles at the end.
-// The x chunk is sized so the stage is 36 KB whatever NB (8192 elements for NB = 1).
+// so the lanes' 16-byte reads of 32 different units fall in distinct banks) plus the two
+// half-unit sums of x per unit. Each lane of a warp takes units lane, lane+32, ... : it loads the
+// unit of BOTH its rows first (two independent loads in flight), turns them into small-integer
+// floats and per-half affine maps (dequant_unit_raw, quant_blocks.cuh), then for every batch
+// column reads x once for both rows and accumulates d * sum(q x) + m * sum(x) -- one FMA per
+// weight element and column. Every weight byte is read once per launch whatever the batch.
+// Adjacent lanes read adjacent units: a warp's loads cover one contiguous stretch of each row.
+// Partial sums are reduced with warp shuffles at the end. The x stage is 36 KB whatever NB
+// (8192 elements for NB = 1; longer rows loop over chunks).
 //
 // NB (padded batch width) is a template argument in {1, 2, 4, 8, 16}: 5 x 11 types = 55 small
 // instantiations; columns past n_tokens are zero in shared memory and never stored.
@@ -27,7 +30,8 @@ constexpr int kGemvWarps = 8;
 constexpr int kGemvRowsPerWarp = 2;
 constexpr int kGemvRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
 constexpr int kUnitStride = 36;          // floats per staged unit (32 + 4 pad)
-constexpr int kStageFloats = 8192 * kUnitStride / kUnit;  // 9216 floats = 36 KB
+constexpr int kStageUnits = 256;          // 32-element units of x staged, over all columns
+constexpr int kStageFloats = kStageUnits * kUnitStride;  // 9216 floats = 36 KB (+ 2 KB of sums)
 
 struct GemvArgs {
   const uint8_t* w;
@@ -46,10 +50,19 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_kernel(const __grid_constant__ GemvArgs a) {
   extern __shared__ float4 gemv_smem4[];
   float* xs = reinterpret_cast<float*>(gemv_smem4);
-  constexpr int kChunkUnits = kStageFloats / kUnitStride / NB;  // units of x staged per column
+  constexpr int kChunkUnits = kStageUnits / NB;  // units of x staged per column
+  // Half-unit sums of x, (NB, kChunkUnits) pairs: sum of elements 0..15 and 16..31 of a unit.
+  float2* xsum = reinterpret_cast<float2*>(xs + kStageFloats);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row0 = int64_t(blockIdx.x) * kGemvRowsPerBlock + warp * kGemvRowsPerWarp;
   const int64_t cols = a.n_units * kUnit;
+  const uint8_t* wrow[kGemvRowsPerWarp];
+  bool row_ok[kGemvRowsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kGemvRowsPerWarp; ++r) {
+    row_ok[r] = row0 + r < a.rows;
+    wrow[r] = a.w + (row_ok[r] ? row0 + r : 0) * a.row_bytes;
+  }
 
   float acc[kGemvRowsPerWarp][NB];
 #pragma unroll
@@ -70,28 +83,47 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
       *reinterpret_cast<float4*>(xs + (c * kChunkUnits + uu) * kUnitStride + q * 4) = val;
     }
     __syncthreads();
+    for (int i = threadIdx.x; i < NB * cu; i += blockDim.x) {
+      const int c = i / cu, uu = i - c * cu;
+      const float* xp = xs + (c * kChunkUnits + uu) * kUnitStride;
+      float lo = 0.0f, hi = 0.0f;
 #pragma unroll
-    for (int r = 0; r < kGemvRowsPerWarp; ++r) {
-      const int64_t row = row0 + r;
-      if (row >= a.rows) break;
-      const uint8_t* wrow = a.w + row * a.row_bytes;
-      for (int uu = lane; uu < cu; uu += 32) {
-        float v[32];
-        dequant_unit<T>(wrow, u0 + uu, v);
+      for (int e = 0; e < 16; ++e) {
+        lo += xp[e];
+        hi += xp[16 + e];
+      }
+      xsum[c * kChunkUnits + uu] = make_float2(lo, hi);
+    }
+    __syncthreads();
+    for (int uu = lane; uu < cu; uu += 32) {
+      // Both rows' weight loads are issued before either is used.
+      float q[kGemvRowsPerWarp][32];
+      UnitScale sc[kGemvRowsPerWarp];
 #pragma unroll
-        for (int c = 0; c < NB; ++c) {
-          const float* xp = xs + (c * kChunkUnits + uu) * kUnitStride;
-          float s = 0.0f;
+      for (int r = 0; r < kGemvRowsPerWarp; ++r) dequant_unit_raw<T>(wrow[r], u0 + uu, q[r], sc[r]);
 #pragma unroll
-          for (int q = 0; q < 8; ++q) {
-            const float4 xv = *reinterpret_cast<const float4*>(xp + 4 * q);
-            s = fmaf(v[4 * q], xv.x, s);
-            s = fmaf(v[4 * q + 1], xv.y, s);
-            s = fmaf(v[4 * q + 2], xv.z, s);
-            s = fmaf(v[4 * q + 3], xv.w, s);
+      for (int c = 0; c < NB; ++c) {
+        const float* xp = xs + (c * kChunkUnits + uu) * kUnitStride;
+        float s_lo[kGemvRowsPerWarp], s_hi[kGemvRowsPerWarp];
+#pragma unroll
+        for (int r = 0; r < kGemvRowsPerWarp; ++r) s_lo[r] = s_hi[r] = 0.0f;
+#pragma unroll
+        for (int k4 = 0; k4 < 8; ++k4) {
+          const float4 xv = *reinterpret_cast<const float4*>(xp + 4 * k4);
+#pragma unroll
+          for (int r = 0; r < kGemvRowsPerWarp; ++r) {
+            float& sacc = k4 < 4 ? s_lo[r] : s_hi[r];
+            sacc = fmaf(q[r][4 * k4], xv.x, sacc);
+            sacc = fmaf(q[r][4 * k4 + 1], xv.y, sacc);
+            sacc = fmaf(q[r][4 * k4 + 2], xv.z, sacc);
+            sacc = fmaf(q[r][4 * k4 + 3], xv.w, sacc);
           }
-          acc[r][c] += s;
         }
+        const float2 xsv = xsum[c * kChunkUnits + uu];
+#pragma unroll
+        for (int r = 0; r < kGemvRowsPerWarp; ++r)
+          acc[r][c] += sc[r].d[0] * s_lo[r] + sc[r].m[0] * xsv.x + sc[r].d[1] * s_hi[r] +
+                       sc[r].m[1] * xsv.y;
       }
     }
   }
@@ -122,8 +154,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 
 template <GgmlType T, int NB>
 void launch_gemv_nb(const GemvArgs& a, cudaStream_t stream) {
-  constexpr int kChunkUnits = kStageFloats / kUnitStride / NB;
-  const size_t smem = size_t(NB) * kChunkUnits * kUnitStride * sizeof(float);
+  const size_t smem = size_t(kStageFloats) * sizeof(float) + size_t(kStageUnits) * sizeof(float2);
   const unsigned grid = unsigned((a.rows + kGemvRowsPerBlock - 1) / kGemvRowsPerBlock);
   gemv_kernel<T, NB><<<grid, kGemvWarps * 32, smem, stream>>>(a);
   CUDA_CHECK_LAUNCH();

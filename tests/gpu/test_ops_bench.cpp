@@ -3,7 +3,7 @@
 // GEMV per weight type at the Llama-3-8B shapes, batch 1 (and 4/16 for Q4_K), reported as GB/s
 // of weight bytes against the copy bandwidth measured in the same run (a 1 GiB device-to-device
 // copy counting bytes read + written). Weights rotate over several copies spanning > 4x the L2
-// so every launch streams from HBM. Events around each launch; median of 25 after 5 warm-ups.
+// so every launch streams from HBM. 20 back-to-back launches per event pair; median of 15.
 // Also: the tiled GEMM and cuBLASLt at 512 tokens (TFLOP/s), and decode attention.
 #include <cublasLt.h>
 #include <gtest/gtest.h>
@@ -22,24 +22,27 @@ namespace {
 
 constexpr size_t kPoolBytes = size_t(1) << 30;
 
+// Per-launch time: `inner` launches back to back between two events (so host enqueue gaps do
+// not count: a single launch per event pair measured ~12 us for 2 us kernels), median over reps.
 template <typename F>
-float median_us(F&& launch, int warmup = 5, int reps = 25) {
+float median_us(F&& launch, int warmup = 5, int reps = 15, int inner = 20) {
   cudaEvent_t a, b;
   CUDA_CHECK(cudaEventCreate(&a));
   CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < warmup; ++i) launch(i);
+  int k = 0;
+  for (int i = 0; i < warmup; ++i) launch(k++);
   std::vector<float> t;
   for (int i = 0; i < reps; ++i) {
     CUDA_CHECK(cudaEventRecord(a));
-    launch(warmup + i);
+    for (int j = 0; j < inner; ++j) launch(k++);
     CUDA_CHECK(cudaEventRecord(b));
     CUDA_CHECK(cudaEventSynchronize(b));
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1000.0f);
+    t.push_back(ms * 1000.0f / float(inner));
   }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  cudaEvent_t* evs[] = {&a, &b};
+  for (cudaEvent_t* e : evs) cudaEventDestroy(*e);
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
@@ -62,7 +65,7 @@ TEST(GpuBench, DISABLED_BenchKernels) {
   DeviceBuffer<uint8_t> pool2(kPoolBytes);
   const float copy_us = median_us([&](int) {
     CUDA_CHECK(cudaMemcpyAsync(pool2.get(), pool.get(), kPoolBytes, cudaMemcpyDeviceToDevice));
-  }, 2, 9);
+  }, 2, 7, 1);
   const double copy_gbs = 2.0 * kPoolBytes / (copy_us * 1e-6) / 1e9;
   std::printf("\n[bench] D2D copy 1 GiB: %.1f us, %.0f GB/s (read+write)\n", copy_us, copy_gbs);
 
@@ -98,6 +101,32 @@ TEST(GpuBench, DISABLED_BenchKernels) {
     }
   }
 
+  // Gemma 3 270M decode shapes (n_embd 640 is not a multiple of 256: legacy types there).
+  struct GemmaShape { GgmlType type; int64_t rows, cols; };
+  for (const GemmaShape& g : {GemmaShape{GgmlType::Q5_0, 2048, 640}, GemmaShape{GgmlType::Q8_0, 2048, 640},
+                              GemmaShape{GgmlType::Q4_K, 640, 2048}, GemmaShape{GgmlType::Q6_K, 640, 2048},
+                              GemmaShape{GgmlType::Q8_0, 1024, 640}, GemmaShape{GgmlType::Q8_0, 262144, 640},
+                              GemmaShape{GgmlType::Q5_0, 262144, 640}}) {
+    const size_t bytes = ggml_row_bytes(g.type, g.cols) * size_t(g.rows);
+    const size_t stride = (bytes + 255) / 256 * 256;
+    const int copies = int(std::max<size_t>(1, std::min<size_t>(16, kPoolBytes / stride)));
+    cuda::MatmulParams p;
+    p.type = g.type;
+    p.rows = g.rows;
+    p.cols = g.cols;
+    p.x = x.get();
+    p.y = y.get();
+    p.n_tokens = 1;
+    const float us = median_us([&](int i) {
+      p.w = pool.get() + size_t(i % copies) * stride;
+      cuda::launch_matmul_gemv(p, nullptr);
+    });
+    const double gbs = bytes / (us * 1e-6) / 1e9;
+    std::printf("[bench] %-5s %5ldx%-6ld %5d %10.2f %9.2f %8.0f %5.0f%%  (gemma3-270m)\n",
+                ggml_type_name(g.type), long(g.rows), long(g.cols), 1, bytes / 1e6, us, gbs,
+                100.0 * gbs / copy_gbs);
+  }
+
   // Prefill GEMM at 512 tokens, 4096 x 4096.
   DeviceBuffer<float> xp(random_floats(size_t(512) * 4096, 2u));
   cublasLtHandle_t lt = nullptr;
@@ -121,7 +150,7 @@ TEST(GpuBench, DISABLED_BenchKernels) {
       p.y = y.get();
       p.n_tokens = 512;
       p.gemm = use_lt ? &ctx : nullptr;
-      const float us = median_us([&](int) { cuda::launch_matmul_gemm(p, nullptr); }, 3, 9);
+      const float us = median_us([&](int) { cuda::launch_matmul_gemm(p, nullptr); }, 3, 7, 5);
       std::printf("[bench] gemm %-5s 4096x4096 x 512 tokens %s: %.1f us, %.1f TFLOP/s\n",
                   ggml_type_name(type), use_lt ? "cuBLASLt" : "tiled wmma", us,
                   2.0 * 512 * 4096 * 4096 / (us * 1e-6) / 1e12);
