@@ -1,6 +1,7 @@
 // read_config / load_model: hyperparameters of each architecture and one clear error for a bad file.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -76,6 +77,34 @@ TEST(CpuLoader, ConfigOfEachTinyModel) {
   EXPECT_TRUE(qwen3->config.has_qk_norm);
   EXPECT_EQ(qwen3->config.head_dim_k, 16);  // != n_embd / n_head
   EXPECT_EQ(qwen3->config.q_dim(), 64);
+}
+
+// Without a rope_freqs tensor, llama3 scaling metadata gives the same factors the converter wrote.
+TEST(CpuLoader, Llama3FactorsFromMetadataEqualTheTensor) {
+  auto with_tensor = load_model(k_golden_dir + "tiny-llama.gguf");
+  EditedModel m = edit(
+      "tiny-llama.gguf", keep_kv, [](GgufTensorInfo& t) { return t.name != "rope_freqs.weight"; });
+  // tools/make_goldens.py: factor 4, low 1, high 4, original context 64.
+  GgufWriter w;
+  for (const auto& kv : m.file->metadata()) w.set(kv.first, kv.second);
+  w.set("llama.rope.scaling.type", GgufValue::make_string("llama3"));
+  w.set("llama.rope.scaling.factor", GgufValue::make_f32(4.0f));
+  w.set("llama.rope.scaling.low_freq_factor", GgufValue::make_f32(1.0f));
+  w.set("llama.rope.scaling.high_freq_factor", GgufValue::make_f32(4.0f));
+  w.set("llama.rope.scaling.original_context_length", GgufValue::make_u32(64));
+  for (const GgufTensorInfo& t : m.file->tensors()) {
+    std::vector<int64_t> ne(t.ne, t.ne + std::max<uint32_t>(t.n_dims, 1));
+    w.add_tensor(t.name, t.type, ne, t.data, t.nbytes);
+  }
+  const std::vector<uint8_t> bytes = w.to_bytes();
+  auto from_meta = load_model(GgufFile::from_memory(bytes.data(), bytes.size(), "llama3 metadata"));
+  const ModelConfig& c = from_meta->config;
+  EXPECT_FALSE(from_meta->weights.rope_freqs);
+  EXPECT_FLOAT_EQ(c.rope_freq_scale, 1.0f);  // llama3 scaling lives in the factors only
+  ASSERT_EQ(c.rope_freq_factors.size(), with_tensor->config.rope_freq_factors.size());
+  for (size_t i = 0; i < c.rope_freq_factors.size(); ++i) {
+    EXPECT_NEAR(c.rope_freq_factors[i], with_tensor->config.rope_freq_factors[i], 1e-6) << "i=" << i;
+  }
 }
 
 TEST(CpuLoader, UnsupportedArchitectureIsNamed) {
