@@ -57,7 +57,7 @@ class DeviceArena {
 struct ArenaPlan {
   size_t bytes = 0;
   size_t add(size_t n) {
-    bytes += align_up(n, DeviceArena::kAlign);
+    bytes += align_up(n == 0 ? 1 : n, DeviceArena::kAlign);  // alloc(0) still takes one unit
     return bytes;
   }
 };

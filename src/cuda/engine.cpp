@@ -657,6 +657,21 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     p.bias = bias;
     p.residual = residual;
     p.gemm = gctx;
+    if (m.type == GgmlType::F32 && n > kGemvMaxTokens) {
+      // F32 weights keep fp32 arithmetic in prefill too: the tensor-core GEMM rounds operands to
+      // bf16 (~2^-9 per product), enough to flip greedy near-ties against the fp32 reference.
+      // Slices of kGemvMaxTokens rows through the GEMV re-read the weight n/16 times; F32 files
+      // are test and reference models, where exactness matters more than prefill speed.
+      for (int64_t t0 = 0; t0 < n; t0 += kGemvMaxTokens) {
+        MatmulParams s = p;
+        s.n_tokens = std::min<int64_t>(kGemvMaxTokens, n - t0);
+        s.x = x + t0 * m.cols;
+        s.y = y + t0 * m.rows;
+        s.residual = residual ? residual + t0 * m.rows : nullptr;
+        launch_matmul_gemv(s, stream);
+      }
+      return;
+    }
     launch_matmul(p, stream);
   };
   auto rms = [&](float* x, const float* residual, const float* w, float* out, int64_t n_rows,
