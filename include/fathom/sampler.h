@@ -18,6 +18,11 @@
 //                  the draw is scaled instead, which is the same distribution).
 // At least one candidate always survives every stage.
 //
+// Cost at a 262k vocabulary: with top_k > 0 the k best are found in one heap pass and only they
+// are sorted. With top_k <= 0, Sampler applies min-p right after the softmax (it commutes with
+// top-p: both keep a prefix of the sorted list) and sorts only the survivors; with min_p <= 0
+// too, the whole vocabulary is sorted.
+//
 // Determinism: the PRNG is xoshiro256** seeded through splitmix64, and the uniform float is
 // built from its top 24 bits, so the same seed and parameters give the same tokens on every
 // platform and standard library (no std::*_distribution involved).
@@ -72,12 +77,16 @@ int32_t argmax(const float* logits, int64_t n_vocab);
 // Stage 3: builds the candidate list from logits: the k best (all when k <= 0), sorted by
 // logit descending then id ascending.
 std::vector<TokenCandidate> top_k(const float* logits, int64_t n_vocab, int k);
+// Sorts by logit descending, then id ascending (the order top_k() returns).
+void sort_candidates(std::vector<TokenCandidate>& cands);
 // Stage 4.
 void apply_temperature(std::vector<TokenCandidate>& cands, float temp);
-// Stage 5: fills p. Candidates must be sorted (cands[0] holds the largest logit).
+// Stage 5: fills p (any order; the sum is accumulated in double in the order held).
 void softmax(std::vector<TokenCandidate>& cands);
-// Stage 6 and 7: truncate the sorted list (never below one candidate).
+// Stage 6: truncates the sorted list (never below one candidate).
 void top_p(std::vector<TokenCandidate>& cands, float p);
+// Stage 7: drops candidates with p < p * max p, keeping the order of the rest (any order; on a
+// sorted list that is a prefix, never empty).
 void min_p(std::vector<TokenCandidate>& cands, float p);
 // Stage 8: u in [0, 1).
 int32_t sample_index(const std::vector<TokenCandidate>& cands, float u);

@@ -80,17 +80,31 @@ static bool better(const TokenCandidate& a, const TokenCandidate& b) {
 
 std::vector<TokenCandidate> top_k(const float* logits, int64_t n_vocab, int k) {
   FATHOM_CHECK(n_vocab > 0, "sampler: empty logits vector");
-  std::vector<TokenCandidate> cands(static_cast<size_t>(n_vocab));
-  for (int64_t i = 0; i < n_vocab; ++i) cands[i] = {static_cast<int32_t>(i), logits[i], 0.0f};
-  const size_t keep = (k <= 0 || k >= n_vocab) ? cands.size() : static_cast<size_t>(k);
-  if (keep < cands.size()) {
-    std::partial_sort(cands.begin(), cands.begin() + keep, cands.end(), better);
-    cands.resize(keep);
+  std::vector<TokenCandidate> cands;
+  if (k <= 0 || k >= n_vocab) {
+    cands.resize(static_cast<size_t>(n_vocab));
+    for (int64_t i = 0; i < n_vocab; ++i) cands[i] = {static_cast<int32_t>(i), logits[i], 0.0f};
   } else {
-    std::sort(cands.begin(), cands.end(), better);
+    // One pass with a heap of the k best so far (front = the worst of them): O(n log k) and no
+    // n_vocab-sized buffer, which matters at 262k-token vocabularies.
+    cands.reserve(static_cast<size_t>(k));
+    for (int64_t i = 0; i < n_vocab; ++i) {
+      const TokenCandidate c{static_cast<int32_t>(i), logits[i], 0.0f};
+      if (cands.size() < static_cast<size_t>(k)) {
+        cands.push_back(c);
+        std::push_heap(cands.begin(), cands.end(), better);
+      } else if (better(c, cands.front())) {
+        std::pop_heap(cands.begin(), cands.end(), better);
+        cands.back() = c;
+        std::push_heap(cands.begin(), cands.end(), better);
+      }
+    }
   }
+  sort_candidates(cands);
   return cands;
 }
+
+void sort_candidates(std::vector<TokenCandidate>& cands) { std::sort(cands.begin(), cands.end(), better); }
 
 void apply_temperature(std::vector<TokenCandidate>& cands, float temp) {
   FATHOM_CHECK(temp > 0.0f, "sampler: temperature must be > 0 here (", temp, "); <= 0 means greedy");
@@ -99,7 +113,8 @@ void apply_temperature(std::vector<TokenCandidate>& cands, float temp) {
 
 void softmax(std::vector<TokenCandidate>& cands) {
   if (cands.empty()) return;
-  const float max_logit = cands[0].logit;
+  float max_logit = cands[0].logit;
+  for (const auto& c : cands) max_logit = std::max(max_logit, c.logit);
   double sum = 0.0;  // double: 262k terms summed in float lose the small ones
   for (auto& c : cands) {
     c.p = std::exp(c.logit - max_logit);
@@ -122,10 +137,11 @@ void top_p(std::vector<TokenCandidate>& cands, float p) {
 
 void min_p(std::vector<TokenCandidate>& cands, float p) {
   if (p <= 0.0f || cands.size() <= 1) return;
-  const float threshold = p * cands[0].p;  // cands[0] has the largest p
-  size_t keep = 1;
-  while (keep < cands.size() && cands[keep].p >= threshold) ++keep;
-  cands.resize(keep);
+  float p_max = 0.0f;
+  for (const auto& c : cands) p_max = std::max(p_max, c.p);
+  const float threshold = p * p_max;  // p <= 1, so the best candidate always stays
+  cands.erase(std::remove_if(cands.begin(), cands.end(), [&](const TokenCandidate& c) { return c.p < threshold; }),
+              cands.end());
 }
 
 int32_t sample_index(const std::vector<TokenCandidate>& cands, float u) {
@@ -149,15 +165,36 @@ Sampler::Sampler(const SamplerParams& params) : params_(params), rng_(params.see
 
 int32_t Sampler::sample(const float* logits, int64_t n_vocab) {
   FATHOM_CHECK(n_vocab > 0, "sampler: empty logits vector");
-  work_.assign(logits, logits + n_vocab);
-  sampling::apply_penalties(work_.data(), n_vocab, history_, params_);
-  if (params_.temp <= 0.0f) return sampling::argmax(work_.data(), n_vocab);
+  const float* src = logits;
+  const bool penalise = params_.repeat_last_n != 0 && !history_.empty() &&
+                        (params_.repeat_penalty != 1.0f || params_.freq_penalty != 0.0f ||
+                         params_.presence_penalty != 0.0f);
+  if (penalise) {
+    work_.assign(logits, logits + n_vocab);
+    sampling::apply_penalties(work_.data(), n_vocab, history_, params_);
+    src = work_.data();
+  }
+  if (params_.temp <= 0.0f) return sampling::argmax(src, n_vocab);
 
-  std::vector<TokenCandidate> cands = sampling::top_k(work_.data(), n_vocab, params_.top_k);
-  sampling::apply_temperature(cands, params_.temp);
-  sampling::softmax(cands);
-  sampling::top_p(cands, params_.top_p);
-  sampling::min_p(cands, params_.min_p);
+  std::vector<TokenCandidate> cands;
+  if (params_.top_k > 0 && params_.top_k < n_vocab) {
+    cands = sampling::top_k(src, n_vocab, params_.top_k);  // k best, sorted
+    sampling::apply_temperature(cands, params_.temp);
+    sampling::softmax(cands);
+    sampling::top_p(cands, params_.top_p);
+    sampling::min_p(cands, params_.min_p);
+  } else {
+    // The whole vocabulary: normalise and apply min-p before sorting, so that only the survivors
+    // are sorted (a full sort of 262k candidates costs more than a GPU decode step). min-p and
+    // top-p both keep a prefix of the sorted list, so their order does not change the result.
+    cands.resize(static_cast<size_t>(n_vocab));
+    for (int64_t i = 0; i < n_vocab; ++i) cands[i] = {static_cast<int32_t>(i), src[i], 0.0f};
+    sampling::apply_temperature(cands, params_.temp);
+    sampling::softmax(cands);
+    sampling::min_p(cands, params_.min_p);
+    sampling::sort_candidates(cands);
+    sampling::top_p(cands, params_.top_p);
+  }
   return sampling::sample_index(cands, rng_.next_float());
 }
 
