@@ -73,6 +73,7 @@ fathom_make_venv() {
 fathom_install_python() {
   local req="$FATHOM_ROOT/scripts/requirements.txt" base="${FATHOM_PYTHON:-python3}"
   local pip_flags=(--disable-pip-version-check --quiet --no-input)
+  export PIP_ROOT_USER_ACTION=ignore  # CI runs as root; that is intended, not a mistake to warn about
   command -v "$base" >/dev/null 2>&1 || fathom_die "no '$base' on PATH"
   if [ -x "$FATHOM_ROOT/.venv/bin/python" ]; then
     FATHOM_PYTHON="$FATHOM_ROOT/.venv/bin/python"     # made by an earlier run: keep using it

@@ -60,7 +60,7 @@ else
   skip dependencies "--no-deps"
 fi
 
-cuda_note="CPU only: no nvcc"
+cuda_note="CPU only"
 [ -n "$(fathom_find_nvcc)" ] && cuda_note="CUDA $archs"
 
 if step "build ($cuda_note)" fathom_build "$FATHOM_ROOT/build-test" "$archs"; then
