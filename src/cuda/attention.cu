@@ -410,8 +410,10 @@ int sm_count() {
 // Worked example: 1 sequence, 1 kv head, 1 head group, max_kv_len 8192 on 132 SMs: target
 // 4 * 132 = 528 blocks, capped at 8192 / 64 = 128 splits of 64 keys (64 x 2 x 512 B = 64 KB each).
 // 8 sequences x 8 kv heads at 4096: 64 base blocks -> 9 splits of 480 keys, 576 blocks.
+// max_splits: an upper bound on n_splits for every max_kv_len up to p.max_kv_len (the rounding
+// of split_len makes n_splits itself not monotone in the length), for workspace sizing.
 void plan_splits(const AttentionParams& p, int n_sms, int& n_splits, int& split_len,
-                 int& n_head_groups, int& heads_per_group) {
+                 int& n_head_groups, int& heads_per_group, int* max_splits = nullptr) {
   const int g = p.n_head / p.n_head_kv;
   n_head_groups = (g + kDecodeMaxHeads - 1) / kDecodeMaxHeads;
   heads_per_group = (g + n_head_groups - 1) / n_head_groups;
@@ -421,6 +423,7 @@ void plan_splits(const AttentionParams& p, int n_sms, int& n_splits, int& split_
   const int64_t by_len = (max_kv + 63) / 64;  // at least 64 keys per split
   if (want > by_len) want = by_len;
   if (want < 1) want = 1;
+  if (max_splits) *max_splits = int(want);
   split_len = int((max_kv + want - 1) / want);
   split_len = (split_len + 31) / 32 * 32;
   n_splits = (max_kv + split_len - 1) / split_len;
@@ -441,10 +444,10 @@ void check_params(const AttentionParams& p) {
 
 size_t attention_workspace_bytes(const AttentionParams& p) {
   if (p.max_q_len > 1 || p.n_seqs <= 0 || p.n_head_kv <= 0) return 0;
-  int n_splits, split_len, n_hg, hpg;
-  plan_splits(p, sm_count(), n_splits, split_len, n_hg, hpg);
-  if (n_splits <= 1) return 0;
-  return size_t(p.n_seqs) * p.n_head * n_splits * (p.head_dim + 2) * sizeof(float);
+  int n_splits, split_len, n_hg, hpg, max_splits;
+  plan_splits(p, sm_count(), n_splits, split_len, n_hg, hpg, &max_splits);
+  if (max_splits <= 1) return 0;
+  return size_t(p.n_seqs) * p.n_head * max_splits * (p.head_dim + 2) * sizeof(float);
 }
 
 void launch_attention(const AttentionParams& p, cudaStream_t stream) {

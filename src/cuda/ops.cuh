@@ -196,6 +196,8 @@ struct AttentionParams {
   int32_t max_q_len = 1;              // longest query run of one sequence
   int32_t max_kv_len = 0;             // longest kv_len
   // Decode split-K partials; attention_workspace_bytes(p) bytes, nullable when that is 0.
+  // That size covers every max_kv_len up to p.max_kv_len; it is not monotone in n_seqs (fewer
+  // sequences get more splits each), so take the max over the batch sizes that will run.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 };
