@@ -209,6 +209,26 @@ TEST(Generate, NPredictZeroOnlyPrefills) {
   EXPECT_EQ(eng.n_past(), 2);
 }
 
+TEST(Generate, PlainGreedyUsesEngineArgmaxPenaltiesDoNot) {
+  struct Counting : ScriptedEngine {
+    using ScriptedEngine::ScriptedEngine;
+    int32_t eval_greedy(const int32_t* t, int64_t n) override {
+      ++greedy_calls;
+      return Engine::eval_greedy(t, n);
+    }
+    int greedy_calls = 0;
+  };
+  Counting a({1, 2, 3, 7}, 64);
+  TinyText text;
+  EXPECT_EQ(generate(a, text, {1}, greedy(4)).text, "Hello, world more");
+  EXPECT_EQ(a.greedy_calls, 4);  // prefill + 3 decode steps
+  Counting b({1, 2, 3, 7}, 64);
+  GenerateParams p = greedy(4);
+  p.sampler.repeat_penalty = 1.1f;
+  EXPECT_EQ(generate(b, text, {1}, p).text, "Hello, world more");
+  EXPECT_EQ(b.greedy_calls, 0);
+}
+
 TEST(Generate, PromptLongerThanContextIsAClearError) {
   ScriptedEngine eng({1}, 4);
   TinyText text;

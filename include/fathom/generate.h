@@ -28,6 +28,9 @@ class Engine {
   // writes the logits of the last one to logits_last (n_vocab(),). n == 1 is a decode step,
   // n > 1 a prefill. Throws fathom::Error when n_past() + n > n_ctx().
   virtual void eval(const int32_t* tokens, int64_t n, float* logits_last) = 0;
+  // eval() followed by the argmax of the last logits (lowest id on a tie). An engine that can
+  // take the argmax where the logits are (the CUDA engine) overrides this and copies back one id.
+  virtual int32_t eval_greedy(const int32_t* tokens, int64_t n);
   // Forgets every cached position >= n (0 clears the cache), so a conversation can rewind to
   // the prefix it shares with the next prompt.
   virtual void truncate(int64_t n) = 0;
@@ -100,8 +103,8 @@ using TextCallback = std::function<void(const std::string&)>;
 
 // Evaluates `prompt` after what is already in the engine's cache (n_past()), then generates.
 // A prompt that does not fit (n_past + prompt > n_ctx) throws fathom::Error naming both numbers
-// before anything is evaluated. An empty prompt with an empty cache is an error too (there are
-// no logits to sample from). The last sampled token is not evaluated, so on return the cache
+// before anything is evaluated. An empty prompt is an error too (there are no logits to sample
+// from). Greedy sampling without penalties uses Engine::eval_greedy, everything else eval(). The last sampled token is not evaluated, so on return the cache
 // holds n_past + prompt + (tokens - 1) positions.
 GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector<int32_t>& prompt,
                         const GenerateParams& params, const TextCallback& on_text = nullptr);

@@ -73,6 +73,12 @@ const char* stop_reason_name(StopReason r) {
   return "?";
 }
 
+int32_t Engine::eval_greedy(const int32_t* tokens, int64_t n) {
+  std::vector<float> logits(static_cast<size_t>(n_vocab()));  // (n_vocab,)
+  eval(tokens, n, logits.data());
+  return sampling::argmax(logits.data(), n_vocab());
+}
+
 namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
@@ -92,8 +98,7 @@ GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector
     fail("the prompt is ", n_prompt, " tokens and ", n_past, " are already cached, but the context holds only ",
          n_ctx, " (", n_past + n_prompt, " > ", n_ctx, "; raise --ctx or start a new conversation)");
   }
-  FATHOM_CHECK(n_prompt > 0 || n_past > 0, "generate: the prompt is empty (no token to start from)");
-  FATHOM_CHECK(n_prompt > 0, "generate: an empty prompt after a cached one is not supported");
+  FATHOM_CHECK(n_prompt > 0, "generate: the prompt is empty (at least one token must be evaluated)");
 
   const int64_t n_vocab = engine.n_vocab();
   GenerateResult result;
@@ -110,15 +115,22 @@ GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector
     if (on_text) on_text(s);
   };
 
-  std::vector<float> logits(static_cast<size_t>(n_vocab));  // (n_vocab,)
+  // Plain greedy needs no logits on the host: the engine returns the argmax (on the GPU, one id
+  // instead of n_vocab floats per step). Penalties need the logits, so they take the general path.
+  const SamplerParams& sp = params.sampler;
+  const bool device_greedy = sp.temp <= 0.0f && (sp.repeat_last_n == 0 || (sp.repeat_penalty == 1.0f &&
+                                                 sp.freq_penalty == 0.0f && sp.presence_penalty == 0.0f));
+  std::vector<float> logits(device_greedy ? 0 : static_cast<size_t>(n_vocab));  // (n_vocab,)
+  int32_t next = -1;  // device_greedy: the argmax of the last eval
   auto t0 = Clock::now();
-  engine.eval(prompt.data(), n_prompt, logits.data());
+  if (device_greedy) next = engine.eval_greedy(prompt.data(), n_prompt);
+  else engine.eval(prompt.data(), n_prompt, logits.data());
   st.prefill_s = seconds_since(t0);
 
   t0 = Clock::now();
   st.stop_reason = StopReason::N_PREDICT;
   while (params.n_predict < 0 || st.n_generated < params.n_predict) {
-    const int32_t tok = sampler.sample(logits.data(), n_vocab);
+    const int32_t tok = device_greedy ? next : sampler.sample(logits.data(), n_vocab);
     sampler.accept(tok);
     result.tokens.push_back(tok);
     st.n_generated++;
@@ -136,7 +148,8 @@ GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector
       st.stop_reason = StopReason::CONTEXT_FULL;
       break;
     }
-    engine.eval(&tok, 1, logits.data());
+    if (device_greedy) next = engine.eval_greedy(&tok, 1);
+    else engine.eval(&tok, 1, logits.data());
     st.n_decode_evals++;
   }
   if (!filter.stopped()) {
