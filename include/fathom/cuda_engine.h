@@ -93,6 +93,13 @@ class CudaEngine final : public Engine {
   // (lowest id on a tie). Only the id is copied back.
   int32_t eval_greedy(const int32_t* tokens, int64_t n);
 
+  // Sampling on the GPU (top-k, temperature, top-p, min-p; launch_sample): evaluates tokens like
+  // eval() and draws the next token from the last token's logits; only the id is copied back.
+  // Seeded per engine and sequence: the same seed and tokens give the same draws. temp <= 0 is
+  // greedy. Repetition/frequency/presence penalties need the host sampler (eval() + Sampler) and
+  // are refused with a fathom::Error.
+  int32_t eval_sample(const int32_t* tokens, int64_t n, const SamplerParams& params);
+
   // ---- several sequences ----------------------------------------------------------------------
   // Slot 0 is the Engine-interface sequence and always exists. Throws naming max_batch when full.
   int32_t add_sequence();

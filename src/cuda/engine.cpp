@@ -1069,6 +1069,39 @@ int32_t CudaEngine::eval_greedy(const int32_t* tokens, int64_t n) {
   return eval_seq(0, tokens, n, nullptr);
 }
 
+int32_t CudaEngine::eval_sample(const int32_t* tokens, int64_t n, const SamplerParams& sp) {
+  FATHOM_CHECK(sp.repeat_penalty == 1.0f && sp.freq_penalty == 0.0f && sp.presence_penalty == 0.0f,
+               "GPU sampling has no repetition penalties (repeat ", sp.repeat_penalty, ", frequency ",
+               sp.freq_penalty, ", presence ", sp.presence_penalty,
+               "); use eval() with fathom::Sampler for them");
+  if (sp.temp <= 0.0f) return eval_greedy(tokens, n);
+  Impl& m = *impl_;
+  Impl::DeviceGuard guard(m.opt.device);
+  FATHOM_CHECK(n > 0, "eval: no tokens");
+  if (n == 1 && !m.trace) {
+    const int32_t seq = 0;
+    m.decode(&seq, tokens, 1);
+  } else {
+    m.prefill(0, tokens, n);
+  }
+  SampleParams p;
+  p.logits = m.act.logits;
+  p.n_rows = 1;
+  p.n_vocab = m.cfg.n_vocab;
+  p.temp = sp.temp;
+  p.top_k = sp.top_k;
+  p.top_p = sp.top_p;
+  p.min_p = sp.min_p;
+  p.seed = sp.seed;
+  p.rng_counter = m.act.rng_counter;  // sequence 0's counter
+  p.out_tokens = m.act.out_ids;
+  launch_sample(p, m.stream);
+  int32_t* out = static_cast<int32_t*>(m.host_out.data());
+  CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, 4, cudaMemcpyDeviceToHost, m.stream));
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  return out[0];
+}
+
 void CudaEngine::decode_batch(const int32_t* seqs, const int32_t* tokens, int n, int32_t* out_ids,
                               float* logits) {
   Impl& m = *impl_;
@@ -1083,6 +1116,8 @@ void CudaEngine::decode_batch(const int32_t* seqs, const int32_t* tokens, int n,
 
 void CudaEngine::truncate(int64_t n) {
   Impl& m = *impl_;
+  Impl::DeviceGuard guard(m.opt.device);
+  if (n == 0) CUDA_CHECK(cudaMemsetAsync(m.act.rng_counter, 0, 8, m.stream));  // fresh draws
   FATHOM_CHECK(n >= 0 && n <= m.seq_len[0], "truncate(", n, ") outside the cached 0..",
                m.seq_len[0]);
   m.kv->truncate(0, n);

@@ -28,6 +28,7 @@ int64_t CudaEngine::n_past() const { no_cuda(); }
 void CudaEngine::eval(const int32_t*, int64_t, float*) { no_cuda(); }
 void CudaEngine::truncate(int64_t) { no_cuda(); }
 int32_t CudaEngine::eval_greedy(const int32_t*, int64_t) { no_cuda(); }
+int32_t CudaEngine::eval_sample(const int32_t*, int64_t, const SamplerParams&) { no_cuda(); }
 int32_t CudaEngine::add_sequence() { no_cuda(); }
 void CudaEngine::remove_sequence(int32_t) { no_cuda(); }
 int64_t CudaEngine::seq_len(int32_t) const { no_cuda(); }

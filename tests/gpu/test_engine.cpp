@@ -167,6 +167,44 @@ TEST(Engine, GreedyOnDeviceMatchesReference) {
   }
 }
 
+// Sampling on the device: top_k = 1 is greedy, a seeded run repeats after truncate(0), and every
+// draw is a valid id; penalties are refused.
+TEST(Engine, SamplingOnDevice) {
+  SKIP_WITHOUT_GPU();
+  const Model& model = test_model("tiny-qwen2", "F32");
+  const int64_t V = model.config.n_vocab;
+  CudaEngineOptions o;
+  o.n_ctx = 64;
+  CudaEngine gpu(model, o);
+  const std::vector<int32_t> prompt = make_prompt(10, V, 5);
+  auto run = [&](const SamplerParams& sp) {
+    gpu.truncate(0);
+    std::vector<int32_t> out = {gpu.eval_sample(prompt.data(), 10, sp)};
+    for (int i = 0; i < 20; ++i) out.push_back(gpu.eval_sample(&out.back(), 1, sp));
+    return out;
+  };
+  SamplerParams greedy;
+  greedy.temp = 0.0f;
+  SamplerParams top1;
+  top1.temp = 1.0f;
+  top1.top_k = 1;
+  top1.seed = 9;
+  EXPECT_EQ(run(top1), run(greedy));
+  SamplerParams hot;
+  hot.temp = 1.5f;
+  hot.top_k = 0;
+  hot.top_p = 1.0f;
+  hot.min_p = 0.0f;
+  hot.seed = 1234;
+  const std::vector<int32_t> a = run(hot), b = run(hot);
+  EXPECT_EQ(a, b);
+  for (int32_t t : a) EXPECT_TRUE(t >= 0 && t < V) << t;
+  EXPECT_NE(a, run(greedy)) << "temperature 1.5 over the whole vocabulary drew the greedy path";
+  SamplerParams pen;
+  pen.repeat_penalty = 1.1f;
+  EXPECT_THROW(gpu.eval_sample(prompt.data(), 1, pen), Error);
+}
+
 TEST(Engine, PromptTooLongIsAnErrorAndEngineStaysUsable) {
   SKIP_WITHOUT_GPU();
   const Model& model = test_model("tiny-qwen2", "F32");
