@@ -7,7 +7,6 @@
 // and write blocks through memcpy, so the byte pointers need no alignment.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 
