@@ -2,6 +2,7 @@
 // mirrors its Jinja original statement by statement; the comments quote the Jinja they replace.
 #include "fathom/chat_template.h"
 
+#include <cstdint>
 #include <cstring>
 
 #include "fathom/error.h"
