@@ -3,7 +3,10 @@
 
     python3 tools/make_goldens.py tiny             # tiny-<arch>.gguf + tiny-<arch>.json, all archs
     python3 tools/make_goldens.py real [--gguf P]  # gemma3-270m-q4_k_m.json from the default model
+    python3 tools/make_goldens.py crosscheck       # the real golden vs transformers' gguf_file loader
     python3 tools/make_goldens.py check P.gguf     # HF logits for any GGUF (e.g. `fathom make-model`)
+
+Needs torch + transformers (+ accelerate for crosscheck); CI does not: the outputs are committed.
 
 The oracle is independent of fathom: each GGUF is read back with the `gguf` package's GGUFReader,
 its tensors dequantized by gguf-py, renamed to transformers' parameter names and un-done the way
@@ -357,6 +360,27 @@ def cmd_real(args):
     print(f"prompt {prompt} -> greedy {golden['greedy']}\ntext: {golden['greedy_text']!r}\nwrote {out}")
 
 
+def cmd_crosscheck(args):
+    """Second oracle for the real golden: transformers' own GGUF loader (gguf_file=, its own name
+    mapping and dequantization; needs `accelerate`) against the committed golden."""
+    import torch
+    import transformers
+    g = json.load(open(os.path.join(GOLDEN_DIR, "gemma3-270m-q4_k_m.json")))
+    m = transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(args.gguf), gguf_file=os.path.basename(args.gguf), dtype=torch.float32).eval()
+    tokens = g["prompt"] + g["greedy"]
+    with torch.no_grad():
+        logits = m(input_ids=torch.tensor([tokens])).logits[0].numpy()
+    worst, agree = 0.0, 0
+    for s, st in enumerate(g["steps"]):
+        row = logits[len(g["prompt"]) - 1 + s]
+        ref = np.array(st["top_logits"])
+        worst = max(worst, float(np.abs(row[st["top_ids"]] - ref).max() / np.abs(ref).max()))
+        agree += int(row.argmax()) == g["greedy"][s]
+    print(f"transformers gguf_file loader vs golden: max rel err {worst:.3g}, "
+          f"greedy agrees on {agree}/{len(g['steps'])} steps")
+
+
 def cmd_check(args):
     model, meta = load_hf_from_gguf(args.gguf)
     tokens = [int(t) for t in args.tokens.split(",")]
@@ -371,11 +395,13 @@ def main():
     real = sub.add_parser("real")
     real.add_argument("--gguf", default=os.environ.get("FATHOM_MODEL", DEFAULT_REAL))
     real.add_argument("--n-gen", type=int, default=12)
+    cc = sub.add_parser("crosscheck")
+    cc.add_argument("--gguf", default=os.environ.get("FATHOM_MODEL", DEFAULT_REAL))
     chk = sub.add_parser("check")
     chk.add_argument("gguf")
     chk.add_argument("--tokens", default="1,2,3,4,5")
     args = ap.parse_args()
-    {"tiny": cmd_tiny, "real": cmd_real, "check": cmd_check}[args.cmd](args)
+    {"tiny": cmd_tiny, "real": cmd_real, "crosscheck": cmd_crosscheck, "check": cmd_check}[args.cmd](args)
 
 
 if __name__ == "__main__":
