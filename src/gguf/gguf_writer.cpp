@@ -147,6 +147,10 @@ void GgufWriter::add_tensor(const std::string& name, GgmlType type, const std::v
 size_t GgufWriter::alignment() const {
   for (const auto& kv : kv_) {
     if (kv.first != "general.alignment") continue;
+    const GgufValueType t = kv.second.type;
+    FATHOM_CHECK(t != GgufValueType::STRING && t != GgufValueType::ARRAY && t != GgufValueType::BOOL &&
+                     t != GgufValueType::FLOAT32 && t != GgufValueType::FLOAT64,
+                 "GGUF writer: general.alignment must be an unsigned integer, not ", gguf_value_type_name(t));
     const int64_t a = kv.second.as_int();
     FATHOM_CHECK(a > 0 && (a & (a - 1)) == 0 && a <= (int64_t{1} << 30), "GGUF writer: general.alignment = ", a,
                  " must be a nonzero power of two");
