@@ -222,6 +222,7 @@ int cmd_check(const std::vector<std::string>& argv) {
 
   // ---- decode speed: GPU greedy (argmax on the device, graph replay), ids only ----
   if (n_gen > 0) {
+    gpu.set_trace(nullptr);  // untraced: graphs on
     gpu.truncate(0);
     int32_t t = gpu.eval_greedy(prompt.data(), int64_t(prompt.size()));
     t = gpu.eval_greedy(&t, 1);  // first step captures the graph
