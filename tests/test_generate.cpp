@@ -266,6 +266,38 @@ TEST(Generate, ContinuesAfterCachedTokens) {
   EXPECT_THROW(generate(small, text, {3, 4}, greedy(1)), Error);
 }
 
+TEST(PromptCache, ReusesTheCommonPrefixAcrossTurns) {
+  ScriptedEngine eng({1, 4, 0, 3, 0, 4, 0}, 64);
+  TinyText text;
+  PromptCache cache;
+  // Turn 1: nothing cached.
+  std::vector<int32_t> full1 = {13, 1, 12};
+  auto s1 = cache.prepare(eng, full1);
+  EXPECT_EQ(s1, full1);
+  GenerateResult r1 = generate(eng, text, s1, greedy(-1));
+  cache.commit(s1, r1);  // sampled 1 4 0: "1 4" evaluated
+  EXPECT_EQ(cache.tokens(), eng.cache);
+  // Turn 2 re-encodes the conversation: the answer re-tokenized as {1, 9} differs from the
+  // generated {1, 4} at its second token, so the cache is rewound to 4 tokens.
+  std::vector<int32_t> full2 = {13, 1, 12, 1, 9, 12, 2};
+  auto s2 = cache.prepare(eng, full2);
+  EXPECT_EQ(cache.reused(), 4u);
+  EXPECT_EQ(s2, (std::vector<int32_t>{9, 12, 2}));
+  GenerateResult r2 = generate(eng, text, s2, greedy(-1));
+  cache.commit(s2, r2);
+  EXPECT_EQ(cache.tokens(), eng.cache);
+  EXPECT_EQ(eng.cache, (std::vector<int32_t>{13, 1, 12, 1, 9, 12, 2, 3}));
+  // The same prompt again: one token is still evaluated, for fresh logits.
+  auto s3 = cache.prepare(eng, {13, 1});
+  EXPECT_EQ(s3, (std::vector<int32_t>{1}));
+  EXPECT_EQ(eng.n_past(), 1);
+  // An engine changed behind the cache's back is cleared.
+  eng.cache.push_back(5);
+  auto s4 = cache.prepare(eng, {13, 1});
+  EXPECT_EQ(s4, (std::vector<int32_t>{13, 1}));
+  EXPECT_EQ(eng.n_past(), 0);
+}
+
 // The real fathom::Tokenizer through generate(Engine&, const Tokenizer&, ...): a tiny SPM
 // vocabulary with byte tokens and a Gemma-style <end_of_turn>.
 TEST(Generate, WithRealTinyTokenizer) {

@@ -109,6 +109,25 @@ using TextCallback = std::function<void(const std::string&)>;
 GenerateResult generate(Engine& engine, TokenTextStream& text, const std::vector<int32_t>& prompt,
                         const GenerateParams& params, const TextCallback& on_text = nullptr);
 
+// The token ids in an engine's KV cache, tracked across generate() calls, so a chat can re-render
+// and re-encode the whole conversation every turn yet evaluate only what changed.
+class PromptCache {
+ public:
+  // Rewinds `engine` to the longest common prefix of what it holds and `full` (always leaving at
+  // least one token to evaluate, since generate() needs fresh logits) and returns the tokens of
+  // `full` still to evaluate: pass them to generate(), then call commit().
+  std::vector<int32_t> prepare(Engine& engine, const std::vector<int32_t>& full);
+  // Records what generate() left in the cache: the prompt it was given and every sampled token
+  // but the last (which is never evaluated).
+  void commit(const std::vector<int32_t>& prompt, const GenerateResult& result);
+  size_t reused() const { return reused_; }  // tokens kept by the last prepare()
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+
+ private:
+  std::vector<int32_t> tokens_;  // (engine.n_past(),)
+  size_t reused_ = 0;
+};
+
 // ---- the real pieces --------------------------------------------------------------------------
 
 // fathom::Tokenizer as a TokenTextStream: is_eog() plus a StreamDecoder (control tokens are not

@@ -25,12 +25,6 @@
 namespace fathom::cli {
 namespace {
 
-size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
-  return n;
-}
-
 // Without a known template: the turns are joined as plain text, which a base model continues.
 std::string render_plain(const std::vector<ChatMessage>& messages) {
   std::string out;
@@ -78,7 +72,7 @@ int cmd_chat(const std::vector<std::string>& argv) {
   std::vector<ChatMessage> messages;
   if (args.has("system")) messages.push_back({"system", unescape(args.str("system"))});
   const size_t n_fixed = messages.size();
-  std::vector<int32_t> cached;  // (engine->n_past(),) the token ids in the engine's KV cache
+  PromptCache cache;  // the token ids in the engine's KV cache
   const uint64_t seed0 = gen.sampler.seed;
 
   for (int turn = 0;; ++turn) {
@@ -107,12 +101,7 @@ int cmd_chat(const std::vector<std::string>& argv) {
       continue;
     }
 
-    // Keep what the cache shares with this prompt; at least one token must be evaluated to get logits.
-    size_t keep = common_prefix(cached, full);
-    if (keep == full.size()) --keep;
-    engine->truncate(static_cast<int64_t>(keep));
-    cached.resize(keep);
-    const std::vector<int32_t> suffix(full.begin() + keep, full.end());
+    const std::vector<int32_t> suffix = cache.prepare(*engine, full);
 
     gen.sampler.seed = seed0 + turn;  // a fresh sampler each turn; vary it so turns differ
     GenerateResult r = generate(*engine, *tok, suffix, gen, [](const std::string& s) {
@@ -121,12 +110,10 @@ int cmd_chat(const std::vector<std::string>& argv) {
     });
     std::fputc('\n', stdout);
     std::fflush(stdout);
-    // Every sampled token but the last was evaluated into the cache.
-    cached.insert(cached.end(), suffix.begin(), suffix.end());
-    if (!r.tokens.empty()) cached.insert(cached.end(), r.tokens.begin(), r.tokens.end() - 1);
+    cache.commit(suffix, r);
     messages.push_back({"assistant", r.text});
     if (verbose) {
-      std::fprintf(stderr, "fathom: reused %zu cached tokens, evaluated %zu\n", keep, suffix.size());
+      std::fprintf(stderr, "fathom: reused %zu cached tokens, evaluated %zu\n", cache.reused(), suffix.size());
       print_summary(r.stats, engine->name());
     }
   }

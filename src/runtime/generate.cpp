@@ -186,6 +186,28 @@ GenerateResult generate(Engine& engine, const Tokenizer& tok, const std::vector<
   return generate(engine, text, prompt, params, on_text);
 }
 
+// ---- PromptCache ------------------------------------------------------------------------------
+
+std::vector<int32_t> PromptCache::prepare(Engine& engine, const std::vector<int32_t>& full) {
+  // The engine changed behind our back (a failed generate(), another user): trust nothing in it.
+  if (static_cast<int64_t>(tokens_.size()) != engine.n_past()) {
+    tokens_.clear();
+    engine.truncate(0);
+  }
+  size_t keep = 0;
+  while (keep < tokens_.size() && keep < full.size() && tokens_[keep] == full[keep]) ++keep;
+  if (keep == full.size() && keep > 0) --keep;
+  engine.truncate(static_cast<int64_t>(keep));
+  tokens_.resize(keep);
+  reused_ = keep;
+  return std::vector<int32_t>(full.begin() + static_cast<std::ptrdiff_t>(keep), full.end());
+}
+
+void PromptCache::commit(const std::vector<int32_t>& prompt, const GenerateResult& result) {
+  tokens_.insert(tokens_.end(), prompt.begin(), prompt.end());
+  if (!result.tokens.empty()) tokens_.insert(tokens_.end(), result.tokens.begin(), result.tokens.end() - 1);
+}
+
 // ---- CpuEngine --------------------------------------------------------------------------------
 
 CpuEngine::CpuEngine(const Model& model, int64_t n_ctx, int n_threads)
