@@ -8,6 +8,7 @@
 // differ, which is always correct and only costs time.
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -52,11 +53,13 @@ int cmd_chat(const std::vector<std::string>& argv) {
   GenerateParams gen = generation_params(args, argv);
   const std::string path = args.has("model") ? args.str("model") : default_model_path();
 
+  const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<Model> model = load_model(path);
   std::unique_ptr<Tokenizer> tok = Tokenizer::from_gguf(*model->file);
   std::string device_why;
   std::unique_ptr<Engine> engine = make_engine(*model, engine_options(args), &device_why);
-  if (verbose) print_setup(*model, *engine, device_why, gen, 0.0);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (verbose) print_setup(*model, *engine, device_why, gen, load_s);
 
   bool have_template = false;
   TemplateKind kind = TemplateKind::CHATML;
@@ -65,7 +68,7 @@ int cmd_chat(const std::vector<std::string>& argv) {
     have_template = true;
     if (verbose) std::fprintf(stderr, "fathom: chat template %s\n", template_kind_name(kind));
   } catch (const Error& e) {
-    std::fprintf(stderr, "fathom chat: %s; using a plain \"User:/Assistant:\" prompt instead\n", e.what());
+    std::fprintf(stderr, "fathom chat: %s (falling back to plain \"User: ... Assistant:\" turns)\n", e.what());
   }
   if (!have_template) gen.stop.push_back("\nUser:");  // a base model would write the next turn itself
 
