@@ -202,6 +202,8 @@ struct CudaEngine::Impl {
 
   Impl(const Model& model, const CudaEngineOptions& o);
   ~Impl();
+  void load(const Model& model);
+  void release();
   void check_supported(const Model& model);
   void upload_weights(const Model& model, size_t data_bytes);
   size_t plan_workspace(int64_t rows_, bool need_lt) const;
@@ -468,6 +470,15 @@ void CudaEngine::Impl::upload_weights(const Model& model, size_t data_bytes) {
 }
 
 CudaEngine::Impl::Impl(const Model& model, const CudaEngineOptions& o) : cfg(model.config), opt(o) {
+  try {
+    load(model);
+  } catch (...) {
+    release();  // a failed load (out of memory, bad type, ...) gives back all it took
+    throw;
+  }
+}
+
+void CudaEngine::Impl::load(const Model& model) {
   std::string why;
   FATHOM_CHECK(cuda_engine_available(&why), "cannot start the CUDA engine: ", why);
   int n_dev = 0;
@@ -603,18 +614,29 @@ CudaEngine::Impl::Impl(const Model& model, const CudaEngineOptions& o) : cfg(mod
                  mem.describe().c_str());
 }
 
-CudaEngine::Impl::~Impl() {
-  DeviceGuard guard(opt.device);
+CudaEngine::Impl::~Impl() { release(); }
+
+// Never throws (it runs in the destructor and while a failed load unwinds).
+void CudaEngine::Impl::release() {
+  int prev = 0;
+  cudaGetDevice(&prev);
+  const bool switched = prev != opt.device && cudaSetDevice(opt.device) == cudaSuccess;
   if (stream) cudaStreamSynchronize(stream);
   for (auto& [n, exec] : graphs) cudaGraphExecDestroy(exec);
+  graphs.clear();
   if (v_ones) cudaFree(v_ones);
+  v_ones = nullptr;
   if (lt) cublasLtDestroy(lt);
+  lt = nullptr;
   host_in.release();
   host_out.release();
   work_arena.release();
   kv_arena.release();
   weights_arena.release();
   if (stream) cudaStreamDestroy(stream);
+  stream = nullptr;
+  if (switched) cudaSetDevice(prev);
+  cudaGetLastError();  // leave no sticky error from a teardown call to the next engine
 }
 
 // ---- forward --------------------------------------------------------------------------------

@@ -247,6 +247,27 @@ TEST(Engine, PromptTooLongIsAnErrorAndEngineStaysUsable) {
   EXPECT_LT(rel_error(got, ref).rel, kLogitTol) << describe(rel_error(got, ref));
 }
 
+// A KV cache larger than the device: one error naming needed and free bytes, before anything is
+// allocated; the next engine loads fine.
+TEST(Engine, OutOfMemoryAtLoadIsAClearError) {
+  SKIP_WITHOUT_GPU();
+  const Model& model = test_model("tiny-llama", "F32");
+  CudaEngineOptions o;
+  o.n_ctx = 400000000;  // 2 KiB per token: 800 GB of KV cache
+  try {
+    CudaEngine gpu(model, o);
+    FAIL() << "expected fathom::Error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("out of GPU memory"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("free"), std::string::npos) << msg;
+  }
+  o.n_ctx = 64;
+  CudaEngine gpu(model, o);
+  const std::vector<int32_t> p = make_prompt(8, model.config.n_vocab);
+  EXPECT_GE(gpu.eval_greedy(p.data(), 8), 0);
+}
+
 TEST(Engine, TooManySequencesIsAnError) {
   SKIP_WITHOUT_GPU();
   const Model& model = test_model("tiny-llama", "F32");
