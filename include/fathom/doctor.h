@@ -1,0 +1,63 @@
+// fathom doctor: names the bottleneck of a profiled run with evidence and ranks the fixes.
+//
+// Plain rules over a TraceAnalysis (profiler.h) and the thresholds below; no GPU needed, so every
+// rule is unit-tested on synthetic traces. Each finding carries the numbers it rests on and an
+// estimate of the time per token (step) a fix would give back; findings are ranked by that.
+//
+// The rules look at the steady phase (decode when the trace has step markers, else the whole run):
+//   launch-bound   GPU idle between kernels is a large share of the step
+//   bandwidth      decode step far below weight bytes / measured read bandwidth
+//   host-syncs     more host synchronizations per token than the one that reads the sampled id
+//   allocations    cudaMalloc/cudaFree (or host-pinned allocations) inside the decode loop
+//   copies         H2D/D2H copies per token beyond the token-id input and the sampled-id output
+//   pageable       copies from or to pageable host memory (staged by the driver, and synchronous)
+//   top-kernel     the kernel that dominates GPU time (where kernel work should start)
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fathom/profiler.h"
+
+namespace fathom {
+
+enum class Severity { INFO, LOW, MEDIUM, HIGH };
+const char* severity_name(Severity s);  // "info" "low" "medium" "high"
+
+struct Finding {
+  std::string rule;            // "launch-bound", "bandwidth", "host-syncs", ...
+  Severity severity = Severity::INFO;
+  std::string title;           // one line: the bottleneck and its main number
+  std::vector<std::string> evidence;  // the measured numbers behind it
+  std::string fix;             // what to change
+  double saved_us_per_step = 0;       // estimated time a fix gives back per token step
+};
+
+struct DoctorThresholds {
+  double idle_pct = 10;            // launch-bound above this GPU idle share of the step
+  double bandwidth_pct = 70;       // bandwidth finding below this share of the read ceiling
+  double expected_syncs = 1;       // per decode step: reading the sampled id
+  double expected_h2d = 2;         // per decode step: token/position inputs (+ a block-table refresh)
+  double expected_d2h = 1;         // per decode step: the sampled id
+  double top_kernel_pct = 30;      // top-kernel finding above this share of kernel time
+  // Cost of an extra host sync beyond its own wait: the GPU drains and the host must relaunch,
+  // about one launch latency plus the reaction time. An assumption, not a measurement.
+  double sync_cost_us = 10;
+  // Severity from the share of the step a fix would save.
+  double high_pct = 10, medium_pct = 3;
+};
+
+struct DoctorReport {
+  std::string scope;               // the phase the rules looked at ("decode", "all")
+  double step_us = 0;              // median step time of that phase (wall per step without markers)
+  std::vector<Finding> findings;   // ranked: most time saved first, then by severity
+};
+
+DoctorReport diagnose(const Trace& trace, const TraceAnalysis& analysis,
+                      const DoctorThresholds& th = {});
+
+// Numbered findings with evidence and fix, plus a one-line verdict naming the first.
+std::string format_doctor(const DoctorReport& r);
+std::string doctor_to_json(const DoctorReport& r, int indent = 2);
+
+}  // namespace fathom

@@ -1,0 +1,215 @@
+// fathom's profiler: what the GPU did, in plain structs, and the numbers the optimization loop
+// looks at first (top kernels, idle gaps between kernels, syncs / copies / allocations per token).
+//
+//   Profiler   records through the CUPTI Activity API (CUDA builds only): kernels, memcpys,
+//              memsets, host synchronizations, the runtime API calls that matter for an inference
+//              loop, and host-side step markers (mark_step) that split the run into token steps.
+//   Trace      the recorded events: plain C++, JSON-serialisable, built by hand in tests.
+//   analyze()  pure C++ over a Trace: per phase ("prefill", "decode", ...) and for the whole run.
+//
+// Time base: every timestamp is CUPTI's (cuptiGetTimestamp, ns), so GPU activity and host
+// markers share one clock. A synthetic trace may use any origin.
+//
+// Step attribution: an event belongs to the step whose [mark, next mark) interval holds its
+// start. Kernels are attributed by GPU start time, which is right when each step ends with a host
+// sync (fathom's engine reads the sampled id back every step); a program that runs ahead of the
+// host would have its GPU work counted in a later step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fathom/model.h"
+
+namespace fathom {
+
+struct KernelEvent {
+  std::string name;            // demangled
+  uint64_t start_ns = 0, end_ns = 0;
+  uint32_t stream = 0;
+  int32_t grid[3] = {1, 1, 1};
+  int32_t block[3] = {1, 1, 1};
+  int32_t registers = 0;       // per thread
+  int32_t static_smem = 0;     // bytes per block
+  int32_t dynamic_smem = 0;    // bytes per block
+  uint32_t graph_id = 0;       // non-zero when launched as a node of a CUDA graph
+};
+
+enum class CopyKind { H2D, D2H, D2D, H2H, OTHER };
+const char* copy_kind_name(CopyKind k);  // "H2D" ...
+
+struct MemcpyEvent {
+  CopyKind kind = CopyKind::OTHER;
+  uint64_t bytes = 0;
+  uint64_t start_ns = 0, end_ns = 0;
+  uint32_t stream = 0;
+  bool pageable = false;       // the host side is pageable memory (a staged, slower copy)
+};
+
+struct MemsetEvent {
+  uint64_t bytes = 0;
+  uint64_t start_ns = 0, end_ns = 0;
+  uint32_t stream = 0;
+};
+
+enum class SyncKind { EVENT, STREAM_WAIT_EVENT, STREAM, CONTEXT, OTHER };
+const char* sync_kind_name(SyncKind k);  // "event" "stream_wait_event" "stream" "context" "other"
+
+// A synchronization (CUPTI_ACTIVITY_KIND_SYNCHRONIZATION). Host timestamps: how long the host
+// waited. STREAM_WAIT_EVENT is a device-side dependency and does not block the host.
+struct SyncEvent {
+  SyncKind kind = SyncKind::OTHER;
+  uint64_t start_ns = 0, end_ns = 0;
+  uint32_t stream = 0;
+  bool blocks_host() const { return kind != SyncKind::STREAM_WAIT_EVENT; }
+};
+
+// A runtime API call of interest (host timestamps). `name` without CUPTI's version suffix:
+// "cudaMalloc", "cudaStreamSynchronize", "cudaGraphLaunch", "cudaLaunchKernel", "cudaMemcpy".
+struct ApiEvent {
+  std::string name;
+  uint64_t start_ns = 0, end_ns = 0;
+};
+
+// The start of a token step (host time). The step runs until the next marker or the trace end.
+struct StepMark {
+  uint64_t t_ns = 0;
+  std::string phase;  // "prefill", "decode", "decode-first" (the step that captures the graph)
+};
+
+struct Trace {
+  // What was profiled (any may be empty / 0).
+  std::string source;          // "engine" (fathom profile -m) or "inject" (fathom profile -- CMD)
+  std::string device;          // GPU name
+  std::string model;           // model path, or the command line
+  int64_t n_prompt = 0;        // prompt tokens (engine mode)
+  int64_t n_decode = 0;        // decode steps (engine mode)
+  double weight_bytes = 0;     // bytes a decode step must read at least once (the weights)
+  double read_gbps = 0;        // measured streaming-read ceiling of the GPU (gpu_info.h); 0: unknown
+  uint64_t begin_ns = 0, end_ns = 0;   // the profiled window
+  uint64_t dropped_records = 0;        // CUPTI records lost (buffers full): the figures undercount
+
+  std::vector<KernelEvent> kernels;
+  std::vector<MemcpyEvent> memcpys;
+  std::vector<MemsetEvent> memsets;
+  std::vector<SyncEvent> syncs;
+  std::vector<ApiEvent> api;
+  std::vector<StepMark> steps;
+};
+
+// JSON: {"source":..., "kernels":[{...}], ...}; every field above, named as in the structs.
+std::string trace_to_json(const Trace& t, int indent = -1);
+// Throws fathom::Error naming the first missing or mistyped field.
+Trace trace_from_json(const std::string& text);
+// A file written by `fathom profile --json` ({"trace":..., "summary":...}), by the injection
+// library (a bare trace) or by trace_to_json. Throws naming the file on I/O or parse errors.
+Trace read_trace_file(const std::string& path);
+
+// ---- analysis ---------------------------------------------------------------------------------
+
+struct KernelStat {
+  std::string name;            // demangled, parameter list dropped (kernel_display_name)
+  int64_t count = 0;
+  double total_us = 0, mean_us = 0, min_us = 0, max_us = 0;
+  double pct_gpu = 0;          // of the kernel time of the same scope
+  int32_t grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};   // of the first launch
+  int32_t registers = 0, smem = 0;                     // of the first launch (static + dynamic)
+};
+
+// Figures of one scope (a phase, or the whole run). "Per step" divides by n_steps.
+struct PhaseStats {
+  std::string phase;
+  int64_t n_steps = 0;
+  double wall_us = 0;          // summed step durations (whole run: end - begin)
+  double median_step_us = 0;
+  double kernel_us = 0;        // summed kernel durations (overlapping kernels count twice)
+  double busy_us = 0;          // union of kernel, memcpy and memset intervals, clipped to the steps
+  double busy_pct = 0;         // busy_us / wall_us * 100
+  int64_t kernels = 0;
+  double gap_us = 0;           // idle time between consecutive kernels of one stream, inside a step
+  double gap_pct = 0;          // gap_us / wall_us * 100
+  double median_gap_us = 0;
+  int64_t host_syncs = 0;      // syncs that block the host + blocking cudaMemcpy/cudaMemset calls
+  double host_sync_us = 0;     // time the host spent in them
+  int64_t h2d = 0, d2h = 0, d2d = 0, other_copies = 0, pageable_copies = 0;
+  double h2d_bytes = 0, d2h_bytes = 0, d2d_bytes = 0;
+  double copy_us = 0;          // summed memcpy durations
+  int64_t memsets = 0;
+  int64_t allocs = 0;          // cudaMalloc/cudaFree/cudaMallocHost/cudaHostAlloc/cudaFreeHost/...Async
+  double alloc_us = 0;         // host time spent in them
+  int64_t graph_launches = 0;  // cudaGraphLaunch calls
+  int64_t launch_calls = 0;    // kernel launch API calls (cudaLaunchKernel and friends)
+  std::vector<KernelStat> top_kernels;  // by total time, descending
+
+  double per_step(double v) const { return n_steps > 0 ? v / double(n_steps) : 0; }
+};
+
+struct TraceAnalysis {
+  // Phase "all": the whole window as one interval; with markers n_steps is their number and
+  // median_step_us the mean step (wall / n_steps), else n_steps = 1.
+  PhaseStats overall;
+  std::vector<PhaseStats> phases;   // in order of first appearance; empty without markers
+  const PhaseStats* phase(const std::string& name) const;  // nullptr when absent
+  // The decode phase when present (fathom engine traces), else the whole run.
+  const PhaseStats& steady() const;
+};
+
+// `top_n` kernels per scope (0: all).
+TraceAnalysis analyze(const Trace& t, size_t top_n = 15);
+
+// Drops the parameter list and a leading "void " from a demangled name:
+// "void gemv_kernel<(GgmlType)12>(GemvParams)" -> "gemv_kernel<(GgmlType)12>".
+std::string kernel_display_name(const std::string& demangled);
+
+// The human report: per phase, then the top kernels table of the steady phase.
+std::string format_report(const Trace& t, const TraceAnalysis& a);
+// {"phases":[...], "overall":{...}}: the numbers of format_report.
+std::string analysis_to_json(const TraceAnalysis& a, int indent = 2);
+
+// ---- recording (CUDA builds) ----------------------------------------------------------------
+
+// CUPTI's activity buffers and callbacks are process-wide, so at most one Profiler records at a
+// time (a second start() throws). Without CUDA in the build, start() throws "built without CUDA".
+class Profiler {
+ public:
+  Profiler();
+  ~Profiler();  // stops if still recording
+  Profiler(const Profiler&) = delete;
+  Profiler& operator=(const Profiler&) = delete;
+
+  void start();
+  // Marks the start of a token step of `phase` at the current host time.
+  void mark_step(const std::string& phase);
+  // Flushes CUPTI's buffers and stops recording.
+  void stop();
+  // The recorded trace (moves it out; call after stop()).
+  Trace take();
+
+  // True when this build can record; otherwise false with the reason.
+  static bool available(std::string* why = nullptr);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Bytes a decode step reads at least once: every tensor, except that an untied token embedding
+// is only gathered one row per token (so it counts one row).
+double decode_weight_bytes(const Model& model);
+
+// `fathom profile -m`: loads a CUDA engine, then records the prefill of `prompt` (one step) and
+// `n_decode` greedy decode steps (the first one, which captures the CUDA graph, as phase
+// "decode-first"). Fills the trace's metadata; measures (or reads cached) GPU ceilings when
+// `ceilings` is set. Throws without CUDA or without a device.
+struct EngineProfileOptions {
+  int n_decode = 32;
+  bool use_graphs = true;
+  bool ceilings = true;
+  bool verbose = false;
+};
+Trace profile_engine(const Model& model, const std::string& model_path,
+                     const std::vector<int32_t>& prompt, const EngineProfileOptions& opt);
+
+}  // namespace fathom

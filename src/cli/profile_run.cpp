@@ -1,0 +1,162 @@
+#include "cli/profile_run.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+#include "fathom/error.h"
+#include "fathom/model.h"
+#include "fathom/tokenizer.h"
+
+namespace fathom::cli {
+
+std::vector<std::string> split_command(const std::vector<std::string>& argv, std::vector<std::string>* command) {
+  std::vector<std::string> opts;
+  size_t i = 0;
+  for (; i < argv.size() && argv[i] != "--"; ++i) opts.push_back(argv[i]);
+  command->clear();
+  if (i < argv.size()) {
+    command->assign(argv.begin() + long(i) + 1, argv.end());
+    FATHOM_CHECK(!command->empty(), "no command after '--'");
+  }
+  return opts;
+}
+
+void add_engine_profile_options(Args& args) {
+  args.option("-m,--model", "GGUF model file (default: fathom's default model)")
+      .option("-p,--prompt", "prompt text (prefill)", "The capital of France is")
+      .option("-n,--n-predict", "greedy decode steps to record", "32")
+      .flag("--no-graphs", "run the decode step without CUDA graphs")
+      .flag("--no-ceilings", "do not measure the GPU's read bandwidth (no % of ceiling)")
+      .flag("-v,--verbose", "print the engine's memory breakdown");
+}
+
+Trace profile_engine_from_args(const Args& args) {
+  std::string why;
+  FATHOM_CHECK(Profiler::available(&why), "cannot profile the CUDA engine: ", why,
+               " (`fathom doctor --trace FILE.json` analyses a saved trace on any build)");
+  const std::string path = args.has("model") ? args.str("model") : default_model_path();
+  const long long n = args.integer("n-predict");
+  FATHOM_CHECK(n >= 1, "-n must be at least 1 (decode steps to record), got ", n);
+  std::unique_ptr<Model> model = load_model(path);
+  std::unique_ptr<Tokenizer> tok = Tokenizer::from_gguf(*model->file);
+  const std::vector<int32_t> prompt = tok->encode(args.str("prompt"), true, true);
+  EngineProfileOptions opt;
+  opt.n_decode = int(n);
+  opt.use_graphs = !args.enabled("no-graphs");
+  opt.ceilings = !args.enabled("no-ceilings");
+  opt.verbose = args.enabled("verbose");
+  return profile_engine(*model, path, prompt, opt);
+}
+
+namespace {
+
+[[maybe_unused]] bool is_file(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+[[maybe_unused]] std::string self_dir() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string s(buf, size_t(n));
+  const size_t slash = s.rfind('/');
+  return slash == std::string::npos ? "." : s.substr(0, slash);
+}
+
+}  // namespace
+
+std::string find_inject_library() {
+#ifndef FATHOM_HAVE_CUDA
+  fail("this fathom was built without CUDA, so it has no libfathom_inject.so to profile a program with "
+       "(rebuild with FATHOM_ENABLE_CUDA=ON)");
+#else
+  if (const char* env = std::getenv("FATHOM_INJECT_LIB")) {
+    FATHOM_CHECK(is_file(env), "FATHOM_INJECT_LIB='", env, "' is not a file");
+    return env;
+  }
+  const std::string dir = self_dir();
+  const std::string tried[] = {dir + "/../lib/libfathom_inject.so", dir + "/libfathom_inject.so"};
+  for (const std::string& p : tried) {
+    if (is_file(p)) {
+      char real[PATH_MAX];
+      return ::realpath(p.c_str(), real) ? std::string(real) : p;
+    }
+  }
+  fail("libfathom_inject.so not found (looked at ", tried[0], " and ", tried[1],
+       "; build the fathom_inject target or set FATHOM_INJECT_LIB)");
+#endif
+}
+
+Trace profile_command(const std::vector<std::string>& command, int* exit_status) {
+  FATHOM_CHECK(!command.empty(), "no command after '--'");
+  const std::string lib = find_inject_library();
+  char out_path[] = "/tmp/fathom-profile-XXXXXX";
+  const int fd = ::mkstemp(out_path);
+  FATHOM_CHECK(fd >= 0, "cannot create a temporary trace file in /tmp: ", std::strerror(errno));
+  ::close(fd);
+
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::unlink(out_path);
+    fail("fork failed: ", std::strerror(errno));
+  }
+  if (pid == 0) {
+    ::setenv("CUDA_INJECTION64_PATH", lib.c_str(), 1);
+    ::setenv("FATHOM_PROFILE_OUT", out_path, 1);
+    std::vector<char*> cargv;
+    for (const std::string& a : command) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    ::execvp(cargv[0], cargv.data());
+    std::fprintf(stderr, "fathom profile: cannot run '%s': %s\n", cargv[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      ::unlink(out_path);
+      fail("waitpid failed: ", std::strerror(errno));
+    }
+  }
+  *exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+
+  struct stat st;
+  const bool wrote = ::stat(out_path, &st) == 0 && st.st_size > 0;
+  if (!wrote) {
+    ::unlink(out_path);
+    fail("'", command[0], "' exited with status ", *exit_status,
+         " and left no trace: it did not initialize CUDA, or the driver did not load ", lib,
+         " (CUDA_INJECTION64_PATH), or the program was killed before its exit handlers ran");
+  }
+  Trace t;
+  try {
+    t = read_trace_file(out_path);
+  } catch (...) {
+    ::unlink(out_path);
+    throw;
+  }
+  ::unlink(out_path);
+  std::string cmdline;
+  for (const std::string& a : command) cmdline += (cmdline.empty() ? "" : " ") + a;
+  t.model = cmdline;
+  return t;
+}
+
+void write_profile_json(const std::string& path, const Trace& t, const TraceAnalysis& a) {
+  std::ofstream out(path, std::ios::binary);
+  FATHOM_CHECK(out, "cannot write '", path, "': ", std::strerror(errno));
+  out << "{\"summary\": " << analysis_to_json(a, 2) << ",\n\"trace\": " << trace_to_json(t) << "}\n";
+  FATHOM_CHECK(out.good(), "error writing '", path, "'");
+}
+
+}  // namespace fathom::cli

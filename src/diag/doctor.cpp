@@ -1,0 +1,316 @@
+// fathom doctor's rules: plain arithmetic over a TraceAnalysis. Every estimate of time saved is an
+// upper bound per token step (what the step would lose if the named waste went to zero), so the
+// ranking says where to look first, not what a fix will certainly give.
+#include "fathom/doctor.h"
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "fathom/error.h"
+
+namespace fathom {
+
+const char* severity_name(Severity s) {
+  switch (s) {
+    case Severity::INFO: return "info";
+    case Severity::LOW: return "low";
+    case Severity::MEDIUM: return "medium";
+    case Severity::HIGH: return "high";
+  }
+  return "info";
+}
+
+namespace {
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+// 1234567 -> "1,234,567"
+std::string commas(double v) {
+  std::string digits = fmt("%.0f", v < 0 ? -v : v);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return (v < 0 ? "-" : "") + out;
+}
+
+std::string bytes_str(double b) {
+  if (b >= 1e9) return fmt("%.2f GB", b / 1e9);
+  if (b >= 1e6) return fmt("%.2f MB", b / 1e6);
+  if (b >= 1e3) return fmt("%.1f kB", b / 1e3);
+  return fmt("%.0f B", b);
+}
+
+Severity severity_for(double saved_us, double step_us, const DoctorThresholds& th) {
+  if (saved_us <= 0 || step_us <= 0) return Severity::INFO;
+  const double pct = 100.0 * saved_us / step_us;
+  if (pct >= th.high_pct) return Severity::HIGH;
+  if (pct >= th.medium_pct) return Severity::MEDIUM;
+  return Severity::LOW;
+}
+
+// Tolerance on "more per step than expected": per-step figures are averages over steps, so a
+// single stray event in a long run is noise, not a habit of the loop.
+constexpr double kPerStepSlack = 0.05;
+
+}  // namespace
+
+DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorThresholds& th) {
+  const PhaseStats& p = a.steady();
+  const bool decode = p.phase == "decode";
+  DoctorReport r;
+  r.scope = p.phase;
+  r.step_us = p.n_steps > 1 ? p.median_step_us : p.per_step(p.wall_us);
+  const double step = r.step_us > 0 ? r.step_us : p.per_step(p.wall_us);
+  const char* per = decode ? "token" : "step";
+  const std::string scope_name = decode ? "decode step" : (p.phase == "all" ? "run" : p.phase + " step");
+
+  auto add = [&](Finding f) {
+    f.severity = std::max(f.severity, severity_for(f.saved_us_per_step, step, th));
+    r.findings.push_back(std::move(f));
+  };
+
+  if (p.kernels == 0) {
+    Finding f;
+    f.rule = "no-kernels";
+    f.title = fmt("no kernels recorded in the %s", scope_name.c_str());
+    f.evidence.push_back(fmt("%lld steps, %.1f us of wall time", (long long)p.n_steps, p.wall_us));
+    f.fix = "check that the program used the GPU while profiled (or that CUPTI could attach)";
+    r.findings.push_back(f);
+    return r;
+  }
+
+  const double kernels_ps = p.per_step(double(p.kernels));
+  const double gap_ps = p.per_step(p.gap_us);
+  const double busy_ps = p.per_step(p.busy_us);
+  const double wall_ps = p.per_step(p.wall_us);
+  const double graphs_ps = p.per_step(double(p.graph_launches));
+
+  // ---- launch-bound: idle GPU between the kernels of a step ----
+  if (p.gap_pct > th.idle_pct) {
+    Finding f;
+    f.rule = "launch-bound";
+    f.title = fmt("launch-bound: GPU idle %.1f%% of the %s between kernels (%s kernels/%s, median gap %.1f us)",
+                  p.gap_pct, scope_name.c_str(), commas(kernels_ps).c_str(), per, p.median_gap_us);
+    f.evidence.push_back(fmt("idle between kernels: %.1f us per %s of %.1f us", gap_ps, per, wall_ps));
+    f.evidence.push_back(fmt("kernels per %s: %.1f, launched by %.1f launch calls and %.2f graph launches",
+                             per, kernels_ps, p.per_step(double(p.launch_calls)), graphs_ps));
+    if (graphs_ps < 0.5) {
+      f.fix = "capture the decode step in a CUDA graph (one cudaGraphLaunch per token instead of one launch "
+              "per kernel), then fuse small elementwise kernels";
+    } else {
+      f.fix = fmt("the step already replays a graph, so the gaps are the per-kernel cost inside it: fuse "
+                  "kernels (norm into the next matmul, RoPE into the KV write, GLU into the down "
+                  "projection's input) to cut the %.0f kernels per %s",
+                  kernels_ps, per);
+    }
+    f.saved_us_per_step = gap_ps;
+    add(f);
+  }
+
+  // ---- host overhead: the GPU idle outside kernels (between steps, before the first launch) ----
+  {
+    // Time in allocations is the allocation rule's to claim, not counted twice.
+    const double outside_ps = std::max(0.0, wall_ps - busy_ps - gap_ps - p.per_step(p.alloc_us));
+    const double outside_pct = wall_ps > 0 ? 100.0 * outside_ps / wall_ps : 0;
+    if (p.n_steps > 1 && outside_pct > th.idle_pct) {
+      Finding f;
+      f.rule = "host-overhead";
+      f.title = fmt("host-bound: the GPU waits %.1f%% of each %s for the host (%.1f us before the first kernel or "
+                    "after the last)",
+                    outside_pct, per, outside_ps);
+      f.evidence.push_back(fmt("GPU busy %.1f us of a %.1f us %s (%.1f%%); idle between kernels %.1f us", busy_ps,
+                               wall_ps, per, p.busy_pct, gap_ps));
+      f.evidence.push_back(fmt("host syncs %.2f per %s, %.1f us waited", p.per_step(double(p.host_syncs)), per,
+                               p.per_step(p.host_sync_us)));
+      f.fix = "shorten the host's turn between steps: sample on the GPU, keep detokenization and logging off "
+              "the critical path, and enqueue step i+1 before reading step i's token where the sampler allows";
+      f.saved_us_per_step = outside_ps;
+      add(f);
+    }
+  }
+
+  // ---- bandwidth: the decode step against weight bytes / measured read bandwidth ----
+  if (decode && trace.weight_bytes > 0 && trace.read_gbps > 0 && step > 0) {
+    const double ideal_us = trace.weight_bytes / (trace.read_gbps * 1e9) * 1e6;
+    const double gbps = trace.weight_bytes / (step * 1e-6) / 1e9;
+    const double pct = 100.0 * gbps / trace.read_gbps;
+    const double busy_gbps = busy_ps > 0 ? trace.weight_bytes / (busy_ps * 1e-6) / 1e9 : 0;
+    Finding f;
+    f.rule = "bandwidth";
+    f.evidence.push_back(fmt("weights %s per token over a %.1f us step = %.0f GB/s; the measured read ceiling is "
+                             "%.0f GB/s (ideal step %.1f us)",
+                             bytes_str(trace.weight_bytes).c_str(), step, gbps, trace.read_gbps, ideal_us));
+    f.evidence.push_back(fmt("counting only GPU-busy time (%.1f us): %.0f GB/s = %.1f%% of the ceiling", busy_ps,
+                             busy_gbps, 100.0 * busy_gbps / trace.read_gbps));
+    if (!p.top_kernels.empty())
+      f.evidence.push_back(fmt("largest kernel: %s, %.1f%% of kernel time", p.top_kernels[0].name.c_str(),
+                               p.top_kernels[0].pct_gpu));
+    if (pct < th.bandwidth_pct) {
+      f.title = fmt("memory-bound decode at %.0f GB/s = %.1f%% of measured bandwidth (%s of weights per token)",
+                    gbps, pct, bytes_str(trace.weight_bytes).c_str());
+      // Only the busy part: idle time is the launch-bound / host findings' to claim.
+      f.saved_us_per_step = std::max(0.0, busy_ps - ideal_us);
+      f.fix = "the kernels move the weights below the read ceiling: tune the matmul (GEMV) kernels first "
+              "(wider loads, more bytes in flight per SM, fewer passes over the activations); compare each "
+              "with `fathom bench` GB/s";
+    } else {
+      f.title = fmt("decode runs at %.1f%% of measured bandwidth (%.0f GB/s): near the limit for %s of weights",
+                    pct, gbps, bytes_str(trace.weight_bytes).c_str());
+      f.fix = "little left in the kernels: fewer bytes per token (a smaller quant type) or more tokens per "
+              "weight read (batching, speculative decoding)";
+    }
+    add(f);
+  }
+
+  // ---- host syncs per token ----
+  {
+    const double syncs_ps = p.per_step(double(p.host_syncs));
+    const double expected = decode ? th.expected_syncs : 0;
+    if (decode && syncs_ps > expected + kPerStepSlack) {
+      Finding f;
+      f.rule = "host-syncs";
+      f.title = fmt("host syncs per token: %.2f (expected %.0f)", syncs_ps, expected);
+      f.evidence.push_back(fmt("%lld host synchronizations in %lld steps, %.1f us per token spent waiting",
+                               (long long)p.host_syncs, (long long)p.n_steps, p.per_step(p.host_sync_us)));
+      f.fix = "one synchronization per step, to read the sampled id: use cudaMemcpyAsync on the engine's stream "
+              "instead of cudaMemcpy, and drop cudaDeviceSynchronize/cudaStreamSynchronize inside the step";
+      // Each extra sync drains the GPU; the host then pays a launch latency to refill it.
+      f.saved_us_per_step = (syncs_ps - expected) * th.sync_cost_us;
+      add(f);
+    }
+  }
+
+  // ---- allocations in the decode loop ----
+  if (p.allocs > 0) {
+    const double allocs_ps = p.per_step(double(p.allocs));
+    Finding f;
+    f.rule = "allocations";
+    f.title = fmt("allocations in the %s loop: %.2f per %s (expected 0)", decode ? "decode" : "profiled", allocs_ps,
+                  per);
+    f.evidence.push_back(fmt("%lld cudaMalloc/cudaFree-family calls, %.1f us per %s in them", (long long)p.allocs,
+                             p.per_step(p.alloc_us), per));
+    f.fix = "allocate at load: size the workspace for the largest batch once and reuse it (an arena reset "
+            "per step); cudaFree also synchronizes the device";
+    f.saved_us_per_step = p.per_step(p.alloc_us);
+    f.severity = Severity::LOW;  // never info: expected is 0
+    add(f);
+  }
+
+  // ---- copies per token beyond the token ids in and the sampled id out ----
+  if (decode) {
+    const double h2d_ps = p.per_step(double(p.h2d)), d2h_ps = p.per_step(double(p.d2h));
+    const double excess = std::max(0.0, h2d_ps - th.expected_h2d) + std::max(0.0, d2h_ps - th.expected_d2h);
+    if (excess > kPerStepSlack) {
+      const int64_t copies = p.h2d + p.d2h + p.d2d + p.other_copies;
+      const double mean_copy_us = copies > 0 ? p.copy_us / double(copies) : 0;
+      Finding f;
+      f.rule = "copies";
+      f.title = fmt("H2D/D2H copies per token beyond token ids: %.2f extra (%.2f H2D, %.2f D2H; expected <= %.0f and "
+                    "%.0f)",
+                    excess, h2d_ps, d2h_ps, th.expected_h2d, th.expected_d2h);
+      f.evidence.push_back(fmt("per token: H2D %s, D2H %s, D2D %.2f copies (%s)",
+                               bytes_str(p.per_step(p.h2d_bytes)).c_str(), bytes_str(p.per_step(p.d2h_bytes)).c_str(),
+                               p.per_step(double(p.d2d)), bytes_str(p.per_step(p.d2d_bytes)).c_str()));
+      f.evidence.push_back(fmt("mean copy %.1f us", mean_copy_us));
+      f.fix = "keep step inputs on the device (positions and KV slots can be computed there) and read back only "
+              "the sampled ids; gather the remaining small inputs into one pinned buffer and one copy";
+      f.saved_us_per_step = excess * (mean_copy_us + th.sync_cost_us * 0.2);
+      add(f);
+    }
+  }
+
+  // ---- pageable host memory in transfers ----
+  if (p.pageable_copies > 0) {
+    Finding f;
+    f.rule = "pageable";
+    f.title = fmt("%lld copies use pageable host memory (%.2f per %s)", (long long)p.pageable_copies,
+                  p.per_step(double(p.pageable_copies)), per);
+    f.evidence.push_back("a pageable copy is staged through a driver buffer and is synchronous to the host");
+    f.fix = "use pinned buffers (cudaMallocHost or cudaHostRegister at load) for every transfer in the loop";
+    f.saved_us_per_step = p.per_step(double(p.pageable_copies)) * th.sync_cost_us;
+    add(f);
+  }
+
+  // ---- where kernel work should start ----
+  if (!p.top_kernels.empty()) {
+    const KernelStat& k = p.top_kernels[0];
+    Finding f;
+    f.rule = "top-kernel";
+    f.title = fmt("largest kernel: %s, %.1f%% of %s kernel time (%.1f calls/%s, mean %.2f us)", k.name.c_str(),
+                  k.pct_gpu, decode ? "decode" : "profiled", p.per_step(double(k.count)), per, k.mean_us);
+    for (size_t i = 1; i < p.top_kernels.size() && i < 3; ++i)
+      f.evidence.push_back(fmt("next: %s, %.1f%%", p.top_kernels[i].name.c_str(), p.top_kernels[i].pct_gpu));
+    f.evidence.push_back(fmt("grid %dx%dx%d, block %dx%dx%d, %d registers, %d B shared memory", k.grid[0], k.grid[1],
+                             k.grid[2], k.block[0], k.block[1], k.block[2], k.registers, k.smem));
+    f.fix = k.pct_gpu > th.top_kernel_pct
+                ? "optimise this kernel first: measure its GB/s or TFLOP/s against the ceilings (fathom bench, ncu)"
+                : "kernel time is spread over many kernels: fusion pays more than tuning one";
+    add(f);
+  }
+
+  if (trace.dropped_records > 0) {
+    Finding f;
+    f.rule = "incomplete";
+    f.title = fmt("CUPTI dropped %llu records: counts are low", (unsigned long long)trace.dropped_records);
+    f.fix = "profile fewer steps (-n)";
+    r.findings.push_back(f);
+  }
+
+  std::stable_sort(r.findings.begin(), r.findings.end(), [](const Finding& x, const Finding& y) {
+    if (x.saved_us_per_step != y.saved_us_per_step) return x.saved_us_per_step > y.saved_us_per_step;
+    return int(x.severity) > int(y.severity);
+  });
+  return r;
+}
+
+std::string format_doctor(const DoctorReport& r) {
+  std::string s;
+  const bool decode = r.scope == "decode";
+  s += fmt("fathom doctor: %s, %.1f us per %s\n", decode ? "decode phase" : "whole run", r.step_us,
+           decode ? "token" : "step");
+  const Finding* first = nullptr;
+  for (const Finding& f : r.findings)
+    if (f.saved_us_per_step > 0) {
+      first = &f;
+      break;
+    }
+  if (first)
+    s += "verdict: " + first->title + "\n  -> " + first->fix + "\n";
+  else
+    s += "verdict: no waste above the thresholds found\n";
+  int i = 0;
+  for (const Finding& f : r.findings) {
+    s += fmt("\n%d. [%s] %s\n", ++i, severity_name(f.severity), f.title.c_str());
+    for (const std::string& e : f.evidence) s += "     evidence: " + e + "\n";
+    if (!f.fix.empty()) s += "     fix: " + f.fix + "\n";
+    if (f.saved_us_per_step > 0)
+      s += fmt("     saves: up to %.1f us per %s (%.1f%%)\n", f.saved_us_per_step, decode ? "token" : "step",
+               r.step_us > 0 ? 100.0 * f.saved_us_per_step / r.step_us : 0);
+  }
+  return s;
+}
+
+std::string doctor_to_json(const DoctorReport& r, int indent) {
+  nlohmann::json j;
+  j["scope"] = r.scope;
+  j["step_us"] = r.step_us;
+  j["findings"] = nlohmann::json::array();
+  for (const Finding& f : r.findings)
+    j["findings"].push_back({{"rule", f.rule}, {"severity", severity_name(f.severity)}, {"title", f.title},
+                             {"evidence", f.evidence}, {"fix", f.fix}, {"saved_us_per_step", f.saved_us_per_step}});
+  return j.dump(indent);
+}
+
+}  // namespace fathom

@@ -1,0 +1,611 @@
+// Trace: JSON round trip, the analysis behind `fathom profile` / `fathom doctor`, and the report.
+// Pure C++: no CUDA, so every number here is unit-tested on synthetic traces.
+#include <algorithm>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "fathom/error.h"
+#include "fathom/profiler.h"
+
+namespace fathom {
+
+using nlohmann::json;
+
+const char* copy_kind_name(CopyKind k) {
+  switch (k) {
+    case CopyKind::H2D: return "H2D";
+    case CopyKind::D2H: return "D2H";
+    case CopyKind::D2D: return "D2D";
+    case CopyKind::H2H: return "H2H";
+    case CopyKind::OTHER: return "other";
+  }
+  return "other";
+}
+
+const char* sync_kind_name(SyncKind k) {
+  switch (k) {
+    case SyncKind::EVENT: return "event";
+    case SyncKind::STREAM_WAIT_EVENT: return "stream_wait_event";
+    case SyncKind::STREAM: return "stream";
+    case SyncKind::CONTEXT: return "context";
+    case SyncKind::OTHER: return "other";
+  }
+  return "other";
+}
+
+namespace {
+
+CopyKind copy_kind_from(const std::string& s) {
+  for (CopyKind k : {CopyKind::H2D, CopyKind::D2H, CopyKind::D2D, CopyKind::H2H, CopyKind::OTHER})
+    if (s == copy_kind_name(k)) return k;
+  fail("unknown memcpy kind '", s, "' (expected H2D, D2H, D2D, H2H or other)");
+}
+
+SyncKind sync_kind_from(const std::string& s) {
+  for (SyncKind k : {SyncKind::EVENT, SyncKind::STREAM_WAIT_EVENT, SyncKind::STREAM, SyncKind::CONTEXT,
+                     SyncKind::OTHER})
+    if (s == sync_kind_name(k)) return k;
+  fail("unknown sync kind '", s, "'");
+}
+
+// j[key] as T, or a fathom::Error naming where and what.
+template <typename T>
+T field(const json& j, const char* key, const std::string& where) {
+  auto it = j.find(key);
+  FATHOM_CHECK(it != j.end(), "trace JSON: ", where, " has no field '", key, "'");
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail("trace JSON: field '", key, "' of ", where, " has the wrong type (", it->type_name(), ")");
+  }
+}
+
+template <typename T>
+T optional_field(const json& j, const char* key, T def) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return def;
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail("trace JSON: field '", key, "' has the wrong type (", it->type_name(), ")");
+  }
+}
+
+const json& array_field(const json& j, const char* key) {
+  static const json empty = json::array();
+  auto it = j.find(key);
+  if (it == j.end()) return empty;
+  FATHOM_CHECK(it->is_array(), "trace JSON: '", key, "' is not an array");
+  return *it;
+}
+
+}  // namespace
+
+std::string trace_to_json(const Trace& t, int indent) {
+  json j;
+  j["source"] = t.source;
+  j["device"] = t.device;
+  j["model"] = t.model;
+  j["n_prompt"] = t.n_prompt;
+  j["n_decode"] = t.n_decode;
+  j["weight_bytes"] = t.weight_bytes;
+  j["read_gbps"] = t.read_gbps;
+  j["begin_ns"] = t.begin_ns;
+  j["end_ns"] = t.end_ns;
+  j["dropped_records"] = t.dropped_records;
+  json& ks = j["kernels"] = json::array();
+  for (const KernelEvent& k : t.kernels)
+    ks.push_back({{"name", k.name}, {"start_ns", k.start_ns}, {"end_ns", k.end_ns}, {"stream", k.stream},
+                  {"grid", {k.grid[0], k.grid[1], k.grid[2]}}, {"block", {k.block[0], k.block[1], k.block[2]}},
+                  {"registers", k.registers}, {"static_smem", k.static_smem},
+                  {"dynamic_smem", k.dynamic_smem}, {"graph_id", k.graph_id}});
+  json& ms = j["memcpys"] = json::array();
+  for (const MemcpyEvent& m : t.memcpys)
+    ms.push_back({{"kind", copy_kind_name(m.kind)}, {"bytes", m.bytes}, {"start_ns", m.start_ns},
+                  {"end_ns", m.end_ns}, {"stream", m.stream}, {"pageable", m.pageable}});
+  json& ss = j["memsets"] = json::array();
+  for (const MemsetEvent& m : t.memsets)
+    ss.push_back({{"bytes", m.bytes}, {"start_ns", m.start_ns}, {"end_ns", m.end_ns}, {"stream", m.stream}});
+  json& ys = j["syncs"] = json::array();
+  for (const SyncEvent& s : t.syncs)
+    ys.push_back({{"kind", sync_kind_name(s.kind)}, {"start_ns", s.start_ns}, {"end_ns", s.end_ns},
+                  {"stream", s.stream}});
+  json& as = j["api"] = json::array();
+  for (const ApiEvent& a : t.api)
+    as.push_back({{"name", a.name}, {"start_ns", a.start_ns}, {"end_ns", a.end_ns}});
+  json& st = j["steps"] = json::array();
+  for (const StepMark& s : t.steps) st.push_back({{"t_ns", s.t_ns}, {"phase", s.phase}});
+  return j.dump(indent);
+}
+
+namespace {
+
+Trace trace_from(const json& j) {
+  FATHOM_CHECK(j.is_object(), "trace JSON: expected an object, got ", j.type_name());
+  Trace t;
+  t.source = optional_field<std::string>(j, "source", "");
+  t.device = optional_field<std::string>(j, "device", "");
+  t.model = optional_field<std::string>(j, "model", "");
+  t.n_prompt = optional_field<int64_t>(j, "n_prompt", 0);
+  t.n_decode = optional_field<int64_t>(j, "n_decode", 0);
+  t.weight_bytes = optional_field<double>(j, "weight_bytes", 0);
+  t.read_gbps = optional_field<double>(j, "read_gbps", 0);
+  t.begin_ns = optional_field<uint64_t>(j, "begin_ns", 0);
+  t.end_ns = optional_field<uint64_t>(j, "end_ns", 0);
+  t.dropped_records = optional_field<uint64_t>(j, "dropped_records", 0);
+  size_t i = 0;
+  for (const json& e : array_field(j, "kernels")) {
+    const std::string w = str_cat("kernel ", i++);
+    KernelEvent k;
+    k.name = field<std::string>(e, "name", w);
+    k.start_ns = field<uint64_t>(e, "start_ns", w);
+    k.end_ns = field<uint64_t>(e, "end_ns", w);
+    k.stream = optional_field<uint32_t>(e, "stream", 0);
+    const auto grid = optional_field<std::vector<int32_t>>(e, "grid", {1, 1, 1});
+    const auto block = optional_field<std::vector<int32_t>>(e, "block", {1, 1, 1});
+    FATHOM_CHECK(grid.size() == 3 && block.size() == 3, "trace JSON: ", w, ": grid and block need 3 values");
+    std::copy(grid.begin(), grid.end(), k.grid);
+    std::copy(block.begin(), block.end(), k.block);
+    k.registers = optional_field<int32_t>(e, "registers", 0);
+    k.static_smem = optional_field<int32_t>(e, "static_smem", 0);
+    k.dynamic_smem = optional_field<int32_t>(e, "dynamic_smem", 0);
+    k.graph_id = optional_field<uint32_t>(e, "graph_id", 0);
+    t.kernels.push_back(std::move(k));
+  }
+  i = 0;
+  for (const json& e : array_field(j, "memcpys")) {
+    const std::string w = str_cat("memcpy ", i++);
+    MemcpyEvent m;
+    m.kind = copy_kind_from(field<std::string>(e, "kind", w));
+    m.bytes = field<uint64_t>(e, "bytes", w);
+    m.start_ns = field<uint64_t>(e, "start_ns", w);
+    m.end_ns = field<uint64_t>(e, "end_ns", w);
+    m.stream = optional_field<uint32_t>(e, "stream", 0);
+    m.pageable = optional_field<bool>(e, "pageable", false);
+    t.memcpys.push_back(m);
+  }
+  i = 0;
+  for (const json& e : array_field(j, "memsets")) {
+    const std::string w = str_cat("memset ", i++);
+    MemsetEvent m;
+    m.bytes = field<uint64_t>(e, "bytes", w);
+    m.start_ns = field<uint64_t>(e, "start_ns", w);
+    m.end_ns = field<uint64_t>(e, "end_ns", w);
+    m.stream = optional_field<uint32_t>(e, "stream", 0);
+    t.memsets.push_back(m);
+  }
+  i = 0;
+  for (const json& e : array_field(j, "syncs")) {
+    const std::string w = str_cat("sync ", i++);
+    SyncEvent s;
+    s.kind = sync_kind_from(field<std::string>(e, "kind", w));
+    s.start_ns = field<uint64_t>(e, "start_ns", w);
+    s.end_ns = field<uint64_t>(e, "end_ns", w);
+    s.stream = optional_field<uint32_t>(e, "stream", 0);
+    t.syncs.push_back(s);
+  }
+  i = 0;
+  for (const json& e : array_field(j, "api")) {
+    const std::string w = str_cat("api call ", i++);
+    ApiEvent a;
+    a.name = field<std::string>(e, "name", w);
+    a.start_ns = field<uint64_t>(e, "start_ns", w);
+    a.end_ns = field<uint64_t>(e, "end_ns", w);
+    t.api.push_back(std::move(a));
+  }
+  i = 0;
+  for (const json& e : array_field(j, "steps")) {
+    const std::string w = str_cat("step ", i++);
+    t.steps.push_back(StepMark{field<uint64_t>(e, "t_ns", w), field<std::string>(e, "phase", w)});
+  }
+  return t;
+}
+
+}  // namespace
+
+Trace trace_from_json(const std::string& text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    fail("trace JSON does not parse: ", e.what());
+  }
+  return trace_from(j);
+}
+
+Trace read_trace_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  FATHOM_CHECK(in, "cannot open trace file '", path, "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    json j;
+    try {
+      j = json::parse(ss.str());
+    } catch (const json::parse_error& e) {
+      fail("it is not JSON (", e.what(), ")");
+    }
+    // `fathom profile --json` writes {"trace": ..., "summary": ...}.
+    if (j.is_object() && j.contains("trace")) return trace_from(j["trace"]);
+    return trace_from(j);
+  } catch (const Error& e) {
+    fail("trace file '", path, "': ", e.what());
+  }
+}
+
+// ---- analysis ---------------------------------------------------------------------------------
+
+std::string kernel_display_name(const std::string& demangled) {
+  std::string s = demangled;
+  if (s.rfind("void ", 0) == 0) s = s.substr(5);
+  // The parameter list is the last top-level "(...)": scan back from the end over balanced parens.
+  if (!s.empty() && s.back() == ')') {
+    int depth = 0;
+    for (size_t i = s.size(); i-- > 0;) {
+      if (s[i] == ')') ++depth;
+      if (s[i] == '(' && --depth == 0) {
+        if (i > 0) s.resize(i);
+        break;
+      }
+    }
+  }
+  return s;
+}
+
+const PhaseStats* TraceAnalysis::phase(const std::string& name) const {
+  for (const PhaseStats& p : phases)
+    if (p.phase == name) return &p;
+  return nullptr;
+}
+
+const PhaseStats& TraceAnalysis::steady() const {
+  const PhaseStats* d = phase("decode");
+  return d ? *d : overall;
+}
+
+namespace {
+
+struct Interval {
+  uint64_t begin = 0, end = 0;
+};
+
+double us(uint64_t ns) { return double(ns) * 1e-3; }
+double span_us(uint64_t a, uint64_t b) { return b > a ? us(b - a) : 0.0; }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Index of the interval holding t (sorted, disjoint intervals), or -1.
+int find_interval(const std::vector<Interval>& iv, uint64_t t) {
+  auto it = std::upper_bound(iv.begin(), iv.end(), t, [](uint64_t x, const Interval& i) { return x < i.begin; });
+  if (it == iv.begin()) return -1;
+  --it;
+  return t < it->end ? int(it - iv.begin()) : -1;
+}
+
+// Runtime API names by what they cost an inference loop.
+bool is_alloc_api(const std::string& n) {
+  static const char* names[] = {"cudaMalloc", "cudaFree", "cudaMallocHost", "cudaHostAlloc", "cudaFreeHost",
+                                "cudaMallocAsync", "cudaFreeAsync", "cudaMallocManaged", "cudaMallocPitch",
+                                "cudaMalloc3D", "cudaMallocFromPoolAsync"};
+  for (const char* x : names)
+    if (n == x) return true;
+  return false;
+}
+bool is_sync_api(const std::string& n) {
+  return n == "cudaStreamSynchronize" || n == "cudaDeviceSynchronize" || n == "cudaEventSynchronize" ||
+         n == "cudaThreadSynchronize";
+}
+// Calls that return only when the copy or set is done: an implicit host sync.
+bool is_blocking_copy_api(const std::string& n) {
+  return n == "cudaMemcpy" || n == "cudaMemset" || n == "cudaMemcpy2D" || n == "cudaMemcpyToSymbol" ||
+         n == "cudaMemcpyFromSymbol";
+}
+bool is_launch_api(const std::string& n) {
+  return n == "cudaLaunchKernel" || n == "cudaLaunchKernelExC" || n == "cudaLaunchCooperativeKernel" ||
+         n == "cuLaunchKernel" || n == "cuLaunchKernelEx";
+}
+
+PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::string& name, size_t top_n) {
+  PhaseStats p;
+  p.phase = name;
+  p.n_steps = int64_t(iv.size());
+  std::vector<double> step_us;
+  for (const Interval& i : iv) {
+    step_us.push_back(span_us(i.begin, i.end));
+    p.wall_us += step_us.back();
+  }
+  p.median_step_us = median(step_us);
+
+  std::vector<Interval> busy;  // clipped activity intervals, merged below
+  auto add_busy = [&](uint64_t s, uint64_t e, int idx) {
+    const uint64_t end = std::min(e, iv[size_t(idx)].end);
+    if (end > s) busy.push_back({s, end});
+  };
+
+  // Kernels: stats by name, and per-stream lists for the gaps.
+  struct Run {
+    uint64_t s, e;
+    int idx;
+  };
+  std::map<uint32_t, std::vector<Run>> by_stream;
+  std::map<std::string, KernelStat> by_name;
+  for (const KernelEvent& k : t.kernels) {
+    const int idx = find_interval(iv, k.start_ns);
+    if (idx < 0) continue;
+    const double d = span_us(k.start_ns, k.end_ns);
+    ++p.kernels;
+    p.kernel_us += d;
+    add_busy(k.start_ns, k.end_ns, idx);
+    by_stream[k.stream].push_back({k.start_ns, k.end_ns, idx});
+    const std::string dn = kernel_display_name(k.name);
+    auto [it, fresh] = by_name.try_emplace(dn);
+    KernelStat& ks = it->second;
+    if (fresh) {
+      ks.name = dn;
+      std::copy(k.grid, k.grid + 3, ks.grid);
+      std::copy(k.block, k.block + 3, ks.block);
+      ks.registers = k.registers;
+      ks.smem = k.static_smem + k.dynamic_smem;
+      ks.min_us = d;
+      ks.max_us = d;
+    }
+    ++ks.count;
+    ks.total_us += d;
+    ks.min_us = std::min(ks.min_us, d);
+    ks.max_us = std::max(ks.max_us, d);
+  }
+  std::vector<double> gaps;
+  for (auto& [stream, runs] : by_stream) {
+    std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) { return a.s < b.s; });
+    // Gap = start of a kernel - latest end of the kernels before it in the same step (kernels of
+    // one stream can overlap in a trace under programmatic dependent launch).
+    uint64_t prev_end = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      // The host's turn between steps is not a launch gap: restart at each step.
+      if (i > 0 && runs[i].idx == runs[i - 1].idx) {
+        const double g = span_us(prev_end, runs[i].s);
+        gaps.push_back(g);
+        p.gap_us += g;
+        prev_end = std::max(prev_end, runs[i].e);
+      } else {
+        prev_end = runs[i].e;
+      }
+    }
+  }
+  p.median_gap_us = median(gaps);
+
+  for (const MemcpyEvent& m : t.memcpys) {
+    const int idx = find_interval(iv, m.start_ns);
+    if (idx < 0) continue;
+    add_busy(m.start_ns, m.end_ns, idx);
+    p.copy_us += span_us(m.start_ns, m.end_ns);
+    if (m.pageable) ++p.pageable_copies;
+    switch (m.kind) {
+      case CopyKind::H2D: ++p.h2d; p.h2d_bytes += double(m.bytes); break;
+      case CopyKind::D2H: ++p.d2h; p.d2h_bytes += double(m.bytes); break;
+      case CopyKind::D2D: ++p.d2d; p.d2d_bytes += double(m.bytes); break;
+      default: ++p.other_copies; break;
+    }
+  }
+  for (const MemsetEvent& m : t.memsets) {
+    const int idx = find_interval(iv, m.start_ns);
+    if (idx < 0) continue;
+    add_busy(m.start_ns, m.end_ns, idx);
+    ++p.memsets;
+  }
+
+  // Host syncs: the SYNCHRONIZATION records when the trace has any, else the sync API calls
+  // (counting both would count every cudaStreamSynchronize twice).
+  const bool have_sync_records = !t.syncs.empty();
+  for (const SyncEvent& s : t.syncs) {
+    if (!s.blocks_host() || find_interval(iv, s.start_ns) < 0) continue;
+    ++p.host_syncs;
+    p.host_sync_us += span_us(s.start_ns, s.end_ns);
+  }
+  for (const ApiEvent& a : t.api) {
+    if (find_interval(iv, a.start_ns) < 0) continue;
+    const double d = span_us(a.start_ns, a.end_ns);
+    if (is_alloc_api(a.name)) {
+      ++p.allocs;
+      p.alloc_us += d;
+    } else if (a.name == "cudaGraphLaunch") {
+      ++p.graph_launches;
+    } else if (is_launch_api(a.name)) {
+      ++p.launch_calls;
+    } else if (is_blocking_copy_api(a.name) || (!have_sync_records && is_sync_api(a.name))) {
+      ++p.host_syncs;
+      p.host_sync_us += d;
+    }
+  }
+
+  std::sort(busy.begin(), busy.end(), [](const Interval& a, const Interval& b) { return a.begin < b.begin; });
+  uint64_t cur_b = 0, cur_e = 0;
+  bool open = false;
+  for (const Interval& b : busy) {
+    if (open && b.begin <= cur_e) {
+      cur_e = std::max(cur_e, b.end);
+      continue;
+    }
+    if (open) p.busy_us += span_us(cur_b, cur_e);
+    cur_b = b.begin;
+    cur_e = b.end;
+    open = true;
+  }
+  if (open) p.busy_us += span_us(cur_b, cur_e);
+  p.busy_pct = p.wall_us > 0 ? 100.0 * p.busy_us / p.wall_us : 0;
+  p.gap_pct = p.wall_us > 0 ? 100.0 * p.gap_us / p.wall_us : 0;
+
+  for (auto& [n, ks] : by_name) {
+    ks.mean_us = ks.total_us / double(ks.count);
+    ks.pct_gpu = p.kernel_us > 0 ? 100.0 * ks.total_us / p.kernel_us : 0;
+    p.top_kernels.push_back(ks);
+  }
+  std::sort(p.top_kernels.begin(), p.top_kernels.end(), [](const KernelStat& a, const KernelStat& b) {
+    return a.total_us != b.total_us ? a.total_us > b.total_us : a.name < b.name;
+  });
+  if (top_n > 0 && p.top_kernels.size() > top_n) p.top_kernels.resize(top_n);
+  return p;
+}
+
+}  // namespace
+
+TraceAnalysis analyze(const Trace& t, size_t top_n) {
+  // The window: as recorded, else the span of the events.
+  uint64_t lo = UINT64_MAX, hi = 0;
+  auto see = [&](uint64_t s, uint64_t e) {
+    lo = std::min(lo, s);
+    hi = std::max(hi, e);
+  };
+  for (const auto& k : t.kernels) see(k.start_ns, k.end_ns);
+  for (const auto& m : t.memcpys) see(m.start_ns, m.end_ns);
+  for (const auto& m : t.memsets) see(m.start_ns, m.end_ns);
+  for (const auto& s : t.syncs) see(s.start_ns, s.end_ns);
+  for (const auto& a : t.api) see(a.start_ns, a.end_ns);
+  for (const auto& s : t.steps) see(s.t_ns, s.t_ns);
+  const uint64_t begin = t.begin_ns ? t.begin_ns : (lo == UINT64_MAX ? 0 : lo);
+  // +1: an interval is [begin, end), so the last event's start must lie before the end.
+  const uint64_t end = std::max(t.end_ns, hi == 0 ? begin : hi + 1);
+
+  std::vector<StepMark> marks = t.steps;
+  std::stable_sort(marks.begin(), marks.end(), [](const StepMark& a, const StepMark& b) { return a.t_ns < b.t_ns; });
+
+  TraceAnalysis a;
+  a.overall = compute(t, {Interval{begin, end}}, "all", top_n);
+  if (marks.empty()) return a;
+  // The whole window as one scope, its per-step figures over every marked step (mean, not median).
+  a.overall.n_steps = int64_t(marks.size());
+  a.overall.median_step_us = a.overall.wall_us / double(marks.size());
+
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<Interval>> by_phase;
+  for (size_t i = 0; i < marks.size(); ++i) {
+    const uint64_t e = i + 1 < marks.size() ? marks[i + 1].t_ns : end;
+    if (!by_phase.count(marks[i].phase)) order.push_back(marks[i].phase);
+    if (e > marks[i].t_ns) by_phase[marks[i].phase].push_back({marks[i].t_ns, e});
+  }
+  for (const std::string& ph : order) {
+    PhaseStats p = compute(t, by_phase[ph], ph, top_n);
+    a.phases.push_back(std::move(p));
+  }
+  return a;
+}
+
+// ---- report -----------------------------------------------------------------------------------
+
+namespace {
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+std::string bytes_str(double b) {
+  if (b >= 1e9) return fmt("%.2f GB", b / 1e9);
+  if (b >= 1e6) return fmt("%.2f MB", b / 1e6);
+  if (b >= 1e3) return fmt("%.1f kB", b / 1e3);
+  return fmt("%.0f B", b);
+}
+
+std::string phase_row(const PhaseStats& p) {
+  return fmt("  %-13s %6lld %10.1f %6.1f %10.1f %10.1f %10.2f %9.2f %7.2f %7.2f %8.2f %8.2f\n", p.phase.c_str(),
+             (long long)p.n_steps, p.median_step_us, p.busy_pct, p.per_step(double(p.kernels)), p.gap_pct,
+             p.median_gap_us, p.per_step(double(p.host_syncs)), p.per_step(double(p.h2d)),
+             p.per_step(double(p.d2h)), p.per_step(double(p.allocs)), p.per_step(double(p.graph_launches)));
+}
+
+}  // namespace
+
+std::string format_report(const Trace& t, const TraceAnalysis& a) {
+  std::string s;
+  s += fmt("fathom profile: %s%s%s\n", t.model.empty() ? "(unnamed run)" : t.model.c_str(),
+           t.device.empty() ? "" : " on ", t.device.c_str());
+  const PhaseStats& o = a.overall;
+  s += fmt("  window %.2f ms: %lld kernels (%.2f ms of kernel time), GPU busy %.1f%%, %lld memcpys, %lld host syncs, %lld allocations\n",
+           o.wall_us / 1e3, (long long)o.kernels, o.kernel_us / 1e3, o.busy_pct,
+           (long long)(o.h2d + o.d2h + o.d2d + o.other_copies), (long long)o.host_syncs, (long long)o.allocs);
+  if (t.dropped_records)
+    s += fmt("  WARNING: CUPTI dropped %llu records (buffers full): counts below are low\n",
+             (unsigned long long)t.dropped_records);
+  s += "\n" + fmt("  %-13s %6s %10s %6s %10s %10s %10s %9s %7s %7s %8s %8s\n", "phase", "steps", "median us",
+                  "busy%", "kern/step", "idle-gap%", "med-gap us", "syncs/st", "H2D/st", "D2H/st", "alloc/st",
+                  "graph/st");
+  for (const PhaseStats& p : a.phases) s += phase_row(p);
+  s += phase_row(o);
+  s += "  (idle-gap%: GPU idle between consecutive kernels of a stream, inside a step, as % of the step)\n";
+
+  const PhaseStats& st = a.steady();
+  if (st.n_steps > 0 && st.phase == "decode") {
+    s += "\n";
+    s += fmt("  decode per token: %.1f us, kernels %.1f us, GPU busy %.1f us; copies H2D %s, D2H %s, D2D %s\n",
+             st.median_step_us, st.per_step(st.kernel_us), st.per_step(st.busy_us),
+             bytes_str(st.per_step(st.h2d_bytes)).c_str(), bytes_str(st.per_step(st.d2h_bytes)).c_str(),
+             bytes_str(st.per_step(st.d2d_bytes)).c_str());
+    if (t.weight_bytes > 0 && st.median_step_us > 0) {
+      const double gbps = t.weight_bytes / (st.median_step_us * 1e-6) / 1e9;
+      s += fmt("  weights %s/token over the median step = %.0f GB/s", bytes_str(t.weight_bytes).c_str(), gbps);
+      if (t.read_gbps > 0)
+        s += fmt(" = %.1f%% of the measured %.0f GB/s read ceiling (ideal step %.1f us)", 100.0 * gbps / t.read_gbps,
+                 t.read_gbps, t.weight_bytes / (t.read_gbps * 1e9) * 1e6);
+      s += "\n";
+    }
+  }
+
+  s += fmt("\n  top kernels (%s, by total time)\n", st.phase.c_str());
+  s += "     #  time%   total ms    calls  calls/st   mean us    min us    max us  regs   smem  grid x block  name\n";
+  int rank = 0;
+  for (const KernelStat& k : st.top_kernels) {
+    std::string launch = fmt("%dx%dx%d x %dx%dx%d", k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2]);
+    std::string name = k.name.size() > 90 ? k.name.substr(0, 87) + "..." : k.name;
+    s += fmt("  %4d %6.1f %10.3f %8lld %9.1f %9.2f %9.2f %9.2f %5d %6d  %s  %s\n", ++rank, k.pct_gpu,
+             k.total_us / 1e3, (long long)k.count, st.per_step(double(k.count)), k.mean_us, k.min_us, k.max_us,
+             k.registers, k.smem, launch.c_str(), name.c_str());
+  }
+  if (st.top_kernels.empty()) s += "     (no kernels)\n";
+  return s;
+}
+
+namespace {
+
+json phase_json(const PhaseStats& p) {
+  json k = json::array();
+  for (const KernelStat& s : p.top_kernels)
+    k.push_back({{"name", s.name}, {"count", s.count}, {"total_us", s.total_us}, {"mean_us", s.mean_us},
+                 {"min_us", s.min_us}, {"max_us", s.max_us}, {"pct_gpu", s.pct_gpu},
+                 {"grid", {s.grid[0], s.grid[1], s.grid[2]}}, {"block", {s.block[0], s.block[1], s.block[2]}},
+                 {"registers", s.registers}, {"smem", s.smem}});
+  return {{"phase", p.phase}, {"n_steps", p.n_steps}, {"wall_us", p.wall_us}, {"median_step_us", p.median_step_us},
+          {"kernel_us", p.kernel_us}, {"busy_us", p.busy_us}, {"busy_pct", p.busy_pct}, {"kernels", p.kernels},
+          {"gap_us", p.gap_us}, {"gap_pct", p.gap_pct}, {"median_gap_us", p.median_gap_us},
+          {"host_syncs", p.host_syncs}, {"host_sync_us", p.host_sync_us}, {"h2d", p.h2d}, {"d2h", p.d2h},
+          {"d2d", p.d2d}, {"other_copies", p.other_copies}, {"pageable_copies", p.pageable_copies},
+          {"h2d_bytes", p.h2d_bytes}, {"d2h_bytes", p.d2h_bytes}, {"d2d_bytes", p.d2d_bytes},
+          {"copy_us", p.copy_us}, {"memsets", p.memsets}, {"allocs", p.allocs}, {"alloc_us", p.alloc_us},
+          {"graph_launches", p.graph_launches}, {"launch_calls", p.launch_calls}, {"top_kernels", k}};
+}
+
+}  // namespace
+
+std::string analysis_to_json(const TraceAnalysis& a, int indent) {
+  json j;
+  j["overall"] = phase_json(a.overall);
+  j["phases"] = json::array();
+  for (const PhaseStats& p : a.phases) j["phases"].push_back(phase_json(p));
+  return j.dump(indent);
+}
+
+}  // namespace fathom

@@ -1,0 +1,292 @@
+// fathom doctor's rules on synthetic decode traces: each test builds the waste one rule looks for,
+// with numbers chosen so the expected evidence can be worked out by hand.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "fathom/doctor.h"
+#include "fathom/profiler.h"
+
+namespace fathom {
+namespace {
+
+// One decode step, repeated. Times in ns. Layout of a step starting at T:
+//   [T, T+lead)             host: API calls; H2D copies of 100 ns each from T+10
+//   kernels                 `kernels` x kernel_ns on stream 1, gap_ns apart, from T+lead
+//   after the last kernel   D2H copies of 100 ns each, then the host sync (covers them)
+//   [.., +tail)             host turn; the next step starts
+struct StepSpec {
+  int kernels = 100;
+  uint64_t kernel_ns = 5000;
+  uint64_t gap_ns = 0;
+  uint64_t lead_ns = 1000;
+  uint64_t tail_ns = 1000;
+  int syncs = 1;
+  int h2d = 1;
+  int d2h = 1;
+  int allocs = 0;             // cudaMalloc calls of 20 us each, in the lead
+  bool graph = true;          // one cudaGraphLaunch; else one cudaLaunchKernel per kernel
+  bool pageable = false;
+};
+
+constexpr uint64_t kAllocNs = 20000;
+
+Trace decode_trace(const StepSpec& s, int n_steps = 8) {
+  Trace t;
+  t.source = "engine";
+  uint64_t now = 1000000;
+  t.begin_ns = now;
+  // A prefill step, so the decode phase is picked as the scope.
+  t.steps.push_back({now, "prefill"});
+  KernelEvent pk;
+  pk.name = "prefill_gemm_kernel";
+  pk.start_ns = now + 1000;
+  pk.end_ns = now + 100000;
+  t.kernels.push_back(pk);
+  now += 200000;
+  for (int step = 0; step < n_steps; ++step) {
+    t.steps.push_back({now, "decode"});
+    uint64_t host = now + 10;
+    for (int i = 0; i < s.h2d; ++i) {
+      t.memcpys.push_back(MemcpyEvent{CopyKind::H2D, 16, host, host + 100, 1, s.pageable});
+      host += 100;
+    }
+    uint64_t lead = s.lead_ns;
+    for (int i = 0; i < s.allocs; ++i) {
+      t.api.push_back({"cudaMalloc", now + lead, now + lead + kAllocNs});
+      lead += kAllocNs;
+    }
+    if (s.graph) t.api.push_back({"cudaGraphLaunch", now + lead - 5, now + lead - 1});
+    uint64_t cur = now + lead;
+    for (int k = 0; k < s.kernels; ++k) {
+      if (!s.graph) t.api.push_back({"cudaLaunchKernel", cur - 5, cur - 1});
+      KernelEvent e;
+      e.name = k % 2 ? "void rms_norm_kernel<float>(NormParams)" : "void gemv_q4k_kernel(GemvParams)";
+      e.start_ns = cur;
+      e.end_ns = cur + s.kernel_ns;
+      e.stream = 1;
+      t.kernels.push_back(e);
+      cur = e.end_ns + (k + 1 < s.kernels ? s.gap_ns : 0);
+    }
+    for (int i = 0; i < s.d2h; ++i) {
+      t.memcpys.push_back(MemcpyEvent{CopyKind::D2H, 4, cur, cur + 100, 1, s.pageable});
+      cur += 100;
+    }
+    for (int i = 0; i < s.syncs; ++i) t.syncs.push_back(SyncEvent{SyncKind::STREAM, now + lead, cur, 1});
+    now = cur + s.tail_ns;
+  }
+  t.end_ns = now;
+  return t;
+}
+
+DoctorReport run(const Trace& t, const DoctorThresholds& th = {}) { return diagnose(t, analyze(t), th); }
+
+const Finding* find(const DoctorReport& r, const std::string& rule) {
+  for (const Finding& f : r.findings)
+    if (f.rule == rule) return &f;
+  return nullptr;
+}
+
+std::string dump(const DoctorReport& r) { return format_doctor(r); }
+
+TEST(Doctor, HealthyDecodeHasNoWaste) {
+  const DoctorReport r = run(decode_trace(StepSpec{}));
+  EXPECT_EQ(r.scope, "decode");
+  // 1 us lead + 100 x 5 us + 0.1 us D2H + 1 us tail.
+  EXPECT_NEAR(r.step_us, 502.1, 1e-6);
+  for (const Finding& f : r.findings) EXPECT_EQ(f.saved_us_per_step, 0) << dump(r);
+  EXPECT_EQ(find(r, "launch-bound"), nullptr) << dump(r);
+  EXPECT_EQ(find(r, "host-syncs"), nullptr) << dump(r);
+  EXPECT_EQ(find(r, "allocations"), nullptr) << dump(r);
+  EXPECT_EQ(find(r, "copies"), nullptr) << dump(r);
+  const Finding* top = find(r, "top-kernel");
+  ASSERT_NE(top, nullptr) << dump(r);
+  EXPECT_EQ(top->severity, Severity::INFO);
+  EXPECT_NE(dump(r).find("verdict: no waste"), std::string::npos) << dump(r);
+}
+
+TEST(Doctor, LaunchBoundWithoutGraphs) {
+  StepSpec s;
+  s.kernel_ns = 2000;
+  s.gap_ns = 3000;
+  s.graph = false;
+  const DoctorReport r = run(decode_trace(s));
+  // Step: 1 + 100 x 2 + 99 x 3 + 0.1 + 1 = 499.1 us, of which 297 us idle between kernels.
+  ASSERT_FALSE(r.findings.empty());
+  const Finding& f = r.findings.front();
+  EXPECT_EQ(f.rule, "launch-bound") << dump(r);
+  EXPECT_EQ(f.severity, Severity::HIGH);
+  EXPECT_NEAR(f.saved_us_per_step, 297.0, 1e-6);
+  EXPECT_NE(f.title.find("59.5%"), std::string::npos) << f.title;
+  EXPECT_NE(f.title.find("100 kernels/token"), std::string::npos) << f.title;
+  EXPECT_NE(f.title.find("median gap 3.0 us"), std::string::npos) << f.title;
+  EXPECT_NE(f.fix.find("CUDA graph"), std::string::npos) << f.fix;
+  EXPECT_NE(dump(r).find("verdict: launch-bound"), std::string::npos) << dump(r);
+}
+
+TEST(Doctor, LaunchBoundWithGraphsSuggestsFusion) {
+  StepSpec s;
+  s.kernel_ns = 2000;
+  s.gap_ns = 1500;
+  const DoctorReport r = run(decode_trace(s));
+  const Finding* f = find(r, "launch-bound");
+  ASSERT_NE(f, nullptr) << dump(r);
+  EXPECT_NE(f->fix.find("fuse"), std::string::npos) << f->fix;
+  EXPECT_EQ(f->fix.find("capture the decode step"), std::string::npos) << f->fix;
+}
+
+TEST(Doctor, SmallGapsAreNotLaunchBound) {
+  StepSpec s;
+  s.gap_ns = 200;  // 19.8 us of 521.9: 3.8% < 10%
+  const DoctorReport r = run(decode_trace(s));
+  EXPECT_EQ(find(r, "launch-bound"), nullptr) << dump(r);
+  DoctorThresholds th;
+  th.idle_pct = 3;
+  EXPECT_NE(find(run(decode_trace(s), th), "launch-bound"), nullptr);
+}
+
+TEST(Doctor, HostOverheadBetweenSteps) {
+  StepSpec s;
+  s.tail_ns = 200000;  // 200 us of host work per token after the sync
+  const DoctorReport r = run(decode_trace(s));
+  const Finding* f = find(r, "host-overhead");
+  ASSERT_NE(f, nullptr) << dump(r);
+  // Outside the busy intervals: 1 us lead minus 0.1 us H2D, plus the 200 us tail.
+  EXPECT_NEAR(f->saved_us_per_step, 200.9, 1e-6);
+  EXPECT_EQ(r.findings.front().rule, "host-overhead") << dump(r);
+}
+
+TEST(Doctor, ExtraHostSyncs) {
+  StepSpec s;
+  s.syncs = 3;
+  const DoctorReport r = run(decode_trace(s));
+  const Finding* f = find(r, "host-syncs");
+  ASSERT_NE(f, nullptr) << dump(r);
+  EXPECT_NE(f->title.find("3.00 (expected 1)"), std::string::npos) << f->title;
+  EXPECT_NEAR(f->saved_us_per_step, 2 * DoctorThresholds{}.sync_cost_us, 1e-9);
+  EXPECT_EQ(f->severity, Severity::MEDIUM);  // 20 us of 502 = 4%
+}
+
+TEST(Doctor, AllocationsInTheDecodeLoop) {
+  StepSpec s;
+  s.allocs = 2;
+  const DoctorReport r = run(decode_trace(s));
+  const Finding* f = find(r, "allocations");
+  ASSERT_NE(f, nullptr) << dump(r);
+  EXPECT_NE(f->title.find("2.00 per token (expected 0)"), std::string::npos) << f->title;
+  EXPECT_NEAR(f->saved_us_per_step, 40.0, 1e-9);
+  EXPECT_NE(f->fix.find("allocate at load"), std::string::npos);
+}
+
+TEST(Doctor, ACheapAllocationIsStillReported) {
+  StepSpec s;
+  s.allocs = 1;
+  Trace t = decode_trace(s);
+  for (ApiEvent& a : t.api)
+    if (a.name == "cudaMalloc") a.end_ns = a.start_ns + 1;  // 1 ns: no measurable saving
+  const DoctorReport r = run(t);
+  const Finding* f = find(r, "allocations");
+  ASSERT_NE(f, nullptr);
+  EXPECT_GE(int(f->severity), int(Severity::LOW));
+}
+
+TEST(Doctor, CopiesBeyondTokenIds) {
+  StepSpec s;
+  s.h2d = 4;
+  s.d2h = 2;
+  const DoctorReport r = run(decode_trace(s));
+  const Finding* f = find(r, "copies");
+  ASSERT_NE(f, nullptr) << dump(r);
+  // Expected at most 2 H2D and 1 D2H: 2 + 1 extra.
+  EXPECT_NE(f->title.find("3.00 extra"), std::string::npos) << f->title;
+  EXPECT_GT(f->saved_us_per_step, 0);
+  EXPECT_EQ(find(run(decode_trace(StepSpec{})), "copies"), nullptr);
+}
+
+TEST(Doctor, PageableTransfers) {
+  StepSpec s;
+  s.pageable = true;
+  const DoctorReport r = run(decode_trace(s));
+  const Finding* f = find(r, "pageable");
+  ASSERT_NE(f, nullptr);
+  EXPECT_NE(f->title.find("16 copies"), std::string::npos) << f->title;  // (1 H2D + 1 D2H) x 8 steps
+  EXPECT_NE(f->fix.find("pinned"), std::string::npos);
+}
+
+TEST(Doctor, BandwidthAgainstTheCeiling) {
+  Trace t = decode_trace(StepSpec{});
+  t.weight_bytes = 1e9;  // 1 GB per token at 4000 GB/s: ideal step 250 us
+  t.read_gbps = 4000;
+  const DoctorReport r = run(t);
+  const Finding* f = find(r, "bandwidth");
+  ASSERT_NE(f, nullptr) << dump(r);
+  // 1 GB / 502.1 us = 1992 GB/s = 49.8% of 4000.
+  EXPECT_NE(f->title.find("1992 GB/s = 49.8%"), std::string::npos) << f->title;
+  EXPECT_NEAR(f->saved_us_per_step, 500.2 - 250.0, 1e-6);  // busy time above the ideal
+  EXPECT_EQ(f->severity, Severity::HIGH);
+  EXPECT_EQ(r.findings.front().rule, "bandwidth");
+
+  t.weight_bytes = 1.8e9;  // ideal 450 us of 502.1: 89.6%, near the limit
+  const DoctorReport r2 = run(t);
+  const Finding* g = find(r2, "bandwidth");
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g->saved_us_per_step, 0);
+  EXPECT_NE(g->title.find("near the limit"), std::string::npos) << g->title;
+
+  t.read_gbps = 0;  // no ceiling in the trace: no bandwidth claim
+  EXPECT_EQ(find(run(t), "bandwidth"), nullptr);
+}
+
+TEST(Doctor, FindingsAreRankedByTimeSaved) {
+  StepSpec s;
+  s.kernel_ns = 2000;
+  s.gap_ns = 3000;   // 297 us
+  s.allocs = 2;      // 40 us
+  s.syncs = 3;       // 20 us
+  const DoctorReport r = run(decode_trace(s));
+  ASSERT_GE(r.findings.size(), 3u) << dump(r);
+  for (size_t i = 1; i < r.findings.size(); ++i)
+    EXPECT_GE(r.findings[i - 1].saved_us_per_step, r.findings[i].saved_us_per_step) << dump(r);
+  EXPECT_EQ(r.findings[0].rule, "launch-bound");
+  EXPECT_EQ(r.findings[1].rule, "allocations");
+  EXPECT_EQ(r.findings[2].rule, "host-syncs");
+}
+
+TEST(Doctor, TraceWithoutMarkersUsesTheWholeRun) {
+  StepSpec s;
+  s.kernel_ns = 2000;
+  s.gap_ns = 3000;
+  s.syncs = 3;
+  Trace t = decode_trace(s);
+  t.steps.clear();
+  const DoctorReport r = run(t);
+  EXPECT_EQ(r.scope, "all");
+  // Per-token rules need token steps; the launch gaps are visible anyway.
+  EXPECT_EQ(find(r, "host-syncs"), nullptr) << dump(r);
+  EXPECT_NE(find(r, "launch-bound"), nullptr) << dump(r);
+  EXPECT_NE(dump(r).find("whole run"), std::string::npos);
+}
+
+TEST(Doctor, NoKernels) {
+  Trace t;
+  t.begin_ns = 1;
+  t.end_ns = 1000;
+  const DoctorReport r = run(t);
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_EQ(r.findings[0].rule, "no-kernels");
+}
+
+TEST(Doctor, JsonHasEveryFinding) {
+  StepSpec s;
+  s.syncs = 2;
+  const DoctorReport r = run(decode_trace(s));
+  const nlohmann::json j = nlohmann::json::parse(doctor_to_json(r));
+  EXPECT_EQ(j["scope"], "decode");
+  ASSERT_EQ(j["findings"].size(), r.findings.size());
+  EXPECT_EQ(j["findings"][0]["rule"], r.findings[0].rule);
+  EXPECT_EQ(j["findings"][0]["severity"], severity_name(r.findings[0].severity));
+}
+
+}  // namespace
+}  // namespace fathom
