@@ -39,6 +39,9 @@ struct CudaEngineOptions {
   bool use_graphs = true;       // capture the decode step in a CUDA graph
   bool verbose = false;         // print the memory breakdown and load speed to stderr
   bool progress = true;         // progress bar on stderr while uploading files over 1 GB
+  // Nonzero: fill the weights with random blocks generated on the device from this seed instead
+  // of reading the file (fathom bench --synthetic: full-size shapes without a file).
+  uint64_t synthetic_seed = 0;
 };
 
 // Device memory the engine took, bytes.
@@ -119,11 +122,16 @@ class CudaEngine final : public Engine {
   // output is the softmax row sum of every (token, head) (reported as op "softmax_row_sum";
   // 1 for a query that sees any key). An empty fn turns tracing off.
   void set_trace(CudaTraceFn fn, bool softmax_sums = false);
+  // Device time of the last eval / eval_seq / eval_greedy / eval_sample / decode_batch call, from
+  // events recorded on the engine's stream around its work (milliseconds).
+  double last_gpu_ms() const;
   const CudaMemoryReport& memory() const;
   const ModelConfig& config() const;
   std::string device_name() const;
 
  private:
+  int32_t eval_seq_untimed(int32_t seq, const int32_t* tokens, int64_t n, float* logits_last);
+  int32_t eval_sample_untimed(const int32_t* tokens, int64_t n, const SamplerParams& sp);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

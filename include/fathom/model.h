@@ -104,6 +104,9 @@ struct ModelWeights {
 
 // A loaded model: owns the file mapping; config and weights refer into it.
 struct Model {
+  // Memory an in-memory model is parsed from (fathom::make_synthetic_model); declared first so
+  // it outlives `file`. Empty for models read from a file.
+  std::shared_ptr<void> backing;
   std::unique_ptr<GgufFile> file;
   ModelConfig config;
   ModelWeights weights;

@@ -68,6 +68,11 @@ std::vector<std::string> test_model_types();
 GgmlType test_model_tensor_type(const TestModelSpec& spec, const std::string& tensor_name, int64_t cols,
                                 int64_t n_layer);
 
+// The bytes of the file before its data section (header, metadata, tensor infos, padding) and,
+// in *data_bytes, the size of the data section that follows: what `fathom bench --synthetic`
+// needs to describe a full-size model without generating its weights on the host.
+std::vector<uint8_t> test_model_header(const TestModelSpec& spec, size_t* data_bytes);
+
 // Writes the model to `path` (via PATH.tmp, renamed when complete). Throws fathom::Error on an
 // unknown shape/type, a type without a CPU quantizer or an I/O error.
 void write_test_model(const TestModelSpec& spec, const std::string& path);

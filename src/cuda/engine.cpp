@@ -30,6 +30,7 @@
 #include "cuda/arena.h"
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
+#include "cuda/synthetic.cuh"
 #include "fathom/cpu_ops.h"
 #include "fathom/cuda_engine.h"
 #include "fathom/error.h"
@@ -186,6 +187,24 @@ struct CudaEngine::Impl {
   std::map<int, cudaGraphExec_t> graphs;  // decode step per batch size
   CudaTraceFn trace;
   void* v_ones = nullptr;  // check mode: a layer's V cache full of fp16 1.0 (softmax row sums)
+  cudaEvent_t ev_begin = nullptr, ev_end = nullptr;  // around each public call's device work
+  double last_ms = 0;
+
+  // Times one public call: events on the stream around `work`, read after its final sync.
+  template <typename F>
+  auto timed(F&& work) -> decltype(work()) {
+    CUDA_CHECK(cudaEventRecord(ev_begin, stream));
+    struct After {
+      Impl& m;
+      ~After() {
+        float ms = 0;
+        if (cudaEventRecord(m.ev_end, m.stream) == cudaSuccess && cudaEventSynchronize(m.ev_end) == cudaSuccess &&
+            cudaEventElapsedTime(&ms, m.ev_begin, m.ev_end) == cudaSuccess)
+          m.last_ms = ms;
+      }
+    } after{*this};
+    return work();
+  }
 
   struct DeviceGuard {
     int prev = 0;
@@ -206,6 +225,7 @@ struct CudaEngine::Impl {
   void release();
   void check_supported(const Model& model);
   void upload_weights(const Model& model, size_t data_bytes);
+  void upload_file_data(const Model& model, uint8_t* dev, size_t data_bytes);
   size_t plan_workspace(int64_t rows_, bool need_lt) const;
   size_t decode_attention_workspace() const;
   void alloc_workspace(bool need_lt);
@@ -345,16 +365,13 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   CUDA_CHECK(cudaMemsetAsync(A.base(), 0, A.used(), stream));
 }
 
-void CudaEngine::Impl::upload_weights(const Model& model, size_t data_bytes) {
+// Double-buffered upload of the file's data section: read chunk i into pinned buffer i%2 with
+// pread while the copy of chunk i-1 runs; an event per buffer says when it may be refilled.
+void CudaEngine::Impl::upload_file_data(const Model& model, uint8_t* dev, size_t data_bytes) {
   const GgufFile& file = *model.file;
   const std::vector<GgufTensorInfo>& tensors = file.tensors();
-  FATHOM_CHECK(!tensors.empty(), "model file '", file.path(), "' has no tensors");
   // The data section as mapped: tensor i starts at data + info.offset.
   const uint8_t* mapped = tensors[0].data - tensors[0].offset;
-  uint8_t* dev = static_cast<uint8_t*>(weights_arena.alloc(data_bytes, "GGUF data section"));
-
-  // Double-buffered upload: read chunk i into pinned buffer i%2 with pread while the copy of
-  // chunk i-1 runs; an event per buffer says when it may be refilled.
   const size_t chunk = std::min<size_t>(size_t(64) << 20, align_up(std::max<size_t>(data_bytes, 1), 4096));
   PinnedBuffer staging[2];
   cudaEvent_t done[2];
@@ -408,6 +425,25 @@ void CudaEngine::Impl::upload_weights(const Model& model, size_t data_bytes) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::fprintf(stderr, "fathom: uploaded %s of weights in %.3f s (%.2f GB/s)\n",
                  format_bytes(data_bytes).c_str(), s, s > 0 ? data_bytes / 1e9 / s : 0.0);
+  }
+
+}
+
+void CudaEngine::Impl::upload_weights(const Model& model, size_t data_bytes) {
+  const GgufFile& file = *model.file;
+  const std::vector<GgufTensorInfo>& tensors = file.tensors();
+  FATHOM_CHECK(!tensors.empty(), "model file '", file.path(), "' has no tensors");
+  uint8_t* dev = static_cast<uint8_t*>(weights_arena.alloc(data_bytes, "GGUF data section"));
+
+  if (opt.synthetic_seed != 0) {
+    // Benchmark models: random weights made on the device, nothing read from the host.
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const GgufTensorInfo& t = tensors[i];
+      launch_fill_synthetic(t.type, dev + t.offset, t.rows(), t.cols(), opt.synthetic_seed * 1000003 + i, stream);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+  } else {
+    upload_file_data(model, dev, data_bytes);
   }
 
   // Device views of every tensor. 1-D vectors (norms, biases) must be fp32 for the kernels:
@@ -499,6 +535,8 @@ void CudaEngine::Impl::load(const Model& model) {
   check_supported(model);
 
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreate(&ev_begin));
+  CUDA_CHECK(cudaEventCreate(&ev_end));
 
   // ---- plan: weights, workspace, then the KV cache from what is left ----
   const GgufFile& file = *model.file;
@@ -633,6 +671,9 @@ void CudaEngine::Impl::release() {
   work_arena.release();
   kv_arena.release();
   weights_arena.release();
+  if (ev_begin) cudaEventDestroy(ev_begin);
+  if (ev_end) cudaEventDestroy(ev_end);
+  ev_begin = ev_end = nullptr;
   if (stream) cudaStreamDestroy(stream);
   stream = nullptr;
   if (switched) cudaSetDevice(prev);
@@ -1047,6 +1088,7 @@ int64_t CudaEngine::n_vocab() const { return impl_->cfg.n_vocab; }
 int64_t CudaEngine::n_ctx() const { return impl_->n_ctx; }
 int64_t CudaEngine::n_past() const { return impl_->seq_len[0]; }
 const CudaMemoryReport& CudaEngine::memory() const { return impl_->mem; }
+double CudaEngine::last_gpu_ms() const { return impl_->last_ms; }
 const ModelConfig& CudaEngine::config() const { return impl_->cfg; }
 std::string CudaEngine::device_name() const { return impl_->device_name; }
 void CudaEngine::set_trace(CudaTraceFn fn, bool softmax_sums) {
@@ -1069,6 +1111,11 @@ void CudaEngine::set_trace(CudaTraceFn fn, bool softmax_sums) {
 int32_t CudaEngine::eval_seq(int32_t seq, const int32_t* tokens, int64_t n, float* logits_last) {
   Impl& m = *impl_;
   Impl::DeviceGuard guard(m.opt.device);
+  return m.timed([&] { return eval_seq_untimed(seq, tokens, n, logits_last); });
+}
+
+int32_t CudaEngine::eval_seq_untimed(int32_t seq, const int32_t* tokens, int64_t n, float* logits_last) {
+  Impl& m = *impl_;
   FATHOM_CHECK(m.kv->is_active(seq), "eval: sequence ", seq, " is not active");
   FATHOM_CHECK(n > 0, "eval: no tokens");
   if (n == 1 && !m.trace) {
@@ -1099,6 +1146,11 @@ int32_t CudaEngine::eval_sample(const int32_t* tokens, int64_t n, const SamplerP
   if (sp.temp <= 0.0f) return eval_greedy(tokens, n);
   Impl& m = *impl_;
   Impl::DeviceGuard guard(m.opt.device);
+  return m.timed([&] { return eval_sample_untimed(tokens, n, sp); });
+}
+
+int32_t CudaEngine::eval_sample_untimed(const int32_t* tokens, int64_t n, const SamplerParams& sp) {
+  Impl& m = *impl_;
   FATHOM_CHECK(n > 0, "eval: no tokens");
   if (n == 1 && !m.trace) {
     const int32_t seq = 0;
@@ -1128,12 +1180,14 @@ void CudaEngine::decode_batch(const int32_t* seqs, const int32_t* tokens, int n,
                               float* logits) {
   Impl& m = *impl_;
   Impl::DeviceGuard guard(m.opt.device);
-  m.decode(seqs, tokens, n);
-  int32_t* out = static_cast<int32_t*>(m.host_out.data());
-  CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, size_t(n) * 4, cudaMemcpyDeviceToHost, m.stream));
-  if (logits) m.read_logits(n, logits);
-  CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  std::memcpy(out_ids, out, size_t(n) * 4);
+  m.timed([&] {
+    m.decode(seqs, tokens, n);
+    int32_t* out = static_cast<int32_t*>(m.host_out.data());
+    CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, size_t(n) * 4, cudaMemcpyDeviceToHost, m.stream));
+    if (logits) m.read_logits(n, logits);
+    CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    std::memcpy(out_ids, out, size_t(n) * 4);
+  });
 }
 
 void CudaEngine::truncate(int64_t n) {

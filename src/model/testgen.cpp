@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -398,6 +399,8 @@ class FileOut {
     f_ = std::fopen(path_.c_str(), "wb");
     if (f_ == nullptr) fail("cannot create '", path_, "': ", std::strerror(errno));
   }
+  // Writes into an already open stream (an open_memstream buffer); close() closes it.
+  FileOut(FILE* f, std::string name) : path_(std::move(name)), f_(f) {}
   ~FileOut() {
     if (f_ != nullptr) std::fclose(f_);
   }
@@ -553,41 +556,80 @@ GgmlType test_model_tensor_type(const TestModelSpec& spec, const std::string& na
   return t;
 }
 
+namespace {
+
+// Sizes and offsets of the planned tensors; returns the size of the data section.
+uint64_t place_tensors(std::vector<PlannedTensor>& tensors) {
+  uint64_t offset = 0;
+  for (auto& t : tensors) {
+    t.nbytes = ggml_row_bytes(t.type, t.cols()) * static_cast<size_t>(t.rows());
+    t.offset = offset;
+    offset += t.nbytes + (kAlignment - t.nbytes % kAlignment) % kAlignment;
+  }
+  return offset;
+}
+
+// Everything before the data section: header, metadata, tensor infos, padding.
+void write_header(FileOut& out, const std::vector<PlannedTensor>& tensors,
+                  const std::vector<std::pair<std::string, GgufValue>>& kv) {
+  out.put("GGUF", 4);
+  out.pod<uint32_t>(3);
+  out.pod<uint64_t>(tensors.size());
+  out.pod<uint64_t>(kv.size());
+  for (const auto& [key, value] : kv) {
+    out.str(key);
+    put_value(out, value, true);
+  }
+  for (const auto& t : tensors) {
+    out.str(t.name);
+    out.pod<uint32_t>(static_cast<uint32_t>(t.ne.size()));
+    for (int64_t d : t.ne) out.pod<uint64_t>(static_cast<uint64_t>(d));
+    out.pod<uint32_t>(static_cast<uint32_t>(t.type));
+    out.pod<uint64_t>(t.offset);
+  }
+  out.pad();
+}
+
+}  // namespace
+
+std::vector<uint8_t> test_model_header(const TestModelSpec& spec, size_t* data_bytes) {
+  const TestModelShape shape = test_model_shape(spec.shape);
+  type_entry(spec.type);
+  std::vector<PlannedTensor> tensors = plan_tensors(spec, shape);
+  const uint64_t data = place_tensors(tensors);
+  char* buf = nullptr;
+  size_t len = 0;
+  FILE* f = open_memstream(&buf, &len);
+  FATHOM_CHECK(f != nullptr, "test model header: open_memstream failed");
+  try {
+    FileOut out(f, "<memory>");
+    write_header(out, tensors, plan_metadata(spec, shape));
+    out.close();
+  } catch (...) {
+    std::free(buf);
+    throw;
+  }
+  std::vector<uint8_t> header(buf, buf + len);
+  std::free(buf);
+  if (data_bytes) *data_bytes = size_t(data);
+  return header;
+}
+
 void write_test_model(const TestModelSpec& spec, const std::string& path) {
   const TestModelShape shape = test_model_shape(spec.shape);
   type_entry(spec.type);
   std::vector<PlannedTensor> tensors = plan_tensors(spec, shape);
   const auto kv = plan_metadata(spec, shape);
   const std::vector<float> rope = shape.llama3_rope_factor > 0 ? llama3_rope_factors(shape) : std::vector<float>{};
-
-  uint64_t offset = 0;
-  for (auto& t : tensors) {
+  for (const auto& t : tensors)
     FATHOM_CHECK(can_quantize(t.type), "test model: no CPU quantizer for ", ggml_type_name(t.type), " (tensor ",
                  t.name, ")");
-    t.nbytes = ggml_row_bytes(t.type, t.cols()) * static_cast<size_t>(t.rows());
-    t.offset = offset;
-    offset += t.nbytes + (kAlignment - t.nbytes % kAlignment) % kAlignment;
-  }
+  place_tensors(tensors);
 
   const std::string tmp = path + ".tmp";
   try {
     FileOut out(tmp);
-    out.put("GGUF", 4);
-    out.pod<uint32_t>(3);
-    out.pod<uint64_t>(tensors.size());
-    out.pod<uint64_t>(kv.size());
-    for (const auto& [key, value] : kv) {
-      out.str(key);
-      put_value(out, value, true);
-    }
-    for (const auto& t : tensors) {
-      out.str(t.name);
-      out.pod<uint32_t>(static_cast<uint32_t>(t.ne.size()));
-      for (int64_t d : t.ne) out.pod<uint64_t>(static_cast<uint64_t>(d));
-      out.pod<uint32_t>(static_cast<uint32_t>(t.type));
-      out.pod<uint64_t>(t.offset);
-    }
-    out.pad();
+    write_header(out, tensors, kv);
     const size_t data_start = out.pos();
     for (const auto& t : tensors) {
       FATHOM_CHECK(out.pos() == data_start + t.offset, "test model writer: tensor ", t.name, " misplaced");

@@ -35,6 +35,7 @@ int64_t CudaEngine::seq_len(int32_t) const { no_cuda(); }
 int32_t CudaEngine::eval_seq(int32_t, const int32_t*, int64_t, float*) { no_cuda(); }
 void CudaEngine::decode_batch(const int32_t*, const int32_t*, int, int32_t*, float*) { no_cuda(); }
 void CudaEngine::set_trace(CudaTraceFn, bool) { no_cuda(); }
+double CudaEngine::last_gpu_ms() const { no_cuda(); }
 const CudaMemoryReport& CudaEngine::memory() const { no_cuda(); }
 const ModelConfig& CudaEngine::config() const { no_cuda(); }
 std::string CudaEngine::device_name() const { no_cuda(); }
