@@ -6,7 +6,9 @@
 #include <string>
 
 #include "fathom/error.h"
+#include "fathom/model.h"
 #include "fathom/profiler.h"
+#include "fathom/testgen.h"
 
 namespace fathom {
 namespace {
@@ -178,6 +180,17 @@ TEST(ProfileTrace, WithoutMarkersTheWholeRunIsTheScope) {
   EXPECT_EQ(a.overall.kernels, 7);
 }
 
+TEST(ProfileTrace, LongGapsAreHostWorkNotLaunchGaps) {
+  Trace t;
+  t.kernels = {kernel(kGemv, 1000, 2000), kernel(kGemv, 4000, 5000),
+               kernel(kGemv, 5000 + uint64_t(kLongGapUs * 1000) + 1, 5000 + uint64_t(kLongGapUs * 1000) + 1001)};
+  const PhaseStats& p = analyze(t).overall;
+  EXPECT_NEAR(p.gap_us, 2.0, 1e-9);
+  EXPECT_NEAR(p.median_gap_us, 2.0, 1e-9);
+  EXPECT_EQ(p.long_gaps, 1);
+  EXPECT_NEAR(p.long_gap_us, kLongGapUs + 0.001, 1e-9);
+}
+
 TEST(ProfileTrace, EmptyTrace) {
   const TraceAnalysis a = analyze(Trace{});
   EXPECT_EQ(a.overall.kernels, 0);
@@ -280,6 +293,29 @@ TEST(ProfileTrace, ReportNamesPhasesAndKernels) {
   EXPECT_NE(r.find("decode"), std::string::npos) << r;
   EXPECT_NE(r.find("rms_norm_kernel"), std::string::npos) << r;
   EXPECT_NE(r.find("read ceiling"), std::string::npos) << r;
+}
+
+TEST(ProfileTrace, DecodeWeightBytesCountOneEmbeddingRow) {
+  TestModelSpec spec;
+  spec.shape = "tiny-llama";  // untied: token_embd.weight and output.weight
+  spec.type = "F32";
+  const std::string path = ::testing::TempDir() + "/fathom_profile_weights.gguf";
+  write_test_model(spec, path);
+  {
+    std::unique_ptr<Model> m = load_model(path);
+    double all = 0, embd = 0, embd_rows = 0;
+    for (const GgufTensorInfo& t : m->file->tensors()) {
+      all += double(t.nbytes);
+      if (t.name == "token_embd.weight") {
+        embd = double(t.nbytes);
+        embd_rows = double(t.rows());
+      }
+    }
+    ASSERT_GT(embd, 0);
+    EXPECT_EQ(embd_rows, 512);  // n_vocab rows of n_embd floats
+    EXPECT_DOUBLE_EQ(decode_weight_bytes(*m), all - embd + embd / embd_rows);
+  }
+  std::remove(path.c_str());
 }
 
 TEST(ProfileTrace, ProfilerWithoutCudaSaysSo) {

@@ -118,6 +118,9 @@ struct KernelStat {
   int32_t registers = 0, smem = 0;                     // of the first launch (static + dynamic)
 };
 
+// Longest idle time between two kernels of a stream that still counts as a launch gap, us.
+constexpr double kLongGapUs = 1000;
+
 // Figures of one scope (a phase, or the whole run). "Per step" divides by n_steps.
 struct PhaseStats {
   std::string phase;
@@ -131,6 +134,10 @@ struct PhaseStats {
   double gap_us = 0;           // idle time between consecutive kernels of one stream, inside a step
   double gap_pct = 0;          // gap_us / wall_us * 100
   double median_gap_us = 0;
+  // Gaps longer than kLongGapUs are the host doing something else (file I/O, tokenization, a
+  // wait), not launch overhead: counted here instead of in gap_us.
+  int64_t long_gaps = 0;
+  double long_gap_us = 0;
   int64_t host_syncs = 0;      // syncs that block the host + blocking cudaMemcpy/cudaMemset calls
   double host_sync_us = 0;     // time the host spent in them
   int64_t h2d = 0, d2h = 0, d2d = 0, other_copies = 0, pageable_copies = 0;

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -33,6 +34,7 @@ void add_engine_profile_options(Args& args) {
   args.option("-m,--model", "GGUF model file (default: fathom's default model)")
       .option("-p,--prompt", "prompt text (prefill)", "The capital of France is")
       .option("-n,--n-predict", "greedy decode steps to record", "32")
+      .option("--prefill", "prefill this many tokens: the prompt's tokens repeated (default: the prompt)")
       .flag("--no-graphs", "run the decode step without CUDA graphs")
       .flag("--no-ceilings", "do not measure the GPU's read bandwidth (no % of ceiling)")
       .flag("-v,--verbose", "print the engine's memory breakdown");
@@ -47,7 +49,18 @@ Trace profile_engine_from_args(const Args& args) {
   FATHOM_CHECK(n >= 1, "-n must be at least 1 (decode steps to record), got ", n);
   std::unique_ptr<Model> model = load_model(path);
   std::unique_ptr<Tokenizer> tok = Tokenizer::from_gguf(*model->file);
-  const std::vector<int32_t> prompt = tok->encode(args.str("prompt"), true, true);
+  std::vector<int32_t> prompt = tok->encode(args.str("prompt"), true, true);
+  FATHOM_CHECK(!prompt.empty(), "the prompt tokenized to nothing");
+  if (args.has("prefill")) {
+    // A long prefill without a long text: repeat the prompt's tokens after the first (BOS).
+    const long long want = args.integer("prefill");
+    FATHOM_CHECK(want >= 1, "--prefill must be at least 1, got ", want);
+    const std::vector<int32_t> base = prompt;
+    const size_t from = base.size() > 1 ? 1 : 0;
+    prompt.resize(std::min(prompt.size(), size_t(want)));
+    for (size_t i = from; prompt.size() < size_t(want); i = i + 1 < base.size() ? i + 1 : from)
+      prompt.push_back(base[i]);
+  }
   EngineProfileOptions opt;
   opt.n_decode = int(n);
   opt.use_graphs = !args.enabled("no-graphs");

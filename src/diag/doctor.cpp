@@ -124,18 +124,24 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     // Time in allocations is the allocation rule's to claim, not counted twice.
     const double outside_ps = std::max(0.0, wall_ps - busy_ps - gap_ps - p.per_step(p.alloc_us));
     const double outside_pct = wall_ps > 0 ? 100.0 * outside_ps / wall_ps : 0;
-    if (p.n_steps > 1 && outside_pct > th.idle_pct) {
+    if (outside_pct > th.idle_pct) {
       Finding f;
       f.rule = "host-overhead";
-      f.title = fmt("host-bound: the GPU waits %.1f%% of each %s for the host (%.1f us before the first kernel or "
-                    "after the last)",
-                    outside_pct, per, outside_ps);
+      f.title = decode ? fmt("host-bound: the GPU waits %.1f%% of each token for the host (%.1f us outside the "
+                             "step's kernels)",
+                             outside_pct, outside_ps)
+                       : fmt("host-bound: the GPU is idle %.1f%% of the %s outside kernels (%.1f us; %lld gaps over "
+                             "%.0f us)",
+                             outside_pct, scope_name.c_str(), outside_ps, (long long)p.long_gaps, kLongGapUs);
       f.evidence.push_back(fmt("GPU busy %.1f us of a %.1f us %s (%.1f%%); idle between kernels %.1f us", busy_ps,
                                wall_ps, per, p.busy_pct, gap_ps));
       f.evidence.push_back(fmt("host syncs %.2f per %s, %.1f us waited", p.per_step(double(p.host_syncs)), per,
                                p.per_step(p.host_sync_us)));
-      f.fix = "shorten the host's turn between steps: sample on the GPU, keep detokenization and logging off "
-              "the critical path, and enqueue step i+1 before reading step i's token where the sampler allows";
+      f.fix = decode ? "shorten the host's turn between steps: sample on the GPU, keep detokenization and logging "
+                       "off the critical path, and enqueue step i+1 before reading step i's token where the "
+                       "sampler allows"
+                     : "the run is mostly host work (loading, I/O, set-up) around the GPU's: for per-token figures "
+                       "profile the engine itself (fathom profile -m MODEL), which marks each token step";
       f.saved_us_per_step = outside_ps;
       add(f);
     }
@@ -197,14 +203,17 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     const double allocs_ps = p.per_step(double(p.allocs));
     Finding f;
     f.rule = "allocations";
-    f.title = fmt("allocations in the %s loop: %.2f per %s (expected 0)", decode ? "decode" : "profiled", allocs_ps,
-                  per);
+    f.title = decode ? fmt("allocations in the decode loop: %.2f per token (expected 0)", allocs_ps)
+                     : fmt("%lld allocation calls in the %s (%.1f us)", (long long)p.allocs, scope_name.c_str(),
+                           p.alloc_us);
     f.evidence.push_back(fmt("%lld cudaMalloc/cudaFree-family calls, %.1f us per %s in them", (long long)p.allocs,
                              p.per_step(p.alloc_us), per));
-    f.fix = "allocate at load: size the workspace for the largest batch once and reuse it (an arena reset "
-            "per step); cudaFree also synchronizes the device";
+    f.fix = decode ? "allocate at load: size the workspace for the largest batch once and reuse it (an arena "
+                     "reset per step); cudaFree also synchronizes the device"
+                   : "fine at load; inside a loop, allocate once at load and reuse (cudaFree also synchronizes "
+                     "the device)";
     f.saved_us_per_step = p.per_step(p.alloc_us);
-    f.severity = Severity::LOW;  // never info: expected is 0
+    if (decode) f.severity = Severity::LOW;  // never info in the decode loop: expected is 0
     add(f);
   }
 
@@ -278,8 +287,11 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
 std::string format_doctor(const DoctorReport& r) {
   std::string s;
   const bool decode = r.scope == "decode";
-  s += fmt("fathom doctor: %s, %.1f us per %s\n", decode ? "decode phase" : "whole run", r.step_us,
-           decode ? "token" : "step");
+  if (decode)
+    s += fmt("fathom doctor: decode phase, %.1f us per token\n", r.step_us);
+  else
+    s += fmt("fathom doctor: %s (%s), %.2f ms\n", r.scope == "all" ? "whole run" : r.scope.c_str(),
+             r.scope == "all" ? "no token-step markers" : "no decode phase", r.step_us / 1e3);
   const Finding* first = nullptr;
   for (const Finding& f : r.findings)
     if (f.saved_us_per_step > 0) {

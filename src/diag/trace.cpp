@@ -374,8 +374,13 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
       // The host's turn between steps is not a launch gap: restart at each step.
       if (i > 0 && runs[i].idx == runs[i - 1].idx) {
         const double g = span_us(prev_end, runs[i].s);
-        gaps.push_back(g);
-        p.gap_us += g;
+        if (g > kLongGapUs) {
+          ++p.long_gaps;
+          p.long_gap_us += g;
+        } else {
+          gaps.push_back(g);
+          p.gap_us += g;
+        }
         prev_end = std::max(prev_end, runs[i].e);
       } else {
         prev_end = runs[i].e;
@@ -546,7 +551,8 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
                   "graph/st");
   for (const PhaseStats& p : a.phases) s += phase_row(p);
   s += phase_row(o);
-  s += "  (idle-gap%: GPU idle between consecutive kernels of a stream, inside a step, as % of the step)\n";
+  s += fmt("  (idle-gap%%: GPU idle between consecutive kernels of a stream, inside a step, as %% of the step;\n"
+           "   gaps over %.0f us are host work, not launch overhead, and are left out)\n", kLongGapUs);
 
   const PhaseStats& st = a.steady();
   if (st.n_steps > 0 && st.phase == "decode") {
@@ -591,6 +597,7 @@ json phase_json(const PhaseStats& p) {
   return {{"phase", p.phase}, {"n_steps", p.n_steps}, {"wall_us", p.wall_us}, {"median_step_us", p.median_step_us},
           {"kernel_us", p.kernel_us}, {"busy_us", p.busy_us}, {"busy_pct", p.busy_pct}, {"kernels", p.kernels},
           {"gap_us", p.gap_us}, {"gap_pct", p.gap_pct}, {"median_gap_us", p.median_gap_us},
+          {"long_gaps", p.long_gaps}, {"long_gap_us", p.long_gap_us},
           {"host_syncs", p.host_syncs}, {"host_sync_us", p.host_sync_us}, {"h2d", p.h2d}, {"d2h", p.d2h},
           {"d2d", p.d2d}, {"other_copies", p.other_copies}, {"pageable_copies", p.pageable_copies},
           {"h2d_bytes", p.h2d_bytes}, {"d2h_bytes", p.d2h_bytes}, {"d2d_bytes", p.d2d_bytes},
