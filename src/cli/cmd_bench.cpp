@@ -119,6 +119,7 @@ struct Plan {
   long long n_gen = 128;
   int reps = 5;
   bool quiet = false;
+  bool graphs = true;
 };
 
 void progress(const Plan& plan, const std::string& what) {
@@ -137,6 +138,7 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
   opt.n_ctx = ctx_opt > 0 ? ctx_opt : need_ctx;
   opt.max_batch = int(max_batch);
   opt.synthetic_seed = synthetic_seed;
+  opt.use_graphs = plan.graphs;
   opt.progress = !plan.quiet;
   CudaEngine engine(model, opt);
   FATHOM_CHECK(engine.n_ctx() >= need_ctx, "the benchmark needs a context of ", need_ctx,
@@ -318,6 +320,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
       .option("--json", "write every number and the environment to this file")
       .option("--baseline", "compare with a stored --json run; exit 1 on a regression")
       .option("--max-regress", "regression threshold for --baseline", "3%")
+      .flag("--no-graphs", "decode without CUDA graphs (shows what the graphs save)")
       .flag("--remeasure", "measure the GPU ceilings again instead of using the cache")
       .flag("-q,--quiet", "no progress line");
   if (!args.parse(argv)) return 0;
@@ -330,6 +333,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
   plan.n_gen = args.integer("gen-tokens");
   plan.reps = int(args.integer("reps"));
   plan.quiet = args.enabled("quiet");
+  plan.graphs = !args.enabled("no-graphs");
   FATHOM_CHECK(plan.reps >= 1, "-r must be at least 1");
   FATHOM_CHECK(plan.n_gen >= 1, "-n must be at least 1");
   FATHOM_CHECK(!plan.batches.empty() && !plan.depths.empty(), "-b and -d need at least one value");
