@@ -88,9 +88,9 @@ namespace {
 }  // namespace
 
 std::string find_inject_library() {
-#ifndef FATHOM_HAVE_CUDA
-  fail("this fathom was built without CUDA, so it has no libfathom_inject.so to profile a program with "
-       "(rebuild with FATHOM_ENABLE_CUDA=ON)");
+#ifndef FATHOM_HAVE_CUPTI
+  fail("this fathom was built without CUDA or without CUPTI, so it has no libfathom_inject.so to profile a "
+       "program with (rebuild with FATHOM_ENABLE_CUDA=ON)");
 #else
   if (const char* env = std::getenv("FATHOM_INJECT_LIB")) {
     FATHOM_CHECK(is_file(env), "FATHOM_INJECT_LIB='", env, "' is not a file");

@@ -60,6 +60,13 @@ Severity severity_for(double saved_us, double step_us, const DoctorThresholds& t
   return Severity::LOW;
 }
 
+// Kernels that read weight matrices: fathom's GEMV/GEMM and cuBLASLt's (nvjet, xmma, cutlass).
+bool is_matmul_kernel(const std::string& name) {
+  for (const char* k : {"gemv", "gemm", "matmul", "nvjet", "xmma", "cutlass"})
+    if (name.find(k) != std::string::npos) return true;
+  return false;
+}
+
 // Tolerance on "more per step than expected": per-step figures are averages over steps, so a
 // single stray event in a long run is noise, not a habit of the loop.
 constexpr double kPerStepSlack = 0.05;
@@ -147,33 +154,48 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     }
   }
 
-  // ---- bandwidth: the decode step against weight bytes / measured read bandwidth ----
+  // ---- bandwidth: weight bytes per token against the measured read ceiling ----
+  // Decode reads every weight once per token, nearly all of it in the matmul kernels, so their time
+  // per token against weight bytes / read ceiling is the kernels' bandwidth. Without recognisable
+  // matmul kernels the GPU-busy time of the step stands in for them.
   if (decode && trace.weight_bytes > 0 && trace.read_gbps > 0 && step > 0) {
-    const double ideal_us = trace.weight_bytes / (trace.read_gbps * 1e9) * 1e6;
-    const double gbps = trace.weight_bytes / (step * 1e-6) / 1e9;
+    const double W = trace.weight_bytes;
+    const double ideal_us = W / (trace.read_gbps * 1e9) * 1e6;
+    const double step_gbps = W / (step * 1e-6) / 1e9;
+    double matmul_us = 0;
+    std::string matmul_names;
+    for (const KernelStat& k : p.top_kernels) {
+      if (!is_matmul_kernel(k.name)) continue;
+      matmul_us += k.total_us;
+      if (matmul_names.size() < 120) matmul_names += (matmul_names.empty() ? "" : ", ") + k.name;
+    }
+    const double matmul_ps = p.per_step(matmul_us);
+    const bool by_kernels = matmul_ps > 0;
+    const double work_us = by_kernels ? matmul_ps : busy_ps;  // the time that moves the weights
+    const double gbps = work_us > 0 ? W / (work_us * 1e-6) / 1e9 : 0;
     const double pct = 100.0 * gbps / trace.read_gbps;
-    const double busy_gbps = busy_ps > 0 ? trace.weight_bytes / (busy_ps * 1e-6) / 1e9 : 0;
     Finding f;
     f.rule = "bandwidth";
-    f.evidence.push_back(fmt("weights %s per token over a %.1f us step = %.0f GB/s; the measured read ceiling is "
-                             "%.0f GB/s (ideal step %.1f us)",
-                             bytes_str(trace.weight_bytes).c_str(), step, gbps, trace.read_gbps, ideal_us));
-    f.evidence.push_back(fmt("counting only GPU-busy time (%.1f us): %.0f GB/s = %.1f%% of the ceiling", busy_ps,
-                             busy_gbps, 100.0 * busy_gbps / trace.read_gbps));
-    if (!p.top_kernels.empty())
-      f.evidence.push_back(fmt("largest kernel: %s, %.1f%% of kernel time", p.top_kernels[0].name.c_str(),
-                               p.top_kernels[0].pct_gpu));
+    f.evidence.push_back(fmt("weights %s per token; measured read ceiling %.0f GB/s, so at least %.1f us per token",
+                             bytes_str(W).c_str(), trace.read_gbps, ideal_us));
+    if (by_kernels)
+      f.evidence.push_back(fmt("matmul kernels (%s): %.1f us per token = %.0f GB/s = %.1f%% of the ceiling",
+                               matmul_names.c_str(), matmul_ps, gbps, pct));
+    f.evidence.push_back(fmt("GPU busy %.1f us per token = %.0f GB/s; whole step %.1f us = %.0f GB/s = %.1f%%",
+                             busy_ps, busy_ps > 0 ? W / (busy_ps * 1e-6) / 1e9 : 0.0, step, step_gbps,
+                             100.0 * step_gbps / trace.read_gbps));
+    const char* what = by_kernels ? "matmul kernels" : "decode kernels";
     if (pct < th.bandwidth_pct) {
-      f.title = fmt("memory-bound decode at %.0f GB/s = %.1f%% of measured bandwidth (%s of weights per token)",
-                    gbps, pct, bytes_str(trace.weight_bytes).c_str());
-      // Only the busy part: idle time is the launch-bound / host findings' to claim.
-      f.saved_us_per_step = std::max(0.0, busy_ps - ideal_us);
-      f.fix = "the kernels move the weights below the read ceiling: tune the matmul (GEMV) kernels first "
-              "(wider loads, more bytes in flight per SM, fewer passes over the activations); compare each "
-              "with `fathom bench` GB/s";
+      f.title = fmt("memory-bound %s at %.0f GB/s = %.1f%% of measured bandwidth (%s of weights, %.1f us per token)",
+                    what, gbps, pct, bytes_str(W).c_str(), work_us);
+      // Only kernel time: idle time is the launch-bound / host findings' to claim.
+      f.saved_us_per_step = std::max(0.0, work_us - ideal_us);
+      f.fix = "the kernels read the weights below the ceiling: tune the GEMV kernels first (wider loads, more "
+              "bytes in flight per SM, enough blocks for every SM, no second pass over the weights); compare "
+              "each with `fathom bench` GB/s";
     } else {
-      f.title = fmt("decode runs at %.1f%% of measured bandwidth (%.0f GB/s): near the limit for %s of weights",
-                    pct, gbps, bytes_str(trace.weight_bytes).c_str());
+      f.title = fmt("%s at %.1f%% of measured bandwidth (%.0f GB/s): near the limit for %s of weights", what, pct,
+                    gbps, bytes_str(W).c_str());
       f.fix = "little left in the kernels: fewer bytes per token (a smaller quant type) or more tokens per "
               "weight read (batching, speculative decoding)";
     }

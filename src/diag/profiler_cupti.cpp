@@ -14,7 +14,7 @@
 
 #include "fathom/error.h"
 
-#ifdef FATHOM_HAVE_CUDA
+#ifdef FATHOM_HAVE_CUPTI
 
 #include <cupti.h>
 #include <cxxabi.h>
@@ -348,7 +348,7 @@ Trace Profiler::take() {
 
 }  // namespace fathom
 
-#else  // !FATHOM_HAVE_CUDA
+#else  // !FATHOM_HAVE_CUPTI
 
 namespace fathom {
 
@@ -358,11 +358,19 @@ Profiler::Profiler() : impl_(std::make_unique<Impl>()) {}
 Profiler::~Profiler() = default;
 
 bool Profiler::available(std::string* why) {
+#ifdef FATHOM_HAVE_CUDA
+  if (why) *why = "this fathom was built without CUPTI (the CUDA toolkit had no CUDA::cupti)";
+#else
   if (why) *why = "this fathom was built without CUDA (FATHOM_ENABLE_CUDA=OFF or no nvcc)";
+#endif
   return false;
 }
 
-void Profiler::start() { fail("profiler: this fathom was built without CUDA; rebuild with FATHOM_ENABLE_CUDA=ON"); }
+void Profiler::start() {
+  std::string why;
+  available(&why);
+  fail("profiler: ", why, "; rebuild with FATHOM_ENABLE_CUDA=ON and CUPTI");
+}
 void Profiler::mark_step(const std::string&) { fail("profiler: built without CUDA"); }
 void Profiler::stop() {}
 Trace Profiler::take() { return Trace{}; }

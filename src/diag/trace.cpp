@@ -557,8 +557,9 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
   const PhaseStats& st = a.steady();
   if (st.n_steps > 0 && st.phase == "decode") {
     s += "\n";
-    s += fmt("  decode per token: %.1f us, kernels %.1f us, GPU busy %.1f us; copies H2D %s, D2H %s, D2D %s\n",
-             st.median_step_us, st.per_step(st.kernel_us), st.per_step(st.busy_us),
+    s += fmt("  decode per token: %.1f us (%.1f tok/s), kernels %.1f us, GPU busy %.1f us; copies H2D %s, D2H %s, D2D %s\n",
+             st.median_step_us, st.median_step_us > 0 ? 1e6 / st.median_step_us : 0.0, st.per_step(st.kernel_us),
+             st.per_step(st.busy_us),
              bytes_str(st.per_step(st.h2d_bytes)).c_str(), bytes_str(st.per_step(st.d2h_bytes)).c_str(),
              bytes_str(st.per_step(st.d2d_bytes)).c_str());
     if (t.weight_bytes > 0 && st.median_step_us > 0) {
