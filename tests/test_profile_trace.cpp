@@ -113,6 +113,7 @@ TEST(ProfileTrace, DecodePhaseFigures) {
   EXPECT_NEAR(d->alloc_us, 0.2, eps);
   EXPECT_EQ(d->graph_launches, 1);
   EXPECT_EQ(d->launch_calls, 2);
+  EXPECT_NEAR(d->launch_us, 0.01 + 0.01 + 0.01, 1e-9);
   EXPECT_NEAR(d->per_step(double(d->kernels)), 3.0, eps);
 
   ASSERT_EQ(d->top_kernels.size(), 2u);

@@ -148,6 +148,7 @@ struct PhaseStats {
   double alloc_us = 0;         // host time spent in them
   int64_t graph_launches = 0;  // cudaGraphLaunch calls
   int64_t launch_calls = 0;    // kernel launch API calls (cudaLaunchKernel and friends)
+  double launch_us = 0;        // host time in launch calls and cudaGraphLaunch
   std::vector<KernelStat> top_kernels;  // by total time, descending
 
   double per_step(double v) const { return n_steps > 0 ? v / double(n_steps) : 0; }

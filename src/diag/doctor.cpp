@@ -111,8 +111,10 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     f.title = fmt("launch-bound: GPU idle %.1f%% of the %s between kernels (%s kernels/%s, median gap %.1f us)",
                   p.gap_pct, scope_name.c_str(), commas(kernels_ps).c_str(), per, p.median_gap_us);
     f.evidence.push_back(fmt("idle between kernels: %.1f us per %s of %.1f us", gap_ps, per, wall_ps));
-    f.evidence.push_back(fmt("kernels per %s: %.1f, launched by %.1f launch calls and %.2f graph launches",
-                             per, kernels_ps, p.per_step(double(p.launch_calls)), graphs_ps));
+    f.evidence.push_back(fmt("kernels per %s: %.1f, launched by %.1f launch calls and %.2f graph launches "
+                             "(%.1f us of host time in them)",
+                             per, kernels_ps, p.per_step(double(p.launch_calls)), graphs_ps,
+                             p.per_step(p.launch_us)));
     if (graphs_ps < 0.5) {
       f.fix = "capture the decode step in a CUDA graph (one cudaGraphLaunch per token instead of one launch "
               "per kernel), then fuse small elementwise kernels";

@@ -1,4 +1,4 @@
-// Profiler over the CUPTI Activity API (CUDA builds), and its no-CUDA stand-in.
+// Profiler over the CUPTI Activity API (CUDA builds with CUPTI), and its stand-in for builds without.
 //
 // CUPTI hands activity buffers to two C callbacks without a user pointer, so the collector they
 // fill is process-wide state: one Profiler records at a time, enforced in start(). The same code

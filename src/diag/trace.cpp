@@ -425,8 +425,10 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
       p.alloc_us += d;
     } else if (a.name == "cudaGraphLaunch") {
       ++p.graph_launches;
+      p.launch_us += d;
     } else if (is_launch_api(a.name)) {
       ++p.launch_calls;
+      p.launch_us += d;
     } else if (is_blocking_copy_api(a.name) || (!have_sync_records && is_sync_api(a.name))) {
       ++p.host_syncs;
       p.host_sync_us += d;
@@ -603,7 +605,8 @@ json phase_json(const PhaseStats& p) {
           {"d2d", p.d2d}, {"other_copies", p.other_copies}, {"pageable_copies", p.pageable_copies},
           {"h2d_bytes", p.h2d_bytes}, {"d2h_bytes", p.d2h_bytes}, {"d2d_bytes", p.d2d_bytes},
           {"copy_us", p.copy_us}, {"memsets", p.memsets}, {"allocs", p.allocs}, {"alloc_us", p.alloc_us},
-          {"graph_launches", p.graph_launches}, {"launch_calls", p.launch_calls}, {"top_kernels", k}};
+          {"graph_launches", p.graph_launches}, {"launch_calls", p.launch_calls},
+          {"launch_us", p.launch_us}, {"top_kernels", k}};
 }
 
 }  // namespace
