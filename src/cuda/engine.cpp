@@ -187,23 +187,22 @@ struct CudaEngine::Impl {
   std::map<int, cudaGraphExec_t> graphs;  // decode step per batch size
   CudaTraceFn trace;
   void* v_ones = nullptr;  // check mode: a layer's V cache full of fp16 1.0 (softmax row sums)
-  cudaEvent_t ev_begin = nullptr, ev_end = nullptr;  // around each public call's device work
+  // Device time of each public call: ev_begin is recorded as it starts, ev_end just before its
+  // one synchronisation, so reading the time later needs no extra sync.
+  cudaEvent_t ev_begin = nullptr, ev_end = nullptr;
+  bool ev_pending = false;
   double last_ms = 0;
 
-  // Times one public call: events on the stream around `work`, read after its final sync.
   template <typename F>
   auto timed(F&& work) -> decltype(work()) {
+    ev_pending = false;
     CUDA_CHECK(cudaEventRecord(ev_begin, stream));
-    struct After {
-      Impl& m;
-      ~After() {
-        float ms = 0;
-        if (cudaEventRecord(m.ev_end, m.stream) == cudaSuccess && cudaEventSynchronize(m.ev_end) == cudaSuccess &&
-            cudaEventElapsedTime(&ms, m.ev_begin, m.ev_end) == cudaSuccess)
-          m.last_ms = ms;
-      }
-    } after{*this};
     return work();
+  }
+  // The end of a timed call's device work; call right before its cudaStreamSynchronize.
+  void mark_end() {
+    CUDA_CHECK(cudaEventRecord(ev_end, stream));
+    ev_pending = true;
   }
 
   struct DeviceGuard {
@@ -1088,7 +1087,15 @@ int64_t CudaEngine::n_vocab() const { return impl_->cfg.n_vocab; }
 int64_t CudaEngine::n_ctx() const { return impl_->n_ctx; }
 int64_t CudaEngine::n_past() const { return impl_->seq_len[0]; }
 const CudaMemoryReport& CudaEngine::memory() const { return impl_->mem; }
-double CudaEngine::last_gpu_ms() const { return impl_->last_ms; }
+double CudaEngine::last_gpu_ms() const {
+  Impl& m = *impl_;
+  float ms = 0;
+  if (m.ev_pending && cudaEventElapsedTime(&ms, m.ev_begin, m.ev_end) == cudaSuccess) {
+    m.last_ms = ms;
+    m.ev_pending = false;
+  }
+  return m.last_ms;
+}
 const ModelConfig& CudaEngine::config() const { return impl_->cfg; }
 std::string CudaEngine::device_name() const { return impl_->device_name; }
 void CudaEngine::set_trace(CudaTraceFn fn, bool softmax_sums) {
@@ -1126,6 +1133,7 @@ int32_t CudaEngine::eval_seq_untimed(int32_t seq, const int32_t* tokens, int64_t
   int32_t* out = static_cast<int32_t*>(m.host_out.data());
   CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, 4, cudaMemcpyDeviceToHost, m.stream));
   if (logits_last) m.read_logits(1, logits_last);
+  m.mark_end();
   CUDA_CHECK(cudaStreamSynchronize(m.stream));  // the one sync per step: reading the id
   return out[0];
 }
@@ -1172,6 +1180,7 @@ int32_t CudaEngine::eval_sample_untimed(const int32_t* tokens, int64_t n, const 
   launch_sample(p, m.stream);
   int32_t* out = static_cast<int32_t*>(m.host_out.data());
   CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, 4, cudaMemcpyDeviceToHost, m.stream));
+  m.mark_end();
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   return out[0];
 }
@@ -1185,6 +1194,7 @@ void CudaEngine::decode_batch(const int32_t* seqs, const int32_t* tokens, int n,
     int32_t* out = static_cast<int32_t*>(m.host_out.data());
     CUDA_CHECK(cudaMemcpyAsync(out, m.act.out_ids, size_t(n) * 4, cudaMemcpyDeviceToHost, m.stream));
     if (logits) m.read_logits(n, logits);
+    m.mark_end();
     CUDA_CHECK(cudaStreamSynchronize(m.stream));
     std::memcpy(out_ids, out, size_t(n) * 4);
   });
