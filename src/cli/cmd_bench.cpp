@@ -156,7 +156,9 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
   r.mem_kv = double(mem.kv_cache);
   r.mem_workspace = double(mem.workspace);
   r.mem_peak_used = double(mem.total - mem.free_after);
-  r.max_kv_tokens = mem.kv_tokens;
+  // The largest KV cache that fits next to these weights and this workspace: the free memory
+  // after load plus the cache the engine already holds, over the fp16 bytes per token.
+  r.max_kv_tokens = (long long)((mem.free_after + mem.kv_cache) / size_t(std::max<int64_t>(cfg.kv_bytes_per_token(2), 1)));
   r.ceiling_gbps = ceil.read_gbps;
   r.ceiling_tflops = ceil.bf16_tflops;
   r.gpu_name = gpu.name;
@@ -386,9 +388,10 @@ int cmd_bench(const std::vector<std::string>& argv) {
               "bytes/step over streaming read, prefill flops over bf16 GEMM.\n",
               FATHOM_VERSION, FATHOM_GIT_COMMIT, plan.reps);
   for (const auto& r : reports)
-    std::printf("memory %s %s: weights %.2f GB, KV cache %.2f GB (%lld tokens), workspace %.1f MB, device used %.2f GB\n",
+    std::printf("memory %s %s: weights %.2f GB, KV cache %.2f GB, workspace %.1f MB, device used %.2f GB; "
+                "largest KV cache that fits: %lld tokens\n",
                 r.shape.empty() ? r.model.c_str() : r.shape.c_str(), r.type.c_str(), r.mem_weights / 1e9,
-                r.mem_kv / 1e9, r.max_kv_tokens, r.mem_workspace / 1e6, r.mem_peak_used / 1e9);
+                r.mem_kv / 1e9, r.mem_workspace / 1e6, r.mem_peak_used / 1e9, r.max_kv_tokens);
 
   if (args.has("json")) {
     // One report per file when a single model is benchmarked; otherwise an array of reports.
