@@ -91,11 +91,12 @@ TEST(ProfileTrace, DecodePhaseFigures) {
   EXPECT_NEAR(d->median_step_us, 10.0, eps);
   EXPECT_EQ(d->kernels, 6);
   EXPECT_NEAR(d->kernel_us, 1 + 2 + 1 + 1 + 2.5 + 1, eps);
-  // Gaps on stream 7: 1.0 and 0.5 in the first step, 2.0 in the second; 17.5 -> 22.0 crosses a
-  // step boundary and is the host's turn, not a launch gap. Stream 9 has one kernel: no gap.
-  EXPECT_NEAR(d->gap_us, 3.5, eps);
-  EXPECT_NEAR(d->median_gap_us, 1.0, eps);
-  EXPECT_NEAR(d->gap_pct, 17.5, eps);
+  // Gaps on stream 7: H2D -> gemv 0.4, 1.0, 0.5, gemv -> D2H 0.5 in the first step, 2.0 in the
+  // second; 18.1 -> 22.0 crosses a step boundary and is the host's turn, not a launch gap. Stream 9:
+  // the memset overlaps the norm kernel (a gap of 0).
+  EXPECT_NEAR(d->gap_us, 4.4, eps);
+  EXPECT_NEAR(d->median_gap_us, 0.5, eps);  // of 0, 0.4, 0.5, 0.5, 1.0, 2.0
+  EXPECT_NEAR(d->gap_pct, 22.0, eps);
   // Busy: step 1 = 0.1 + 1 + 2 + 1 + 0.1; step 2 = [22000, 26000) (overlaps and the memset merge).
   EXPECT_NEAR(d->busy_us, 4.2 + 4.0, eps);
   EXPECT_NEAR(d->busy_pct, 41.0, eps);
@@ -144,9 +145,9 @@ TEST(ProfileTrace, PrefillAndOverall) {
   EXPECT_EQ(a.overall.n_steps, 3);
   EXPECT_NEAR(a.overall.wall_us, 30.0, 1e-9);
   EXPECT_EQ(a.overall.kernels, 7);
-  // The whole window is one interval: the 17.5 -> 22.0 gap now counts (stream 7: 6.0 + 1.0 + 0.5
-  // + 4.5 + 2.0).
-  EXPECT_NEAR(a.overall.gap_us, 14.0, 1e-9);
+  // The whole window is one interval: the gaps across steps now count (stream 7: 5.5 + 0.4 + 1.0 +
+  // 0.5 + 0.5 + 3.9 + 2.0).
+  EXPECT_NEAR(a.overall.gap_us, 13.8, 1e-9);
 }
 
 TEST(ProfileTrace, TopNLimitsTheTable) {

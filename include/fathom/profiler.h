@@ -131,7 +131,9 @@ struct PhaseStats {
   double busy_us = 0;          // union of kernel, memcpy and memset intervals, clipped to the steps
   double busy_pct = 0;         // busy_us / wall_us * 100
   int64_t kernels = 0;
-  double gap_us = 0;           // idle time between consecutive kernels of one stream, inside a step
+  // Idle time between consecutive operations (kernels, copies, memsets) of one stream, inside a
+  // step: the launch overhead the GPU sees. The host's turn between steps is not a gap.
+  double gap_us = 0;
   double gap_pct = 0;          // gap_us / wall_us * 100
   double median_gap_us = 0;
   // Gaps longer than kLongGapUs are the host doing something else (file I/O, tokenization, a

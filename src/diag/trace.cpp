@@ -364,10 +364,34 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
     ks.min_us = std::min(ks.min_us, d);
     ks.max_us = std::max(ks.max_us, d);
   }
+
+  for (const MemcpyEvent& m : t.memcpys) {
+    const int idx = find_interval(iv, m.start_ns);
+    if (idx < 0) continue;
+    add_busy(m.start_ns, m.end_ns, idx);
+    by_stream[m.stream].push_back({m.start_ns, m.end_ns, idx});
+    p.copy_us += span_us(m.start_ns, m.end_ns);
+    if (m.pageable) ++p.pageable_copies;
+    switch (m.kind) {
+      case CopyKind::H2D: ++p.h2d; p.h2d_bytes += double(m.bytes); break;
+      case CopyKind::D2H: ++p.d2h; p.d2h_bytes += double(m.bytes); break;
+      case CopyKind::D2D: ++p.d2d; p.d2d_bytes += double(m.bytes); break;
+      default: ++p.other_copies; break;
+    }
+  }
+  for (const MemsetEvent& m : t.memsets) {
+    const int idx = find_interval(iv, m.start_ns);
+    if (idx < 0) continue;
+    add_busy(m.start_ns, m.end_ns, idx);
+    by_stream[m.stream].push_back({m.start_ns, m.end_ns, idx});
+    ++p.memsets;
+  }
+
+  // Gaps: idle time between consecutive operations (kernels, copies, memsets) of one stream.
   std::vector<double> gaps;
   for (auto& [stream, runs] : by_stream) {
     std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) { return a.s < b.s; });
-    // Gap = start of a kernel - latest end of the kernels before it in the same step (kernels of
+    // Gap = start of an operation - latest end of those before it in the same step (operations of
     // one stream can overlap in a trace under programmatic dependent launch).
     uint64_t prev_end = 0;
     for (size_t i = 0; i < runs.size(); ++i) {
@@ -388,26 +412,6 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
     }
   }
   p.median_gap_us = median(gaps);
-
-  for (const MemcpyEvent& m : t.memcpys) {
-    const int idx = find_interval(iv, m.start_ns);
-    if (idx < 0) continue;
-    add_busy(m.start_ns, m.end_ns, idx);
-    p.copy_us += span_us(m.start_ns, m.end_ns);
-    if (m.pageable) ++p.pageable_copies;
-    switch (m.kind) {
-      case CopyKind::H2D: ++p.h2d; p.h2d_bytes += double(m.bytes); break;
-      case CopyKind::D2H: ++p.d2h; p.d2h_bytes += double(m.bytes); break;
-      case CopyKind::D2D: ++p.d2d; p.d2d_bytes += double(m.bytes); break;
-      default: ++p.other_copies; break;
-    }
-  }
-  for (const MemsetEvent& m : t.memsets) {
-    const int idx = find_interval(iv, m.start_ns);
-    if (idx < 0) continue;
-    add_busy(m.start_ns, m.end_ns, idx);
-    ++p.memsets;
-  }
 
   // Host syncs: the SYNCHRONIZATION records when the trace has any, else the sync API calls
   // (counting both would count every cudaStreamSynchronize twice).
@@ -553,7 +557,7 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
                   "graph/st");
   for (const PhaseStats& p : a.phases) s += phase_row(p);
   s += phase_row(o);
-  s += fmt("  (idle-gap%%: GPU idle between consecutive kernels of a stream, inside a step, as %% of the step;\n"
+  s += fmt("  (idle-gap%%: GPU idle between consecutive kernels/copies of a stream, inside a step, as %% of the step;\n"
            "   gaps over %.0f us are host work, not launch overhead, and are left out)\n", kLongGapUs);
 
   const PhaseStats& st = a.steady();
