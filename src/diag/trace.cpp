@@ -545,6 +545,9 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
   std::string s;
   s += fmt("fathom profile: %s%s%s\n", t.model.empty() ? "(unnamed run)" : t.model.c_str(),
            t.device.empty() ? "" : " on ", t.device.c_str());
+  if (t.n_prompt > 0 || t.n_decode > 0)
+    s += fmt("  prompt %lld tokens (one prefill step), %lld greedy decode steps\n", (long long)t.n_prompt,
+             (long long)t.n_decode);
   const PhaseStats& o = a.overall;
   s += fmt("  window %.2f ms: %lld kernels (%.2f ms of kernel time), GPU busy %.1f%%, %lld memcpys, %lld host syncs, %lld allocations\n",
            o.wall_us / 1e3, (long long)o.kernels, o.kernel_us / 1e3, o.busy_pct,
