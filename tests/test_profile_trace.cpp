@@ -295,6 +295,8 @@ TEST(ProfileTrace, ReportNamesPhasesAndKernels) {
   EXPECT_NE(r.find("decode"), std::string::npos) << r;
   EXPECT_NE(r.find("rms_norm_kernel"), std::string::npos) << r;
   EXPECT_NE(r.find("read ceiling"), std::string::npos) << r;
+  EXPECT_NE(r.find("cudaLaunchKernel 2"), std::string::npos) << r;
+  EXPECT_NE(r.find("cudaMalloc 1"), std::string::npos) << r;
 }
 
 TEST(ProfileTrace, DecodeWeightBytesCountOneEmbeddingRow) {

@@ -552,6 +552,21 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
   s += fmt("  window %.2f ms: %lld kernels (%.2f ms of kernel time), GPU busy %.1f%%, %lld memcpys, %lld host syncs, %lld allocations\n",
            o.wall_us / 1e3, (long long)o.kernels, o.kernel_us / 1e3, o.busy_pct,
            (long long)(o.h2d + o.d2h + o.d2d + o.other_copies), (long long)o.host_syncs, (long long)o.allocs);
+  if (!t.api.empty()) {
+    std::map<std::string, std::pair<int64_t, double>> calls;  // name -> (count, host us)
+    for (const ApiEvent& e : t.api) {
+      auto& c = calls[e.name];
+      ++c.first;
+      c.second += span_us(e.start_ns, e.end_ns);
+    }
+    s += "  runtime API calls (count, host time):";
+    const char* sep = " ";
+    for (const auto& [name, c] : calls) {
+      s += fmt("%s%s %lld (%.0f us)", sep, name.c_str(), (long long)c.first, c.second);
+      sep = ", ";
+    }
+    s += "\n";
+  }
   if (t.dropped_records)
     s += fmt("  WARNING: CUPTI dropped %llu records (buffers full): counts below are low\n",
              (unsigned long long)t.dropped_records);
