@@ -92,8 +92,10 @@ struct Activations {
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
   void* argmax_ws = nullptr;
-  void* gemm_scratch = nullptr;   // x in 16-bit for the cuBLASLt path
+  void* gemm_scratch = nullptr;   // x in 16-bit for the cuBLASLt paths
   size_t gemm_scratch_bytes = 0;
+  void* gemm_dequant = nullptr;   // bf16 chunk of a quantized weight's rows (GemmContext::dequant)
+  size_t gemm_dequant_bytes = 0;
   void* lt_ws = nullptr;
   size_t lt_ws_bytes = 0;
   uint64_t* rng_counter = nullptr;  // (max_seqs)
@@ -163,6 +165,9 @@ struct CudaEngine::Impl {
   int64_t n_ctx = 0, ubatch = 0, rows = 0;
   int max_batch = 1;
   int64_t head_dim = 0;
+  size_t work_budget = 0;     // the workspace's share of memory: 4.5% of the weight bytes
+  size_t dequant_cap = 0;     // bf16 bytes of the largest quantized matrix the GEMM may see
+  int64_t dequant_cols = 0;   // widest cols among those matrices
 
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
@@ -225,7 +230,9 @@ struct CudaEngine::Impl {
   void check_supported(const Model& model);
   void upload_weights(const Model& model, size_t data_bytes);
   void upload_file_data(const Model& model, uint8_t* dev, size_t data_bytes);
-  size_t plan_workspace(int64_t rows_, bool need_lt) const;
+  // Workspace bytes for `rows_` activation rows; *dequant_bytes (optional) gets the share of
+  // the bf16 weight-chunk scratch in it (what work_budget leaves, see the definition).
+  size_t plan_workspace(int64_t rows_, bool need_lt, size_t* dequant_bytes = nullptr) const;
   size_t decode_attention_workspace() const;
   void alloc_workspace(bool need_lt);
 
@@ -301,7 +308,7 @@ size_t CudaEngine::Impl::decode_attention_workspace() const {
   return best;
 }
 
-size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt) const {
+size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant_bytes) const {
   const ModelConfig& c = cfg;
   const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
   ArenaPlan p;
@@ -327,6 +334,19 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt) const {
   const int64_t mbps = (n_ctx + opt.kv_block_size - 1) / opt.kv_block_size;
   p.add(max_batch * mbps * 4);
   p.add(max_batch * mbps * 4);
+  // Prefill of quantized weights dequantizes one chunk of rows to bf16 and runs cuBLASLt on it
+  // (matmul_gemm.cu): the chunk takes whatever work_budget leaves, at least 256 rows of the
+  // widest matrix, at most the largest matrix whole. Llama-3-8B Q4_K_M (4.9 GB, ubatch 512):
+  // ~95 MB, so ffn_gate/up/down (117 MB each in bf16) run as 2 chunks, the attention matrices whole.
+  // When the floor does not fit, the total exceeds the budget and load() halves the ubatch.
+  size_t dq = 0;
+  if (need_lt && dequant_cap > 0) {
+    const size_t left = work_budget > p.bytes ? (work_budget - p.bytes) & ~(DeviceArena::kAlign - 1) : 0;
+    const size_t floor_bytes = size_t(256) * size_t(dequant_cols) * 2;
+    dq = std::min(std::max(left, floor_bytes), dequant_cap);
+    p.add(dq);
+  }
+  if (dequant_bytes) *dequant_bytes = dq;
   return p.bytes;
 }
 
@@ -354,6 +374,12 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
     act.gemm_scratch = A.alloc(act.gemm_scratch_bytes, "gemm scratch");
     act.lt_ws_bytes = kLtWorkspace;
     act.lt_ws = A.alloc(act.lt_ws_bytes, "cuBLASLt workspace");
+    size_t dq = 0;
+    plan_workspace(r, need_lt, &dq);
+    if (dq > 0) {
+      act.gemm_dequant_bytes = dq;
+      act.gemm_dequant = A.alloc(dq, "gemm dequant chunk");
+    }
   }
   act.rng_counter = A.alloc_n<uint64_t>(opt.max_batch + 1, "rng counters");
   act.in = A.alloc_n<int32_t>(in_layout.size(), "step inputs");
@@ -552,10 +578,23 @@ void CudaEngine::Impl::load(const Model& model) {
   extra += align_up(cfg.rope_freq_factors.size() * 4, DeviceArena::kAlign);
   const size_t weight_bytes = align_up(data_bytes, DeviceArena::kAlign) + extra;
 
+  // cuBLASLt serves prefill of every non-F32 matrix (F32 keeps fp32 GEMV slices, see forward):
+  // F16/BF16 directly, quantized types through a bf16 chunk of dequantized rows.
   bool need_lt = false;
+  auto count_quant = [&](const WeightRef& r) {
+    if (!r || r.type() == GgmlType::F32 || r.type() == GgmlType::F16 || r.type() == GgmlType::BF16)
+      return;
+    dequant_cap = std::max(dequant_cap, size_t(r.rows()) * size_t(r.cols()) * 2);
+    dequant_cols = std::max(dequant_cols, r.cols());
+  };
   for (const LayerWeights& l : model.weights.layers)
-    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
-      if (*r && (r->type() == GgmlType::F16 || r->type() == GgmlType::BF16)) need_lt = true;
+    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      if (*r && r->type() != GgmlType::F32) need_lt = true;
+      count_quant(*r);
+    }
+  // The LM head runs on up to max_batch rows: a GEMM only above kGemvMaxTokens.
+  if (max_batch > kGemvMaxTokens)
+    count_quant(model.weights.output ? model.weights.output : model.weights.tok_embd);
 
   const int64_t bs = opt.kv_block_size;
   const size_t kv_bytes_per_block =
@@ -573,12 +612,12 @@ void CudaEngine::Impl::load(const Model& model) {
   FATHOM_CHECK(n_ctx <= INT32_MAX / 2, "context ", n_ctx, " is too large");
   // Prefill chunk: the largest power of two <= 512 whose workspace stays under ~4.5% of the
   // weights (the budget is 5%); tiny models get 64 regardless.
+  work_budget = size_t(0.045 * double(weight_bytes));
   if (opt.ubatch > 0) {
     ubatch = opt.ubatch;
   } else {
     ubatch = 512;
-    while (ubatch > 64 && plan_workspace(std::max<int64_t>(ubatch, max_batch), need_lt) >
-                              size_t(0.045 * double(weight_bytes)))
+    while (ubatch > 64 && plan_workspace(std::max<int64_t>(ubatch, max_batch), need_lt) > work_budget)
       ubatch /= 2;
   }
   rows = std::max<int64_t>(ubatch, max_batch);
@@ -630,6 +669,8 @@ void CudaEngine::Impl::load(const Model& model) {
     gemm.workspace_bytes = act.lt_ws_bytes;
     gemm.scratch = act.gemm_scratch;
     gemm.scratch_bytes = act.gemm_scratch_bytes;
+    gemm.dequant = act.gemm_dequant;
+    gemm.dequant_bytes = act.gemm_dequant_bytes;
   }
   host_in.init(size_t(in_layout.size()) * 4 + size_t(max_batch) * mbps * 4, "step inputs");
   host_out.init(size_t(max_batch) * 4, "sampled ids");

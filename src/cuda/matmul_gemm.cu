@@ -4,13 +4,20 @@
 //
 // Path 1 (F16/BF16 weights with a GemmContext): cuBLASLt, fp32 accumulate and fp32 output; x is
 // first converted to the weight's 16-bit type in ctx.scratch; beta = 1 folds in the residual.
-// Path 2 (every other case): a tiled kernel that dequantizes ONE 64 x 32 weight tile at a time
-// into shared memory as bf16 (quant_blocks.cuh), converts the matching 64 x 32 x tile to bf16,
-// and multiplies with wmma 16x16x16 bf16 -> fp32 fragments. 4 warps, 64 x 64 output tile,
-// each warp 32 x 32 (2 x 2 fragments). The weight is never expanded in global memory.
-// bf16 operands: relative error per product ~2^-9, so results match the fp32 reference to about
-// 2^-9 * sqrt(cols) * rms(x) * rms(w) (tests derive their tolerance from that).
-// Not yet pipelined (no cp.async / wgmma): a correctness-first version; see docs/perf/NOTES.md.
+// Path 2 (quantized weights with a GemmContext that has a dequant scratch): x is converted to
+// bf16 once, then W is walked in chunks of R rows: rows [r0, r0 + R) are dequantized to bf16
+// (R, cols) in ctx.dequant (dequantize_rows_bf16_kernel) and one cuBLASLt GEMM writes columns
+// [r0, r0 + R) of y (a sub-matrix of y with leading dimension rows). R is as large as the scratch
+// holds (a multiple of kGemmChunkAlign), balanced over the chunks, so the whole matrix is never
+// expanded at once unless it fits the budget. Cost per chunk: read R * row_bytes, write and
+// re-read R * cols * 2 bytes, then a bf16 GEMM at cuBLASLt speed.
+// Path 3 (every other case, and F32 weights): a tiled kernel that dequantizes ONE 64 x 32 weight
+// tile at a time into shared memory as bf16 (quant_blocks.cuh), converts the matching 64 x 32 x
+// tile to bf16, and multiplies with wmma 16x16x16 bf16 -> fp32 fragments. 4 warps, 64 x 64
+// output tile, each warp 32 x 32 (2 x 2 fragments). The weight is never expanded in global memory.
+// bf16 operands (paths 2 and 3, and path 1 for BF16): relative error per product ~2^-8, so
+// results match the fp32 reference to about 2^-8 * sum|w x| (tests derive their tolerance from
+// that). The tiled kernel is not pipelined (no cp.async / wgmma); see docs/perf/NOTES.md.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -152,25 +159,59 @@ __global__ void add_bias_kernel(float* y, const float* b, int64_t n_tokens, int6
     y[i] += b[i % rows];
 }
 
+// Rows [r0, r0 + n_rows) of W as bf16: out (n_rows, cols) row-major, cols = n_units * 32.
+// One thread per 32-element unit: dequant_unit in registers, then four 16-byte stores. Thread i
+// owns unit i of the chunk, so out + i * 32 is its destination (64-byte aligned when out is), and
+// a warp's stores cover 2 KB contiguous. Memory-bound: R * row_bytes read, R * cols * 2 written.
+template <GgmlType T>
+__global__ void __launch_bounds__(256)
+    dequantize_rows_bf16_kernel(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t n_rows,
+                                int64_t n_units, __nv_bfloat16* out) {
+  const int64_t n = n_rows * n_units;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / n_units, u = i - r * n_units;
+    float v[32];
+    dequant_unit<T>(w + (r0 + r) * row_bytes, u, v);
+    __align__(16) __nv_bfloat162 h[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+    const uint4* src = reinterpret_cast<const uint4*>(h);
+    uint4* dst = reinterpret_cast<uint4*>(out + i * kUnit);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) dst[q] = src[q];
+  }
+}
+
 void check_lt(cublasStatus_t s, const char* what) {
   FATHOM_CHECK(s == CUBLAS_STATUS_SUCCESS, "cuBLASLt ", what, " failed with status ", int(s));
 }
 
-// y (n_tokens, rows) = x16 (n_tokens, cols) @ W^T; in cuBLAS's column-major terms
-// D (rows x n_tokens, ld rows) = op_T(W: cols x rows, ld cols) * (x16: cols x n_tokens, ld cols).
-void gemm_cublaslt(const MatmulParams& p, cudaStream_t stream) {
-  const GemmContext& ctx = *p.gemm;
-  const bool f16 = p.type == GgmlType::F16;
-  const size_t need = size_t(p.n_tokens) * p.cols * 2;
-  FATHOM_CHECK(ctx.scratch && ctx.scratch_bytes >= need, "matmul: GemmContext scratch of ",
-               ctx.scratch_bytes, " bytes, ", need, " needed");
-  const int64_t n = p.n_tokens * p.cols;
-  const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, 4096));
-  if (f16) convert_kernel<__half><<<grid, 256, 0, stream>>>(p.x, static_cast<__half*>(ctx.scratch), n);
-  else convert_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(p.x, static_cast<__nv_bfloat16*>(ctx.scratch), n);
-  CUDA_CHECK_LAUNCH();
+// Largest power of two (<= 256) dividing the address: cuBLASLt's heuristic assumes 256-byte
+// aligned operands unless told otherwise, and a chunk's output starts inside y.
+uint32_t pointer_alignment(const void* ptr) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(ptr);
+  if (a == 0) return 256;
+  return uint32_t(std::min<uintptr_t>(256, a & (~a + 1)));
+}
 
-  const cudaDataType_t dt = f16 ? CUDA_R_16F : CUDA_R_16BF;
+// One cuBLASLt GEMM with fp32 accumulation and fp32 output, in cuBLAS's column-major terms:
+//   D (m x n, ld ldd) = op_T(A: k x m, ld k) * (B: k x n, ld k) + beta * C (same layout as D).
+// Row-major reading: A is W-rows (m, k), B is x16 (n, k), D is y (n, ldd) restricted to m columns,
+// i.e. y[:, 0:m] = x16 @ A^T (+ C). beta = 1 when c is a residual, else c = d and beta = 0.
+struct LtGemm {
+  cudaDataType_t dt;  // A and B: CUDA_R_16F or CUDA_R_16BF
+  const void* a;
+  int64_t m, k;
+  const void* b;
+  int64_t n;
+  const float* c;
+  float* d;
+  int64_t ldd;
+  float beta;
+};
+
+void lt_matmul(const GemmContext& ctx, const LtGemm& g, GgmlType type, cudaStream_t stream) {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
@@ -178,24 +219,30 @@ void gemm_cublaslt(const MatmulParams& p, cudaStream_t stream) {
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   check_lt(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
   check_lt(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
-  check_lt(cublasLtMatrixLayoutCreate(&la, dt, uint64_t(p.cols), uint64_t(p.rows), p.cols), "layout A");
-  check_lt(cublasLtMatrixLayoutCreate(&lb, dt, uint64_t(p.cols), uint64_t(p.n_tokens), p.cols), "layout B");
-  check_lt(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, uint64_t(p.rows), uint64_t(p.n_tokens), p.rows),
-           "layout C");
+  check_lt(cublasLtMatrixLayoutCreate(&la, g.dt, uint64_t(g.k), uint64_t(g.m), g.k), "layout A");
+  check_lt(cublasLtMatrixLayoutCreate(&lb, g.dt, uint64_t(g.k), uint64_t(g.n), g.k), "layout B");
+  check_lt(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, uint64_t(g.m), uint64_t(g.n), g.ldd), "layout C");
   check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
   const size_t ws = ctx.workspace_bytes;
   check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                 sizeof(ws)),
            "set workspace");
+  const uint32_t al[4] = {pointer_alignment(g.a), pointer_alignment(g.b), pointer_alignment(g.c),
+                          pointer_alignment(g.d)};
+  const cublasLtMatmulPreferenceAttributes_t al_attr[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4; ++i)
+    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, al_attr[i], &al[i], sizeof(al[i])),
+             "set alignment");
   cublasLtMatmulHeuristicResult_t heur{};
   int found = 0;
   check_lt(cublasLtMatmulAlgoGetHeuristic(ctx.lt, op, la, lb, lc, lc, pref, 1, &heur, &found),
            "AlgoGetHeuristic");
-  FATHOM_CHECK(found > 0, "cuBLASLt found no algorithm for a ", p.n_tokens, "x", p.cols, " @ ",
-               p.cols, "x", p.rows, " ", ggml_type_name(p.type), " matmul");
-  const float alpha = 1.0f, beta = p.residual ? 1.0f : 0.0f;
-  const void* c = p.residual ? static_cast<const void*>(p.residual) : static_cast<const void*>(p.y);
-  check_lt(cublasLtMatmul(ctx.lt, op, &alpha, p.w, la, ctx.scratch, lb, &beta, c, lc, p.y, lc,
+  FATHOM_CHECK(found > 0, "cuBLASLt found no algorithm for a ", g.n, "x", g.k, " @ ", g.k, "x",
+               g.m, " ", ggml_type_name(type), " matmul (ld ", g.ldd, ")");
+  const float alpha = 1.0f;
+  check_lt(cublasLtMatmul(ctx.lt, op, &alpha, g.a, la, g.b, lb, &g.beta, g.c, lc, g.d, lc,
                           &heur.algo, ctx.workspace, ws, stream),
            "Matmul");
   cublasLtMatmulPreferenceDestroy(pref);
@@ -203,15 +250,90 @@ void gemm_cublaslt(const MatmulParams& p, cudaStream_t stream) {
   cublasLtMatrixLayoutDestroy(lb);
   cublasLtMatrixLayoutDestroy(lc);
   cublasLtMatmulDescDestroy(op);
-  if (p.bias) {
-    const int64_t ny = p.n_tokens * p.rows;
-    add_bias_kernel<<<unsigned(std::min<int64_t>((ny + 255) / 256, 4096)), 256, 0, stream>>>(
-        p.y, p.bias, p.n_tokens, p.rows);
-    CUDA_CHECK_LAUNCH();
+}
+
+// x (n_tokens, cols) fp32 -> ctx.scratch in H (fp16 or bf16).
+template <typename H>
+void convert_x(const MatmulParams& p, cudaStream_t stream) {
+  const GemmContext& ctx = *p.gemm;
+  const size_t need = size_t(p.n_tokens) * p.cols * 2;
+  FATHOM_CHECK(ctx.scratch && ctx.scratch_bytes >= need, "matmul: GemmContext scratch of ",
+               ctx.scratch_bytes, " bytes, ", need, " needed");
+  const int64_t n = p.n_tokens * p.cols;
+  const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, 4096));
+  convert_kernel<H><<<grid, 256, 0, stream>>>(p.x, static_cast<H*>(ctx.scratch), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void add_bias(const MatmulParams& p, cudaStream_t stream) {
+  if (!p.bias) return;
+  const int64_t ny = p.n_tokens * p.rows;
+  add_bias_kernel<<<unsigned(std::min<int64_t>((ny + 255) / 256, 4096)), 256, 0, stream>>>(
+      p.y, p.bias, p.n_tokens, p.rows);
+  CUDA_CHECK_LAUNCH();
+}
+
+// y (n_tokens, rows) = x16 (n_tokens, cols) @ W^T; in cuBLAS's column-major terms
+// D (rows x n_tokens, ld rows) = op_T(W: cols x rows, ld cols) * (x16: cols x n_tokens, ld cols).
+void gemm_cublaslt(const MatmulParams& p, cudaStream_t stream) {
+  const bool f16 = p.type == GgmlType::F16;
+  if (f16) convert_x<__half>(p, stream);
+  else convert_x<__nv_bfloat16>(p, stream);
+  LtGemm g{f16 ? CUDA_R_16F : CUDA_R_16BF, p.w, p.rows, p.cols, p.gemm->scratch, p.n_tokens,
+           p.residual ? p.residual : p.y, p.y, p.rows, p.residual ? 1.0f : 0.0f};
+  lt_matmul(*p.gemm, g, p.type, stream);
+  add_bias(p, stream);
+}
+
+// Quantized W in chunks of R rows (gemm_dequant_chunk_rows), each dequantized to bf16 in
+// ctx.dequant and multiplied by cuBLASLt. Chunk [r0, r0 + R): A = the bf16 chunk (R, cols),
+// D = y + r0 with ld rows (columns r0.. of y), C = residual + r0 (same layout) when there is a
+// residual. r0 is a multiple of kGemmChunkAlign = 64, so y + r0 keeps y's 256-byte alignment.
+// The chunks run in stream order, so chunk i+1's dequant overwrites the scratch only after
+// chunk i's GEMM has read it. The bias is added once over all of y at the end.
+void gemm_dequant_cublaslt(const MatmulParams& p, int64_t chunk, cudaStream_t stream) {
+  const GemmContext& ctx = *p.gemm;
+  convert_x<__nv_bfloat16>(p, stream);
+  const int64_t n_units = p.cols / kUnit;
+  const int64_t row_bytes = int64_t(ggml_row_bytes(p.type, p.cols));
+  const uint8_t* w = static_cast<const uint8_t*>(p.w);
+  __nv_bfloat16* wd = static_cast<__nv_bfloat16*>(ctx.dequant);
+  for (int64_t r0 = 0; r0 < p.rows; r0 += chunk) {
+    const int64_t nr = std::min(chunk, p.rows - r0);
+    const int64_t n = nr * n_units;
+    const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, 16384));
+    const bool ok = dispatch_qtype(p.type, [&](auto tc) {
+      dequantize_rows_bf16_kernel<decltype(tc)::value>
+          <<<grid, 256, 0, stream>>>(w, row_bytes, r0, nr, n_units, wd);
+      CUDA_CHECK_LAUNCH();
+    });
+    FATHOM_CHECK(ok, "matmul: weight type ", ggml_type_name(p.type), " is not supported on CUDA");
+    LtGemm g{CUDA_R_16BF, wd, nr, p.cols, ctx.scratch, p.n_tokens,
+             (p.residual ? p.residual : p.y) + r0, p.y + r0, p.rows, p.residual ? 1.0f : 0.0f};
+    lt_matmul(ctx, g, p.type, stream);
   }
+  add_bias(p, stream);
 }
 
 }  // namespace
+
+int64_t gemm_dequant_chunk_rows(const MatmulParams& p) {
+  const GemmContext* ctx = p.gemm;
+  if (!ctx || !ctx->lt || !ctx->dequant || p.rows <= 0 || p.cols <= 0) return 0;
+  if (p.type == GgmlType::F32 || p.type == GgmlType::F16 || p.type == GgmlType::BF16 ||
+      !matmul_supports(p.type))
+    return 0;
+  // Whole matrix when it fits; else as many rows as fit, a multiple of kGemmChunkAlign, evened out
+  // over the chunks (4096 rows in a 3200-row budget -> 2 x 2048, not 3200 + 896: a thin last
+  // chunk would leave most SMs idle in its GEMM).
+  const int64_t fit = int64_t(ctx->dequant_bytes / (size_t(p.cols) * 2));
+  if (fit >= p.rows) return p.rows;
+  const int64_t max_rows = fit / kGemmChunkAlign * kGemmChunkAlign;
+  if (max_rows == 0) return 0;
+  const int64_t n_chunks = (p.rows + max_rows - 1) / max_rows;
+  const int64_t even = (p.rows + n_chunks - 1) / n_chunks;
+  return std::min(max_rows, (even + kGemmChunkAlign - 1) / kGemmChunkAlign * kGemmChunkAlign);
+}
 
 void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream) {
   if (p.n_tokens <= 0) return;
@@ -222,6 +344,10 @@ void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream) {
   FATHOM_CHECK(p.n_tokens / kBM < 65535, "matmul_gemm: n_tokens ", p.n_tokens, " too large");
   if ((p.type == GgmlType::F16 || p.type == GgmlType::BF16) && p.gemm && p.gemm->lt) {
     gemm_cublaslt(p, stream);
+    return;
+  }
+  if (const int64_t chunk = gemm_dequant_chunk_rows(p); chunk > 0) {
+    gemm_dequant_cublaslt(p, chunk, stream);
     return;
   }
   GemmArgs a{static_cast<const uint8_t*>(p.w), int64_t(ggml_row_bytes(p.type, p.cols)), p.rows,

@@ -127,18 +127,27 @@ void launch_softcap(const SoftcapParams& p, cudaStream_t stream);
 // y = x @ W^T (+ bias) (+ residual), fp32 accumulation.
 //   GEMV: weights dequantized in registers, x in shared memory, each weight block read once for
 //   all the batch columns.  GEMM: F16/BF16 weights through cuBLASLt when `lt` is set (x is
-//   converted to the weight's 16-bit type in `scratch`); every other case dequantizes one
+//   converted to the weight's 16-bit type in `scratch`); quantized weights through cuBLASLt when
+//   `lt` and `dequant` are set (x to bf16 once, then W one chunk of rows at a time dequantized to
+//   bf16 in `dequant`, one GEMM per chunk); every other case (and F32 weights) dequantizes one
 //   weight tile at a time into shared memory as bf16 and multiplies on tensor cores (wmma).
 constexpr int64_t kGemvMaxTokens = 16;
+// Rows of a dequantized chunk are a multiple of this (64 fp32 = 256 bytes: each chunk's output
+// columns y + r0 stay 256-byte aligned, as cuBLASLt prefers).
+constexpr int64_t kGemmChunkAlign = 64;
 
-// Engine-owned resources for the cuBLASLt path (one per engine / stream). All nullable: without
-// them F16/BF16 weights take the tiled tensor-core kernel.
+// Engine-owned resources for the cuBLASLt paths (one per engine / stream). All nullable: without
+// them every type takes the tiled tensor-core kernel.
 struct GemmContext {
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;       // cuBLASLt workspace
   size_t workspace_bytes = 0;
   void* scratch = nullptr;         // >= n_tokens * cols * 2 bytes: x in fp16/bf16
   size_t scratch_bytes = 0;
+  // bf16 rows of a quantized W, one chunk (R, cols) at a time; R = gemm_dequant_chunk_rows().
+  // Fewer than kGemmChunkAlign * cols * 2 bytes (and not the whole matrix): the tiled kernel.
+  void* dequant = nullptr;
+  size_t dequant_bytes = 0;
 };
 
 struct MatmulParams {
@@ -157,6 +166,11 @@ void launch_matmul(const MatmulParams& p, cudaStream_t stream);
 // The two paths, callable directly (tests, bench). launch_matmul picks by n_tokens.
 void launch_matmul_gemv(const MatmulParams& p, cudaStream_t stream);
 void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream);
+// Rows per dequantized chunk launch_matmul_gemm uses for p: rows when the whole W fits in
+// p.gemm->dequant_bytes, else the most that fit (a multiple of kGemmChunkAlign) evened out over
+// the chunks; 0 when p takes another path (no context / no dequant scratch / F32 F16 BF16 /
+// scratch under kGemmChunkAlign rows).
+int64_t gemm_dequant_chunk_rows(const MatmulParams& p);
 // True when the GEMV / GEMM kernels handle `type`.
 bool matmul_supports(GgmlType type);
 

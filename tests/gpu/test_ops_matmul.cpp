@@ -155,6 +155,59 @@ TEST(GpuMatmul, CublasLtHalfWeights) {
   cublasLtDestroy(lt);
 }
 
+// Quantized weights through cuBLASLt, one dequantized bf16 chunk of rows at a time. The scratch
+// sizes give: 32 rows (under kGemmChunkAlign: the tiled kernel), 64 rows (111 = 64 + 47,
+// 500 = 7 x 64 + 52), 128 rows (111 whole; 500 = 3 x 128 + 116), 200 rows (500 = 192 + 192 + 116),
+// 1024 rows (both whole). The chunk count is checked so a silent fallback cannot pass.
+// Tolerance: bf16 operands, as the tiled GEMM (2^-8 sum|w x|).
+TEST(GpuMatmul, CublasLtDequantizedChunks) {
+  FATHOM_REQUIRE_GPU();
+  cublasLtHandle_t lt = nullptr;
+  ASSERT_EQ(cublasLtCreate(&lt), CUBLAS_STATUS_SUCCESS);
+  const int64_t cols = 768;
+  DeviceBuffer<uint8_t> workspace(size_t(32) << 20), scratch(size_t(100) * cols * 2);
+  DeviceBuffer<uint8_t> dequant(size_t(1024) * cols * 2);
+  GemmContext ctx;
+  ctx.lt = lt;
+  ctx.workspace = workspace.get();
+  ctx.workspace_bytes = workspace.size();
+  ctx.scratch = scratch.get();
+  ctx.scratch_bytes = scratch.size();
+  ctx.dequant = dequant.get();
+  struct Case {
+    int64_t budget_rows, want_111, want_500;
+  };
+  for (const Case& c : {Case{32, 0, 0}, Case{64, 64, 64}, Case{128, 111, 128}, Case{200, 111, 192},
+                        Case{1024, 111, 500}}) {
+    ctx.dequant_bytes = size_t(c.budget_rows) * cols * 2;
+    SCOPED_TRACE("dequant scratch of " + std::to_string(c.budget_rows) + " rows");
+    for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                          GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+      MatmulParams q;
+      q.type = type;
+      q.rows = 111;
+      q.cols = cols;
+      q.gemm = &ctx;
+      EXPECT_EQ(fathom::cuda::gemm_dequant_chunk_rows(q), c.want_111) << ggml_type_name(type);
+      q.rows = 500;
+      EXPECT_EQ(fathom::cuda::gemm_dequant_chunk_rows(q), c.want_500) << ggml_type_name(type);
+      run_problem({type, 111, cols, 17, false, false}, 2, &ctx);
+      run_problem({type, 500, cols, 100, true, true}, 2, &ctx);
+      if (c.budget_rows == 64) run_problem({type, 500, cols, 33, true, false}, 2, &ctx);
+    }
+  }
+  // F32 / F16 / BF16 never take this path (F16/BF16 have their own, F32 stays exact-ish).
+  for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
+    MatmulParams q;
+    q.type = type;
+    q.rows = 111;
+    q.cols = cols;
+    q.gemm = &ctx;
+    EXPECT_EQ(fathom::cuda::gemm_dequant_chunk_rows(q), 0) << ggml_type_name(type);
+  }
+  cublasLtDestroy(lt);
+}
+
 TEST(GpuMatmul, RejectsUnsupportedType) {
   FATHOM_REQUIRE_GPU();
   MatmulParams p;
