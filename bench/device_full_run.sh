@@ -4,8 +4,10 @@
 # guard against a deliberately slowed run, and the profiler check. Everything lands in $OUT.
 # Usage (device tool, carry [".devdeps"]): bash bench/device_full_run.sh
 set -u
-OUT=${OUT:-/tmp/fathom-out}
-mkdir -p "$OUT"
+FINAL=${OUT:-/tmp/fathom-out}
+export OUT=/tmp/fathom-run   # everything is written here, then packed into $FINAL/results.tgz (the
+mkdir -p "$OUT" "$FINAL"  # device tool returns at most 8 files)
+trap 'tar czf "$FINAL/results.tgz" -C "$OUT" . ; cp "$OUT"/bench_table.* "$FINAL"/ 2>/dev/null' EXIT
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
 
@@ -17,7 +19,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --fo
 
 stamp "gpu tests"
 timeout 240 build-dev/tests/fathom_gpu_tests >"$OUT/gpu_tests.log" 2>&1
-echo "gpu tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran" "$OUT/gpu_tests.log" | head -20
+echo "gpu tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|worst" "$OUT/gpu_tests.log" | head -30
 
 stamp bench
 B=build-dev/bin/fathom
@@ -36,6 +38,9 @@ if [ -x scripts/device_profile_check.sh ]; then
 fi
 
 stamp memcheck
-timeout 150 compute-sanitizer --tool memcheck build-dev/tests/fathom_gpu_tests --gtest_filter='Engine*' >"$OUT/memcheck.log" 2>&1
+timeout 150 compute-sanitizer --tool memcheck build-dev/tests/fathom_gpu_tests --gtest_filter='Engine*:GpuMatmul*' >"$OUT/memcheck.log" 2>&1
 echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log" | head
+stamp racecheck
+timeout 90 compute-sanitizer --tool racecheck build-dev/tests/fathom_gpu_tests --gtest_filter='GpuMatmul*' >"$OUT/racecheck.log" 2>&1
+echo "racecheck rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$OUT/racecheck.log" | head
 stamp done
