@@ -222,5 +222,30 @@ TEST(GpuMatmul, RejectsUnsupportedType) {
   EXPECT_THROW(fathom::cuda::launch_matmul(p, nullptr), Error);
 }
 
+TEST(GpuMatmul, GemvSmallRowsSplitK) {
+  // Shapes that make launch_matmul_gemv split each row's units across S warps of a block
+  // (choose_ksplit in matmul_gemv.cu). With 7 or 111 rows the grid is far below 2 blocks per SM
+  // on any GPU, so S is capped only by the staged units: at batch 1, cols 2048 -> S = 2,
+  // 4096 -> S = 4, 8192 -> S = 8, 9216 -> S = 8 with a 32-unit second chunk that only slice 0
+  // reads; batch 3 (64-unit chunks) -> S <= 2; batch 16 -> S = 1. The Gemma-3-270M shapes
+  // (cols 640, 24 units for the K types at cols 768) stay at S = 1.
+  FATHOM_REQUIRE_GPU();
+  struct Shape {
+    int64_t rows, cols;
+  };
+  for (GgmlType type : kTypes) {
+    const bool k_type = ggml_type_traits(type).block_elems == 256;
+    const Shape shapes[] = {{256, k_type ? 768 : 640}, {640, 2048}, {7, 4096}, {111, 8192}, {7, 9216}};
+    for (const Shape& sh : shapes)
+      for (int64_t batch : {1, 3, 16}) run_problem({type, sh.rows, sh.cols, batch, false, false}, 1);
+  }
+  // The cross-warp reduction adds bias and residual once per (row, column).
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::F16}) {
+    run_problem({type, 111, 8192, 1, true, true}, 1);
+    run_problem({type, 7, 4096, 2, true, false}, 1);
+    run_problem({type, 640, 2048, 3, false, true}, 1);
+  }
+}
+
 }  // namespace
 }  // namespace fathom::test
