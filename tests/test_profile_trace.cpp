@@ -163,7 +163,8 @@ TEST(ProfileTrace, SyncApiCountsWhenThereAreNoSyncRecords) {
   t.syncs.clear();  // e.g. a CUPTI without SYNCHRONIZATION records
   t.api.push_back({"cudaMemcpy", 19000, 19500});   // blocking copy: an implicit sync
   t.api.push_back({"cudaDeviceSynchronize", 20000, 20100});
-  const PhaseStats* d = analyze(t).phase("decode");
+  const auto analysis = analyze(t);  // keep it alive: phase() points into it
+  const PhaseStats* d = analysis.phase("decode");
   ASSERT_NE(d, nullptr);
   EXPECT_EQ(d->host_syncs, 3);
   EXPECT_NEAR(d->host_sync_us, 1.0 + 0.5 + 0.1, 1e-9);
