@@ -69,7 +69,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   // Half-unit sums of x, (NB, kChunkUnits) pairs: sum of elements 0..15 and 16..31 of a unit.
   float2* xsum = reinterpret_cast<float2*>(xs + kStageFloats);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int S = a.ksplit;
+  // NB >= 8 stages at most 32 units per chunk, one span: never split (choose_ksplit agrees), and
+  // a compile-time S = 1 keeps the reduction code out of the largest instantiations.
+  const int S = kChunkUnits > 32 ? a.ksplit : 1;
   const int group = warp / S, slice = warp - group * S;  // row pair of the block, slice of K
   const int64_t row0 = int64_t(blockIdx.x) * (kGemvRowsPerBlock / S) + group * kGemvRowsPerWarp;
   const int64_t cols = a.n_units * kUnit;
@@ -227,7 +229,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 template <GgmlType T, int NB>
 void launch_gemv_nb(const GemvArgs& a, cudaStream_t stream) {
   const size_t smem = size_t(kStageFloats) * sizeof(float) + size_t(kStageUnits) * sizeof(float2);
-  const int rows_per_block = kGemvRowsPerBlock / a.ksplit;
+  const int rows_per_block = kGemvRowsPerBlock / (kStageUnits / NB > 32 ? a.ksplit : 1);  // as the kernel's S
   const unsigned grid = unsigned((a.rows + rows_per_block - 1) / rows_per_block);
   gemv_kernel<T, NB><<<grid, kGemvWarps * 32, smem, stream>>>(a);
   CUDA_CHECK_LAUNCH();
