@@ -669,6 +669,7 @@ void CudaEngine::Impl::load(const Model& model) {
     gemm.workspace_bytes = act.lt_ws_bytes;
     gemm.scratch = act.gemm_scratch;
     gemm.scratch_bytes = act.gemm_scratch_bytes;
+    gemm.dequant_min_elements = int64_t(1) << 22;
     gemm.dequant = act.gemm_dequant;
     gemm.dequant_bytes = act.gemm_dequant_bytes;
   }

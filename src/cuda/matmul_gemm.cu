@@ -320,6 +320,7 @@ void gemm_dequant_cublaslt(const MatmulParams& p, int64_t chunk, cudaStream_t st
 int64_t gemm_dequant_chunk_rows(const MatmulParams& p) {
   const GemmContext* ctx = p.gemm;
   if (!ctx || !ctx->lt || !ctx->dequant || p.rows <= 0 || p.cols <= 0) return 0;
+  if (p.rows * p.cols < ctx->dequant_min_elements) return 0;
   if (p.type == GgmlType::F32 || p.type == GgmlType::F16 || p.type == GgmlType::BF16 ||
       !matmul_supports(p.type))
     return 0;

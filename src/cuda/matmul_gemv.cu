@@ -26,6 +26,8 @@
 // and never stored.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/quant_blocks.cuh"
@@ -52,6 +54,7 @@ struct GemvArgs {
   const float* residual;
   int n_tokens;
   int ksplit;           // S: warps that split one row pair's units (1, 2, 4 or 8)
+  int64_t prefetch_row_bytes;  // L2 prefetch per row and chunk (0: none), see gemv_kernel
 };
 
 // L2 prefetch of the 128-byte line holding p: a hint with no register result, so the warp does
@@ -99,7 +102,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     // whole 4096-column Q4_K row, while the lines in flight stay well inside L2 (3 blocks x 16
     // rows x ~2-4 KB per SM, ~15-25 MB on 132 SMs).
     int64_t requested = 0;
-    for (int su = slice * 32; su < cu && requested < kPrefetchRowBytes; su += 32 * S) {
+    for (int su = slice * 32; su < cu && requested < a.prefetch_row_bytes; su += 32 * S) {
       const int se = su + 32 < cu ? su + 32 : cu;
       const int64_t lo = (u0 + su) * a.row_bytes / a.n_units;
       const int64_t hi = (u0 + se) * a.row_bytes / a.n_units;
@@ -273,12 +276,25 @@ void launch_matmul_gemv(const MatmulParams& p, cudaStream_t stream) {
   FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0,
                "matmul_gemv: weight and x must be 16-byte aligned");
   GemvArgs a{static_cast<const uint8_t*>(p.w), int64_t(ggml_row_bytes(p.type, p.cols)), p.rows,
-             p.cols / kUnit, p.x, p.y, p.bias, p.residual, int(p.n_tokens), 1};
+             p.cols / kUnit, p.x, p.y, p.bias, p.residual, int(p.n_tokens), 1, kPrefetchRowBytes};
+  // Measurement switches for A/B runs on the GPU (docs/perf/NOTES.md, GEMV v3): the L2 prefetch
+  // budget per row and the largest K split. Read once; the defaults are the tuned values.
+  static const int64_t prefetch_env = [] {
+    const char* e = std::getenv("FATHOM_GEMV_PREFETCH_BYTES");
+    return e ? std::atoll(e) : int64_t(-1);
+  }();
+  static const int max_split_env = [] {
+    const char* e = std::getenv("FATHOM_GEMV_MAX_SPLIT");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (prefetch_env >= 0) a.prefetch_row_bytes = prefetch_env;
   int device = 0, sm_count = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
   const int nb = a.n_tokens <= 1 ? 1 : a.n_tokens <= 2 ? 2 : a.n_tokens <= 4 ? 4 : a.n_tokens <= 8 ? 8 : 16;
   a.ksplit = choose_ksplit(a.rows, a.n_units, kStageUnits / nb, sm_count);
+  if (max_split_env >= 1)
+    while (a.ksplit > max_split_env) a.ksplit /= 2;
   const bool ok = dispatch_qtype(p.type, [&](auto tc) {
     constexpr GgmlType T = decltype(tc)::value;
     if (a.n_tokens <= 1) launch_gemv_nb<T, 1>(a, stream);

@@ -148,6 +148,11 @@ struct GemmContext {
   // Fewer than kGemmChunkAlign * cols * 2 bytes (and not the whole matrix): the tiled kernel.
   void* dequant = nullptr;
   size_t dequant_bytes = 0;
+  // Matrices with fewer elements keep the tiled kernel: each chunk costs a cuBLASLt heuristic
+  // query on the host (tens of us), which outweighs the GEMM for small matrices (measured on
+  // the H200: gemma3-270m Q4_K_M pp512 fell from 29.9k to 16.1k tok/s through this path, while
+  // llama3-8b Q4_K_M rose from 3.6k to 15.9k). The engine sets 1 << 22; 0 = always.
+  int64_t dequant_min_elements = 0;
 };
 
 struct MatmulParams {

@@ -6,8 +6,8 @@
 // runtime, no engine.
 //
 // Recorded kinds: CONCURRENT_KERNEL (does not serialize kernels, unlike KIND_KERNEL), MEMCPY,
-// MEMSET, SYNCHRONIZATION, DEVICE (the GPU's name), and the runtime API calls listed in
-// kRuntimeApis (fine-grained, so the thousands of cudaGetLastError calls are not recorded).
+// MEMSET, SYNCHRONIZATION, DEVICE (the GPU's name), and every runtime API call (RUNTIME; the
+// analysis keeps the calls it knows: allocations, syncs, copies, launches, graph launches).
 // Graph kernel nodes arrive as ordinary kernel records with graph_id set; GRAPH_TRACE is not
 // enabled because it would replace them with one record per graph launch.
 #include "fathom/profiler.h"
@@ -38,44 +38,6 @@ namespace {
     }                                                                                       \
   } while (0)
 
-// The runtime API calls worth a record: allocations, syncs (explicit and implicit), launches.
-const CUpti_CallbackId kRuntimeApis[] = {
-    CUPTI_RUNTIME_TRACE_CBID_cudaMalloc_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaFree_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMallocHost_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaFreeHost_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaHostAlloc_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMallocManaged_v6000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMallocPitch_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMallocAsync_v11020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMallocAsync_ptsz_v11020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaFreeAsync_v11020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaFreeAsync_ptsz_v11020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaStreamSynchronize_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaStreamSynchronize_ptsz_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaEventSynchronize_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaDeviceSynchronize_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpy_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpy_ptds_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpy2D_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpy2D_ptds_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpyToSymbol_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpyToSymbol_ptds_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpyFromSymbol_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemcpyFromSymbol_ptds_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemset_v3020,
-    CUPTI_RUNTIME_TRACE_CBID_cudaMemset_ptds_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernel_ptsz_v7000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_v11060,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchKernelExC_ptsz_v11060,
-    CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_v13000,
-    CUPTI_RUNTIME_TRACE_CBID___cudaLaunchKernel_ptsz_v13000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_v9000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaLaunchCooperativeKernel_ptsz_v9000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_v10000,
-    CUPTI_RUNTIME_TRACE_CBID_cudaGraphLaunch_ptsz_v10000,
-};
 
 const CUpti_ActivityKind kKinds[] = {
     CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET,
@@ -293,13 +255,10 @@ void Profiler::start() {
            " (is a GPU driver present, and no other profiler such as nsys/ncu attached?)");
     }
   }
-  bool fine_grained = true;
-  for (CUpti_CallbackId id : kRuntimeApis)
-    fine_grained = fine_grained && cuptiActivityEnableRuntimeApi(id, 1) == CUPTI_SUCCESS;
-  if (!fine_grained) {
-    // Older CUPTI: every runtime call (the analysis ignores names it does not know).
-    CUPTI_CHECK(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_RUNTIME));
-  }
+  // Every runtime call (the analysis ignores names it does not know). The fine-grained
+  // cuptiActivityEnableRuntimeApi selection of kRuntimeApis alone produced no runtime records in
+  // the engine profile on the H200 (CUDA 13.0, driver 580): no launch or graph-launch counts.
+  CUPTI_CHECK(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_RUNTIME));
   m.begin_ns = now_ns();
   m.recording = true;
 }
@@ -319,7 +278,6 @@ void Profiler::stop() {
   CUptiResult flush = cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   for (CUpti_ActivityKind k : kKinds) cuptiActivityDisable(k);
   cuptiActivityDisable(CUPTI_ACTIVITY_KIND_RUNTIME);
-  for (CUpti_CallbackId id : kRuntimeApis) cuptiActivityEnableRuntimeApi(id, 0);
   cuptiActivityDisable(CUPTI_ACTIVITY_KIND_DEVICE);
   CUPTI_CHECK(flush);
   CUPTI_CHECK(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED));
