@@ -15,9 +15,8 @@
 // then for every batch column reads x once for both rows and accumulates d * sum(q x) +
 // m * sum(x) -- one FMA per weight element and column. Every weight byte is read once per launch
 // whatever the batch. Adjacent lanes read adjacent units: a warp's loads cover one contiguous
-// stretch of each row. Before staging x, each warp asks L2 to prefetch the weight bytes it will
-// read in the chunk, so the DRAM latency of the weights overlaps the x stage and its barriers
-// instead of following them. Partial sums are reduced with warp shuffles, then (S > 1) across
+// stretch of each row. Optionally (kPrefetchRowBytes, off: it measured slower) each warp first
+// asks L2 to prefetch the weight bytes it will read in the chunk. Partial sums are reduced with warp shuffles, then (S > 1) across
 // the S warps of a group through shared memory. The x stage is 36 KB whatever NB (8192
 // elements for NB = 1; longer rows loop over chunks).
 //
@@ -41,7 +40,10 @@ constexpr int kGemvRowsPerBlock = kGemvWarps * kGemvRowsPerWarp;
 constexpr int kUnitStride = 36;          // floats per staged unit (32 + 4 pad)
 constexpr int kStageUnits = 256;          // 32-element units of x staged, over all columns
 constexpr int kStageFloats = kStageUnits * kUnitStride;  // 9216 floats = 36 KB (+ 2 KB of sums)
-constexpr int64_t kPrefetchRowBytes = 2048;  // L2 prefetch per row and chunk, see gemv_kernel
+// L2 prefetch per row and chunk: off. Measured on the H200 (fathom bench tg128, synthetic,
+// Q4_K_M): prefetching 2 KB/row cost 1-12% (llama3-8b 206 -> 180 tok/s, llama3.2-1b 753 -> 698,
+// gemma3-270m 818 -> 787); FATHOM_GEMV_PREFETCH_BYTES=2048 turns it back on for experiments.
+constexpr int64_t kPrefetchRowBytes = 0;  // L2 prefetch per row and chunk, see gemv_kernel
 
 struct GemvArgs {
   const uint8_t* w;
