@@ -30,6 +30,9 @@ std::string str_cat(Args&&... args) {
   return os.str();
 }
 
+// printf-style formatting into a std::string (report tables, numbers with a precision).
+std::string str_printf(const char* format, ...) __attribute__((format(printf, 1, 2)));
+
 // Throws fathom::Error with the concatenated message.
 template <typename... Args>
 [[noreturn]] void fail(Args&&... args) {

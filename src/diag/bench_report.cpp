@@ -175,16 +175,10 @@ static Report report_from(const json& j) {
   }
 }
 
-static std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 static std::string human_bytes(double b) {
-  if (b >= 1e9) return fmt("%.2f GB", b / 1e9);
-  if (b >= 1e6) return fmt("%.1f MB", b / 1e6);
-  return fmt("%.0f B", b);
+  if (b >= 1e9) return str_printf("%.2f GB", b / 1e9);
+  if (b >= 1e6) return str_printf("%.1f MB", b / 1e6);
+  return str_printf("%.0f B", b);
 }
 
 static bool is_decode(const Result& x) { return x.test.rfind("tg", 0) == 0; }
@@ -195,12 +189,12 @@ std::string markdown_table(const Report& r) {
   os << "|---|---:|---|---|---:|---:|---:|---:|---:|\n";
   for (const auto& x : r.results) {
     std::string test = x.test + (x.depth > 0 ? " @ d" + std::to_string(x.depth) : "");
-    std::string achieved = is_decode(x) ? fmt("%.0f GB/s", x.achieved) : fmt("%.1f TFLOP/s", x.achieved);
+    std::string achieved = is_decode(x) ? str_printf("%.0f GB/s", x.achieved) : str_printf("%.1f TFLOP/s", x.achieved);
     os << "| " << (r.shape.empty() ? r.model : r.shape) << " | " << human_bytes(r.model_bytes) << " | " << r.type
-       << " | " << test << " | " << x.batch << " | " << fmt("%.1f", x.tok_per_s) << " ± "
-       << fmt("%.1f", x.tok_per_s * x.gpu_ms.stddev / std::max(1e-12, x.gpu_ms.median)) << " | "
-       << fmt("%.3f", x.ms_per_tok) << " (" << fmt("%.3f", x.ms_per_tok_p95) << ") | " << achieved << " | "
-       << fmt("%.1f%%", x.pct_roofline) << " |\n";
+       << " | " << test << " | " << x.batch << " | " << str_printf("%.1f", x.tok_per_s) << " ± "
+       << str_printf("%.1f", x.tok_per_s * x.gpu_ms.stddev / std::max(1e-12, x.gpu_ms.median)) << " | "
+       << str_printf("%.3f", x.ms_per_tok) << " (" << str_printf("%.3f", x.ms_per_tok_p95) << ") | " << achieved << " | "
+       << str_printf("%.1f%%", x.pct_roofline) << " |\n";
   }
   return os.str();
 }
@@ -225,13 +219,13 @@ Comparison compare(const Report& cur, const Report& base, double max_regress) {
     if (b.tok_per_s > 0) {
       double change = x.tok_per_s / b.tok_per_s - 1.0;
       if (change < -max_regress)
-        c.regressions.push_back(name + ": " + fmt("%.1f", x.tok_per_s) + " tok/s vs baseline " +
-                                fmt("%.1f", b.tok_per_s) + " (" + fmt("%+.1f%%", 100 * change) + ", limit -" +
-                                fmt("%.1f%%", 100 * max_regress) + ")");
+        c.regressions.push_back(name + ": " + str_printf("%.1f", x.tok_per_s) + " tok/s vs baseline " +
+                                str_printf("%.1f", b.tok_per_s) + " (" + str_printf("%+.1f%%", 100 * change) + ", limit -" +
+                                str_printf("%.1f%%", 100 * max_regress) + ")");
     }
     double spread = std::max(x.gpu_ms.spread, b.gpu_ms.spread);
     if (spread > max_regress)
-      c.warnings.push_back(name + ": run-to-run spread " + fmt("%.1f%%", 100 * spread) +
+      c.warnings.push_back(name + ": run-to-run spread " + str_printf("%.1f%%", 100 * spread) +
                            " exceeds the threshold; the comparison may be noise");
   }
   for (const auto& [k, b] : base_by_key)

@@ -24,19 +24,9 @@ const char* severity_name(Severity s) {
 
 namespace {
 
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
-
 // 1234567 -> "1,234,567"
 std::string commas(double v) {
-  std::string digits = fmt("%.0f", v < 0 ? -v : v);
+  std::string digits = str_printf("%.0f", v < 0 ? -v : v);
   std::string out;
   for (size_t i = 0; i < digits.size(); ++i) {
     if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
@@ -46,10 +36,10 @@ std::string commas(double v) {
 }
 
 std::string bytes_str(double b) {
-  if (b >= 1e9) return fmt("%.2f GB", b / 1e9);
-  if (b >= 1e6) return fmt("%.2f MB", b / 1e6);
-  if (b >= 1e3) return fmt("%.1f kB", b / 1e3);
-  return fmt("%.0f B", b);
+  if (b >= 1e9) return str_printf("%.2f GB", b / 1e9);
+  if (b >= 1e6) return str_printf("%.2f MB", b / 1e6);
+  if (b >= 1e3) return str_printf("%.1f kB", b / 1e3);
+  return str_printf("%.0f B", b);
 }
 
 Severity severity_for(double saved_us, double step_us, const DoctorThresholds& th) {
@@ -91,8 +81,8 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
   if (p.kernels == 0) {
     Finding f;
     f.rule = "no-kernels";
-    f.title = fmt("no kernels recorded in the %s", scope_name.c_str());
-    f.evidence.push_back(fmt("%lld steps, %.1f us of wall time", (long long)p.n_steps, p.wall_us));
+    f.title = str_printf("no kernels recorded in the %s", scope_name.c_str());
+    f.evidence.push_back(str_printf("%lld steps, %.1f us of wall time", (long long)p.n_steps, p.wall_us));
     f.fix = "check that the program used the GPU while profiled (or that CUPTI could attach)";
     r.findings.push_back(f);
     return r;
@@ -108,10 +98,10 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
   if (p.gap_pct > th.idle_pct) {
     Finding f;
     f.rule = "launch-bound";
-    f.title = fmt("launch-bound: GPU idle %.1f%% of the %s between kernels (%s kernels/%s, median gap %.1f us)",
+    f.title = str_printf("launch-bound: GPU idle %.1f%% of the %s between kernels (%s kernels/%s, median gap %.1f us)",
                   p.gap_pct, scope_name.c_str(), commas(kernels_ps).c_str(), per, p.median_gap_us);
-    f.evidence.push_back(fmt("idle between kernels: %.1f us per %s of %.1f us", gap_ps, per, wall_ps));
-    f.evidence.push_back(fmt("kernels per %s: %.1f, launched by %.1f launch calls and %.2f graph launches "
+    f.evidence.push_back(str_printf("idle between kernels: %.1f us per %s of %.1f us", gap_ps, per, wall_ps));
+    f.evidence.push_back(str_printf("kernels per %s: %.1f, launched by %.1f launch calls and %.2f graph launches "
                              "(%.1f us of host time in them)",
                              per, kernels_ps, p.per_step(double(p.launch_calls)), graphs_ps,
                              p.per_step(p.launch_us)));
@@ -119,7 +109,7 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
       f.fix = "capture the decode step in a CUDA graph (one cudaGraphLaunch per token instead of one launch "
               "per kernel), then fuse small elementwise kernels";
     } else {
-      f.fix = fmt("the step already replays a graph, so the gaps are the per-kernel cost inside it: fuse "
+      f.fix = str_printf("the step already replays a graph, so the gaps are the per-kernel cost inside it: fuse "
                   "kernels (norm into the next matmul, RoPE into the KV write, GLU into the down "
                   "projection's input) to cut the %.0f kernels per %s",
                   kernels_ps, per);
@@ -136,15 +126,15 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     if (outside_pct > th.idle_pct) {
       Finding f;
       f.rule = "host-overhead";
-      f.title = decode ? fmt("host-bound: the GPU waits %.1f%% of each token for the host (%.1f us outside the "
+      f.title = decode ? str_printf("host-bound: the GPU waits %.1f%% of each token for the host (%.1f us outside the "
                              "step's kernels)",
                              outside_pct, outside_ps)
-                       : fmt("host-bound: the GPU is idle %.1f%% of the %s outside kernels (%.1f us; %lld gaps over "
+                       : str_printf("host-bound: the GPU is idle %.1f%% of the %s outside kernels (%.1f us; %lld gaps over "
                              "%.0f us)",
                              outside_pct, scope_name.c_str(), outside_ps, (long long)p.long_gaps, kLongGapUs);
-      f.evidence.push_back(fmt("GPU busy %.1f us of a %.1f us %s (%.1f%%); idle between kernels %.1f us", busy_ps,
+      f.evidence.push_back(str_printf("GPU busy %.1f us of a %.1f us %s (%.1f%%); idle between kernels %.1f us", busy_ps,
                                wall_ps, per, p.busy_pct, gap_ps));
-      f.evidence.push_back(fmt("host syncs %.2f per %s, %.1f us waited", p.per_step(double(p.host_syncs)), per,
+      f.evidence.push_back(str_printf("host syncs %.2f per %s, %.1f us waited", p.per_step(double(p.host_syncs)), per,
                                p.per_step(p.host_sync_us)));
       f.fix = decode ? "shorten the host's turn between steps: sample on the GPU, keep detokenization and logging "
                        "off the critical path, and enqueue step i+1 before reading step i's token where the "
@@ -178,17 +168,17 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     const double pct = 100.0 * gbps / trace.read_gbps;
     Finding f;
     f.rule = "bandwidth";
-    f.evidence.push_back(fmt("weights %s per token; measured read ceiling %.0f GB/s, so at least %.1f us per token",
+    f.evidence.push_back(str_printf("weights %s per token; measured read ceiling %.0f GB/s, so at least %.1f us per token",
                              bytes_str(W).c_str(), trace.read_gbps, ideal_us));
     if (by_kernels)
-      f.evidence.push_back(fmt("matmul kernels (%s): %.1f us per token = %.0f GB/s = %.1f%% of the ceiling",
+      f.evidence.push_back(str_printf("matmul kernels (%s): %.1f us per token = %.0f GB/s = %.1f%% of the ceiling",
                                matmul_names.c_str(), matmul_ps, gbps, pct));
-    f.evidence.push_back(fmt("GPU busy %.1f us per token = %.0f GB/s; whole step %.1f us = %.0f GB/s = %.1f%%",
+    f.evidence.push_back(str_printf("GPU busy %.1f us per token = %.0f GB/s; whole step %.1f us = %.0f GB/s = %.1f%%",
                              busy_ps, busy_ps > 0 ? W / (busy_ps * 1e-6) / 1e9 : 0.0, step, step_gbps,
                              100.0 * step_gbps / trace.read_gbps));
     const char* what = by_kernels ? "matmul kernels" : "decode kernels";
     if (pct < th.bandwidth_pct) {
-      f.title = fmt("memory-bound %s at %.0f GB/s = %.1f%% of measured bandwidth (%s of weights, %.1f us per token)",
+      f.title = str_printf("memory-bound %s at %.0f GB/s = %.1f%% of measured bandwidth (%s of weights, %.1f us per token)",
                     what, gbps, pct, bytes_str(W).c_str(), work_us);
       // Only kernel time: idle time is the launch-bound / host findings' to claim.
       f.saved_us_per_step = std::max(0.0, work_us - ideal_us);
@@ -196,7 +186,7 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
               "bytes in flight per SM, enough blocks for every SM, no second pass over the weights); compare "
               "each with `fathom bench` GB/s";
     } else {
-      f.title = fmt("%s at %.1f%% of measured bandwidth (%.0f GB/s): near the limit for %s of weights", what, pct,
+      f.title = str_printf("%s at %.1f%% of measured bandwidth (%.0f GB/s): near the limit for %s of weights", what, pct,
                     gbps, bytes_str(W).c_str());
       f.fix = "little left in the kernels: fewer bytes per token (a smaller quant type) or more tokens per "
               "weight read (batching, speculative decoding)";
@@ -211,8 +201,8 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     if (decode && syncs_ps > expected + kPerStepSlack) {
       Finding f;
       f.rule = "host-syncs";
-      f.title = fmt("host syncs per token: %.2f (expected %.0f)", syncs_ps, expected);
-      f.evidence.push_back(fmt("%lld host synchronizations in %lld steps, %.1f us per token spent waiting",
+      f.title = str_printf("host syncs per token: %.2f (expected %.0f)", syncs_ps, expected);
+      f.evidence.push_back(str_printf("%lld host synchronizations in %lld steps, %.1f us per token spent waiting",
                                (long long)p.host_syncs, (long long)p.n_steps, p.per_step(p.host_sync_us)));
       f.fix = "one synchronization per step, to read the sampled id: use cudaMemcpyAsync on the engine's stream "
               "instead of cudaMemcpy, and drop cudaDeviceSynchronize/cudaStreamSynchronize inside the step";
@@ -227,10 +217,10 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     const double allocs_ps = p.per_step(double(p.allocs));
     Finding f;
     f.rule = "allocations";
-    f.title = decode ? fmt("allocations in the decode loop: %.2f per token (expected 0)", allocs_ps)
-                     : fmt("%lld allocation calls in the %s (%.1f us)", (long long)p.allocs, scope_name.c_str(),
+    f.title = decode ? str_printf("allocations in the decode loop: %.2f per token (expected 0)", allocs_ps)
+                     : str_printf("%lld allocation calls in the %s (%.1f us)", (long long)p.allocs, scope_name.c_str(),
                            p.alloc_us);
-    f.evidence.push_back(fmt("%lld cudaMalloc/cudaFree-family calls, %.1f us per %s in them", (long long)p.allocs,
+    f.evidence.push_back(str_printf("%lld cudaMalloc/cudaFree-family calls, %.1f us per %s in them", (long long)p.allocs,
                              p.per_step(p.alloc_us), per));
     f.fix = decode ? "allocate at load: size the workspace for the largest batch once and reuse it (an arena "
                      "reset per step); cudaFree also synchronizes the device"
@@ -250,13 +240,13 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
       const double mean_copy_us = copies > 0 ? p.copy_us / double(copies) : 0;
       Finding f;
       f.rule = "copies";
-      f.title = fmt("H2D/D2H copies per token beyond token ids: %.2f extra (%.2f H2D, %.2f D2H; expected <= %.0f and "
+      f.title = str_printf("H2D/D2H copies per token beyond token ids: %.2f extra (%.2f H2D, %.2f D2H; expected <= %.0f and "
                     "%.0f)",
                     excess, h2d_ps, d2h_ps, th.expected_h2d, th.expected_d2h);
-      f.evidence.push_back(fmt("per token: H2D %s, D2H %s, D2D %.2f copies (%s)",
+      f.evidence.push_back(str_printf("per token: H2D %s, D2H %s, D2D %.2f copies (%s)",
                                bytes_str(p.per_step(p.h2d_bytes)).c_str(), bytes_str(p.per_step(p.d2h_bytes)).c_str(),
                                p.per_step(double(p.d2d)), bytes_str(p.per_step(p.d2d_bytes)).c_str()));
-      f.evidence.push_back(fmt("mean copy %.1f us", mean_copy_us));
+      f.evidence.push_back(str_printf("mean copy %.1f us", mean_copy_us));
       f.fix = "keep step inputs on the device (positions and KV slots can be computed there) and read back only "
               "the sampled ids; gather the remaining small inputs into one pinned buffer and one copy";
       f.saved_us_per_step = excess * (mean_copy_us + th.sync_cost_us * 0.2);
@@ -268,7 +258,7 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
   if (p.pageable_copies > 0) {
     Finding f;
     f.rule = "pageable";
-    f.title = fmt("%lld copies use pageable host memory (%.2f per %s)", (long long)p.pageable_copies,
+    f.title = str_printf("%lld copies use pageable host memory (%.2f per %s)", (long long)p.pageable_copies,
                   p.per_step(double(p.pageable_copies)), per);
     f.evidence.push_back("a pageable copy is staged through a driver buffer and is synchronous to the host");
     f.fix = "use pinned buffers (cudaMallocHost or cudaHostRegister at load) for every transfer in the loop";
@@ -281,11 +271,11 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     const KernelStat& k = p.top_kernels[0];
     Finding f;
     f.rule = "top-kernel";
-    f.title = fmt("largest kernel: %s, %.1f%% of %s kernel time (%.1f calls/%s, mean %.2f us)", k.name.c_str(),
+    f.title = str_printf("largest kernel: %s, %.1f%% of %s kernel time (%.1f calls/%s, mean %.2f us)", k.name.c_str(),
                   k.pct_gpu, decode ? "decode" : "profiled", p.per_step(double(k.count)), per, k.mean_us);
     for (size_t i = 1; i < p.top_kernels.size() && i < 3; ++i)
-      f.evidence.push_back(fmt("next: %s, %.1f%%", p.top_kernels[i].name.c_str(), p.top_kernels[i].pct_gpu));
-    f.evidence.push_back(fmt("grid %dx%dx%d, block %dx%dx%d, %d registers, %d B shared memory", k.grid[0], k.grid[1],
+      f.evidence.push_back(str_printf("next: %s, %.1f%%", p.top_kernels[i].name.c_str(), p.top_kernels[i].pct_gpu));
+    f.evidence.push_back(str_printf("grid %dx%dx%d, block %dx%dx%d, %d registers, %d B shared memory", k.grid[0], k.grid[1],
                              k.grid[2], k.block[0], k.block[1], k.block[2], k.registers, k.smem));
     f.fix = k.pct_gpu > th.top_kernel_pct
                 ? "optimise this kernel first: measure its GB/s or TFLOP/s against the ceilings (fathom bench, ncu)"
@@ -296,7 +286,7 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
   if (trace.dropped_records > 0) {
     Finding f;
     f.rule = "incomplete";
-    f.title = fmt("CUPTI dropped %llu records: counts are low", (unsigned long long)trace.dropped_records);
+    f.title = str_printf("CUPTI dropped %llu records: counts are low", (unsigned long long)trace.dropped_records);
     f.fix = "profile fewer steps (-n)";
     r.findings.push_back(f);
   }
@@ -312,9 +302,9 @@ std::string format_doctor(const DoctorReport& r) {
   std::string s;
   const bool decode = r.scope == "decode";
   if (decode)
-    s += fmt("fathom doctor: decode phase, %.1f us per token\n", r.step_us);
+    s += str_printf("fathom doctor: decode phase, %.1f us per token\n", r.step_us);
   else
-    s += fmt("fathom doctor: %s (%s), %.2f ms\n", r.scope == "all" ? "whole run" : r.scope.c_str(),
+    s += str_printf("fathom doctor: %s (%s), %.2f ms\n", r.scope == "all" ? "whole run" : r.scope.c_str(),
              r.scope == "all" ? "no token-step markers" : "no decode phase", r.step_us / 1e3);
   const Finding* first = nullptr;
   for (const Finding& f : r.findings)
@@ -328,11 +318,11 @@ std::string format_doctor(const DoctorReport& r) {
     s += "verdict: no waste above the thresholds found\n";
   int i = 0;
   for (const Finding& f : r.findings) {
-    s += fmt("\n%d. [%s] %s\n", ++i, severity_name(f.severity), f.title.c_str());
+    s += str_printf("\n%d. [%s] %s\n", ++i, severity_name(f.severity), f.title.c_str());
     for (const std::string& e : f.evidence) s += "     evidence: " + e + "\n";
     if (!f.fix.empty()) s += "     fix: " + f.fix + "\n";
     if (f.saved_us_per_step > 0)
-      s += fmt("     saves: up to %.1f us per %s (%.1f%%)\n", f.saved_us_per_step, decode ? "token" : "step",
+      s += str_printf("     saves: up to %.1f us per %s (%.1f%%)\n", f.saved_us_per_step, decode ? "token" : "step",
                r.step_us > 0 ? 100.0 * f.saved_us_per_step / r.step_us : 0);
   }
   return s;

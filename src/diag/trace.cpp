@@ -515,25 +515,15 @@ TraceAnalysis analyze(const Trace& t, size_t top_n) {
 
 namespace {
 
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
-
 std::string bytes_str(double b) {
-  if (b >= 1e9) return fmt("%.2f GB", b / 1e9);
-  if (b >= 1e6) return fmt("%.2f MB", b / 1e6);
-  if (b >= 1e3) return fmt("%.1f kB", b / 1e3);
-  return fmt("%.0f B", b);
+  if (b >= 1e9) return str_printf("%.2f GB", b / 1e9);
+  if (b >= 1e6) return str_printf("%.2f MB", b / 1e6);
+  if (b >= 1e3) return str_printf("%.1f kB", b / 1e3);
+  return str_printf("%.0f B", b);
 }
 
 std::string phase_row(const PhaseStats& p) {
-  return fmt("  %-13s %6lld %10.1f %6.1f %10.1f %10.1f %10.2f %9.2f %7.2f %7.2f %8.2f %8.2f\n", p.phase.c_str(),
+  return str_printf("  %-13s %6lld %10.1f %6.1f %10.1f %10.1f %10.2f %9.2f %7.2f %7.2f %8.2f %8.2f\n", p.phase.c_str(),
              (long long)p.n_steps, p.median_step_us, p.busy_pct, p.per_step(double(p.kernels)), p.gap_pct,
              p.median_gap_us, p.per_step(double(p.host_syncs)), p.per_step(double(p.h2d)),
              p.per_step(double(p.d2h)), p.per_step(double(p.allocs)), p.per_step(double(p.graph_launches)));
@@ -543,13 +533,13 @@ std::string phase_row(const PhaseStats& p) {
 
 std::string format_report(const Trace& t, const TraceAnalysis& a) {
   std::string s;
-  s += fmt("fathom profile: %s%s%s\n", t.model.empty() ? "(unnamed run)" : t.model.c_str(),
+  s += str_printf("fathom profile: %s%s%s\n", t.model.empty() ? "(unnamed run)" : t.model.c_str(),
            t.device.empty() ? "" : " on ", t.device.c_str());
   if (t.n_prompt > 0 || t.n_decode > 0)
-    s += fmt("  prompt %lld tokens (one prefill step), %lld greedy decode steps\n", (long long)t.n_prompt,
+    s += str_printf("  prompt %lld tokens (one prefill step), %lld greedy decode steps\n", (long long)t.n_prompt,
              (long long)t.n_decode);
   const PhaseStats& o = a.overall;
-  s += fmt("  window %.2f ms: %lld kernels (%.2f ms of kernel time), GPU busy %.1f%%, %lld memcpys, %lld host syncs, %lld allocations\n",
+  s += str_printf("  window %.2f ms: %lld kernels (%.2f ms of kernel time), GPU busy %.1f%%, %lld memcpys, %lld host syncs, %lld allocations\n",
            o.wall_us / 1e3, (long long)o.kernels, o.kernel_us / 1e3, o.busy_pct,
            (long long)(o.h2d + o.d2h + o.d2d + o.other_copies), (long long)o.host_syncs, (long long)o.allocs);
   if (!t.api.empty()) {
@@ -562,47 +552,47 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
     s += "  runtime API calls (count, host time):";
     const char* sep = " ";
     for (const auto& [name, c] : calls) {
-      s += fmt("%s%s %lld (%.0f us)", sep, name.c_str(), (long long)c.first, c.second);
+      s += str_printf("%s%s %lld (%.0f us)", sep, name.c_str(), (long long)c.first, c.second);
       sep = ", ";
     }
     s += "\n";
   }
   if (t.dropped_records)
-    s += fmt("  WARNING: CUPTI dropped %llu records (buffers full): counts below are low\n",
+    s += str_printf("  WARNING: CUPTI dropped %llu records (buffers full): counts below are low\n",
              (unsigned long long)t.dropped_records);
-  s += "\n" + fmt("  %-13s %6s %10s %6s %10s %10s %10s %9s %7s %7s %8s %8s\n", "phase", "steps", "median us",
+  s += "\n" + str_printf("  %-13s %6s %10s %6s %10s %10s %10s %9s %7s %7s %8s %8s\n", "phase", "steps", "median us",
                   "busy%", "kern/step", "idle-gap%", "med-gap us", "syncs/st", "H2D/st", "D2H/st", "alloc/st",
                   "graph/st");
   for (const PhaseStats& p : a.phases) s += phase_row(p);
   s += phase_row(o);
-  s += fmt("  (idle-gap%%: GPU idle between consecutive kernels/copies of a stream, inside a step, as %% of the step;\n"
+  s += str_printf("  (idle-gap%%: GPU idle between consecutive kernels/copies of a stream, inside a step, as %% of the step;\n"
            "   gaps over %.0f us are host work, not launch overhead, and are left out)\n", kLongGapUs);
 
   const PhaseStats& st = a.steady();
   if (st.n_steps > 0 && st.phase == "decode") {
     s += "\n";
-    s += fmt("  decode per token: %.1f us (%.1f tok/s), kernels %.1f us, GPU busy %.1f us; copies H2D %s, D2H %s, D2D %s\n",
+    s += str_printf("  decode per token: %.1f us (%.1f tok/s), kernels %.1f us, GPU busy %.1f us; copies H2D %s, D2H %s, D2D %s\n",
              st.median_step_us, st.median_step_us > 0 ? 1e6 / st.median_step_us : 0.0, st.per_step(st.kernel_us),
              st.per_step(st.busy_us),
              bytes_str(st.per_step(st.h2d_bytes)).c_str(), bytes_str(st.per_step(st.d2h_bytes)).c_str(),
              bytes_str(st.per_step(st.d2d_bytes)).c_str());
     if (t.weight_bytes > 0 && st.median_step_us > 0) {
       const double gbps = t.weight_bytes / (st.median_step_us * 1e-6) / 1e9;
-      s += fmt("  weights %s/token over the median step = %.0f GB/s", bytes_str(t.weight_bytes).c_str(), gbps);
+      s += str_printf("  weights %s/token over the median step = %.0f GB/s", bytes_str(t.weight_bytes).c_str(), gbps);
       if (t.read_gbps > 0)
-        s += fmt(" = %.1f%% of the measured %.0f GB/s read ceiling (ideal step %.1f us)", 100.0 * gbps / t.read_gbps,
+        s += str_printf(" = %.1f%% of the measured %.0f GB/s read ceiling (ideal step %.1f us)", 100.0 * gbps / t.read_gbps,
                  t.read_gbps, t.weight_bytes / (t.read_gbps * 1e9) * 1e6);
       s += "\n";
     }
   }
 
-  s += fmt("\n  top kernels (%s, by total time)\n", st.phase.c_str());
+  s += str_printf("\n  top kernels (%s, by total time)\n", st.phase.c_str());
   s += "     #  time%   total ms    calls  calls/st   mean us    min us    max us  regs   smem  grid x block  name\n";
   int rank = 0;
   for (const KernelStat& k : st.top_kernels) {
-    std::string launch = fmt("%dx%dx%d x %dx%dx%d", k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2]);
+    std::string launch = str_printf("%dx%dx%d x %dx%dx%d", k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2]);
     std::string name = k.name.size() > 90 ? k.name.substr(0, 87) + "..." : k.name;
-    s += fmt("  %4d %6.1f %10.3f %8lld %9.1f %9.2f %9.2f %9.2f %5d %6d  %s  %s\n", ++rank, k.pct_gpu,
+    s += str_printf("  %4d %6.1f %10.3f %8lld %9.1f %9.2f %9.2f %9.2f %5d %6d  %s  %s\n", ++rank, k.pct_gpu,
              k.total_us / 1e3, (long long)k.count, st.per_step(double(k.count)), k.mean_us, k.min_us, k.max_us,
              k.registers, k.smem, launch.c_str(), name.c_str());
   }
