@@ -853,61 +853,39 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     emit(il, "Qcur", act.q, T, qd, last);
     emit(il, "Kcur", act.k, T, kvd, last);
     emit(il, "Vcur", act.v, T, kvd, last);
-    {
-      AttentionParams p;
-      p.q = act.q;
-      p.out = act.att;
-      p.q_pos = pos;
-      p.q_seq_start = act.in + in_layout.seq_start();
-      p.kv_len = act.in + in_layout.kv_len();
-      p.block_table = table;
-      p.max_blocks_per_seq = kv->max_blocks_per_seq();
-      p.k_cache = L.k_cache;
-      p.v_cache = L.v_cache;
-      p.kv_type = KvType::F16;
-      p.block_size = opt.kv_block_size;
-      p.n_seqs = n_seqs;
-      p.n_tokens = T;
-      p.n_head = int32_t(c.n_head);
-      p.n_head_kv = int32_t(c.n_head_kv);
-      p.head_dim = int32_t(head_dim);
-      p.scale = c.attn_scale;
-      p.softcap = c.attn_logit_softcap;
-      p.causal = true;
-      p.sliding_window = L.sliding_window;
-      p.max_q_len = max_q_len;
-      p.max_kv_len = max_kv_len;
-      p.workspace = act.attn_ws;
-      p.workspace_bytes = act.attn_ws_bytes;
-      launch_attention(p, stream);
-    }
+    AttentionParams ap;
+    ap.q = act.q;
+    ap.out = act.att;
+    ap.q_pos = pos;
+    ap.q_seq_start = act.in + in_layout.seq_start();
+    ap.kv_len = act.in + in_layout.kv_len();
+    ap.block_table = table;
+    ap.max_blocks_per_seq = kv->max_blocks_per_seq();
+    ap.k_cache = L.k_cache;
+    ap.v_cache = L.v_cache;
+    ap.kv_type = KvType::F16;
+    ap.block_size = opt.kv_block_size;
+    ap.n_seqs = n_seqs;
+    ap.n_tokens = T;
+    ap.n_head = int32_t(c.n_head);
+    ap.n_head_kv = int32_t(c.n_head_kv);
+    ap.head_dim = int32_t(head_dim);
+    ap.scale = c.attn_scale;
+    ap.softcap = c.attn_logit_softcap;
+    ap.causal = true;
+    ap.sliding_window = L.sliding_window;
+    ap.max_q_len = max_q_len;
+    ap.max_kv_len = max_kv_len;
+    ap.workspace = act.attn_ws;
+    ap.workspace_bytes = act.attn_ws_bytes;
+    launch_attention(ap, stream);
     emit(il, "kqv_out", act.att, T, qd, last);
     if (v_ones && last) {
       // Same attention against V = 1: every output element is the softmax row sum.
-      AttentionParams p;
-      p.q = act.q;
-      p.out = act.a;  // free until the output projection below
-      p.q_pos = pos;
-      p.q_seq_start = act.in + in_layout.seq_start();
-      p.kv_len = act.in + in_layout.kv_len();
-      p.block_table = table;
-      p.max_blocks_per_seq = kv->max_blocks_per_seq();
-      p.k_cache = L.k_cache;
-      p.v_cache = v_ones;
-      p.block_size = opt.kv_block_size;
-      p.n_seqs = n_seqs;
-      p.n_tokens = T;
-      p.n_head = int32_t(c.n_head);
-      p.n_head_kv = int32_t(c.n_head_kv);
-      p.head_dim = int32_t(head_dim);
-      p.scale = c.attn_scale;
-      p.softcap = c.attn_logit_softcap;
-      p.sliding_window = L.sliding_window;
-      p.max_q_len = max_q_len;
-      p.max_kv_len = max_kv_len;
-      p.workspace = act.attn_ws;
-      p.workspace_bytes = act.attn_ws_bytes;
-      launch_attention(p, stream);
+      AttentionParams sums = ap;
+      sums.out = act.a;  // free until the output projection below
+      sums.v_cache = v_ones;
+      launch_attention(sums, stream);
       emit(il, "softmax_row_sum", act.a, T, qd, last);
     }
 
