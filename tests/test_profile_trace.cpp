@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "fathom/error.h"
@@ -338,6 +340,197 @@ TEST(ProfileTrace, ProfilerWithoutCudaSaysSo) {
     EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
   }
 #endif
+}
+
+// Real kernel names, one family at a time (as CUPTI demangles them).
+TEST(ProfileCategories, ClassifierOnRealNames) {
+  struct Case {
+    const char* name;
+    KernelCategory want;
+  };
+  const Case cases[] = {
+      // cuBLAS / cuBLASLt / CUTLASS
+      {"sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas",
+       KernelCategory::GEMM},
+      {"ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn", KernelCategory::GEMM},
+      {"void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm_bf16_16x16_128x2_tn_align8>(cutlass_80_wmma_tensorop_bf16_s161616gemm_bf16_16x16_128x2_tn_align8::Params)",
+       KernelCategory::GEMM},
+      {"void gemv2T_kernel_val<int, int, float, float, float, float, 128, 16, 4, 4, false, false, cublasGemvParamsEx<int, cublasGemvTensorStridedBatched<float const>, cublasGemvTensorStridedBatched<float const>, cublasGemvTensorStridedBatched<float>, float> >(cublasGemvParamsEx<int, cublasGemvTensorStridedBatched<float const>, cublasGemvTensorStridedBatched<float const>, cublasGemvTensorStridedBatched<float>, float>, float, float)",
+       KernelCategory::GEMM},
+      {"void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __nv_bfloat16, true, false, false>(cublasLt::cublasSplitKParams<float>, float const*, __nv_bfloat16 const*, __nv_bfloat16*, float const*, float const*, __nv_bfloat16 const*, float const*, __nv_bfloat16*, void*, long, float*, int*)",
+       KernelCategory::GEMM},
+      // FlashAttention / FlashInfer
+      {"void flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<128, 64, 128, 4, false, false, cutlass::bfloat16_t, Flash_kernel_traits<128, 64, 128, 4, cutlass::bfloat16_t> >, false, true, false, false, true, true, false, false>(Flash_fwd_params)",
+       KernelCategory::ATTENTION},
+      {"void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<flash::CollectiveMainloopFwdSm90<2, cute::tuple<cute::C<1>, cute::C<1>, cute::C<1> >, cute::tuple<cute::C<128>, cute::C<128>, cute::C<128> >, 128, cutlass::bfloat16_t, float, cutlass::arch::Sm90, true, false, false, false, false, false, true, false, false, false, false, false> > > >(flash::FlashAttnFwdSm90<>::Params)",
+       KernelCategory::ATTENTION},
+      {"fmha_cutlassF_f16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<cutlass::half_t, cutlass::arch::Sm80, true, 64, 64, 64, true, true>::Params)",
+       KernelCategory::ATTENTION},
+      {"void flashinfer::BatchDecodeWithPagedKVCacheKernel<(flashinfer::PosEncodingMode)0, 2u, 4u, 8u, 16u, 1u, 8u, flashinfer::DefaultAttention<false, false, false, false>, flashinfer::BatchDecodeParams<__nv_bfloat16, __nv_bfloat16, __nv_bfloat16, int> >(flashinfer::BatchDecodeParams<__nv_bfloat16, __nv_bfloat16, __nv_bfloat16, int>)",
+       KernelCategory::ATTENTION},
+      // ggml
+      {"void mul_mat_vec_q<(ggml_type)12, 1>(void const*, void const*, float*, int, int, int, int)", KernelCategory::GEMM},
+      {"void mul_mat_q4_K<false>(void const*, void const*, float*, int, int, int, int, int)", KernelCategory::GEMM},
+      {"void dequantize_mul_mat_vec<(ggml_type)8>(void const*, float const*, float*, int, int)", KernelCategory::GEMM},
+      {"void dequantize_block<32, 2, &dequantize_q4_0, __half>(void const*, __half*, long)", KernelCategory::QUANT},
+      {"quantize_q8_1(float const*, void*, long, long)", KernelCategory::QUANT},
+      {"void rms_norm_f32<1024>(float const*, float*, int, float)", KernelCategory::NORM},
+      {"void soft_max_f32<true, 0, 0>(float const*, float const*, float*, int, int, float, float, float, float, unsigned int)",
+       KernelCategory::ATTENTION},
+      {"void rope_neox<true, float>(float const*, float*, int, int, int, int, int, int, float, float, float, rope_corr_dims, float const*)",
+       KernelCategory::ELEMENTWISE},
+      {"void k_bin_bcast<&op_mul, float, float, float>(float const*, float const*, float*, int, int, int, int, int, int, int, int, int, int, int, int, int, int)",
+       KernelCategory::ELEMENTWISE},
+      {"void cpy_f32_f16<&cpy_1_f32_f16>(char const*, char*, int, int, int, int, int, int, int, int, int, int, int, int, int)",
+       KernelCategory::COPY},
+      {"void k_get_rows_float<float, float>(float const*, int const*, float*, long, long, long, long, long, long, long, long, long, long, long)",
+       KernelCategory::COPY},
+      // PyTorch
+      {"void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>, at::detail::Array<char*, 3> >(int, at::native::CUDAFunctor_add<c10::BFloat16>, at::detail::Array<char*, 3>)",
+       KernelCategory::ELEMENTWISE},
+      {"void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper_t<float, at::native::sum_functor<float, float, float>::operator()(at::TensorIterator&)::{lambda(float, float)#1}>, unsigned int, float, 4> >(at::native::ReduceOp<float, at::native::func_wrapper_t<float, at::native::sum_functor<float, float, float>::operator()(at::TensorIterator&)::{lambda(float, float)#1}>, unsigned int, float, 4>)",
+       KernelCategory::ELEMENTWISE},
+      {"void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda()#7}::operator()() const::{lambda(float)#1}>(at::TensorIteratorBase&, at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda()#7}::operator()() const::{lambda(float)#1} const&)::{lambda(int)#1}>(int, at::native::gpu_kernel_impl_nocast<at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda()#7}::operator()() const::{lambda(float)#1}>(at::TensorIteratorBase&, at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda()#7}::operator()() const::{lambda(float)#1} const&)::{lambda(int)#1})",
+       KernelCategory::COPY},
+      {"void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, at::detail::Array<char*, 1> >(int, at::native::FillFunctor<float>, at::detail::Array<char*, 1>)",
+       KernelCategory::COPY},
+      {"void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float, at::native::(anonymous namespace)::SoftMaxForwardEpilogue>(float*, float const*, int)",
+       KernelCategory::ATTENTION},
+      {"void at::native::sbtopk::gatherTopK<float, unsigned int, 2, false>(at::cuda::detail::TensorInfo<float const, unsigned int>, unsigned int, unsigned int, bool, unsigned int, unsigned int, at::cuda::detail::TensorInfo<float, unsigned int>, unsigned int, at::cuda::detail::TensorInfo<long, unsigned int>, unsigned int)",
+       KernelCategory::SAMPLING},
+      // fathom (src/cuda/*.cu)
+      {kGemv, KernelCategory::GEMM},
+      {"void gemm_tile_kernel<(fathom::GgmlType)12>(fathom::GemmArgs)", KernelCategory::GEMM},
+      {"attention_decode_kernel(fathom::AttnArgs)", KernelCategory::ATTENTION},
+      {"attention_prefill_kernel(fathom::AttnArgs)", KernelCategory::ATTENTION},
+      {"attention_reduce_kernel(fathom::AttnArgs)", KernelCategory::ATTENTION},
+      {kNorm, KernelCategory::NORM},
+      {"rms_norm_kernel(fathom::RmsNormParams)", KernelCategory::NORM},
+      {"rope_kv_kernel(fathom::RopeKvParams)", KernelCategory::ELEMENTWISE},
+      {"glu_kernel(fathom::GluParams)", KernelCategory::ELEMENTWISE},
+      {"add_bias_kernel(float*, float const*, int)", KernelCategory::ELEMENTWISE},
+      {"softcap_kernel(float*, int, float)", KernelCategory::ELEMENTWISE},
+      {"embedding_kernel(fathom::EmbeddingParams)", KernelCategory::COPY},
+      {"argmax_pass1_kernel(float const*, int, float*, int*)", KernelCategory::SAMPLING},
+      {"argmax_pass2_kernel(float const*, int const*, int, int*)", KernelCategory::SAMPLING},
+      {"sample_kernel(fathom::SampleParams)", KernelCategory::SAMPLING},
+      {"void dequantize_rows_bf16_kernel<(fathom::GgmlType)14>(fathom::DequantParams)", KernelCategory::QUANT},
+      {"fill_float_kernel(float*, long, float)", KernelCategory::COPY},
+      {"prefill_kernel", KernelCategory::OTHER},
+      {"my_custom_thing", KernelCategory::OTHER},
+  };
+  for (const Case& c : cases)
+    EXPECT_STREQ(kernel_category_name(classify_kernel(c.name)), kernel_category_name(c.want)) << c.name;
+}
+
+// sample_trace's decode steps: gemv 4 x 1 us, rms_norm 2 us + 2.5 us; prefill: prefill_kernel 4 us.
+TEST(ProfileCategories, TimeByCategoryOnHandBuiltTrace) {
+  const Trace t = sample_trace();
+  const TraceAnalysis a = analyze(t);
+  const PhaseStats& d = *a.phase("decode");
+  ASSERT_EQ(d.categories.size(), 2u);
+  EXPECT_EQ(d.categories[0].category, KernelCategory::NORM);  // by total time, descending
+  EXPECT_EQ(d.categories[0].count, 2);
+  EXPECT_NEAR(d.categories[0].total_us, 4.5, 1e-9);
+  EXPECT_NEAR(d.categories[0].pct_kernel, 100.0 * 4.5 / 8.5, 1e-9);
+  EXPECT_NEAR(d.per_step(d.categories[0].total_us), 2.25, 1e-9);
+  EXPECT_EQ(d.categories[1].category, KernelCategory::GEMM);
+  EXPECT_EQ(d.categories[1].count, 4);
+  EXPECT_NEAR(d.categories[1].total_us, 4.0, 1e-9);
+  EXPECT_NEAR(d.categories[1].pct_kernel, 100.0 * 4.0 / 8.5, 1e-9);
+  double pct = 0;
+  for (const CategoryStat& c : a.overall.categories) pct += c.pct_kernel;
+  EXPECT_NEAR(pct, 100.0, 1e-9);
+  ASSERT_EQ(a.overall.categories.size(), 3u);
+  EXPECT_EQ(a.overall.categories[2].category, KernelCategory::OTHER);  // prefill_kernel, 4 us
+  EXPECT_NEAR(a.overall.categories[1].total_us, 4.0, 1e-9);
+  for (const KernelStat& k : d.top_kernels)
+    EXPECT_EQ(k.category, k.name == "rms_norm_kernel" ? KernelCategory::NORM : KernelCategory::GEMM) << k.name;
+
+  const std::string r = format_report(t, a);
+  EXPECT_NE(r.find("time by category (decode)"), std::string::npos) << r;
+  EXPECT_NE(r.find("us/token"), std::string::npos) << r;
+  EXPECT_NE(r.find("gemm/gemv"), std::string::npos) << r;
+
+  const nlohmann::json j = nlohmann::json::parse(analysis_to_json(a));
+  const nlohmann::json& dj = j["phases"][1];
+  ASSERT_EQ(dj["phase"], "decode");
+  ASSERT_EQ(dj["categories"].size(), 2u);
+  EXPECT_EQ(dj["categories"][0]["category"], "norm");
+  EXPECT_NEAR(dj["categories"][0]["per_step_us"].get<double>(), 2.25, 1e-9);
+  EXPECT_EQ(dj["top_kernels"][0]["category"], "norm");
+}
+
+TEST(ProfileChrome, TraceEventFormat) {
+  const Trace t = sample_trace();
+  const nlohmann::json j = nlohmann::json::parse(trace_to_chrome_json(t));
+  ASSERT_TRUE(j.contains("traceEvents"));
+  const nlohmann::json& ev = j["traceEvents"];
+  std::map<std::string, int> x_by_cat;
+  int meta = 0;
+  std::vector<nlohmann::json> kernels, steps;
+  for (const nlohmann::json& e : ev) {
+    const std::string ph = e["ph"];
+    if (ph == "M") {
+      ++meta;
+      EXPECT_TRUE(e["name"] == "process_name" || e["name"] == "thread_name") << e.dump();
+      EXPECT_TRUE(e["args"]["name"].is_string());
+      continue;
+    }
+    ASSERT_EQ(ph, "X") << e.dump();
+    ASSERT_TRUE(e["ts"].is_number() && e["dur"].is_number() && e.contains("pid") && e.contains("tid")) << e.dump();
+    ++x_by_cat[e["cat"]];
+    if (e["cat"] == "kernel") kernels.push_back(e);
+    if (e["cat"] == "step") steps.push_back(e);
+  }
+  EXPECT_EQ(x_by_cat["kernel"], 7);
+  EXPECT_EQ(x_by_cat["memcpy"], 2);
+  EXPECT_EQ(x_by_cat["memset"], 1);
+  EXPECT_EQ(x_by_cat["api"], 5);
+  EXPECT_EQ(x_by_cat["step"], 3);
+  // GPU + host process names; streams 7 and 9; the steps and API threads.
+  EXPECT_EQ(meta, 6);
+
+  // ts/dur in us from begin_ns = 1000: gemv [12000, 13000) -> ts 11, dur 1.
+  ASSERT_EQ(kernels.size(), 7u);
+  EXPECT_EQ(kernels[1]["name"], "gemv_kernel<(fathom::GgmlType)12>");
+  EXPECT_DOUBLE_EQ(kernels[1]["ts"].get<double>(), 11.0);
+  EXPECT_DOUBLE_EQ(kernels[1]["dur"].get<double>(), 1.0);
+  EXPECT_EQ(kernels[1]["pid"], 0);
+  EXPECT_EQ(kernels[1]["tid"], 7);
+  EXPECT_EQ(kernels[1]["args"]["category"], "gemm/gemv");
+  EXPECT_EQ(kernels[1]["args"]["grid"][0], 132);
+  EXPECT_EQ(kernels[1]["args"]["block"][0], 256);
+  EXPECT_EQ(kernels[1]["args"]["registers"], 40);
+  EXPECT_EQ(kernels[1]["args"]["smem"], 1536);
+  // rms_norm on stream 9, [22500, 25000).
+  EXPECT_EQ(kernels[5]["name"], "rms_norm_kernel");
+  EXPECT_EQ(kernels[5]["tid"], 9);
+  EXPECT_DOUBLE_EQ(kernels[5]["ts"].get<double>(), 21.5);
+  EXPECT_DOUBLE_EQ(kernels[5]["dur"].get<double>(), 2.5);
+
+  // Steps named by phase, each until the next mark, the last until end_ns.
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0]["name"], "prefill");
+  EXPECT_EQ(steps[1]["name"], "decode");
+  EXPECT_DOUBLE_EQ(steps[0]["ts"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(steps[0]["dur"].get<double>(), 10.0);
+  EXPECT_DOUBLE_EQ(steps[2]["ts"].get<double>(), 20.0);
+  EXPECT_DOUBLE_EQ(steps[2]["dur"].get<double>(), 10.0);
+
+  for (const nlohmann::json& e : ev)
+    if (e["ph"] == "X" && e["cat"] == "memcpy" && e["args"]["kind"] == "D2H") {
+      EXPECT_EQ(e["name"], "memcpy D2H");
+      EXPECT_EQ(e["args"]["bytes"], 4);
+      EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 17.0);
+      EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 0.1);
+    }
+}
+
+TEST(ProfileChrome, EmptyTraceIsValid) {
+  const nlohmann::json j = nlohmann::json::parse(trace_to_chrome_json(Trace{}));
+  ASSERT_TRUE(j["traceEvents"].is_array());
+  EXPECT_EQ(j["traceEvents"].size(), 1u);  // the GPU's process name
 }
 
 }  // namespace

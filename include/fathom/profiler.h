@@ -109,6 +109,22 @@ Trace read_trace_file(const std::string& path);
 
 // ---- analysis ---------------------------------------------------------------------------------
 
+// What a kernel does, from its name: cuBLAS/cuBLASLt/CUTLASS, FlashAttention/FlashInfer, ggml,
+// PyTorch and fathom's own kernels (src/cuda/*.cu). The first family that matches wins, in this
+// order: sampling, attention, GEMM/GEMV, quant/dequant, norm, copy/memset, elementwise, other
+// (so "flash::...cutlass..." is attention, "dequantize_mul_mat_vec" a GEMV).
+enum class KernelCategory { SAMPLING, ATTENTION, GEMM, QUANT, NORM, COPY, ELEMENTWISE, OTHER };
+constexpr int kNumKernelCategories = 8;
+const char* kernel_category_name(KernelCategory c);  // "sampling" "attention" "gemm" "quant" ...
+KernelCategory classify_kernel(const std::string& name);  // demangled name, with or without params
+
+struct CategoryStat {
+  KernelCategory category = KernelCategory::OTHER;
+  int64_t count = 0;
+  double total_us = 0;
+  double pct_kernel = 0;       // of the kernel time of the same scope
+};
+
 struct KernelStat {
   std::string name;            // demangled, parameter list dropped (kernel_display_name)
   int64_t count = 0;
@@ -116,6 +132,7 @@ struct KernelStat {
   double pct_gpu = 0;          // of the kernel time of the same scope
   int32_t grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};   // of the first launch
   int32_t registers = 0, smem = 0;                     // of the first launch (static + dynamic)
+  KernelCategory category = KernelCategory::OTHER;
 };
 
 // Longest idle time between two kernels of a stream that still counts as a launch gap, us.
@@ -152,6 +169,7 @@ struct PhaseStats {
   int64_t launch_calls = 0;    // kernel launch API calls (cudaLaunchKernel and friends)
   double launch_us = 0;        // host time in launch calls and cudaGraphLaunch
   std::vector<KernelStat> top_kernels;  // by total time, descending
+  std::vector<CategoryStat> categories; // categories with kernels, by total time, descending
 
   double per_step(double v) const { return n_steps > 0 ? v / double(n_steps) : 0; }
 };
@@ -177,6 +195,12 @@ std::string kernel_display_name(const std::string& demangled);
 std::string format_report(const Trace& t, const TraceAnalysis& a);
 // {"phases":[...], "overall":{...}}: the numbers of format_report.
 std::string analysis_to_json(const TraceAnalysis& a, int indent = 2);
+
+// The Chrome Trace Event format (Perfetto, chrome://tracing): {"traceEvents":[...]}. One "X"
+// event per kernel, memcpy and memset (pid 0 = the GPU, tid = stream), one per host runtime API
+// call (pid 1, tid 1) and per step (pid 1, tid 0, named by phase); "M" events name the processes
+// and threads. ts/dur in us from the start of the window.
+std::string trace_to_chrome_json(const Trace& t, int indent = -1);
 
 // ---- recording (CUDA builds) ----------------------------------------------------------------
 

@@ -4,7 +4,8 @@
 //   fathom profile -- CMD ARGS...                 any CUDA program, through libfathom_inject.so
 //                                                 (CUDA_INJECTION64_PATH); no step markers.
 // Prints the phases (syncs, copies, allocations per token step, GPU busy and idle-gap shares) and
-// the top kernels; --json FILE writes the summary and the whole trace (input to `fathom doctor`).
+// the top kernels and the time by kernel category; --json FILE writes the summary and the whole
+// trace (input to `fathom doctor`); --chrome FILE the timeline for Perfetto / chrome://tracing.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -22,17 +23,18 @@ int cmd_profile(const std::vector<std::string>& argv) {
   std::vector<std::string> command;
   const std::vector<std::string> opts = split_command(argv, &command);
   Args args(
-      "usage: fathom profile [-m MODEL] [-p PROMPT] [-n N] [--json FILE]\n"
-      "       fathom profile [--json FILE] -- CMD [ARGS...]\n"
-      "       fathom profile --trace FILE.json\n\n"
+      "usage: fathom profile [-m MODEL] [-p PROMPT] [-n N] [--json FILE] [--chrome FILE]\n"
+      "       fathom profile [--json FILE] [--chrome FILE] -- CMD [ARGS...]\n"
+      "       fathom profile --trace FILE.json [--chrome FILE]\n\n"
       "Records the GPU's kernels, copies, syncs and allocations with CUPTI and prints where the time\n"
       "goes: per phase (prefill, the graph-capturing first decode step, decode) the median step time,\n"
       "GPU busy share, idle gaps between kernels, syncs/copies/allocations per token, and the top\n"
-      "kernels of the decode phase. With '-- CMD', runs CMD under libfathom_inject.so\n"
+      "kernels and the time by kernel category (GEMM, attention, norm, ...) of the decode phase. With '-- CMD', runs CMD under libfathom_inject.so\n"
       "(CUDA_INJECTION64_PATH; found in <fathom's dir>/../lib or next to fathom, or $FATHOM_INJECT_LIB)\n"
       "and reports the whole run. --trace prints the report of a saved trace (no GPU needed).");
   add_engine_profile_options(args);
   args.option("--json", "write the summary and the full trace to FILE (read by fathom doctor --trace)")
+      .option("--chrome", "write the timeline to FILE.json in the Chrome Trace Event format (Perfetto, chrome://tracing)")
       .option("--trace", "print the report of FILE.json written by --json or by libfathom_inject.so")
       .option("--top", "kernels in the table", "15");
   if (!args.parse(opts)) return 0;
@@ -57,6 +59,11 @@ int cmd_profile(const std::vector<std::string>& argv) {
   if (args.has("json")) {
     write_profile_json(args.str("json"), trace, a);
     std::printf("\nwrote %s\n", args.str("json").c_str());
+  }
+  if (args.has("chrome")) {
+    write_chrome_json(args.str("chrome"), trace);
+    std::printf("%swrote %s (open in https://ui.perfetto.dev or chrome://tracing)\n", args.has("json") ? "" : "\n",
+                args.str("chrome").c_str());
   }
   if (exit_status != 0) std::fprintf(stderr, "fathom profile: '%s' exited with status %d\n", command[0].c_str(), exit_status);
   return exit_status;

@@ -172,4 +172,11 @@ void write_profile_json(const std::string& path, const Trace& t, const TraceAnal
   FATHOM_CHECK(out.good(), "error writing '", path, "'");
 }
 
+void write_chrome_json(const std::string& path, const Trace& t) {
+  std::ofstream out(path, std::ios::binary);
+  FATHOM_CHECK(out, "cannot write '", path, "': ", std::strerror(errno));
+  out << trace_to_chrome_json(t) << "\n";
+  FATHOM_CHECK(out.good(), "error writing '", path, "'");
+}
+
 }  // namespace fathom::cli

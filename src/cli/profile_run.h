@@ -29,5 +29,7 @@ Trace profile_command(const std::vector<std::string>& command, int* exit_status)
 
 // {"trace": ..., "summary": ...} as read back by read_trace_file.
 void write_profile_json(const std::string& path, const Trace& t, const TraceAnalysis& a);
+// `fathom profile --chrome FILE`: trace_to_chrome_json.
+void write_chrome_json(const std::string& path, const Trace& t);
 
 }  // namespace fathom::cli

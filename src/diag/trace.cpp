@@ -1,6 +1,7 @@
 // Trace: JSON round trip, the analysis behind `fathom profile` / `fathom doctor`, and the report.
 // Pure C++: no CUDA, so every number here is unit-tested on synthetic traces.
 #include <algorithm>
+#include <cctype>
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
@@ -257,6 +258,55 @@ std::string kernel_display_name(const std::string& demangled) {
   return s;
 }
 
+const char* kernel_category_name(KernelCategory c) {
+  switch (c) {
+    case KernelCategory::SAMPLING: return "sampling";
+    case KernelCategory::ATTENTION: return "attention";
+    case KernelCategory::GEMM: return "gemm/gemv";
+    case KernelCategory::QUANT: return "quant/dequant";
+    case KernelCategory::NORM: return "norm";
+    case KernelCategory::COPY: return "copy/memset";
+    case KernelCategory::ELEMENTWISE: return "elementwise";
+    case KernelCategory::OTHER: return "other";
+  }
+  return "other";
+}
+
+KernelCategory classify_kernel(const std::string& name) {
+  // The name without its parameter list (a parameter type like "AttentionParams" says nothing
+  // about the kernel it is passed to), lower-cased; template arguments stay: PyTorch's
+  // elementwise kernels name what they do only in their functor argument.
+  std::string n = kernel_display_name(name);
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  auto has = [&](std::initializer_list<const char*> keys) {
+    for (const char* k : keys)
+      if (n.find(k) != std::string::npos) return true;
+    return false;
+  };
+  // Order matters: FlashAttention-3 kernels are "cutlass::device_kernel<flash::...>", ggml's
+  // "dequantize_mul_mat_vec" is a GEMV, PyTorch's copies are "elementwise_kernel<...copy...>".
+  if (has({"argmax", "sample_kernel", "sampling", "topk", "top_k", "top_p", "multinomial"}))
+    return KernelCategory::SAMPLING;
+  if (has({"flash", "fmha", "attention", "attn", "soft_max", "softmax", "flash_fwd", "decode_mla", "batchprefill",
+           "batchdecode", "mergestate", "merge_state"}))
+    return KernelCategory::ATTENTION;
+  if (has({"gemm", "gemv", "cutlass", "xmma", "cublas", "mul_mat", "matmul", "mmvq", "mmq", "splitkreduce",
+           "wgmma", "hmma", "imma"}))
+    return KernelCategory::GEMM;
+  if (has({"quantize", "dequant", "quant_"})) return KernelCategory::QUANT;
+  if (has({"rms_norm", "rmsnorm", "layer_norm", "layernorm", "group_norm", "l2_norm", "norm_kernel", "norm_f32"}))
+    return KernelCategory::NORM;
+  if (has({"memcpy", "memset", "copy", "cpy", "fillfunctor", "get_rows", "embedding", "concat", "cat_array", "catarray",
+           "gather", "scatter", "index_select", "transpose", "convert_kernel"}) ||
+      n.rfind("fill", 0) == 0)
+    return KernelCategory::COPY;
+  if (has({"elementwise", "reduce_kernel", "rope", "glu", "silu", "gelu", "relu", "swish", "sigmoid", "tanh",
+           "bin_bcast", "unary", "binary", "pointwise", "add_kernel", "mul_kernel", "scale", "residual", "bias",
+           "act_and_mul", "activation", "softcap"}))
+    return KernelCategory::ELEMENTWISE;
+  return KernelCategory::OTHER;
+}
+
 const PhaseStats* TraceAnalysis::phase(const std::string& name) const {
   for (const PhaseStats& p : phases)
     if (p.phase == name) return &p;
@@ -339,6 +389,8 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
   };
   std::map<uint32_t, std::vector<Run>> by_stream;
   std::map<std::string, KernelStat> by_name;
+  CategoryStat cats[kNumKernelCategories];
+  for (int c = 0; c < kNumKernelCategories; ++c) cats[c].category = KernelCategory(c);
   for (const KernelEvent& k : t.kernels) {
     const int idx = find_interval(iv, k.start_ns);
     if (idx < 0) continue;
@@ -358,7 +410,11 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
       ks.smem = k.static_smem + k.dynamic_smem;
       ks.min_us = d;
       ks.max_us = d;
+      ks.category = classify_kernel(k.name);
     }
+    CategoryStat& cs = cats[int(ks.category)];
+    ++cs.count;
+    cs.total_us += d;
     ++ks.count;
     ks.total_us += d;
     ks.min_us = std::min(ks.min_us, d);
@@ -465,6 +521,14 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
     return a.total_us != b.total_us ? a.total_us > b.total_us : a.name < b.name;
   });
   if (top_n > 0 && p.top_kernels.size() > top_n) p.top_kernels.resize(top_n);
+
+  for (CategoryStat& c : cats) {
+    if (c.count == 0) continue;
+    c.pct_kernel = p.kernel_us > 0 ? 100.0 * c.total_us / p.kernel_us : 0;
+    p.categories.push_back(c);
+  }
+  std::stable_sort(p.categories.begin(), p.categories.end(),
+                   [](const CategoryStat& a, const CategoryStat& b) { return a.total_us > b.total_us; });
   return p;
 }
 
@@ -586,6 +650,18 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
     }
   }
 
+  if (!st.categories.empty()) {
+    const bool per_token = st.n_steps > 0 && st.phase == "decode";
+    s += str_printf("\n  time by category (%s)\n", st.phase.c_str());
+    s += str_printf("    %-14s %8s %10s %7s%s\n", "category", "calls", "total us", "kern%", per_token ? "  us/token" : "");
+    for (const CategoryStat& c : st.categories) {
+      s += str_printf("    %-14s %8lld %10.1f %7.1f", kernel_category_name(c.category), (long long)c.count, c.total_us,
+                      c.pct_kernel);
+      if (per_token) s += str_printf(" %10.2f", st.per_step(c.total_us));
+      s += "\n";
+    }
+  }
+
   s += str_printf("\n  top kernels (%s, by total time)\n", st.phase.c_str());
   s += "     #  time%   total ms    calls  calls/st   mean us    min us    max us  regs   smem  grid x block  name\n";
   int rank = 0;
@@ -608,7 +684,11 @@ json phase_json(const PhaseStats& p) {
     k.push_back({{"name", s.name}, {"count", s.count}, {"total_us", s.total_us}, {"mean_us", s.mean_us},
                  {"min_us", s.min_us}, {"max_us", s.max_us}, {"pct_gpu", s.pct_gpu},
                  {"grid", {s.grid[0], s.grid[1], s.grid[2]}}, {"block", {s.block[0], s.block[1], s.block[2]}},
-                 {"registers", s.registers}, {"smem", s.smem}});
+                 {"registers", s.registers}, {"smem", s.smem}, {"category", kernel_category_name(s.category)}});
+  json c = json::array();
+  for (const CategoryStat& s : p.categories)
+    c.push_back({{"category", kernel_category_name(s.category)}, {"count", s.count}, {"total_us", s.total_us},
+                 {"pct_kernel", s.pct_kernel}, {"per_step_us", p.per_step(s.total_us)}});
   return {{"phase", p.phase}, {"n_steps", p.n_steps}, {"wall_us", p.wall_us}, {"median_step_us", p.median_step_us},
           {"kernel_us", p.kernel_us}, {"busy_us", p.busy_us}, {"busy_pct", p.busy_pct}, {"kernels", p.kernels},
           {"gap_us", p.gap_us}, {"gap_pct", p.gap_pct}, {"median_gap_us", p.median_gap_us},
@@ -618,7 +698,7 @@ json phase_json(const PhaseStats& p) {
           {"h2d_bytes", p.h2d_bytes}, {"d2h_bytes", p.d2h_bytes}, {"d2d_bytes", p.d2d_bytes},
           {"copy_us", p.copy_us}, {"memsets", p.memsets}, {"allocs", p.allocs}, {"alloc_us", p.alloc_us},
           {"graph_launches", p.graph_launches}, {"launch_calls", p.launch_calls},
-          {"launch_us", p.launch_us}, {"top_kernels", k}};
+          {"launch_us", p.launch_us}, {"top_kernels", k}, {"categories", c}};
 }
 
 }  // namespace
@@ -628,6 +708,83 @@ std::string analysis_to_json(const TraceAnalysis& a, int indent) {
   j["overall"] = phase_json(a.overall);
   j["phases"] = json::array();
   for (const PhaseStats& p : a.phases) j["phases"].push_back(phase_json(p));
+  return j.dump(indent);
+}
+
+// ---- Chrome trace -----------------------------------------------------------------------------
+
+std::string trace_to_chrome_json(const Trace& t, int indent) {
+  uint64_t origin = t.begin_ns;
+  if (origin == 0) {
+    origin = UINT64_MAX;
+    for (const auto& k : t.kernels) origin = std::min(origin, k.start_ns);
+    for (const auto& m : t.memcpys) origin = std::min(origin, m.start_ns);
+    for (const auto& m : t.memsets) origin = std::min(origin, m.start_ns);
+    for (const auto& a : t.api) origin = std::min(origin, a.start_ns);
+    for (const auto& s : t.steps) origin = std::min(origin, s.t_ns);
+    if (origin == UINT64_MAX) origin = 0;
+  }
+  // Microseconds from the origin; events before it (a window set after they began) clamp to 0.
+  auto ts = [&](uint64_t ns) { return ns > origin ? double(ns - origin) * 1e-3 : 0.0; };
+  auto dur = [&](uint64_t s, uint64_t e) { return e > s ? double(e - s) * 1e-3 : 0.0; };
+  constexpr int kGpuPid = 0, kHostPid = 1, kStepTid = 0, kApiTid = 1;
+
+  json ev = json::array();
+  auto meta = [&](const char* what, int pid, int64_t tid, const std::string& name) {
+    json m = {{"ph", "M"}, {"name", what}, {"pid", pid}, {"args", {{"name", name}}}};
+    if (tid >= 0) m["tid"] = tid;
+    ev.push_back(std::move(m));
+  };
+  meta("process_name", kGpuPid, -1, t.device.empty() ? std::string("GPU") : "GPU: " + t.device);
+  std::map<uint32_t, bool> streams;
+  for (const auto& k : t.kernels) streams[k.stream] = true;
+  for (const auto& m : t.memcpys) streams[m.stream] = true;
+  for (const auto& m : t.memsets) streams[m.stream] = true;
+  for (const auto& [st, _] : streams) meta("thread_name", kGpuPid, st, str_cat("stream ", st));
+  if (!t.steps.empty() || !t.api.empty()) {
+    meta("process_name", kHostPid, -1, "host");
+    if (!t.steps.empty()) meta("thread_name", kHostPid, kStepTid, "steps");
+    if (!t.api.empty()) meta("thread_name", kHostPid, kApiTid, "runtime API");
+  }
+
+  for (const KernelEvent& k : t.kernels)
+    ev.push_back({{"ph", "X"}, {"cat", "kernel"}, {"name", kernel_display_name(k.name)}, {"pid", kGpuPid},
+                  {"tid", k.stream}, {"ts", ts(k.start_ns)}, {"dur", dur(k.start_ns, k.end_ns)},
+                  {"args",
+                   {{"grid", {k.grid[0], k.grid[1], k.grid[2]}}, {"block", {k.block[0], k.block[1], k.block[2]}},
+                    {"registers", k.registers}, {"smem", k.static_smem + k.dynamic_smem},
+                    {"static_smem", k.static_smem}, {"dynamic_smem", k.dynamic_smem},
+                    {"category", kernel_category_name(classify_kernel(k.name))}, {"graph_id", k.graph_id},
+                    {"demangled", k.name}}}});
+  for (const MemcpyEvent& m : t.memcpys)
+    ev.push_back({{"ph", "X"}, {"cat", "memcpy"}, {"name", str_cat("memcpy ", copy_kind_name(m.kind))},
+                  {"pid", kGpuPid}, {"tid", m.stream}, {"ts", ts(m.start_ns)}, {"dur", dur(m.start_ns, m.end_ns)},
+                  {"args", {{"bytes", m.bytes}, {"kind", copy_kind_name(m.kind)}, {"pageable", m.pageable},
+                            {"category", "copy/memset"}}}});
+  for (const MemsetEvent& m : t.memsets)
+    ev.push_back({{"ph", "X"}, {"cat", "memset"}, {"name", "memset"}, {"pid", kGpuPid}, {"tid", m.stream},
+                  {"ts", ts(m.start_ns)}, {"dur", dur(m.start_ns, m.end_ns)},
+                  {"args", {{"bytes", m.bytes}, {"category", "copy/memset"}}}});
+  for (const ApiEvent& a : t.api)
+    ev.push_back({{"ph", "X"}, {"cat", "api"}, {"name", a.name}, {"pid", kHostPid}, {"tid", kApiTid},
+                  {"ts", ts(a.start_ns)}, {"dur", dur(a.start_ns, a.end_ns)}});
+
+  // Steps: each lasts until the next mark, the last one until the window's end.
+  std::vector<StepMark> marks = t.steps;
+  std::stable_sort(marks.begin(), marks.end(), [](const StepMark& a, const StepMark& b) { return a.t_ns < b.t_ns; });
+  uint64_t last = t.end_ns;
+  for (const auto& k : t.kernels) last = std::max(last, k.end_ns);
+  for (const auto& m : t.memcpys) last = std::max(last, m.end_ns);
+  for (const auto& m : t.memsets) last = std::max(last, m.end_ns);
+  for (const auto& a : t.api) last = std::max(last, a.end_ns);
+  for (size_t i = 0; i < marks.size(); ++i) {
+    const uint64_t e = i + 1 < marks.size() ? marks[i + 1].t_ns : std::max(last, marks[i].t_ns);
+    ev.push_back({{"ph", "X"}, {"cat", "step"}, {"name", marks[i].phase}, {"pid", kHostPid}, {"tid", kStepTid},
+                  {"ts", ts(marks[i].t_ns)}, {"dur", dur(marks[i].t_ns, e)}, {"args", {{"step", i}}}});
+  }
+
+  json j = {{"traceEvents", std::move(ev)}, {"displayTimeUnit", "ns"},
+            {"otherData", {{"source", t.source}, {"device", t.device}, {"model", t.model}}}};
   return j.dump(indent);
 }
 
