@@ -31,6 +31,8 @@
 #include "fathom/model.h"
 #include "fathom/sha256.h"
 #include "fathom/synthetic.h"
+#include "fathom/sampler.h"
+#include "quant/recipe.h"
 
 namespace fathom::cli {
 namespace {
@@ -103,14 +105,9 @@ double model_params(const Model& m) {
 }
 
 std::vector<int32_t> bench_tokens(int64_t n, int64_t n_vocab, uint64_t seed) {
+  Rng rng(seed);
   std::vector<int32_t> t(static_cast<size_t>(n));
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (auto& x : t) {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    x = int32_t(s % uint64_t(std::max<int64_t>(n_vocab, 1)));
-  }
+  for (auto& x : t) x = int32_t(rng.next_u64() % uint64_t(std::max<int64_t>(n_vocab, 1)));
   return t;
 }
 
@@ -270,30 +267,6 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
   }
   if (!plan.quiet) std::fprintf(stderr, "\r%80s\r", "");
   return r;
-}
-
-// llama.cpp's llama_ftype names for general.file_type, as llama-bench prints them.
-std::string file_type_name(int64_t ft) {
-  switch (ft) {
-    case 0: return "F32";
-    case 1: return "F16";
-    case 2: return "Q4_0";
-    case 3: return "Q4_1";
-    case 7: return "Q8_0";
-    case 8: return "Q5_0";
-    case 9: return "Q5_1";
-    case 10: return "Q2_K";
-    case 11: return "Q3_K_S";
-    case 12: return "Q3_K_M";
-    case 13: return "Q3_K_L";
-    case 14: return "Q4_K_S";
-    case 15: return "Q4_K_M";
-    case 16: return "Q5_K_S";
-    case 17: return "Q5_K_M";
-    case 18: return "Q6_K";
-    case 32: return "BF16";
-    default: return str_cat("file_type ", ft);
-  }
 }
 
 std::string read_file(const std::string& path) {

@@ -19,6 +19,7 @@
 #include "fathom/error.h"
 #include "fathom/gguf.h"
 #include "fathom/quant.h"
+#include "quant/recipe.h"
 
 namespace fathom {
 namespace {
@@ -154,13 +155,12 @@ std::vector<TestModelShape> all_shapes() {
 
 // ---- weight types ----------------------------------------------------------------------------
 
+// The accepted types; general.file_type comes from the quantize recipes (quant/recipe.h).
 struct TypeEntry {
   const char* name;
-  uint32_t file_type;  // general.file_type (llama_ftype)
 };
 constexpr TypeEntry kTypes[] = {
-    {"F32", 0},  {"F16", 1},  {"BF16", 32}, {"Q8_0", 7},  {"Q4_0", 2},  {"Q4_1", 3},   {"Q5_0", 8},
-    {"Q5_1", 9}, {"Q4_K", 14}, {"Q5_K", 16}, {"Q6_K", 18}, {"Q4_K_M", 15},
+    {"F32"}, {"F16"}, {"BF16"}, {"Q8_0"}, {"Q4_0"}, {"Q4_1"}, {"Q5_0"}, {"Q5_1"}, {"Q4_K"}, {"Q5_K"}, {"Q6_K"}, {"Q4_K_M"},
 };
 
 const TypeEntry& type_entry(const std::string& type) {
@@ -330,7 +330,7 @@ std::vector<std::pair<std::string, GgufValue>> plan_metadata(const TestModelSpec
   kv.emplace_back("general.architecture", val_str(s.arch));
   kv.emplace_back("general.name", val_str("fathom test model " + s.name + " " + spec.type + " seed " +
                                           std::to_string(spec.seed)));
-  kv.emplace_back("general.file_type", val_u32(type_entry(spec.type).file_type));
+  kv.emplace_back("general.file_type", val_u32(quant_recipe(spec.type).file_type));
   kv.emplace_back("general.quantization_version", val_u32(2));
   kv.emplace_back(a + "vocab_size", val_u32(s.n_vocab));
   kv.emplace_back(a + "context_length", val_u32(s.n_ctx));

@@ -26,6 +26,19 @@ const QuantRecipe kRecipes[] = {
     {"F32", GgmlType::F32, false, kFtypeAllF32},
 };
 
+// Every llama_ftype value a GGUF's general.file_type may hold, for display.
+struct FtypeName {
+  uint32_t value;
+  const char* name;
+};
+constexpr FtypeName kFtypeNames[] = {
+    {kFtypeAllF32, "F32"},    {kFtypeF16, "F16"},       {kFtypeQ4_0, "Q4_0"},     {kFtypeQ4_1, "Q4_1"},
+    {kFtypeQ8_0, "Q8_0"},     {kFtypeQ5_0, "Q5_0"},     {kFtypeQ5_1, "Q5_1"},     {10, "Q2_K"},
+    {11, "Q3_K_S"},           {12, "Q3_K_M"},           {13, "Q3_K_L"},           {kFtypeQ4_K_S, "Q4_K_S"},
+    {kFtypeQ4_K_M, "Q4_K_M"}, {kFtypeQ5_K_S, "Q5_K_S"}, {kFtypeQ5_K_M, "Q5_K_M"}, {kFtypeQ6_K, "Q6_K"},
+    {kFtypeBF16, "BF16"},
+};
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -110,6 +123,12 @@ GgmlType quant_recipe_tensor_type(const QuantRecipe& recipe, const QuantModelInf
     }
   }
   return fit_row_length(t, ne[0]);
+}
+
+std::string file_type_name(int64_t file_type) {
+  for (const auto& f : kFtypeNames)
+    if (int64_t(f.value) == file_type) return f.name;
+  return "file_type " + std::to_string(file_type);
 }
 
 }  // namespace fathom

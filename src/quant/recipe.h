@@ -34,6 +34,9 @@ struct QuantRecipe {
 QuantRecipe quant_recipe(const std::string& name);
 // Names accepted by quant_recipe(), for help texts.
 std::vector<std::string> quant_recipe_names();
+// The llama_ftype name of a general.file_type value (15 -> "Q4_K_M"), as llama-bench prints it;
+// "file_type N" for a value it does not know.
+std::string file_type_name(int64_t file_type);
 
 // What quant_recipe_tensor_type needs to know about the whole model.
 struct QuantModelInfo {
