@@ -1,4 +1,7 @@
 // Decode-time matmul (n_tokens 1..16): y[t][r] = sum_k x[t][k] * W[r][k] (+ bias[r]) (+ res[t][r]).
+// Quantized weights at 1..8 tokens go to the int8-activation kernel (matmul_gemv_q8.cu) unless
+// FATHOM_GEMV_Q8=0; this file's fp32-dequantizing kernel serves F32/F16/BF16, 9..16 tokens and
+// that switch.
 //
 // Bytes: the whole weight once (rows * row_bytes) + x + y: memory-bound; the floor is
 // weight_bytes / DRAM bandwidth (Llama-3-8B 4096x4096 Q4_K: 9.4 MB -> ~2.2 us at 4.3 TB/s).
@@ -28,6 +31,7 @@
 #include <cstdlib>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/matmul_gemv_q8.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/quant_blocks.cuh"
 
@@ -277,6 +281,19 @@ void launch_matmul_gemv(const MatmulParams& p, cudaStream_t stream) {
                " for ", ggml_type_name(p.type), " (rows ", p.rows, ")");
   FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0,
                "matmul_gemv: weight and x must be 16-byte aligned");
+  if (gemv_q8_supports(p.type, p.n_tokens)) {
+    // Quantized weights at 1..8 tokens: int8 activations + dp4a (matmul_gemv_q8.cu).
+    GemvQ8Params q;
+    q.type = p.type;
+    q.cols = p.cols;
+    q.x = p.x;
+    q.n_tokens = p.n_tokens;
+    q.n_seg = 1;
+    q.seg[0] = GemvQ8Segment{p.w, p.rows, p.y, p.bias};
+    q.residual = p.residual;
+    launch_gemv_q8(q, stream);
+    return;
+  }
   GemvArgs a{static_cast<const uint8_t*>(p.w), int64_t(ggml_row_bytes(p.type, p.cols)), p.rows,
              p.cols / kUnit, p.x, p.y, p.bias, p.residual, int(p.n_tokens), 1, kPrefetchRowBytes};
   // Measurement switches for A/B runs on the GPU (docs/perf/NOTES.md, GEMV v3): the L2 prefetch

@@ -1,0 +1,52 @@
+// Decode GEMV with int8 activations (matmul_gemv_q8.cu): y = x @ W^T for 1..8 tokens and the
+// quantized weight types, several matrices of one type and shape class in one launch.
+//
+// x is quantized per 32 elements to int8 (scale d = max|x| / 127) inside the kernel, once per
+// block, and the weights' integer codes are multiplied with it by dp4a; each 32-element x block
+// also carries its exact fp32 sum for the types' offset/min terms. Relative to exact fp32 x, each
+// element of x moves by at most d / 2 = max|x_block| / 254, so |y - y_exact| <= sum_i |w_i| *
+// max|x_block(i)| / 254 (+ fp32 rounding): the bound the tests use.
+//
+// One launch serves:
+//   - a plain matmul (1 segment, optional bias and residual: y = x W^T + b + res, res may alias y);
+//   - up to 3 matrices with the same x, type and cols (Q, K, V): each segment its own y and bias;
+//   - gate + up with the activation fused (glu): out[t][r] = act(x . gate[r]) * (x . up[r]),
+//     written to seg[0].y; seg[1].y is not written.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/ops.cuh"
+#include "fathom/ggml_type.h"
+
+namespace fathom::cuda {
+
+constexpr int64_t kGemvQ8MaxTokens = 8;
+
+struct GemvQ8Segment {
+  const void* w = nullptr;      // (rows, cols) GGUF block format
+  int64_t rows = 0;
+  float* y = nullptr;           // (n_tokens, rows)
+  const float* bias = nullptr;  // (rows) nullable
+};
+
+struct GemvQ8Params {
+  GgmlType type = GgmlType::Q4_K;
+  int64_t cols = 0;               // multiple of 32 (256 for K types)
+  const float* x = nullptr;       // (n_tokens, cols) fp32
+  int64_t n_tokens = 0;           // 1..kGemvQ8MaxTokens
+  int n_seg = 1;                  // 1..3 (2 with glu)
+  GemvQ8Segment seg[3];
+  const float* residual = nullptr;  // (n_tokens, rows): n_seg == 1 only; may alias seg[0].y
+  bool glu = false;               // seg[0] = gate, seg[1] = up (same rows); output to seg[0].y
+  GluKind glu_kind = GluKind::SWIGLU;
+};
+
+// True when the int8-activation path handles `type` at n_tokens (and it is not switched off
+// with FATHOM_GEMV_Q8=0 in the environment).
+bool gemv_q8_supports(GgmlType type, int64_t n_tokens);
+void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream);
+
+}  // namespace fathom::cuda

@@ -1,0 +1,259 @@
+// The int8-activation GEMV (src/cuda/matmul_gemv_q8.cu) on its own launcher: grouped matrices
+// (Q/K/V with different row counts and biases), the fused gate/up activation, rows that are only
+// 2-byte aligned (cols 640 / 768 of the legacy types and Q6_K), the persistent grid (more row
+// groups than a wave), multi-chunk x staging, and bit-identical reruns. Reference: double
+// precision from the CPU dequantizer; tolerance: the int8 rounding bound of matmul_gemv_q8.cuh
+// (sum_k |w_k| max|x_block(k)| / 254) plus 2^-16 of sum |w x| for fp32 accumulation.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda/matmul_gemv_q8.cuh"
+#include "fathom/quant.h"
+#include "test_ops_util.h"
+
+namespace fathom::test {
+namespace {
+
+using fathom::cuda::GemvQ8Params;
+using fathom::cuda::GemvQ8Segment;
+using fathom::cuda::GluKind;
+
+const GgmlType kQ8Types[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                             GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+struct HostMat {
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> q;   // quantized bytes
+  std::vector<float> wd;    // dequantized
+};
+
+HostMat make_mat(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
+  HostMat m;
+  m.rows = rows;
+  m.cols = cols;
+  const std::vector<float> wf = random_floats(size_t(rows * cols), seed, 0.5f);
+  const size_t rb = ggml_row_bytes(type, cols);
+  m.q.resize(rb * size_t(rows));
+  m.wd.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    quantize_row(type, wf.data() + r * cols, m.q.data() + r * rb, cols);
+    dequantize_row(type, m.q.data() + r * rb, m.wd.data() + r * cols, cols);
+  }
+  return m;
+}
+
+// Exact dot products (n, rows) and their tolerance.
+void reference(const HostMat& m, const std::vector<float>& x, int64_t n, std::vector<double>& want,
+               std::vector<double>& tol) {
+  std::vector<double> xmax(x.size());
+  for (size_t b0 = 0; b0 < x.size(); b0 += 32) {
+    double mx = 0.0;
+    for (size_t i = b0; i < b0 + 32; ++i) mx = std::max(mx, double(std::fabs(x[i])));
+    for (size_t i = b0; i < b0 + 32; ++i) xmax[i] = mx;
+  }
+  want.assign(size_t(n * m.rows), 0.0);
+  tol.assign(want.size(), 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < m.rows; ++r) {
+      double s = 0.0, a = 0.0, q = 0.0;
+      for (int64_t k = 0; k < m.cols; ++k) {
+        const double w = m.wd[size_t(r * m.cols + k)];
+        const double p = w * x[size_t(t * m.cols + k)];
+        s += p;
+        a += std::fabs(p);
+        q += std::fabs(w) * xmax[size_t(t * m.cols + k)] / 254.0;
+      }
+      want[size_t(t * m.rows + r)] = s;
+      tol[size_t(t * m.rows + r)] = std::ldexp(a, -16) + q * 1.001 + 1e-6;
+    }
+}
+
+std::string label(const char* what, GgmlType type, int64_t cols, int64_t n) {
+  return std::string(what) + "(type=" + ggml_type_name(type) + ",cols=" + std::to_string(cols) +
+         ",n=" + std::to_string(n) + ")";
+}
+
+void check_plain(GgmlType type, int64_t rows, int64_t cols, int64_t n, bool bias, bool residual) {
+  const std::string name = label("gemv_q8", type, cols, n) + ",rows=" + std::to_string(rows);
+  SCOPED_TRACE(name);
+  const uint32_t seed = uint32_t(rows * 17 + cols * 5 + n + int(type) * 1000);
+  const HostMat m = make_mat(type, rows, cols, seed);
+  const std::vector<float> x = random_floats(size_t(n * cols), seed + 1);
+  const std::vector<float> b = random_floats(size_t(rows), seed + 2);
+  const std::vector<float> res = random_floats(size_t(n * rows), seed + 3);
+  std::vector<double> want, tol;
+  reference(m, x, n, want, tol);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      if (bias) want[size_t(t * rows + r)] += b[size_t(r)];
+      if (residual) want[size_t(t * rows + r)] += res[size_t(t * rows + r)];
+    }
+  DeviceBuffer<uint8_t> dw(m.q);
+  DeviceBuffer<float> dx(x), db(b), dy(size_t(n * rows));
+  if (residual) dy.upload(res);
+  else dy.poison();
+  GemvQ8Params p;
+  p.type = type;
+  p.cols = cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.n_seg = 1;
+  p.seg[0] = GemvQ8Segment{dw.get(), rows, dy.get(), bias ? db.get() : nullptr};
+  p.residual = residual ? dy.get() : nullptr;
+  fathom::cuda::launch_gemv_q8(p, nullptr);
+  FATHOM_EXPECT_CLOSE(name, dy.download(), want, tol);
+}
+
+TEST(GpuGemvQ8, EveryTypeAndBatch) {
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : kQ8Types)
+    for (int64_t n : {1, 2, 3, 5, 8}) check_plain(type, 111, 1536, n, false, false);
+}
+
+TEST(GpuGemvQ8, TwoByteAlignedRows) {
+  // Row bytes 680 (Q8_0), 440 (Q5_0), 360 (Q4_0), 480 (Q5_1) at cols 640, and Q6_K at cols 768
+  // (630 bytes): rows start at every 2-byte offset modulo 16.
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4_0, GgmlType::Q5_1, GgmlType::Q4_1})
+    for (int64_t n : {1, 4}) check_plain(type, 97, 640, n, n == 4, false);
+  for (int64_t n : {1, 3}) check_plain(GgmlType::Q6_K, 97, 768, n, false, n == 3);
+  check_plain(GgmlType::Q4_K, 97, 768, 2, true, true);
+}
+
+TEST(GpuGemvQ8, LongRowsAndChunkedX) {
+  // cols 9216: 9 stages per row; at 8 tokens x is staged in 3 chunks of 4096 columns.
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0})
+    for (int64_t n : {1, 6, 8}) check_plain(type, 37, 9216, n, false, n == 6);
+}
+
+TEST(GpuGemvQ8, PersistentGridManyRows) {
+  // 40001 rows at cols 256: far more row groups than one wave of warps (grid-stride loop).
+  FATHOM_REQUIRE_GPU();
+  check_plain(GgmlType::Q4_K, 40001, 256, 1, true, false);
+  check_plain(GgmlType::Q8_0, 40001, 256, 2, false, true);
+}
+
+TEST(GpuGemvQ8, GroupedQkv) {
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K})
+    for (int64_t n : {1, 4}) {
+      const int64_t cols = 1024;
+      const int64_t rows[3] = {256, 63, 64};
+      SCOPED_TRACE(label("qkv", type, cols, n));
+      const std::vector<float> x = random_floats(size_t(n * cols), 99 + uint32_t(n));
+      DeviceBuffer<float> dx(x);
+      std::vector<HostMat> mats;
+      std::vector<std::vector<float>> biases;
+      for (int s = 0; s < 3; ++s) {
+        mats.push_back(make_mat(type, rows[s], cols, 500u + uint32_t(s) * 7u + uint32_t(type)));
+        biases.push_back(random_floats(size_t(rows[s]), 900u + uint32_t(s)));
+      }
+      DeviceBuffer<uint8_t> dw0(mats[0].q), dw1(mats[1].q), dw2(mats[2].q);
+      DeviceBuffer<float> db0(biases[0]), db2(biases[2]);
+      DeviceBuffer<float> dy0(size_t(n * rows[0])), dy1(size_t(n * rows[1])), dy2(size_t(n * rows[2]));
+      dy0.poison();
+      dy1.poison();
+      dy2.poison();
+      GemvQ8Params p;
+      p.type = type;
+      p.cols = cols;
+      p.x = dx.get();
+      p.n_tokens = n;
+      p.n_seg = 3;
+      p.seg[0] = GemvQ8Segment{dw0.get(), rows[0], dy0.get(), db0.get()};
+      p.seg[1] = GemvQ8Segment{dw1.get(), rows[1], dy1.get(), nullptr};
+      p.seg[2] = GemvQ8Segment{dw2.get(), rows[2], dy2.get(), db2.get()};
+      fathom::cuda::launch_gemv_q8(p, nullptr);
+      DeviceBuffer<float>* outs[3] = {&dy0, &dy1, &dy2};
+      for (int s = 0; s < 3; ++s) {
+        std::vector<double> want, tol;
+        reference(mats[size_t(s)], x, n, want, tol);
+        if (s != 1)
+          for (int64_t t = 0; t < n; ++t)
+            for (int64_t r = 0; r < rows[s]; ++r) want[size_t(t * rows[s] + r)] += biases[size_t(s)][size_t(r)];
+        FATHOM_EXPECT_CLOSE("segment " + std::to_string(s), outs[s]->download(), want, tol);
+      }
+    }
+}
+
+TEST(GpuGemvQ8, FusedGateUpActivation) {
+  FATHOM_REQUIRE_GPU();
+  for (GluKind kind : {GluKind::SWIGLU, GluKind::GEGLU})
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_0})
+      for (int64_t n : {1, 2, 8}) {
+        const int64_t rows = 333, cols = 2048;
+        SCOPED_TRACE(label(kind == GluKind::SWIGLU ? "swiglu" : "geglu", type, cols, n));
+        const HostMat g = make_mat(type, rows, cols, 11u + uint32_t(type));
+        const HostMat u = make_mat(type, rows, cols, 12u + uint32_t(type));
+        const std::vector<float> x = random_floats(size_t(n * cols), 13u + uint32_t(n));
+        std::vector<double> wg, tg, wu, tu;
+        reference(g, x, n, wg, tg);
+        reference(u, x, n, wu, tu);
+        std::vector<double> want(wg.size()), tol(wg.size());
+        for (size_t i = 0; i < wg.size(); ++i) {
+          const double a = wg[i];
+          const double act = kind == GluKind::SWIGLU
+                                 ? a / (1.0 + std::exp(-a))
+                                 : 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
+          want[i] = act * wu[i];
+          // |d act/da| <= 1.2 for both on the real line: error of act(g) u + act(g) err(u).
+          tol[i] = 1.2 * tg[i] * (std::fabs(wu[i]) + tu[i]) + std::fabs(act) * tu[i] + 1e-5 * std::fabs(want[i]) + 1e-6;
+        }
+        DeviceBuffer<uint8_t> dg(g.q), du(u.q);
+        DeviceBuffer<float> dx(x), dout(size_t(n * rows)), dup(size_t(n * rows));
+        dout.poison();
+        GemvQ8Params p;
+        p.type = type;
+        p.cols = cols;
+        p.x = dx.get();
+        p.n_tokens = n;
+        p.n_seg = 2;
+        p.seg[0] = GemvQ8Segment{dg.get(), rows, dout.get(), nullptr};
+        p.seg[1] = GemvQ8Segment{du.get(), rows, dup.get(), nullptr};
+        p.glu = true;
+        p.glu_kind = kind;
+        fathom::cuda::launch_gemv_q8(p, nullptr);
+        FATHOM_EXPECT_CLOSE("glu", dout.download(), want, tol);
+      }
+}
+
+TEST(GpuGemvQ8, BitIdenticalReruns) {
+  FATHOM_REQUIRE_GPU();
+  const int64_t rows = 1024, cols = 4096, n = 3;
+  const HostMat m = make_mat(GgmlType::Q4_K, rows, cols, 7);
+  const std::vector<float> x = random_floats(size_t(n * cols), 8);
+  DeviceBuffer<uint8_t> dw(m.q);
+  DeviceBuffer<float> dx(x), dy(size_t(n * rows));
+  GemvQ8Params p;
+  p.type = GgmlType::Q4_K;
+  p.cols = cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.seg[0] = GemvQ8Segment{dw.get(), rows, dy.get(), nullptr};
+  fathom::cuda::launch_gemv_q8(p, nullptr);
+  const std::vector<float> a = dy.download();
+  fathom::cuda::launch_gemv_q8(p, nullptr);
+  const std::vector<float> b = dy.download();
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
+TEST(GpuGemvQ8, RejectsBadArguments) {
+  FATHOM_REQUIRE_GPU();
+  GemvQ8Params p;
+  p.type = GgmlType::Q4_K;
+  p.cols = 300;  // not a multiple of 256
+  p.n_tokens = 1;
+  EXPECT_THROW(fathom::cuda::launch_gemv_q8(p, nullptr), fathom::Error);
+  p.cols = 256;
+  p.n_tokens = 9;
+  EXPECT_THROW(fathom::cuda::launch_gemv_q8(p, nullptr), fathom::Error);
+}
+
+}  // namespace
+}  // namespace fathom::test
