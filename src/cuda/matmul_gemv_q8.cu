@@ -2,19 +2,24 @@
 //
 // Why: the fp32-dequantizing GEMV (matmul_gemv.cu) is issue-bound on the quantized types (every
 // weight is turned into a float and FMA'd: 33-50% of DRAM bandwidth, docs/perf/NOTES.md). Here a
-// weight code meets an int8 x code in dp4a, four products per instruction, and the scales are
-// applied once per 8..32 products.
+// weight code meets int8 x codes in dp4a, four products per instruction, and the scales are
+// applied once per 8..32 products. x is carried as two int8 planes, x ~= u (254 q1 + q2) per 32
+// elements (u = max|x| / (127 * 254)), so its rounding error is max|x| / 64516 per element --
+// finer than bf16 -- for twice the dp4a of a single plane (one plane measured 1.3e-2 relative
+// logit error on a tiny random Llama, over the 1e-2 the engine tests allow).
 //
 // Memory path: each warp streams the raw bytes of its rows through a private ring of
 // kStages shared-memory slots with 16-byte cp.async copies (coalesced whatever the block
 // layout: Q6_K / Q8_0 / Q4_0 blocks are only 2-byte aligned), kStages - 1 stages in flight while
-// it computes on the oldest. A stage is 1024 weights of a row: 32 tasks of 32 weights, one per
-// lane. A warp owns kR = 2 rows (two rows of one matrix, or gate row r and up row r for the fused
-// GLU) so every x read from shared memory serves both.
+// it computes on the oldest. A stage is 2048 weights of a row: 64 tasks of 32 weights (two per
+// lane) or, for Q4_K / Q5_K, 32 tasks of a 64-weight sub-block pair. A warp owns kR = 2 rows (two
+// rows of one matrix, or gate row r and up row r for the fused GLU) so every x read from shared
+// memory serves both. (The first version, 1024-weight stages with per-item 64-bit index math,
+// measured 1.5x slower than the fp32 kernel on the H200: instruction-bound on bookkeeping.)
 //
-// x: staged once per block (per x chunk) in shared memory as int8 codes, 64-byte runs padded to
-// 80 bytes (fewer bank conflicts for the lanes' 16-byte reads at 64-byte strides), plus a float2
-// (d, exact sum) per 32 elements. The block quantizes it from the fp32 x itself (8 threads per
+// x: staged once per block (per x chunk) in shared memory as two planes of int8 codes, 64-byte
+// runs padded to 80 bytes (no bank conflicts for the lanes' 16-byte reads at 64-byte strides),
+// plus a float2 (u, exact sum) per 32 elements. The block quantizes it from the fp32 x itself (8 threads per
 // 32-element block, shuffles for max and sum): no extra kernel and no scratch buffer.
 //
 // Programmatic dependent launch: the first kStages - 1 weight stages are requested before
@@ -22,7 +27,7 @@
 // and y written only after it.
 //
 // Work split (chosen at launch, see plan()): rows come in groups of kR; a group's stages may be
-// split over W warps of a block (W in 1,2,4,8: small matrices), whose partials are added through
+// split over W warps of a block (W in 1,2,4: small matrices), whose partials are added through
 // shared memory; with W = 1 and one x chunk the grid is one wave of persistent blocks that walk
 // the groups (x staged once per block, the weight ring never drains between groups).
 #include "cuda/matmul_gemv_q8.cuh"
@@ -42,12 +47,13 @@
 namespace fathom::cuda {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kR = 2;             // rows per warp
 constexpr int kStages = 3;        // weight ring slots per row
-constexpr int kStageW = 1024;     // weights of a row per stage
-constexpr int kXCapBytes = 32768; // int8 x codes staged per block, all columns together
+constexpr int kStageW = 2048;     // weights of a row per stage
+constexpr int kXCapBytes = 16384; // int8 x codes staged per block and plane, all columns together
+constexpr int kPlaneScale = 254;  // x = u * (254 q1 + q2): two int8 planes
 
 constexpr uint32_t kM4 = 0x0F0F0F0Fu;
 
@@ -64,6 +70,10 @@ template <> struct Geo<GgmlType::Q6_K> { static constexpr int blk = 256, bytes =
 
 template <GgmlType T>
 constexpr int stage_bytes() { return kStageW / Geo<T>::blk * Geo<T>::bytes; }
+// Weights per lane task: a 64-element sub-block pair for Q4_K / Q5_K, one 32-element block (or
+// Q6_K quarter-run set) otherwise.
+template <GgmlType T>
+constexpr int task_w() { return (T == GgmlType::Q4_K || T == GgmlType::Q5_K) ? 64 : 32; }
 // A stage is copied from its 16-byte-aligned floor: up to 15 bytes before and 15 after.
 template <GgmlType T>
 constexpr int slot_bytes() { return (stage_bytes<T>() + 30 + 15) / 16 * 16; }
@@ -117,59 +127,54 @@ __device__ __forceinline__ uint32_t spread4(uint32_t v) {
   return (((v & 0xFu) * 0x00204081u) & 0x01010101u) << 4;
 }
 
-// Byte i (0..11) of the K-quant scale block held in three words.
-__device__ __forceinline__ uint32_t kbyte(uint32_t s0, uint32_t s1, uint32_t s2, int i) {
-  const uint32_t w = i < 4 ? s0 : (i < 8 ? s1 : s2);
-  return (w >> (8 * (i & 3))) & 0xFFu;
-}
-// ggml get_scale_min_k4 for sub-block j.
-__device__ __forceinline__ void k4_sm(uint32_t s0, uint32_t s1, uint32_t s2, int j, float& sc,
-                                      float& m) {
-  if (j < 4) {
-    sc = float(kbyte(s0, s1, s2, j) & 63u);
-    m = float(kbyte(s0, s1, s2, j + 4) & 63u);
-  } else {
-    sc = float((kbyte(s0, s1, s2, j + 4) & 0xFu) | ((kbyte(s0, s1, s2, j - 4) >> 6) << 4));
-    m = float((kbyte(s0, s1, s2, j + 4) >> 4) | ((kbyte(s0, s1, s2, j) >> 6) << 4));
-  }
-}
-
-// x view of one stage: codes of column c at xq + c * xq_cs (use xpad on the stage-local index),
-// (d, sum) of 32-element block b of column c at xd[c * xd_cs + b].
+// x view of one stage: plane-1 codes of column c at xq + c * xq_cs (xpad of the stage-local
+// index), plane-2 codes xp bytes further; (u, sum) of 32-element block b of column c at
+// xd[c * xd_cs + b], with x ~= u * (254 q1 + q2).
 struct XView {
   const int8_t* xq;
   int xq_cs;
+  int xp;
   const float2* xd;
   int xd_cs;
 };
 
-__device__ __forceinline__ uint4 x16(const XView& x, int c, int k) {
-  return *reinterpret_cast<const uint4*>(x.xq + c * x.xq_cs + xpad(k));
+__device__ __forceinline__ uint4 x16(const XView& x, int c, int k, int plane) {
+  return *reinterpret_cast<const uint4*>(x.xq + plane * x.xp + c * x.xq_cs + xpad(k));
 }
-__device__ __forceinline__ uint2 x8(const XView& x, int c, int k) {
-  return *reinterpret_cast<const uint2*>(x.xq + c * x.xq_cs + xpad(k));
+__device__ __forceinline__ uint2 x8(const XView& x, int c, int k, int plane) {
+  return *reinterpret_cast<const uint2*>(x.xq + plane * x.xp + c * x.xq_cs + xpad(k));
+}
+// sum over 8 words of w . x (4 int8 products per word), x as two 16-byte runs.
+__device__ __forceinline__ int dot8(const uint32_t (&w)[8], uint4 a, uint4 b) {
+  int s = dp4a(w[0], a.x, 0);
+  s = dp4a(w[1], a.y, s);
+  s = dp4a(w[2], a.z, s);
+  s = dp4a(w[3], a.w, s);
+  s = dp4a(w[4], b.x, s);
+  s = dp4a(w[5], b.y, s);
+  s = dp4a(w[6], b.z, s);
+  return dp4a(w[7], b.w, s);
+}
+// Two-plane integer dot of 8 code words with the 32 x elements at stage-local k (16-aligned).
+__device__ __forceinline__ int dot8x2(const uint32_t (&w)[8], const XView& x, int c, int k) {
+  return kPlaneScale * dot8(w, x16(x, c, k, 0), x16(x, c, k + 16, 0)) +
+         dot8(w, x16(x, c, k, 1), x16(x, c, k + 16, 1));
 }
 
-// ---- per-type task: lane's 32 weights of a stage, dot with NB columns ------------------------
-// sw: the stage's first byte in shared memory; t: task 0..31. acc[c] += w . x[c] over the task.
+// ---- per-type task: lane's weights of a stage, dot with NB columns --------------------------
+// sw: the stage's first byte in shared memory; t: task index in the stage. acc[c] += w . x[c].
 template <GgmlType T, int NB>
 struct Task;
 
-// Legacy 32-element blocks: task t = block t of the stage.
-template <int NB>
-__device__ __forceinline__ void legacy_dot(const uint32_t (&lo)[4], const uint32_t (&hi)[4],
-                                           const XView& x, int t, int (&dot)[NB]) {
+// Legacy 32-element blocks: task t = block t of the stage; w[0..3] low nibbles (elements
+// 0..15), w[4..7] high nibbles (16..31) or 8 int8 words.
+template <int NB, typename F>
+__device__ __forceinline__ void legacy_acc(const uint32_t (&w)[8], const XView& x, int t, float (&acc)[NB],
+                                           F&& combine) {
 #pragma unroll
   for (int c = 0; c < NB; ++c) {
-    const uint4 a = x16(x, c, 32 * t), b = x16(x, c, 32 * t + 16);
-    int s = dp4a(lo[0], a.x, 0);
-    s = dp4a(lo[1], a.y, s);
-    s = dp4a(lo[2], a.z, s);
-    s = dp4a(lo[3], a.w, s);
-    s = dp4a(hi[0], b.x, s);
-    s = dp4a(hi[1], b.y, s);
-    s = dp4a(hi[2], b.z, s);
-    dot[c] = dp4a(hi[3], b.w, s);
+    const int dot = dot8x2(w, x, c, 32 * t);
+    acc[c] += combine(x.xd[c * x.xd_cs + t], float(dot));
   }
 }
 
@@ -178,17 +183,11 @@ struct Task<GgmlType::Q4_0, NB> {
   static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
     const uint8_t* b = sw + 18 * t;
     const float d = half_at(b);
-    uint32_t q[4], lo[4], hi[4];
+    uint32_t q[4], w[8];
     lds_words<4>(b + 2, q);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) { lo[i] = q[i] & kM4; hi[i] = (q[i] >> 4) & kM4; }
-    int dot[NB];
-    legacy_dot<NB>(lo, hi, x, t, dot);
-#pragma unroll
-    for (int c = 0; c < NB; ++c) {
-      const float2 xd = x.xd[c * x.xd_cs + t];
-      acc[c] += d * (xd.x * float(dot[c]) - 8.0f * xd.y);
-    }
+    for (int i = 0; i < 4; ++i) { w[i] = q[i] & kM4; w[4 + i] = (q[i] >> 4) & kM4; }
+    legacy_acc<NB>(w, x, t, acc, [d](float2 xd, float dot) { return d * (xd.x * dot - 8.0f * xd.y); });
   }
 };
 
@@ -197,17 +196,11 @@ struct Task<GgmlType::Q4_1, NB> {
   static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
     const uint8_t* b = sw + 20 * t;
     const float d = half_at(b), m = half_at(b + 2);
-    uint32_t q[4], lo[4], hi[4];
+    uint32_t q[4], w[8];
     lds_words<4>(b + 4, q);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) { lo[i] = q[i] & kM4; hi[i] = (q[i] >> 4) & kM4; }
-    int dot[NB];
-    legacy_dot<NB>(lo, hi, x, t, dot);
-#pragma unroll
-    for (int c = 0; c < NB; ++c) {
-      const float2 xd = x.xd[c * x.xd_cs + t];
-      acc[c] += d * xd.x * float(dot[c]) + m * xd.y;
-    }
+    for (int i = 0; i < 4; ++i) { w[i] = q[i] & kM4; w[4 + i] = (q[i] >> 4) & kM4; }
+    legacy_acc<NB>(w, x, t, acc, [d, m](float2 xd, float dot) { return d * xd.x * dot + m * xd.y; });
   }
 };
 
@@ -216,21 +209,15 @@ struct Task<GgmlType::Q5_0, NB> {
   static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
     const uint8_t* b = sw + 22 * t;
     const float d = half_at(b);
-    uint32_t qh[1], q[4], lo[4], hi[4];
+    uint32_t qh[1], q[4], w[8];
     lds_words<1>(b + 2, qh);
     lds_words<4>(b + 6, q);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      lo[i] = (q[i] & kM4) | spread4(qh[0] >> (4 * i));
-      hi[i] = ((q[i] >> 4) & kM4) | spread4(qh[0] >> (16 + 4 * i));
+      w[i] = (q[i] & kM4) | spread4(qh[0] >> (4 * i));
+      w[4 + i] = ((q[i] >> 4) & kM4) | spread4(qh[0] >> (16 + 4 * i));
     }
-    int dot[NB];
-    legacy_dot<NB>(lo, hi, x, t, dot);
-#pragma unroll
-    for (int c = 0; c < NB; ++c) {
-      const float2 xd = x.xd[c * x.xd_cs + t];
-      acc[c] += d * (xd.x * float(dot[c]) - 16.0f * xd.y);
-    }
+    legacy_acc<NB>(w, x, t, acc, [d](float2 xd, float dot) { return d * (xd.x * dot - 16.0f * xd.y); });
   }
 };
 
@@ -239,21 +226,15 @@ struct Task<GgmlType::Q5_1, NB> {
   static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
     const uint8_t* b = sw + 24 * t;
     const float d = half_at(b), m = half_at(b + 2);
-    uint32_t qh[1], q[4], lo[4], hi[4];
+    uint32_t qh[1], q[4], w[8];
     lds_words<1>(b + 4, qh);
     lds_words<4>(b + 8, q);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      lo[i] = (q[i] & kM4) | spread4(qh[0] >> (4 * i));
-      hi[i] = ((q[i] >> 4) & kM4) | spread4(qh[0] >> (16 + 4 * i));
+      w[i] = (q[i] & kM4) | spread4(qh[0] >> (4 * i));
+      w[4 + i] = ((q[i] >> 4) & kM4) | spread4(qh[0] >> (16 + 4 * i));
     }
-    int dot[NB];
-    legacy_dot<NB>(lo, hi, x, t, dot);
-#pragma unroll
-    for (int c = 0; c < NB; ++c) {
-      const float2 xd = x.xd[c * x.xd_cs + t];
-      acc[c] += d * xd.x * float(dot[c]) + m * xd.y;
-    }
+    legacy_acc<NB>(w, x, t, acc, [d, m](float2 xd, float dot) { return d * xd.x * dot + m * xd.y; });
   }
 };
 
@@ -262,66 +243,64 @@ struct Task<GgmlType::Q8_0, NB> {
   static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
     const uint8_t* b = sw + 34 * t;
     const float d = half_at(b);
-    uint32_t q[8];
-    lds_words<8>(b + 2, q);
-#pragma unroll
-    for (int c = 0; c < NB; ++c) {
-      const uint4 a = x16(x, c, 32 * t), e = x16(x, c, 32 * t + 16);
-      int s = dp4a(q[0], a.x, 0);
-      s = dp4a(q[1], a.y, s);
-      s = dp4a(q[2], a.z, s);
-      s = dp4a(q[3], a.w, s);
-      s = dp4a(q[4], e.x, s);
-      s = dp4a(q[5], e.y, s);
-      s = dp4a(q[6], e.z, s);
-      s = dp4a(q[7], e.w, s);
-      acc[c] += d * x.xd[c * x.xd_cs + t].x * float(s);
-    }
+    uint32_t w[8];
+    lds_words<8>(b + 2, w);
+    legacy_acc<NB>(w, x, t, acc, [d](float2 xd, float dot) { return d * xd.x * dot; });
   }
 };
 
-// Q4_K / Q5_K: task t = super-block t / 8 of the stage, 16-byte piece t % 8 of its 128 code
-// bytes: piece (p, hh) holds code bytes 32 p + 16 hh .. +15, whose low nibbles are elements
-// 64 p + 16 hh + b (sub-block 2p) and high nibbles 64 p + 32 + 16 hh + b (sub-block 2p + 1).
-// The min terms use whole 32-element sums of x, so only the hh = 0 lane adds them.
+// Q4_K / Q5_K scales of sub-blocks 2p and 2p+1 (ggml get_scale_min_k4) from the three scale
+// words of the header: 6-bit (sc, m) pairs packed as bytes of a 16-bit value each.
+__device__ __forceinline__ void k4_pair(uint4 hdr, int p, float& sc0, float& sc1, float& m0, float& m1) {
+  const unsigned sel = (p & 1) ? 16u : 0u;
+  const uint32_t Y = hdr.y >> sel, Z = hdr.z >> sel, Wd = hdr.w >> sel;
+  uint32_t sc, m;
+  if (p < 2) {
+    sc = Y & 0x3F3Fu;
+    m = Z & 0x3F3Fu;
+  } else {
+    sc = (Wd & 0x0F0Fu) | ((Y >> 2) & 0x3030u);
+    m = ((Wd >> 4) & 0x0F0Fu) | ((Z >> 2) & 0x3030u);
+  }
+  sc0 = float(sc & 0xFFu);
+  sc1 = float((sc >> 8) & 0xFFu);
+  m0 = float(m & 0xFFu);
+  m1 = float((m >> 8) & 0xFFu);
+}
+
+// Q4_K / Q5_K: task t = super-block t / 4 of the stage, sub-block pair p = t % 4: code bytes
+// 32 p .. 32 p + 31, whose low nibbles are elements 64 p + l (sub-block 2p) and high nibbles
+// 64 p + 32 + l (sub-block 2p + 1).
 template <int NB>
-__device__ __forceinline__ void k_dot(const uint32_t (&lo)[4], const uint32_t (&hi)[4], uint4 hdr,
+__device__ __forceinline__ void k_dot(const uint32_t (&lo)[8], const uint32_t (&hi)[8], uint4 hdr,
                                       const XView& x, int t, float (&acc)[NB]) {
-  const int j = t >> 3, p = (t & 7) >> 1, hh = t & 1;
+  const int j = t >> 2, p = t & 3;
   const float d = half_lo(hdr.x), dmin = half_hi(hdr.x);
-  float sc0, m0, sc1, m1;
-  k4_sm(hdr.y, hdr.z, hdr.w, 2 * p, sc0, m0);
-  k4_sm(hdr.y, hdr.z, hdr.w, 2 * p + 1, sc1, m1);
-  const int k_lo = 256 * j + 64 * p + 16 * hh;
-  const int b_lo = 8 * j + 2 * p;
+  float sc0, sc1, m0, m1;
+  k4_pair(hdr, p, sc0, sc1, m0, m1);
+  const int k0 = 256 * j + 64 * p;
+  const int b0 = 8 * j + 2 * p;  // even: (b0, b0 + 1) is one 16-byte float4
 #pragma unroll
   for (int c = 0; c < NB; ++c) {
-    const uint4 a = x16(x, c, k_lo), e = x16(x, c, k_lo + 32);
-    int s0 = dp4a(lo[0], a.x, 0);
-    s0 = dp4a(lo[1], a.y, s0);
-    s0 = dp4a(lo[2], a.z, s0);
-    s0 = dp4a(lo[3], a.w, s0);
-    int s1 = dp4a(hi[0], e.x, 0);
-    s1 = dp4a(hi[1], e.y, s1);
-    s1 = dp4a(hi[2], e.z, s1);
-    s1 = dp4a(hi[3], e.w, s1);
-    const float2 x0 = x.xd[c * x.xd_cs + b_lo], x1 = x.xd[c * x.xd_cs + b_lo + 1];
-    float v = d * (sc0 * x0.x * float(s0) + sc1 * x1.x * float(s1));
-    if (hh == 0) v -= dmin * (m0 * x0.y + m1 * x1.y);
-    acc[c] += v;
+    const int s0 = dot8x2(lo, x, c, k0);
+    const int s1 = dot8x2(hi, x, c, k0 + 32);
+    const float4 xd = *reinterpret_cast<const float4*>(x.xd + c * x.xd_cs + b0);
+    acc[c] += d * (sc0 * xd.x * float(s0) + sc1 * xd.z * float(s1)) - dmin * (m0 * xd.y + m1 * xd.w);
   }
 }
 
 template <int NB>
 struct Task<GgmlType::Q4_K, NB> {
   static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
-    const uint8_t* sb = sw + 144 * (t >> 3);  // 16-byte aligned: 144 = 9 x 16
+    const uint8_t* sb = sw + 144 * (t >> 2);  // 16-byte aligned: 144 = 9 x 16
+    const int p = t & 3;
     const uint4 hdr = *reinterpret_cast<const uint4*>(sb);
-    const uint4 qv = *reinterpret_cast<const uint4*>(sb + 16 + 16 * (t & 7));
-    const uint32_t q[4] = {qv.x, qv.y, qv.z, qv.w};
-    uint32_t lo[4], hi[4];
+    const uint4 qa = *reinterpret_cast<const uint4*>(sb + 16 + 32 * p);
+    const uint4 qb = *reinterpret_cast<const uint4*>(sb + 32 + 32 * p);
+    const uint32_t q[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+    uint32_t lo[8], hi[8];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) { lo[i] = q[i] & kM4; hi[i] = (q[i] >> 4) & kM4; }
+    for (int i = 0; i < 8; ++i) { lo[i] = q[i] & kM4; hi[i] = (q[i] >> 4) & kM4; }
     k_dot<NB>(lo, hi, hdr, x, t, acc);
   }
 };
@@ -329,16 +308,18 @@ struct Task<GgmlType::Q4_K, NB> {
 template <int NB>
 struct Task<GgmlType::Q5_K, NB> {
   static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
-    const uint8_t* sb = sw + 176 * (t >> 3);  // 16-byte aligned: 176 = 11 x 16
-    const int p = (t & 7) >> 1, hh = t & 1;
+    const uint8_t* sb = sw + 176 * (t >> 2);  // 16-byte aligned: 176 = 11 x 16
+    const int p = t & 3;
     const uint4 hdr = *reinterpret_cast<const uint4*>(sb);
-    const uint4 hv = *reinterpret_cast<const uint4*>(sb + 16 + 16 * hh);
-    const uint4 qv = *reinterpret_cast<const uint4*>(sb + 48 + 16 * (t & 7));
-    const uint32_t q[4] = {qv.x, qv.y, qv.z, qv.w};
-    const uint32_t h[4] = {hv.x, hv.y, hv.z, hv.w};
-    uint32_t lo[4], hi[4];
+    const uint4 ha = *reinterpret_cast<const uint4*>(sb + 16);
+    const uint4 hb = *reinterpret_cast<const uint4*>(sb + 32);
+    const uint4 qa = *reinterpret_cast<const uint4*>(sb + 48 + 32 * p);
+    const uint4 qb = *reinterpret_cast<const uint4*>(sb + 64 + 32 * p);
+    const uint32_t q[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+    const uint32_t h[8] = {ha.x, ha.y, ha.z, ha.w, hb.x, hb.y, hb.z, hb.w};
+    uint32_t lo[8], hi[8];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 8; ++i) {
       lo[i] = (q[i] & kM4) | (((h[i] >> (2 * p)) & 0x01010101u) << 4);
       hi[i] = ((q[i] >> 4) & kM4) | (((h[i] >> (2 * p + 1)) & 0x01010101u) << 4);
     }
@@ -383,12 +364,17 @@ struct Task<GgmlType::Q6_K, NB> {
       float v = 0.0f;
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const uint2 xv = x8(x, c, k0 + 32 * r);
-        int s = dp4a(q[r][0], xv.x, 0);
-        s = dp4a(q[r][1], xv.y, s);
-        int o = dp4a(0x20202020u, xv.x, 0);
-        o = dp4a(0x20202020u, xv.y, o);
-        v += sc[r] * x.xd[c * x.xd_cs + b0 + r].x * float(s - o);
+        int s = 0;
+#pragma unroll
+        for (int pl = 0; pl < 2; ++pl) {
+          const uint2 xv = x8(x, c, k0 + 32 * r, pl);
+          int e = dp4a(q[r][0], xv.x, 0);
+          e = dp4a(q[r][1], xv.y, e);
+          e = dp4a(0xE0E0E0E0u, xv.x, e);  // + (-32) * x: the code offset
+          e = dp4a(0xE0E0E0E0u, xv.y, e);
+          s = pl == 0 ? kPlaneScale * e : s + e;
+        }
+        v += sc[r] * x.xd[c * x.xd_cs + b0 + r].x * float(s);
       }
       acc[c] += d * v;
     }
@@ -478,63 +464,76 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   constexpr int kSlot = slot_bytes<T>();
   constexpr int kSB = stage_bytes<T>();
+  constexpr int kTW = task_w<T>();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint8_t* ring = smem + warp * (kStages * kR * kSlot);
   int8_t* xq = reinterpret_cast<int8_t*>(smem + kWarps * kStages * kR * kSlot);
   const int xq_cs = xpad_len(a.xchunk);
-  float2* xd = reinterpret_cast<float2*>(xq + NB * xq_cs);
+  const int xp = NB * xq_cs;  // plane 2 follows plane 1
+  float2* xd = reinterpret_cast<float2*>(xq + 2 * xp);
   const int xd_cs = a.xchunk / 32;
   float* part = reinterpret_cast<float*>(xd + NB * xd_cs);  // kWarps * kR * NB partials
 
   const int W = a.ksplit, G = kWarps / W;
   const int gw = warp / W, slice = warp - gw * W;
-  const int64_t n_stages = (a.cols + kStageW - 1) / kStageW;
-  const int64_t ns_w = (n_stages - slice + W - 1) / W;  // stages of a group this warp computes
+  const int n_stages = int((a.cols + kStageW - 1) / kStageW);
+  const int ns_w = (n_stages - slice + W - 1) / W;  // stages of a group this warp computes
   const int64_t g0 = int64_t(blockIdx.x) * G + gw;
   const int64_t gstep = a.persistent ? int64_t(gridDim.x) * G : 0;
-  int64_t n_grp = 0;
-  if (g0 < a.n_groups) n_grp = a.persistent ? (a.n_groups - 1 - g0) / gstep + 1 : 1;
-  const int64_t n_items = ns_w > 0 ? n_grp * ns_w : 0;
+  int n_grp = 0;
+  if (g0 < a.n_groups && ns_w > 0) n_grp = a.persistent ? int((a.n_groups - 1 - g0) / gstep) + 1 : 1;
+  const int n_items = n_grp * ns_w;
 
-  // Item i: group g0 + (i / ns_w) * gstep, stage slice + W * (i % ns_w).
-  auto issue = [&](int64_t i) {
-    const int64_t gi = i / ns_w;
-    const int64_t s = slice + W * (i - gi * ns_w);
-    const uint8_t* wr[kR];
-    bool ok[kR];
-    group_rows(a, g0 + gi * gstep, wr, ok);
-    const int64_t w_in = (a.cols - s * kStageW) < kStageW ? (a.cols - s * kStageW) : kStageW;
-    const int64_t nbytes = w_in / Geo<T>::blk * Geo<T>::bytes;
-    uint8_t* slot = ring + int(i % kStages) * (kR * kSlot);
+  // Issue side: item (group ordinal ig, stage ordinal is) -> ring slot islot.
+  int ig = 0, is = 0, islot = 0, issued = 0;
+  const uint8_t* iw[kR];
+  bool iok[kR];
+  auto issue = [&]() {
+    if (is == 0) group_rows(a, g0 + ig * gstep, iw, iok);
+    const int s = slice + W * is;
+    const int w_in = int(a.cols - int64_t(s) * kStageW < kStageW ? a.cols - int64_t(s) * kStageW : kStageW);
+    const int nbytes = w_in / Geo<T>::blk * Geo<T>::bytes;
+    uint8_t* slot = ring + islot * (kR * kSlot);
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
-      if (!ok[r]) continue;
-      const uintptr_t src = reinterpret_cast<uintptr_t>(wr[r]) + uintptr_t(s * kSB);
+      if (!iok[r]) continue;
+      const uintptr_t src = reinterpret_cast<uintptr_t>(iw[r]) + uintptr_t(s) * uintptr_t(kSB);
       const uintptr_t a0 = src & ~uintptr_t(15);
       const int n16 = int((src + uintptr_t(nbytes) + 15 - a0) >> 4);
       for (int k = lane; k < n16; k += 32)
         cp_async16(slot + r * kSlot + 16 * k, reinterpret_cast<const void*>(a0 + 16u * unsigned(k)));
     }
+    if (++is == ns_w) { is = 0; ++ig; }
+    islot = islot + 1 == kStages ? 0 : islot + 1;
+    ++issued;
   };
 
-  int64_t issued = 0;
 #pragma unroll
   for (int k = 0; k < kStages - 1; ++k) {
-    if (issued < n_items) issue(issued++);
+    if (issued < n_items) issue();
     cp_async_commit();
   }
 
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
 
   float acc[kR][NB];
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+#pragma unroll
+    for (int c = 0; c < NB; ++c) acc[r][c] = 0.0f;
+  // Compute side: item (group ordinal cg, stage ordinal cs) in ring slot cslot.
+  int cg = 0, cs = 0, cslot = 0, it = 0;
+  const uint8_t* cw[kR];
+  bool cok[kR];
   const int n_chunks = int((a.cols + a.xchunk - 1) / a.xchunk);
-  int64_t it = 0;
   for (int ci = 0; ci < n_chunks; ++ci) {
     const int64_t x0 = int64_t(ci) * a.xchunk;
     const int xc = int(a.cols - x0 < a.xchunk ? a.cols - x0 : a.xchunk);
     if (ci > 0) __syncthreads();  // every warp is done with the previous chunk's x
     {
-      // Quantize x[c][x0 .. x0 + xc) for every column into the stage: 8 threads per 32 elements.
+      // Quantize x[c][x0 .. x0 + xc) of every column into the two planes: 8 threads per
+      // 32-element block (shuffles for max and sum). u = max / (127 * 254); q1 = rn(x / (254 u)),
+      // q2 = rn((x - 254 u q1) / u): |x - u (254 q1 + q2)| <= u / 2.
       const int per_c = xc / 4;
       const int total = NB * per_c;
       const int total_r = (total + 31) & ~31;
@@ -552,14 +551,25 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
           am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
           sm += __shfl_xor_sync(0xffffffffu, sm, off);
         }
-        const float inv = am > 0.0f ? 127.0f / am : 0.0f;
-        const uint32_t b0 = uint32_t(__float2int_rn(v.x * inv)) & 0xFFu;
-        const uint32_t b1 = uint32_t(__float2int_rn(v.y * inv)) & 0xFFu;
-        const uint32_t b2 = uint32_t(__float2int_rn(v.z * inv)) & 0xFFu;
-        const uint32_t b3 = uint32_t(__float2int_rn(v.w * inv)) & 0xFFu;
+        const float d1 = am * (1.0f / 127.0f);
+        const float u = d1 * (1.0f / float(kPlaneScale));
+        const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
+        const float inv2 = am > 0.0f ? 1.0f / u : 0.0f;
+        const float vv[4] = {v.x, v.y, v.z, v.w};
+        uint32_t p1 = 0, p2 = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int q1 = __float2int_rn(vv[e] * inv1);
+          const float r = vv[e] - float(q1) * d1;
+          int q2 = __float2int_rn(r * inv2);
+          q2 = q2 > 127 ? 127 : (q2 < -127 ? -127 : q2);
+          p1 |= (uint32_t(q1) & 0xFFu) << (8 * e);
+          p2 |= (uint32_t(q2) & 0xFFu) << (8 * e);
+        }
         if (act) {
-          *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
-          if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(am * (1.0f / 127.0f), sm);
+          *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = p1;
+          *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = p2;
+          if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(u, sm);
         }
       }
     }
@@ -567,59 +577,54 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
 
     // This warp's items whose stage lies in chunk ci.
     while (it < n_items) {
-      const int64_t gi = it / ns_w;
-      const int64_t sidx = it - gi * ns_w;
-      const int64_t s = slice + W * sidx;
-      if (s * kStageW >= x0 + xc) break;  // next chunk
-      if (sidx == 0) {
-#pragma unroll
-        for (int r = 0; r < kR; ++r)
-#pragma unroll
-          for (int c = 0; c < NB; ++c) acc[r][c] = 0.0f;
-      }
-      if (issued < n_items) issue(issued++);
+      const int s = slice + W * cs;
+      if (int64_t(s) * kStageW >= x0 + xc) break;  // next chunk
+      if (issued < n_items) issue();
       cp_async_commit();
       cp_async_wait<kStages - 1>();
       __syncwarp();
-      const uint8_t* slot = ring + int(it % kStages) * (kR * kSlot);
-      const int64_t g = g0 + gi * gstep;
-      const uint8_t* wr[kR];
-      bool ok[kR];
-      group_rows(a, g, wr, ok);
-      const int64_t w_in = (a.cols - s * kStageW) < kStageW ? (a.cols - s * kStageW) : kStageW;
-      const int n_tasks = int(w_in / 32);
-      const int kx = int(s * kStageW - x0);  // stage start within the x chunk (multiple of 1024)
-      XView xv{xq + (kx >> 6) * 80, xq_cs, xd + (kx >> 5), xd_cs};
-      if (lane < n_tasks) {
+      if (cs == 0) group_rows(a, g0 + cg * gstep, cw, cok);
+      const int w_in = int(a.cols - int64_t(s) * kStageW < kStageW ? a.cols - int64_t(s) * kStageW : kStageW);
+      const int n_tasks = w_in / kTW;
+      const int kx = int(int64_t(s) * kStageW - x0);  // stage start within the x chunk
+      const XView xv{xq + (kx >> 6) * 80, xq_cs, xp, xd + (kx >> 5), xd_cs};
+      const uint8_t* slot = ring + cslot * (kR * kSlot);
 #pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          if (!ok[r]) continue;
-          const uintptr_t src = reinterpret_cast<uintptr_t>(wr[r]) + uintptr_t(s * kSB);
-          const uint8_t* sw = slot + r * kSlot + int(src & 15u);
-          Task<T, NB>::run(sw, lane, xv, acc[r]);
-        }
+      for (int r = 0; r < kR; ++r) {
+        if (!cok[r]) continue;
+        const uintptr_t src = reinterpret_cast<uintptr_t>(cw[r]) + uintptr_t(s) * uintptr_t(kSB);
+        const uint8_t* sw = slot + r * kSlot + int(src & 15u);
+        for (int tt = lane; tt < n_tasks; tt += 32) Task<T, NB>::run(sw, tt, xv, acc[r]);
       }
       __syncwarp();  // the slot is refilled by a later issue
       ++it;
-      if (W == 1 && sidx == ns_w - 1) {
-        // Group complete: reduce over lanes and store.
+      cslot = cslot + 1 == kStages ? 0 : cslot + 1;
+      if (++cs == ns_w) {
+        cs = 0;
+        if (W == 1) {
+          // Group complete: reduce over lanes and store.
 #pragma unroll
-        for (int r = 0; r < kR; ++r)
+          for (int r = 0; r < kR; ++r)
 #pragma unroll
-          for (int c = 0; c < NB; ++c) {
-            float v = acc[r][c];
+            for (int c = 0; c < NB; ++c) {
+              float v = acc[r][c];
 #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-            acc[r][c] = v;
-          }
-        if (lane < NB) {
+              for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+              acc[r][c] = v;
+            }
+          const int64_t g = g0 + cg * gstep;
 #pragma unroll
           for (int c = 0; c < NB; ++c)
             if (c == lane) {
               store_group<NB>(a, g, 0, c, acc[0][c], acc[1][c]);
               if (!a.glu) store_group<NB>(a, g, 1, c, acc[0][c], acc[1][c]);
             }
+#pragma unroll
+          for (int r = 0; r < kR; ++r)
+#pragma unroll
+            for (int c = 0; c < NB; ++c) acc[r][c] = 0.0f;
         }
+        ++cg;
       }
     }
   }
@@ -628,12 +633,6 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
 
   if (W > 1) {
     // Non-persistent: this warp had (at most) one group; add the W slices' partials.
-    if (n_items == 0) {
-#pragma unroll
-      for (int r = 0; r < kR; ++r)
-#pragma unroll
-        for (int c = 0; c < NB; ++c) acc[r][c] = 0.0f;
-    }
 #pragma unroll
     for (int r = 0; r < kR; ++r)
 #pragma unroll
@@ -708,26 +707,31 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   const int xcap_cols = (kXCapBytes / NB) / kStageW * kStageW;
   a.xchunk = int(a.cols <= xcap_cols ? a.cols : xcap_cols);
   const size_t ring = size_t(kWarps) * kStages * kR * slot_bytes<T>();
-  const size_t smem = ring + size_t(NB) * xpad_len(a.xchunk) + size_t(NB) * (a.xchunk / 32) * sizeof(float2) +
+  const size_t smem = ring + 2 * size_t(NB) * xpad_len(a.xchunk) + size_t(NB) * (a.xchunk / 32) * sizeof(float2) +
                       size_t(kWarps) * kR * NB * sizeof(float);
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin);
   auto kernel = gemv_q8_kernel<T, NB>;
-  // Opt-in shared memory and the blocks per SM, per (instantiation, smem size): host-side cache.
-  struct Occ { int blocks = 0; };
+  // Opt in to the device's whole shared memory once per instantiation; blocks per SM per smem
+  // size: host-side caches (launches are captured once into graphs, but eager decode calls this
+  // per matmul).
   static std::mutex mu;
-  static std::unordered_map<size_t, Occ> occ_cache;
+  static bool opted_in = false;
+  static std::unordered_map<size_t, int> occ_cache;
   int bps = 0;
   {
     std::lock_guard<std::mutex> lock(mu);
+    if (!opted_in) {
+      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.max_smem_optin));
+      opted_in = true;
+    }
     auto itc = occ_cache.find(smem);
     if (itc == occ_cache.end()) {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
       int b = 0;
       CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kThreads, smem));
-      itc = occ_cache.emplace(smem, Occ{b > 0 ? b : 1}).first;
+      itc = occ_cache.emplace(smem, b > 0 ? b : 1).first;
     }
-    bps = itc->second.blocks;
+    bps = itc->second;
   }
   const int64_t n_stages = (a.cols + kStageW - 1) / kStageW;
   const int64_t wave_warps = int64_t(dev.sm_count) * bps * kWarps;

@@ -1,11 +1,11 @@
 // Decode GEMV with int8 activations (matmul_gemv_q8.cu): y = x @ W^T for 1..8 tokens and the
 // quantized weight types, several matrices of one type and shape class in one launch.
 //
-// x is quantized per 32 elements to int8 (scale d = max|x| / 127) inside the kernel, once per
-// block, and the weights' integer codes are multiplied with it by dp4a; each 32-element x block
-// also carries its exact fp32 sum for the types' offset/min terms. Relative to exact fp32 x, each
-// element of x moves by at most d / 2 = max|x_block| / 254, so |y - y_exact| <= sum_i |w_i| *
-// max|x_block(i)| / 254 (+ fp32 rounding): the bound the tests use.
+// x is quantized per 32 elements to two int8 planes, x ~= u (254 q1 + q2) with u = max|x| /
+// (127 * 254), inside the kernel, once per block, and the weights' integer codes are multiplied
+// with both planes by dp4a; each 32-element x block also carries its exact fp32 sum for the
+// types' offset/min terms. Each element of x moves by at most u / 2 = max|x_block| / 64516, so
+// |y - y_exact| <= sum_i |w_i| max|x_block(i)| / 64516 (+ fp32 rounding): the bound the tests use.
 //
 // One launch serves:
 //   - a plain matmul (1 segment, optional bias and residual: y = x W^T + b + res, res may alias y);

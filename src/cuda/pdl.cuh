@@ -72,7 +72,11 @@ void launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // a failed launch also sets the last error: do not leak it
+    throw_cuda_error(err, "cudaLaunchKernelEx", __FILE__, __LINE__);
+  }
   CUDA_CHECK_LAUNCH();
   launch_cost_note(reinterpret_cast<const void*>(kernel));
 }

@@ -3,7 +3,7 @@
 // 2-byte aligned (cols 640 / 768 of the legacy types and Q6_K), the persistent grid (more row
 // groups than a wave), multi-chunk x staging, and bit-identical reruns. Reference: double
 // precision from the CPU dequantizer; tolerance: the int8 rounding bound of matmul_gemv_q8.cuh
-// (sum_k |w_k| max|x_block(k)| / 254) plus 2^-16 of sum |w x| for fp32 accumulation.
+// (sum_k |w_k| max|x_block(k)| / 64516) plus 2^-16 of sum |w x| for fp32 accumulation.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -66,7 +66,7 @@ void reference(const HostMat& m, const std::vector<float>& x, int64_t n, std::ve
         const double p = w * x[size_t(t * m.cols + k)];
         s += p;
         a += std::fabs(p);
-        q += std::fabs(w) * xmax[size_t(t * m.cols + k)] / 254.0;
+        q += std::fabs(w) * xmax[size_t(t * m.cols + k)] / 64516.0;
       }
       want[size_t(t * m.rows + r)] = s;
       tol[size_t(t * m.rows + r)] = std::ldexp(a, -16) + q * 1.001 + 1e-6;

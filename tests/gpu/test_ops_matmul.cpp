@@ -66,7 +66,8 @@ void run_problem(const Problem& pb, int path, const GemmContext* ctx = nullptr) 
       rel = (ctx && pb.type == GgmlType::F16) ? std::ldexp(1.0, -10) : std::ldexp(1.0, -8);
   }
   // The int8-activation GEMV (quantized types, 1..8 tokens) rounds each x element to its block's
-  // int8 grid: |dx_k| <= max|x_block(k)| / 254, so it may add sum_k |w_k| max|x_block(k)| / 254.
+  // two-plane int8 grid: |dx_k| <= max|x_block(k)| / 64516, so it may add
+  // sum_k |w_k| max|x_block(k)| / 64516.
   const bool gemv_path = path == 1 || (path == 0 && pb.batch <= kGemvMaxTokens);
   const bool q8 = gemv_path && fathom::cuda::gemv_q8_supports(pb.type, pb.batch);
   std::vector<double> xmax(x.size(), 0.0);
@@ -83,7 +84,7 @@ void run_problem(const Problem& pb, int path, const GemmContext* ctx = nullptr) 
         const double p = double(wd[r * pb.cols + k]) * x[t * pb.cols + k];
         s += p;
         a += std::fabs(p);
-        if (q8) qerr += std::fabs(double(wd[r * pb.cols + k])) * xmax[size_t(t * pb.cols + k)] / 254.0;
+        if (q8) qerr += std::fabs(double(wd[r * pb.cols + k])) * xmax[size_t(t * pb.cols + k)] / 64516.0;
       }
       if (pb.bias) s += bias[r];
       if (pb.residual) s += res[t * pb.rows + r];

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One GPU call for the int8-activation GEMV (matmul_gemv_q8.cu): build a given source tree, the
+# matmul/engine GPU tests, the kernel microbench and whole-model decode with the switches
+# FATHOM_GEMV_Q8 (new kernel on/off) and FATHOM_PDL (programmatic dependent launch on/off).
+# Usage (device tool, carry [".devdeps", ".devsrc"]): bash bench/device_q8_run.sh [src.tgz]
+# The tarball (git archive of the commit under test) isolates the run from uncommitted edits.
+set -u
+FINAL=${OUT:-/tmp/fathom-out}
+export OUT=/tmp/fathom-run
+mkdir -p "$OUT" "$FINAL"
+trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .' EXIT
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+src=${1:-.devsrc/head.tgz}
+W=/tmp/fathom-src
+rm -rf "$W" && mkdir -p "$W" && tar xzf "$src" -C "$W" && cp -r .devdeps "$W"/ && cd "$W" || exit 1
+stamp build
+scripts/device_build.sh build-dev >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+stamp "gpu tests"
+timeout 240 build-dev/tests/fathom_gpu_tests >"$OUT/gpu_tests.log" 2>&1
+echo "gpu tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|worst|rel " "$OUT/gpu_tests.log" | head -40
+stamp microbench
+for q8 in 1 0; do
+  FATHOM_GEMV_Q8=$q8 timeout 120 build-dev/tests/fathom_gpu_tests --gtest_also_run_disabled_tests \
+    --gtest_filter='*BenchKernels*' >"$OUT/kbench_q8_$q8.log" 2>&1
+  echo "== FATHOM_GEMV_Q8=$q8"; grep -E "^\[bench\]" "$OUT/kbench_q8_$q8.log" | head -60
+done
+B=build-dev/bin/fathom
+for cfg in "q8pdl:1:1" "q8nopdl:1:0" "v3:0:1"; do
+  name=${cfg%%:*}; rest=${cfg#*:}; q8=${rest%%:*}; pdl=${rest#*:}
+  stamp "decode $name"
+  FATHOM_GEMV_Q8=$q8 FATHOM_PDL=$pdl timeout 150 $B bench --synthetic gemma3-270m,llama3.2-1b,llama3-8b \
+    --type Q4_K_M,Q8_0 -p 512 -n 128 -r 3 -q --json "$OUT/dec_$name.json" >"$OUT/dec_$name.md" 2>&1
+  grep -E "tg128" "$OUT/dec_$name.md" | awk -F'|' -v n=$name '{print n, $2, $3, $4, $5, $6, $7, $8}'
+done
+stamp "batch 8"
+timeout 100 $B bench --synthetic llama3-8b --type Q4_K_M -p 512 -n 64 -b 1,2,4,8 -r 2 -q >"$OUT/batch.md" 2>&1
+grep -E "tg|pp" "$OUT/batch.md" | head -12
+stamp done
