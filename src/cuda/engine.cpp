@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -41,7 +42,13 @@ namespace fathom {
 
 // Quantized matrices with at least this many elements prefill through dequantized bf16 chunks
 // and cuBLASLt; smaller ones through the tiled kernel (see GemmContext::dequant_min_elements).
-constexpr int64_t kDequantMinElements = int64_t(1) << 22;
+// 0 = every quantized matrix. The old 1 << 22 kept small matrices off the path because each
+// chunk paid a cuBLASLt heuristic query on the host; with the per-shape plan cache a chunk costs
+// a hash lookup. NOT yet measured: the lead A/Bs it on the H200 with FATHOM_DEQUANT_MIN_ELEMENTS
+// (e.g. =4194304, the old value) on gemma3-270m, llama3.2-1b, qwen2.5-7b and llama3-8b pp512.
+// Small models also pay the path's workspace (cuBLASLt workspace, x16 scratch, dequant floor)
+// out of the 4.5% budget, which can halve their prefill chunk (see the ubatch choice in load()).
+constexpr int64_t kDequantMinElements = 0;
 
 using namespace fathom::cuda;
 
@@ -584,15 +591,24 @@ void CudaEngine::Impl::load(const Model& model) {
 
   // cuBLASLt serves prefill of every non-F32 matrix (F32 keeps fp32 GEMV slices, see forward):
   // F16/BF16 directly, quantized types through a bf16 chunk of dequantized rows.
-  // Quantized matrices under kDequantMinElements keep the tiled kernel (GemmContext), so they
-  // need neither cuBLASLt nor dequant scratch: a small model keeps its whole workspace budget
-  // for a long prefill chunk (gemma3-270m Q4_K_M pp512 on the H200: 29.9k tok/s with ubatch
-  // 512-class chunks, 7.8k when the scratch floor shrank the chunk to 64).
+  // Quantized matrices under dequant_min (kDequantMinElements, or FATHOM_DEQUANT_MIN_ELEMENTS for
+  // A/B runs) keep the tiled kernel (GemmContext), so they need neither cuBLASLt nor dequant
+  // scratch: a small model keeps its whole workspace budget for a long prefill chunk
+  // (gemma3-270m Q4_K_M pp512 on the H200: 29.9k tok/s with ubatch 512-class chunks, 7.8k when
+  // the scratch floor shrank the chunk to 64).
+  int64_t dequant_min = kDequantMinElements;
+  if (const char* e = std::getenv("FATHOM_DEQUANT_MIN_ELEMENTS"); e && *e) {
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    FATHOM_CHECK(end && *end == '\0' && v >= 0, "FATHOM_DEQUANT_MIN_ELEMENTS='", e,
+                 "' is not a non-negative integer (elements of a weight matrix)");
+    dequant_min = int64_t(v);
+  }
   bool need_lt = false;
   auto count_quant = [&](const WeightRef& r) {
     if (!r || r.type() == GgmlType::F32 || r.type() == GgmlType::F16 || r.type() == GgmlType::BF16)
       return;
-    if (r.rows() * r.cols() < kDequantMinElements) return;
+    if (r.rows() * r.cols() < dequant_min) return;
     need_lt = true;
     dequant_cap = std::max(dequant_cap, size_t(r.rows()) * size_t(r.cols()) * 2);
     dequant_cols = std::max(dequant_cols, r.cols());
@@ -679,9 +695,62 @@ void CudaEngine::Impl::load(const Model& model) {
     gemm.workspace_bytes = act.lt_ws_bytes;
     gemm.scratch = act.gemm_scratch;
     gemm.scratch_bytes = act.gemm_scratch_bytes;
-    gemm.dequant_min_elements = kDequantMinElements;
+    gemm.dequant_min_elements = dequant_min;
     gemm.dequant = act.gemm_dequant;
     gemm.dequant_bytes = act.gemm_dequant_bytes;
+    gemm.plans = gemm_plan_cache_create();
+
+    // One-time timed pick of the cuBLASLt algorithm of every GEMM shape forward() runs: prefill
+    // chunks of ubatch tokens, and decode batches of max_batch when those exceed kGemvMaxTokens,
+    // with forward()'s own buffers so the plans' keys (operand alignments included) are the ones
+    // it looks up. Other shapes (a prompt's last, shorter chunk) get the heuristic's first pick
+    // on first use. It writes test data into the activations, which no forward has read yet.
+    // FATHOM_GEMM_TUNE=0: the heuristic's first pick for every shape, nothing timed.
+    std::vector<MatmulParams> shapes;
+    auto add = [&](const DevMat& m, const float* x, float* y, int64_t n, const float* bias,
+                   const float* residual) {
+      if (!m || m.type == GgmlType::F32) return;  // F32: fp32 GEMV slices, no GEMM
+      MatmulParams p;
+      p.type = m.type;
+      p.w = m.w;
+      p.rows = m.rows;
+      p.cols = m.cols;
+      p.x = x;
+      p.y = y;
+      p.n_tokens = n;
+      p.bias = bias;
+      p.residual = residual;
+      p.gemm = &gemm;
+      shapes.push_back(p);
+    };
+    std::vector<int64_t> sizes{ubatch};
+    if (max_batch != ubatch) sizes.push_back(max_batch);
+    for (const int64_t n : sizes) {
+      if (n <= kGemvMaxTokens) continue;
+      for (const DevLayer& L : layers) {
+        add(L.wq, act.h, act.q, n, L.bq, nullptr);
+        add(L.wk, act.h, act.k, n, L.bk, nullptr);
+        add(L.wv, act.h, act.v, n, L.bv, nullptr);
+        if (L.post_attn_norm) add(L.wo, act.att, act.a, n, nullptr, nullptr);
+        else add(L.wo, act.att, act.x, n, nullptr, act.x);
+        add(L.ffn_gate, act.h, act.gate, n, nullptr, nullptr);
+        add(L.ffn_up, act.h, act.up, n, nullptr, nullptr);
+        if (L.post_ffn_norm) add(L.ffn_down, act.gate, act.a, n, nullptr, nullptr);
+        else add(L.ffn_down, act.gate, act.x, n, nullptr, act.x);
+      }
+    }
+    if (max_batch > kGemvMaxTokens) add(output, act.h, act.logits, max_batch, nullptr, nullptr);
+    GemmTuneOptions topt;
+    if (const char* e = std::getenv("FATHOM_GEMM_TUNE"); e && std::strcmp(e, "0") == 0)
+      topt.time_candidates = false;
+    const GemmTuneReport tr = gemm_plan_tune(shapes.data(), shapes.size(), topt, stream);
+    if (opt.verbose)
+      std::fprintf(stderr,
+                   "fathom: cuBLASLt plans for %lld GEMM shapes: %lld timed (%lld candidates, %lld "
+                   "faster than the heuristic's first pick, %lld past the %.0f ms budget) in %.1f ms%s\n",
+                   (long long)tr.shapes, (long long)tr.timed, (long long)tr.candidates,
+                   (long long)tr.changed, (long long)tr.skipped, topt.budget_ms, tr.wall_ms,
+                   topt.time_candidates ? "" : " (FATHOM_GEMM_TUNE=0)");
   }
   host_in.init(size_t(in_layout.size()) * 4 + size_t(max_batch) * mbps * 4, "step inputs");
   host_out.init(size_t(max_batch) * 4, "sampled ids");
@@ -715,6 +784,8 @@ void CudaEngine::Impl::release() {
   graphs.clear();
   if (v_ones) cudaFree(v_ones);
   v_ones = nullptr;
+  gemm_plan_cache_destroy(gemm.plans);  // its descriptors before the handle
+  gemm.plans = nullptr;
   if (lt) cublasLtDestroy(lt);
   lt = nullptr;
   host_in.release();

@@ -11,6 +11,10 @@
 // holds (a multiple of kGemmChunkAlign), balanced over the chunks, so the whole matrix is never
 // expanded at once unless it fits the budget. Cost per chunk: read R * row_bytes, write and
 // re-read R * cols * 2 bytes, then a bf16 GEMM at cuBLASLt speed.
+// cuBLASLt plans (paths 1 and 2): with GemmContext::plans, each GEMM shape's descriptors and
+// algorithm are made once (the heuristic's first pick, or the fastest of up to 8 candidates timed
+// by gemm_plan_tune at engine load) and looked up afterwards, so a call costs a hash lookup and
+// the cublasLtMatmul enqueue on the host instead of ~8 descriptor calls and a heuristic query.
 // Path 3 (every other case, and F32 weights): a tiled kernel that dequantizes ONE 64 x 32 weight
 // tile at a time into shared memory as bf16 (quant_blocks.cuh), converts the matching 64 x 32 x
 // tile to bf16, and multiplies with wmma 16x16x16 bf16 -> fp32 fragments. 4 warps, 64 x 64
@@ -25,7 +29,12 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <chrono>
+#include <memory>
+#include <tuple>
 #include <type_traits>
+#include <unordered_map>
+#include <vector>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
@@ -211,45 +220,208 @@ struct LtGemm {
   float beta;
 };
 
-void lt_matmul(const GemmContext& ctx, const LtGemm& g, GgmlType type, cudaStream_t stream) {
+}  // namespace
+
+// ---- per-shape plans ---------------------------------------------------------------------------
+namespace lt_plan {
+
+// Everything the heuristic's answer depends on: sizes, leading dimensions, types, transposes,
+// epilogue, whether C is read (beta != 0), the operands' alignments and the workspace limit.
+// The pointers themselves are not part of it: a plan serves every call of the same shape.
+struct PlanKey {
+  int64_t m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldd = 0;
+  int32_t ab_type = 0, cd_type = 0, compute = 0;
+  int32_t trans_a = 0, trans_b = 0, epilogue = 0;
+  int32_t beta_nonzero = 0;
+  uint32_t align[4] = {0, 0, 0, 0};  // A B C D, bytes (pointer_alignment)
+  uint64_t workspace_bytes = 0;
+  auto tie() const {
+    return std::tie(m, n, k, lda, ldb, ldd, ab_type, cd_type, compute, trans_a, trans_b, epilogue,
+                    beta_nonzero, align[0], align[1], align[2], align[3], workspace_bytes);
+  }
+  bool operator==(const PlanKey& o) const { return tie() == o.tie(); }
+};
+
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& k) const {
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    auto mix = [&h](uint64_t v) {
+      h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    };
+    for (int64_t v : {k.m, k.n, k.k, k.lda, k.ldb, k.ldd}) mix(uint64_t(v));
+    for (int32_t v : {k.ab_type, k.cd_type, k.compute, k.trans_a, k.trans_b, k.epilogue, k.beta_nonzero})
+      mix(uint32_t(v));
+    for (uint32_t v : k.align) mix(v);
+    mix(k.workspace_bytes);
+    return size_t(h);
+  }
+};
+
+// The prepared descriptors of one shape and its algorithm. C and D share one layout.
+struct LtPlan {
   cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lcd = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool tuned = false;  // algo picked by timing (gemm_plan_tune), not the heuristic's first
+};
+
+void destroy_plan(LtPlan& p) {
+  if (p.op) cublasLtMatmulDescDestroy(p.op);
+  if (p.la) cublasLtMatrixLayoutDestroy(p.la);
+  if (p.lb) cublasLtMatrixLayoutDestroy(p.lb);
+  if (p.lcd) cublasLtMatrixLayoutDestroy(p.lcd);
+  p = LtPlan{};
+}
+
+}  // namespace lt_plan
+
+// One engine's (one stream's) plans. Not thread-safe: the engine calls matmuls from one thread.
+struct GemmPlanCache {
+  std::unordered_map<lt_plan::PlanKey, lt_plan::LtPlan, lt_plan::PlanKeyHash> plans;
+  int64_t hits = 0, misses = 0, timed = 0;
+  GemmPlanCache() { plans.reserve(256); }
+  ~GemmPlanCache() {
+    for (auto& kv : plans) lt_plan::destroy_plan(kv.second);
+  }
+};
+
+namespace {
+
+using lt_plan::LtPlan;
+using lt_plan::PlanKey;
+using lt_plan::destroy_plan;
+
+PlanKey plan_key(const GemmContext& ctx, const LtGemm& g) {
+  PlanKey k;
+  k.m = g.m;
+  k.n = g.n;
+  k.k = g.k;
+  k.lda = g.k;
+  k.ldb = g.k;
+  k.ldd = g.ldd;
+  k.ab_type = int32_t(g.dt);
+  k.cd_type = int32_t(CUDA_R_32F);
+  k.compute = int32_t(CUBLAS_COMPUTE_32F);
+  k.trans_a = int32_t(CUBLAS_OP_T);
+  k.trans_b = int32_t(CUBLAS_OP_N);
+  k.epilogue = int32_t(CUBLASLT_EPILOGUE_DEFAULT);  // the bias is a separate kernel (add_bias)
+  k.beta_nonzero = g.beta != 0.0f;
+  k.align[0] = pointer_alignment(g.a);
+  k.align[1] = pointer_alignment(g.b);
+  k.align[2] = pointer_alignment(g.c);
+  k.align[3] = pointer_alignment(g.d);
+  k.workspace_bytes = ctx.workspace_bytes;
+  return k;
+}
+
+// Descriptors for `k`; on a cuBLASLt error the partial plan is destroyed and the error thrown.
+LtPlan make_plan(const PlanKey& k) {
+  LtPlan p;
+  try {
+    check_lt(cublasLtMatmulDescCreate(&p.op, cublasComputeType_t(k.compute), CUDA_R_32F),
+             "MatmulDescCreate");
+    const cublasOperation_t ta = cublasOperation_t(k.trans_a), tb = cublasOperation_t(k.trans_b);
+    const cublasLtEpilogue_t ep = cublasLtEpilogue_t(k.epilogue);
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
+    check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)), "set EPILOGUE");
+    const cudaDataType_t ab = cudaDataType_t(k.ab_type), cd = cudaDataType_t(k.cd_type);
+    check_lt(cublasLtMatrixLayoutCreate(&p.la, ab, uint64_t(k.k), uint64_t(k.m), k.lda), "layout A");
+    check_lt(cublasLtMatrixLayoutCreate(&p.lb, ab, uint64_t(k.k), uint64_t(k.n), k.ldb), "layout B");
+    check_lt(cublasLtMatrixLayoutCreate(&p.lcd, cd, uint64_t(k.m), uint64_t(k.n), k.ldd), "layout C/D");
+  } catch (...) {
+    destroy_plan(p);
+    throw;
+  }
+  return p;
+}
+
+// Up to `want` heuristic candidates for plan p (those with a SUCCESS state), best first.
+int heuristic(const GemmContext& ctx, const PlanKey& k, const LtPlan& p, int want,
+              cublasLtMatmulHeuristicResult_t* out) {
   cublasLtMatmulPreference_t pref = nullptr;
-  check_lt(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  check_lt(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "set TRANSA");
-  check_lt(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "set TRANSB");
-  check_lt(cublasLtMatrixLayoutCreate(&la, g.dt, uint64_t(g.k), uint64_t(g.m), g.k), "layout A");
-  check_lt(cublasLtMatrixLayoutCreate(&lb, g.dt, uint64_t(g.k), uint64_t(g.n), g.k), "layout B");
-  check_lt(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, uint64_t(g.m), uint64_t(g.n), g.ldd), "layout C");
   check_lt(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
-  const size_t ws = ctx.workspace_bytes;
-  check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                sizeof(ws)),
-           "set workspace");
-  const uint32_t al[4] = {pointer_alignment(g.a), pointer_alignment(g.b), pointer_alignment(g.c),
-                          pointer_alignment(g.d)};
+  int found = 0;
+  cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &k.workspace_bytes, sizeof(k.workspace_bytes));
   const cublasLtMatmulPreferenceAttributes_t al_attr[4] = {
       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-  for (int i = 0; i < 4; ++i)
-    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, al_attr[i], &al[i], sizeof(al[i])),
-             "set alignment");
+  for (int i = 0; i < 4 && s == CUBLAS_STATUS_SUCCESS; ++i)
+    s = cublasLtMatmulPreferenceSetAttribute(pref, al_attr[i], &k.align[i], sizeof(k.align[i]));
+  if (s == CUBLAS_STATUS_SUCCESS)
+    s = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.op, p.la, p.lb, p.lcd, p.lcd, pref, want, out, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  check_lt(s, "AlgoGetHeuristic");
+  int n = 0;
+  for (int i = 0; i < found; ++i)
+    if (out[i].state == CUBLAS_STATUS_SUCCESS) out[n++] = out[i];
+  return n;
+}
+
+[[noreturn]] void fail_no_algo(const LtGemm& g, GgmlType type) {
+  fail("cuBLASLt found no algorithm for a ", g.n, "x", g.k, " @ ", g.k, "x", g.m, " ",
+       ggml_type_name(type), " matmul (ld ", g.ldd, ")");
+}
+
+cublasStatus_t run_plan(const GemmContext& ctx, const LtPlan& p, const cublasLtMatmulAlgo_t& algo,
+                        const LtGemm& g, cudaStream_t stream) {
+  const float alpha = 1.0f;
+  return cublasLtMatmul(ctx.lt, p.op, &alpha, g.a, p.la, g.b, p.lb, &g.beta, g.c, p.lcd, g.d, p.lcd,
+                        &algo, ctx.workspace, ctx.workspace_bytes, stream);
+}
+
+// The plan of key k (the shape of g) in ctx.plans, made (descriptors + the heuristic's first
+// pick) on first use. Host work only, so a first use inside CUDA graph capture is fine.
+// `count`: tally a hit or a miss (gemm_plan_tune looks plans up without counting).
+LtPlan& cached_plan(const GemmContext& ctx, const PlanKey& k, const LtGemm& g, GgmlType type,
+                    bool count) {
+  GemmPlanCache& cache = *ctx.plans;
+  auto it = cache.plans.find(k);
+  if (it != cache.plans.end()) {
+    if (count) ++cache.hits;
+    return it->second;
+  }
+  if (count) ++cache.misses;
+  LtPlan p = make_plan(k);
   cublasLtMatmulHeuristicResult_t heur{};
   int found = 0;
-  check_lt(cublasLtMatmulAlgoGetHeuristic(ctx.lt, op, la, lb, lc, lc, pref, 1, &heur, &found),
-           "AlgoGetHeuristic");
-  FATHOM_CHECK(found > 0, "cuBLASLt found no algorithm for a ", g.n, "x", g.k, " @ ", g.k, "x",
-               g.m, " ", ggml_type_name(type), " matmul (ld ", g.ldd, ")");
-  const float alpha = 1.0f;
-  check_lt(cublasLtMatmul(ctx.lt, op, &alpha, g.a, la, g.b, lb, &g.beta, g.c, lc, g.d, lc,
-                          &heur.algo, ctx.workspace, ws, stream),
-           "Matmul");
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  cublasLtMatmulDescDestroy(op);
+  try {
+    found = heuristic(ctx, k, p, 1, &heur);
+  } catch (...) {
+    destroy_plan(p);
+    throw;
+  }
+  if (found == 0) {
+    destroy_plan(p);
+    fail_no_algo(g, type);
+  }
+  p.algo = heur.algo;
+  return cache.plans.emplace(k, p).first->second;
+}
+
+void lt_matmul(const GemmContext& ctx, const LtGemm& g, GgmlType type, cudaStream_t stream) {
+  if (ctx.plans) {
+    const LtPlan& p = cached_plan(ctx, plan_key(ctx, g), g, type, true);
+    check_lt(run_plan(ctx, p, p.algo, g, stream), "Matmul");
+    return;
+  }
+  // No cache (tests, direct callers): descriptors and the heuristic per call.
+  const PlanKey k = plan_key(ctx, g);
+  LtPlan p = make_plan(k);
+  cublasLtMatmulHeuristicResult_t heur{};
+  cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
+  int found = 0;
+  try {
+    found = heuristic(ctx, k, p, 1, &heur);
+    if (found > 0) s = run_plan(ctx, p, heur.algo, g, stream);
+  } catch (...) {
+    destroy_plan(p);
+    throw;
+  }
+  destroy_plan(p);
+  if (found == 0) fail_no_algo(g, type);
+  check_lt(s, "Matmul");
 }
 
 // x (n_tokens, cols) fp32 -> ctx.scratch in H (fp16 or bf16).
@@ -273,15 +445,30 @@ void add_bias(const MatmulParams& p, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH();
 }
 
+// Deterministic values in [-0.5, 0.5) as H: operands for timing candidates (gemm_plan_tune).
+template <typename H>
+__global__ void fill_pattern_kernel(H* out, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t h = uint32_t(i) * 2654435761u;
+    const float f = float(h >> 16) * (1.0f / 65536.0f) - 0.5f;
+    if constexpr (std::is_same<H, __half>::value) out[i] = __float2half_rn(f);
+    else out[i] = __float2bfloat16(f);
+  }
+}
+
 // y (n_tokens, rows) = x16 (n_tokens, cols) @ W^T; in cuBLAS's column-major terms
 // D (rows x n_tokens, ld rows) = op_T(W: cols x rows, ld cols) * (x16: cols x n_tokens, ld cols).
+LtGemm half_gemm(const MatmulParams& p) {
+  return LtGemm{p.type == GgmlType::F16 ? CUDA_R_16F : CUDA_R_16BF, p.w, p.rows, p.cols,
+                p.gemm->scratch, p.n_tokens, p.residual ? p.residual : p.y, p.y, p.rows,
+                p.residual ? 1.0f : 0.0f};
+}
+
 void gemm_cublaslt(const MatmulParams& p, cudaStream_t stream) {
-  const bool f16 = p.type == GgmlType::F16;
-  if (f16) convert_x<__half>(p, stream);
+  if (p.type == GgmlType::F16) convert_x<__half>(p, stream);
   else convert_x<__nv_bfloat16>(p, stream);
-  LtGemm g{f16 ? CUDA_R_16F : CUDA_R_16BF, p.w, p.rows, p.cols, p.gemm->scratch, p.n_tokens,
-           p.residual ? p.residual : p.y, p.y, p.rows, p.residual ? 1.0f : 0.0f};
-  lt_matmul(*p.gemm, g, p.type, stream);
+  lt_matmul(*p.gemm, half_gemm(p), p.type, stream);
   add_bias(p, stream);
 }
 
@@ -291,28 +478,78 @@ void gemm_cublaslt(const MatmulParams& p, cudaStream_t stream) {
 // residual. r0 is a multiple of kGemmChunkAlign = 64, so y + r0 keeps y's 256-byte alignment.
 // The chunks run in stream order, so chunk i+1's dequant overwrites the scratch only after
 // chunk i's GEMM has read it. The bias is added once over all of y at the end.
-void gemm_dequant_cublaslt(const MatmulParams& p, int64_t chunk, cudaStream_t stream) {
-  const GemmContext& ctx = *p.gemm;
-  convert_x<__nv_bfloat16>(p, stream);
+LtGemm chunk_gemm(const MatmulParams& p, int64_t r0, int64_t nr) {
+  return LtGemm{CUDA_R_16BF, p.gemm->dequant, nr, p.cols, p.gemm->scratch, p.n_tokens,
+                (p.residual ? p.residual : p.y) + r0, p.y + r0, p.rows, p.residual ? 1.0f : 0.0f};
+}
+
+// Rows [r0, r0 + nr) of p.w -> bf16 (nr, cols) in ctx.dequant.
+void dequantize_chunk(const MatmulParams& p, int64_t r0, int64_t nr, cudaStream_t stream) {
   const int64_t n_units = p.cols / kUnit;
   const int64_t row_bytes = int64_t(ggml_row_bytes(p.type, p.cols));
   const uint8_t* w = static_cast<const uint8_t*>(p.w);
-  __nv_bfloat16* wd = static_cast<__nv_bfloat16*>(ctx.dequant);
+  __nv_bfloat16* wd = static_cast<__nv_bfloat16*>(p.gemm->dequant);
+  const int64_t n = nr * n_units;
+  const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, 16384));
+  const bool ok = dispatch_qtype(p.type, [&](auto tc) {
+    dequantize_rows_bf16_kernel<decltype(tc)::value>
+        <<<grid, 256, 0, stream>>>(w, row_bytes, r0, nr, n_units, wd);
+    CUDA_CHECK_LAUNCH();
+  });
+  FATHOM_CHECK(ok, "matmul: weight type ", ggml_type_name(p.type), " is not supported on CUDA");
+}
+
+void gemm_dequant_cublaslt(const MatmulParams& p, int64_t chunk, cudaStream_t stream) {
+  convert_x<__nv_bfloat16>(p, stream);
   for (int64_t r0 = 0; r0 < p.rows; r0 += chunk) {
     const int64_t nr = std::min(chunk, p.rows - r0);
-    const int64_t n = nr * n_units;
-    const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, 16384));
-    const bool ok = dispatch_qtype(p.type, [&](auto tc) {
-      dequantize_rows_bf16_kernel<decltype(tc)::value>
-          <<<grid, 256, 0, stream>>>(w, row_bytes, r0, nr, n_units, wd);
-      CUDA_CHECK_LAUNCH();
-    });
-    FATHOM_CHECK(ok, "matmul: weight type ", ggml_type_name(p.type), " is not supported on CUDA");
-    LtGemm g{CUDA_R_16BF, wd, nr, p.cols, ctx.scratch, p.n_tokens,
-             (p.residual ? p.residual : p.y) + r0, p.y + r0, p.rows, p.residual ? 1.0f : 0.0f};
-    lt_matmul(ctx, g, p.type, stream);
+    dequantize_chunk(p, r0, nr, stream);
+    lt_matmul(*p.gemm, chunk_gemm(p, r0, nr), p.type, stream);
   }
   add_bias(p, stream);
+}
+
+// Events of one gemm_plan_tune call, destroyed however it ends.
+struct TuneEvents {
+  std::vector<cudaEvent_t> ev;
+  explicit TuneEvents(int n) : ev(size_t(n), nullptr) {
+    for (cudaEvent_t& e : ev) CUDA_CHECK(cudaEventCreate(&e));
+  }
+  ~TuneEvents() {
+    for (cudaEvent_t e : ev)
+      if (e) cudaEventDestroy(e);
+  }
+  TuneEvents(const TuneEvents&) = delete;
+  TuneEvents& operator=(const TuneEvents&) = delete;
+};
+
+// Median time (ms) of one launch of `algo` for g: one warm-up, then `reps` timed groups of
+// kTuneInner back-to-back launches (short GEMMs are a few us; a group keeps the ~0.5 us event
+// resolution out of the ranking). Negative when the candidate fails to launch.
+constexpr int kTuneInner = 3;
+
+double time_candidate(const GemmContext& ctx, const LtPlan& plan, const cublasLtMatmulAlgo_t& algo,
+                      const LtGemm& g, TuneEvents& te, int reps, cudaStream_t stream) {
+  if (run_plan(ctx, plan, algo, g, stream) != CUBLAS_STATUS_SUCCESS) {
+    cudaGetLastError();
+    return -1.0;
+  }
+  for (int r = 0; r < reps; ++r) {
+    CUDA_CHECK(cudaEventRecord(te.ev[size_t(r)], stream));
+    for (int i = 0; i < kTuneInner; ++i)
+      if (run_plan(ctx, plan, algo, g, stream) != CUBLAS_STATUS_SUCCESS) {
+        cudaGetLastError();
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        return -1.0;
+      }
+  }
+  CUDA_CHECK(cudaEventRecord(te.ev[size_t(reps)], stream));
+  CUDA_CHECK(cudaEventSynchronize(te.ev[size_t(reps)]));
+  std::vector<float> ms(static_cast<size_t>(reps));
+  for (int r = 0; r < reps; ++r)
+    CUDA_CHECK(cudaEventElapsedTime(&ms[size_t(r)], te.ev[size_t(r)], te.ev[size_t(r) + 1]));
+  std::sort(ms.begin(), ms.end());
+  return double(ms[size_t(reps / 2)]) / kTuneInner;
 }
 
 }  // namespace
@@ -359,6 +596,104 @@ void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream) {
     CUDA_CHECK_LAUNCH();
   });
   FATHOM_CHECK(ok, "matmul: weight type ", ggml_type_name(p.type), " is not supported on CUDA");
+}
+
+// ---- plan cache and timed pick -----------------------------------------------------------------
+
+GemmPlanCache* gemm_plan_cache_create() { return new GemmPlanCache(); }
+
+void gemm_plan_cache_destroy(GemmPlanCache* cache) { delete cache; }
+
+GemmPlanStats gemm_plan_cache_stats(const GemmPlanCache* cache) {
+  GemmPlanStats s;
+  if (!cache) return s;
+  s.plans = int64_t(cache->plans.size());
+  s.hits = cache->hits;
+  s.misses = cache->misses;
+  s.timed = cache->timed;
+  return s;
+}
+
+// Worked example, Llama-3-8B Q4_K_M at ubatch 512 (dequant scratch ~95 MB): the 32 layers give
+// 7 matrices each but only 6 distinct shapes (q/o 4096x4096 whole, k/v 1024x4096, gate/up in
+// chunks of 7168 rows, down in chunks of 2048 rows of 14336 cols, o with a residual): 6 x 8
+// candidates x (1 + 5 x 3) launches of 10-120 us, ~0.1-0.3 s once at load.
+GemmTuneReport gemm_plan_tune(const MatmulParams* ps, size_t n, const GemmTuneOptions& opt,
+                              cudaStream_t stream) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  auto elapsed_ms = [&] { return std::chrono::duration<double, std::milli>(clock::now() - t0).count(); };
+  GemmTuneReport rep;
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream, &cap));
+  const bool timing = opt.time_candidates && cap == cudaStreamCaptureStatusNone;
+  const int reps = std::max(1, opt.reps);
+  const int want = std::max(1, std::min(opt.max_candidates, 32));
+  std::vector<cublasLtMatmulHeuristicResult_t> heur(static_cast<size_t>(want));
+  std::unique_ptr<TuneEvents> events;
+  std::unordered_map<const LtPlan*, bool> seen;  // this call's shapes
+
+  for (size_t i = 0; i < n; ++i) {
+    const MatmulParams& p = ps[i];
+    const GemmContext* ctx = p.gemm;
+    if (!ctx || !ctx->lt || p.n_tokens <= kGemvMaxTokens || p.rows <= 0 || p.cols <= 0) continue;
+    const bool half = p.type == GgmlType::F16 || p.type == GgmlType::BF16;
+    const int64_t chunk = half ? p.rows : gemm_dequant_chunk_rows(p);
+    if (chunk <= 0) continue;  // tiled kernel
+    FATHOM_CHECK(ctx->plans, "gemm_plan_tune: the GemmContext has no plan cache");
+    bool x_ready = false;
+    for (int64_t r0 = 0; r0 < p.rows; r0 += chunk) {
+      const int64_t nr = std::min(chunk, p.rows - r0);
+      const LtGemm g = half ? half_gemm(p) : chunk_gemm(p, r0, nr);
+      const PlanKey k = plan_key(*ctx, g);
+      LtPlan& plan = cached_plan(*ctx, k, g, p.type, false);
+      if (!seen.emplace(&plan, true).second) continue;
+      ++rep.shapes;
+      if (!timing || plan.tuned) continue;
+      if (elapsed_ms() > opt.budget_ms) {
+        ++rep.skipped;
+        continue;
+      }
+      // Operands: the pattern as x16 in scratch, the real weights (whole, or this chunk as bf16).
+      if (!x_ready) {
+        const size_t need = size_t(p.n_tokens) * size_t(p.cols) * 2;
+        FATHOM_CHECK(ctx->scratch && ctx->scratch_bytes >= need, "matmul: GemmContext scratch of ",
+                     ctx->scratch_bytes, " bytes, ", need, " needed");
+        const int64_t ne = p.n_tokens * p.cols;
+        const unsigned grid = unsigned(std::min<int64_t>((ne + 255) / 256, 4096));
+        if (p.type == GgmlType::F16)
+          fill_pattern_kernel<__half><<<grid, 256, 0, stream>>>(static_cast<__half*>(ctx->scratch), ne);
+        else
+          fill_pattern_kernel<__nv_bfloat16>
+              <<<grid, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(ctx->scratch), ne);
+        CUDA_CHECK_LAUNCH();
+        x_ready = true;
+      }
+      if (!half) dequantize_chunk(p, r0, nr, stream);
+      const int found = heuristic(*ctx, k, plan, want, heur.data());
+      if (!events) events = std::make_unique<TuneEvents>(reps + 1);
+      int best = -1;
+      double best_ms = 0.0;
+      for (int c = 0; c < found; ++c) {
+        const double ms = time_candidate(*ctx, plan, heur[size_t(c)].algo, g, *events, reps, stream);
+        if (ms < 0.0) continue;
+        ++rep.candidates;
+        if (best < 0 || ms < best_ms) {
+          best = c;
+          best_ms = ms;
+        }
+      }
+      if (best < 0) continue;  // keep the heuristic's first pick
+      plan.algo = heur[size_t(best)].algo;
+      plan.tuned = true;
+      ++ctx->plans->timed;
+      ++rep.timed;
+      if (best != 0) ++rep.changed;
+    }
+  }
+  if (cap == cudaStreamCaptureStatusNone) CUDA_CHECK(cudaStreamSynchronize(stream));
+  rep.wall_ms = elapsed_ms();
+  return rep;
 }
 
 }  // namespace fathom::cuda

@@ -148,11 +148,16 @@ struct GemmContext {
   // Fewer than kGemmChunkAlign * cols * 2 bytes (and not the whole matrix): the tiled kernel.
   void* dequant = nullptr;
   size_t dequant_bytes = 0;
-  // Matrices with fewer elements keep the tiled kernel: each chunk costs a cuBLASLt heuristic
-  // query on the host (tens of us), which outweighs the GEMM for small matrices (measured on
-  // the H200: gemma3-270m Q4_K_M pp512 fell from 29.9k to 16.1k tok/s through this path, while
-  // llama3-8b Q4_K_M rose from 3.6k to 15.9k). The engine sets 1 << 22; 0 = always.
+  // Matrices with fewer elements keep the tiled kernel. Without `plans` each chunk costs a
+  // cuBLASLt heuristic query on the host (tens of us), which outweighed the GEMM for small
+  // matrices (H200: gemma3-270m Q4_K_M pp512 fell from 29.9k to 16.1k tok/s through this path,
+  // llama3-8b Q4_K_M rose from 3.6k to 15.9k). With plans cached the engine sets 0 (every
+  // matrix); FATHOM_DEQUANT_MIN_ELEMENTS overrides it for A/B runs. 0 = always.
   int64_t dequant_min_elements = 0;
+  // Per-shape cuBLASLt plans (descriptors + chosen algorithm), from gemm_plan_cache_create();
+  // owned by whoever owns the context (the engine destroys it at unload). Nullable: without it
+  // every cuBLASLt call builds its descriptors and asks the heuristic (tens of us on the host).
+  struct GemmPlanCache* plans = nullptr;
 };
 
 struct MatmulParams {
@@ -178,6 +183,47 @@ void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream);
 int64_t gemm_dequant_chunk_rows(const MatmulParams& p);
 // True when the GEMV / GEMM kernels handle `type`.
 bool matmul_supports(GgmlType type);
+
+// Per-shape cuBLASLt plan cache (matmul_gemm.cu), for GemmContext::plans. A plan is keyed by
+// everything cuBLASLt's choice depends on: m, n, k, leading dimensions, A/B/C/D types,
+// transposes, epilogue, beta != 0, operand alignments and the workspace limit (not the pointers).
+// The first call of a shape makes its descriptors and takes the heuristic's first algorithm (host
+// work only: allowed during CUDA graph capture); later calls look it up, allocating nothing.
+// One cache per engine / stream; not thread-safe.
+GemmPlanCache* gemm_plan_cache_create();
+void gemm_plan_cache_destroy(GemmPlanCache* cache);  // nullable; never throws
+struct GemmPlanStats {
+  int64_t plans = 0;   // shapes held
+  int64_t hits = 0;    // cuBLASLt calls that found their plan
+  int64_t misses = 0;  // cuBLASLt calls that made one
+  int64_t timed = 0;   // plans whose algorithm gemm_plan_tune picked by timing
+};
+GemmPlanStats gemm_plan_cache_stats(const GemmPlanCache* cache);  // nullable: zeros
+
+// One-time timed pick, at load: for every cuBLASLt call that launch_matmul_gemm would make for
+// ps[i] (the F16/BF16 GEMM, or each dequantized chunk), ask the heuristic for up to
+// max_candidates algorithms, time each on the real operand shapes and pointers (median of `reps`
+// groups), and keep the fastest in ps[i].gemm->plans. Shapes already timed are skipped; params
+// that take another path (n_tokens <= kGemvMaxTokens, tiled kernel, F32) are ignored.
+// Overwrites ps[i].y (and residual), gemm->scratch and gemm->dequant with test data, and
+// synchronises `stream`: call it before real work. Under graph capture, or with time_candidates
+// false, or past budget_ms, plans get the heuristic's first pick only.
+struct GemmTuneOptions {
+  bool time_candidates = true;  // false: heuristic's first pick only (FATHOM_GEMM_TUNE=0)
+  int max_candidates = 8;
+  int reps = 5;
+  double budget_ms = 2000.0;  // wall-clock cap on the timing of one call
+};
+struct GemmTuneReport {
+  int64_t shapes = 0;      // distinct cuBLASLt shapes (plans) the params need
+  int64_t timed = 0;       // of those, picked by timing in this call
+  int64_t candidates = 0;  // algorithms timed
+  int64_t changed = 0;     // timed picks other than the heuristic's first
+  int64_t skipped = 0;     // shapes left at the heuristic's pick because the budget ran out
+  double wall_ms = 0.0;
+};
+GemmTuneReport gemm_plan_tune(const MatmulParams* ps, size_t n, const GemmTuneOptions& opt,
+                              cudaStream_t stream);
 
 // ---- attention over the paged KV cache (attention.cu) ----------------------------------------
 // Queries of n_seqs sequences packed back to back (varlen): the queries of sequence s are tokens
