@@ -30,6 +30,7 @@
 
 #include "cuda/arena.h"
 #include "cuda/cuda_check.cuh"
+#include "cuda/matmul_gemv_q8.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/synthetic.cuh"
 #include "fathom/cpu_ops.h"
@@ -894,9 +895,24 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     pending = nullptr;
     emit(il, "attn_norm", act.h, T, d, last);
 
-    matmul(L.wq, act.h, act.q, T, L.bq, nullptr);
-    matmul(L.wk, act.h, act.k, T, L.bk, nullptr);
-    matmul(L.wv, act.h, act.v, T, L.bv, nullptr);
+    if (T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
+        L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols && gemv_q8_supports(L.wq.type, T)) {
+      // Q, K and V in one int8-activation GEMV launch (one x staging, one kernel).
+      GemvQ8Params p;
+      p.type = L.wq.type;
+      p.cols = L.wq.cols;
+      p.x = act.h;
+      p.n_tokens = T;
+      p.n_seg = 3;
+      p.seg[0] = GemvQ8Segment{L.wq.w, L.wq.rows, act.q, L.bq};
+      p.seg[1] = GemvQ8Segment{L.wk.w, L.wk.rows, act.k, L.bk};
+      p.seg[2] = GemvQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
+      launch_gemv_q8(p, stream);
+    } else {
+      matmul(L.wq, act.h, act.q, T, L.bq, nullptr);
+      matmul(L.wk, act.h, act.k, T, L.bk, nullptr);
+      matmul(L.wv, act.h, act.v, T, L.bv, nullptr);
+    }
     if (L.q_norm) rms(act.q, nullptr, L.q_norm, act.q, T * c.n_head, head_dim);
     if (L.k_norm) rms(act.k, nullptr, L.k_norm, act.k, T * c.n_head_kv, head_dim);
     {
@@ -979,9 +995,23 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     emit(il, "ffn_inp", act.x, T, d, last);
     emit(il, "ffn_norm", act.h, T, d, last);
 
-    matmul(L.ffn_gate, act.h, act.gate, T, nullptr, nullptr);
-    matmul(L.ffn_up, act.h, act.up, T, nullptr, nullptr);
-    {
+    if (T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type && L.ffn_gate.cols == L.ffn_up.cols &&
+        L.ffn_gate.rows == L.ffn_up.rows && gemv_q8_supports(L.ffn_gate.type, T)) {
+      // gate, up and the activation in one launch: act.gate = act(h . gate) * (h . up).
+      GemvQ8Params p;
+      p.type = L.ffn_gate.type;
+      p.cols = L.ffn_gate.cols;
+      p.x = act.h;
+      p.n_tokens = T;
+      p.n_seg = 2;
+      p.seg[0] = GemvQ8Segment{L.ffn_gate.w, L.ffn_gate.rows, act.gate, nullptr};
+      p.seg[1] = GemvQ8Segment{L.ffn_up.w, L.ffn_up.rows, act.up, nullptr};
+      p.glu = true;
+      p.glu_kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
+      launch_gemv_q8(p, stream);
+    } else {
+      matmul(L.ffn_gate, act.h, act.gate, T, nullptr, nullptr);
+      matmul(L.ffn_up, act.h, act.up, T, nullptr, nullptr);
       GluParams p;
       p.kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
       p.gate = act.gate;
