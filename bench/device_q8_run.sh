@@ -33,6 +33,15 @@ for cfg in "q8pdl:1:1" "q8nopdl:1:0" "v3:0:1"; do
     --type Q4_K_M,Q8_0 -p 512 -n 128 -r 3 -q --json "$OUT/dec_$name.json" >"$OUT/dec_$name.md" 2>&1
   grep -E "tg128" "$OUT/dec_$name.md" | awk -F'|' -v n=$name '{print n, $2, $3, $4, $5, $6, $7, $8}'
 done
+stamp prefill
+for cfg in "tuned::" "oldthresh:4194304:" "notune::0"; do
+  name=${cfg%%:*}; rest=${cfg#*:}; th=${rest%%:*}; tu=${rest#*:}
+  env ${th:+FATHOM_DEQUANT_MIN_ELEMENTS=$th} ${tu:+FATHOM_GEMM_TUNE=$tu} timeout 150 $B bench \
+    --synthetic gemma3-270m,llama3.2-1b,qwen2.5-7b,llama3-8b --type Q4_K_M -p 512 -n 1 -r 2 -q >"$OUT/pp_$name.md" 2>&1
+  grep -E "pp512" "$OUT/pp_$name.md" | awk -F'|' -v n=$name '{print n, $2, $4, $5, $7, $9}'
+done
+timeout 120 $B bench --synthetic llama3-8b --type Q4_K_M,F16 -p 4096 -n 1 -r 2 -q >"$OUT/pp4096.md" 2>&1
+grep -E "pp4096" "$OUT/pp4096.md" | awk -F'|' '{print $2, $4, $5, $7, $9, $10}'
 stamp "batch 8"
 timeout 100 $B bench --synthetic llama3-8b --type Q4_K_M -p 512 -n 64 -b 1,2,4,8 -r 2 -q >"$OUT/batch.md" 2>&1
 grep -E "tg|pp" "$OUT/batch.md" | head -12

@@ -47,10 +47,9 @@
 namespace fathom::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 16;        // one fat block per SM: x is staged once per SM
 constexpr int kThreads = kWarps * 32;
 constexpr int kR = 2;             // rows per warp
-constexpr int kStages = 3;        // weight ring slots per row
 constexpr int kStageW = 2048;     // weights of a row per stage
 constexpr int kXCapBytes = 16384; // int8 x codes staged per block and plane, all columns together
 constexpr int kPlaneScale = 254;  // x = u * (254 q1 + q2): two int8 planes
@@ -77,6 +76,10 @@ constexpr int task_w() { return (T == GgmlType::Q4_K || T == GgmlType::Q5_K) ? 6
 // A stage is copied from its 16-byte-aligned floor: up to 15 bytes before and 15 after.
 template <GgmlType T>
 constexpr int slot_bytes() { return (stage_bytes<T>() + 30 + 15) / 16 * 16; }
+// Ring slots per row: 3 (two stages in flight while one is computed) when the ring of the 16
+// warps fits beside the largest x stage (~45 KB), else 2 (Q8_0).
+template <GgmlType T>
+constexpr int stages() { return kWarps * 2 * 3 * slot_bytes<T>() + 46 * 1024 <= 227 * 1024 ? 3 : 2; }
 
 // ---- small device helpers -----------------------------------------------------------------------
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -464,6 +467,7 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   constexpr int kSlot = slot_bytes<T>();
   constexpr int kSB = stage_bytes<T>();
+  constexpr int kStages = stages<T>();
   constexpr int kTW = task_w<T>();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint8_t* ring = smem + warp * (kStages * kR * kSlot);
@@ -537,39 +541,58 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
       const int per_c = xc / 4;
       const int total = NB * per_c;
       const int total_r = (total + 31) & ~31;
-      for (int i = threadIdx.x; i < total_r; i += kThreads) {
-        const bool act = i < total;
-        const int c = act ? i / per_c : 0;
-        const int e4 = act ? i - c * per_c : 0;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (act && c < a.n_tokens)
-          v = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * a.cols + x0) + e4);
-        float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-        float sm = (v.x + v.y) + (v.z + v.w);
+      // Loads of up to kXB float4 per thread are issued before any is used (one L2 round trip
+      // per batch, not per element group). Rounding by the 1.5 * 2^23 magic constant (|v| <= 127:
+      // exact round-to-nearest-even, full-rate FMA instead of quarter-rate F2I).
+      constexpr int kXB = 4;
+      constexpr float kMagic = 12582912.0f;
+      for (int i0 = threadIdx.x; i0 < total_r; i0 += kXB * kThreads) {
+        float4 v[kXB];
 #pragma unroll
-        for (int off = 1; off < 8; off <<= 1) {
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-          sm += __shfl_xor_sync(0xffffffffu, sm, off);
+        for (int u = 0; u < kXB; ++u) {
+          const int i = i0 + u * kThreads;
+          v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+          if (i < total) {
+            const int c = i / per_c, e4 = i - c * per_c;
+            if (c < a.n_tokens) v[u] = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * a.cols + x0) + e4);
+          }
         }
-        const float d1 = am * (1.0f / 127.0f);
-        const float u = d1 * (1.0f / float(kPlaneScale));
-        const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
-        const float inv2 = am > 0.0f ? 1.0f / u : 0.0f;
-        const float vv[4] = {v.x, v.y, v.z, v.w};
-        uint32_t p1 = 0, p2 = 0;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int q1 = __float2int_rn(vv[e] * inv1);
-          const float r = vv[e] - float(q1) * d1;
-          int q2 = __float2int_rn(r * inv2);
-          q2 = q2 > 127 ? 127 : (q2 < -127 ? -127 : q2);
-          p1 |= (uint32_t(q1) & 0xFFu) << (8 * e);
-          p2 |= (uint32_t(q2) & 0xFFu) << (8 * e);
-        }
-        if (act) {
-          *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = p1;
-          *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = p2;
-          if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(u, sm);
+        for (int u = 0; u < kXB; ++u) {
+          const int i = i0 + u * kThreads;
+          if (i0 + u * kThreads - int(threadIdx.x) >= total_r) break;  // warp-uniform
+          const bool act = i < total;
+          const int c = act ? i / per_c : 0;
+          const int e4 = act ? i - c * per_c : 0;
+          float am = fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w)));
+          float sm = (v[u].x + v[u].y) + (v[u].z + v[u].w);
+#pragma unroll
+          for (int off = 1; off < 8; off <<= 1) {
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+            sm += __shfl_xor_sync(0xffffffffu, sm, off);
+          }
+          const float d1 = am * (1.0f / 127.0f);
+          const float u1 = d1 * (1.0f / float(kPlaneScale));
+          const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
+          const float inv2 = am > 0.0f ? 1.0f / u1 : 0.0f;
+          const float vv[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+          uint32_t b1[4], b2[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float f1 = fmaf(vv[e], inv1, kMagic);        // kMagic + rn(v / d1)
+            const float q1 = f1 - kMagic;
+            const float r = fmaf(-q1, d1, vv[e]);              // |r| <= d1 / 2 (+ rounding)
+            const float f2 = fmaf(r, inv2, kMagic);            // kMagic + rn(r / u1), |.| <= 127
+            b1[e] = __float_as_uint(f1);                        // low byte = the code
+            b2[e] = __float_as_uint(f2);
+          }
+          if (act) {
+            const uint32_t p1 = __byte_perm(__byte_perm(b1[0], b1[1], 0x0040), __byte_perm(b1[2], b1[3], 0x0040), 0x5410);
+            const uint32_t p2 = __byte_perm(__byte_perm(b2[0], b2[1], 0x0040), __byte_perm(b2[2], b2[3], 0x0040), 0x5410);
+            *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = p1;
+            *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = p2;
+            if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(u1, sm);
+          }
         }
       }
     }
@@ -706,7 +729,7 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   const DeviceInfo dev = device_info();
   const int xcap_cols = (kXCapBytes / NB) / kStageW * kStageW;
   a.xchunk = int(a.cols <= xcap_cols ? a.cols : xcap_cols);
-  const size_t ring = size_t(kWarps) * kStages * kR * slot_bytes<T>();
+  const size_t ring = size_t(kWarps) * stages<T>() * kR * slot_bytes<T>();
   const size_t smem = ring + 2 * size_t(NB) * xpad_len(a.xchunk) + size_t(NB) * (a.xchunk / 32) * sizeof(float2) +
                       size_t(kWarps) * kR * NB * sizeof(float);
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
@@ -736,8 +759,11 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   const int64_t n_stages = (a.cols + kStageW - 1) / kStageW;
   const int64_t wave_warps = int64_t(dev.sm_count) * bps * kWarps;
   // K split: the smallest W (<= stages per row) that gives about a wave of warps.
+  // K split: none when the row groups fill at least half the warp slots of a wave; else the
+  // smallest W (<= stages per row, <= 8) that gives about a wave of warps.
   int W = 1;
-  while (W < kWarps && 2 * W <= n_stages && a.n_groups * W < wave_warps) W *= 2;
+  if (2 * a.n_groups < wave_warps)
+    while (W < 8 && 2 * W <= n_stages && a.n_groups * W < wave_warps) W *= 2;
   a.ksplit = W;
   const bool one_chunk = a.xchunk >= a.cols;
   int64_t grid;
