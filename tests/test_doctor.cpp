@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "fathom/doctor.h"
 #include "fathom/profiler.h"
@@ -28,6 +29,9 @@ struct StepSpec {
   int allocs = 0;             // cudaMalloc calls of 20 us each, in the lead
   bool graph = true;          // one cudaGraphLaunch; else one cudaLaunchKernel per kernel
   bool pageable = false;
+  // Kernel k of a step is names[k % names.size()], launched as grid x block with these resources.
+  std::vector<std::string> names = {"void gemv_q4k_kernel(GemvParams)", "void rms_norm_kernel<float>(NormParams)"};
+  int grid = 1, block = 1, registers = 0, smem = 0;
 };
 
 constexpr uint64_t kAllocNs = 20000;
@@ -62,7 +66,11 @@ Trace decode_trace(const StepSpec& s, int n_steps = 8) {
     for (int k = 0; k < s.kernels; ++k) {
       if (!s.graph) t.api.push_back({"cudaLaunchKernel", cur - 5, cur - 1});
       KernelEvent e;
-      e.name = k % 2 ? "void rms_norm_kernel<float>(NormParams)" : "void gemv_q4k_kernel(GemvParams)";
+      e.name = s.names[size_t(k) % s.names.size()];
+      e.grid[0] = s.grid;
+      e.block[0] = s.block;
+      e.registers = s.registers;
+      e.dynamic_smem = s.smem;
       e.start_ns = cur;
       e.end_ns = cur + s.kernel_ns;
       e.stream = 1;
@@ -300,6 +308,143 @@ TEST(Doctor, JsonHasEveryFinding) {
   ASSERT_EQ(j["findings"].size(), r.findings.size());
   EXPECT_EQ(j["findings"][0]["rule"], r.findings[0].rule);
   EXPECT_EQ(j["findings"][0]["severity"], severity_name(r.findings[0].severity));
+}
+
+// ---- compute-bound, occupancy-limited, layout/algorithm-limited ------------------------------
+
+DeviceLimits h100_limits() {
+  DeviceLimits d;
+  d.cc_major = 9;
+  d.sm_count = 132;
+  d.max_threads_per_sm = 2048;
+  d.max_blocks_per_sm = 32;
+  d.regs_per_sm = 65536;
+  d.regs_per_block = 65536;
+  d.smem_per_sm = 233472;
+  d.smem_per_block_optin = 232448;
+  d.reserved_smem_per_block = 1024;
+  return d;
+}
+
+TEST(Doctor, ComputeBoundTensorCoreKernels) {
+  // Per step: 75 wgmma GEMMs of 5 us, each 4 GFLOP (800 TFLOP/s = 80% of a 1000 TFLOP/s
+  // ceiling) and 4 MB, and 25 norms of 5 us without hints.
+  StepSpec s;
+  s.names = {"void gemm_bf16_wgmma_kernel(GemmParams)", "void gemm_bf16_wgmma_kernel(GemmParams)",
+             "void gemm_bf16_wgmma_kernel(GemmParams)", "void rms_norm_kernel<float>(NormParams)"};
+  Trace t = decode_trace(s);
+  t.bf16_tflops = 1000;
+  t.costs = {KernelCost{"gemm_bf16_wgmma_kernel", 10, 10, 10 * 4e6, 10 * 4e9}};
+  const DoctorReport r = run(t);
+  const Finding* f = find(r, "compute-bound");
+  ASSERT_NE(f, nullptr) << dump(r);
+  EXPECT_NE(f->title.find("75.0% of kernel time"), std::string::npos) << f->title;
+  EXPECT_NE(f->title.find("gemm_bf16_wgmma_kernel at 80.0%"), std::string::npos) << f->title;
+  ASSERT_GE(f->evidence.size(), 2u);
+  EXPECT_NE(f->evidence[0].find("800.0 TFLOP/s = 80.0% of the bf16 ceiling"), std::string::npos) << f->evidence[0];
+  EXPECT_NE(f->evidence[0].find("1000.0 flop/byte"), std::string::npos) << f->evidence[0];
+  // At the ceiling the 75 x 4 GFLOP take 300 us instead of 375: 75 us per token to gain at most.
+  EXPECT_NE(f->evidence.back().find("300.0 us per token instead of 375.0"), std::string::npos) << f->evidence.back();
+  EXPECT_NEAR(f->saved_us_per_step, 75.0, 1e-6);
+  EXPECT_EQ(f->severity, Severity::HIGH);  // 75 of a 502.1 us step
+  // Far below the ceiling: not compute-bound.
+  t.bf16_tflops = 4000;
+  EXPECT_EQ(find(run(t), "compute-bound"), nullptr);
+}
+
+TEST(Doctor, OccupancyLimitedByRegisters) {
+  // 50 GEMVs per step of 256 threads x 128 registers: 2 blocks (16 warps) per SM = 25%
+  // occupancy; 5 MB in 5 us = 1000 GB/s = 25% of a 4000 GB/s ceiling.
+  StepSpec s;
+  s.grid = 264;
+  s.block = 256;
+  s.registers = 128;
+  Trace t = decode_trace(s);
+  t.read_gbps = 4000;
+  t.limits = h100_limits();
+  t.costs = {KernelCost{"gemv_q4k_kernel", 4, 4, 4 * 5e6, 4 * 1e7}};
+  const DoctorReport r = run(t);
+  const Finding* f = find(r, "occupancy");
+  ASSERT_NE(f, nullptr) << dump(r);
+  EXPECT_NE(f->title.find("gemv_q4k_kernel holds 2 blocks/SM (25% theoretical occupancy, capped by registers)"),
+            std::string::npos)
+      << f->title;
+  EXPECT_NE(f->title.find("1000 GB/s = 25.0% of the ceiling"), std::string::npos) << f->title;
+  ASSERT_EQ(f->evidence.size(), 1u);
+  EXPECT_NE(f->evidence[0].find("block 256 threads, 128 registers/thread, 0 B shared memory -> 2 blocks/SM "
+                                "(limits: warps 8, blocks 32, registers 2, smem 228), 25.0% occupancy, 1.00 waves"),
+            std::string::npos)
+      << f->evidence[0];
+  // Each GEMV: 5 us against 5 MB / 4000 GB/s = 1.25 us; 50 per token.
+  EXPECT_NEAR(f->saved_us_per_step, 50 * 3.75, 1e-6);
+  EXPECT_NE(f->fix.find("registers"), std::string::npos);
+
+  // 32 registers: 8 blocks, the warp limit binds, 100%: no finding.
+  s.registers = 32;
+  Trace ok = decode_trace(s);
+  ok.read_gbps = 4000;
+  ok.limits = h100_limits();
+  ok.costs = t.costs;
+  EXPECT_EQ(find(run(ok), "occupancy"), nullptr);
+  // Without a hint the bandwidth is unknown: no finding either.
+  t.costs.clear();
+  EXPECT_EQ(find(run(t), "occupancy"), nullptr);
+}
+
+TEST(Doctor, OccupancyLimitedBySharedMemory) {
+  StepSpec s;
+  s.grid = 132;
+  s.block = 128;
+  s.smem = 100000;  // + 1 KiB reserve -> 103,424 B: 2 blocks of 4 warps = 12.5%
+  Trace t = decode_trace(s);
+  t.read_gbps = 4000;
+  t.limits = h100_limits();
+  t.costs = {KernelCost{"gemv_q4k_kernel", 1, 1, 5e6, 0}};
+  const DoctorReport r = run(t);
+  const Finding* f = find(r, "occupancy");
+  ASSERT_NE(f, nullptr) << dump(r);
+  EXPECT_NE(f->title.find("2 blocks/SM (12% theoretical occupancy, capped by smem)"), std::string::npos) << f->title;
+  EXPECT_NE(f->evidence[0].find("0.50 waves"), std::string::npos) << f->evidence[0];
+  EXPECT_NE(f->fix.find("shared-memory tile"), std::string::npos);
+}
+
+TEST(Doctor, LayoutReformatsAndUnfusedSoftmax) {
+  // Per step of 100 kernels of 5 us: 25 GEMVs, 25 transposes, 50 softmaxes over score matrices.
+  StepSpec s;
+  s.names = {"void gemv_q4k_kernel(GemvParams)", "void transpose_kernel<float>(float const*, float*, int, int)",
+             "void softmax_kernel(float*, int)", "void softmax_kernel(float*, int)"};
+  Trace t = decode_trace(s);
+  t.weight_bytes = 1e8;
+  t.costs = {KernelCost{"transpose_kernel<float>", 2, 2, 2 * 2e6, 0}};
+  const DoctorReport r = run(t);
+  const Finding* f = find(r, "layout");
+  ASSERT_NE(f, nullptr) << dump(r);
+  EXPECT_NE(f->title.find("75.0% of kernel time moves data for little work (125.0 us per token in "
+                          "reformat/transpose kernels, 250.0 us in unfused softmax)"),
+            std::string::npos)
+      << f->title;
+  bool softmax_ev = false, transpose_ev = false, bytes_ev = false;
+  for (const std::string& e : f->evidence) {
+    softmax_ev |= e.find("softmax_kernel (softmax over a materialized score matrix): 50.0% of kernel time, 50.0 "
+                         "calls and 250.0 us per token") != std::string::npos;
+    transpose_ev |= e.find("transpose_kernel<float> (reformat): 25.0% of kernel time, 25.0 calls and 125.0 us per "
+                           "token, 50.00 MB per token at 0.00 flop/byte") != std::string::npos;
+    bytes_ev |= e.find("they move 50.00 MB per token, 50.0% of the weight bytes") != std::string::npos;
+  }
+  EXPECT_TRUE(softmax_ev) << dump(r);
+  EXPECT_TRUE(transpose_ev) << dump(r);
+  EXPECT_TRUE(bytes_ev) << dump(r);
+  EXPECT_NEAR(f->saved_us_per_step, 375.0, 1e-6);
+  EXPECT_NE(f->fix.find("FlashAttention"), std::string::npos);
+  EXPECT_EQ(r.findings.front().rule, "layout") << dump(r);
+}
+
+TEST(Doctor, FusedAttentionAndEmbeddingAreNotLayout) {
+  StepSpec s;
+  s.names = {"void gemv_q4k_kernel(GemvParams)", "void flash_attn_softmax_kernel(AttnParams)",
+             "void embedding_copy_kernel(EmbParams)"};
+  const DoctorReport r = run(decode_trace(s));
+  EXPECT_EQ(find(r, "layout"), nullptr) << dump(r);
 }
 
 }  // namespace

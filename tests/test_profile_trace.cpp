@@ -533,5 +533,293 @@ TEST(ProfileChrome, EmptyTraceIsValid) {
   EXPECT_EQ(j["traceEvents"].size(), 1u);  // the GPU's process name
 }
 
+// ---- launch-cost hints, occupancy, NVTX ranges ------------------------------------------------
+
+// An H100/H200 (sm_90): the limits cudaGetDeviceProperties reports.
+DeviceLimits h100_limits() {
+  DeviceLimits d;
+  d.cc_major = 9;
+  d.cc_minor = 0;
+  d.sm_count = 132;
+  d.warp_size = 32;
+  d.max_threads_per_sm = 2048;
+  d.max_blocks_per_sm = 32;
+  d.regs_per_sm = 65536;
+  d.regs_per_block = 65536;
+  d.smem_per_sm = 233472;
+  d.smem_per_block_optin = 232448;
+  d.reserved_smem_per_block = 1024;
+  return d;
+}
+
+TEST(ProfileOccupancy, WorkedExamplesOnH100) {
+  const DeviceLimits d = h100_limits();
+  // 256 threads = 8 warps; 32 regs -> 1024 per warp, 16 warps per sub-partition, 64 per SM:
+  // registers allow 8 blocks, as do the 64 warps: the warp limit binds first.
+  Occupancy o = theoretical_occupancy(d, 256, 32, 0);
+  EXPECT_EQ(o.blocks_per_sm, 8);
+  EXPECT_EQ(o.limiter, OccupancyLimiter::WARPS);
+  EXPECT_DOUBLE_EQ(o.pct, 100.0);
+  EXPECT_EQ(o.limit_regs, 8);
+  EXPECT_EQ(o.limit_smem, 228);  // the 1 KiB reserve per block alone
+  // 128 regs -> 4096 per warp, 4 warps per sub-partition, 16 per SM: 2 blocks, 25%.
+  o = theoretical_occupancy(d, 256, 128, 0);
+  EXPECT_EQ(o.blocks_per_sm, 2);
+  EXPECT_EQ(o.limiter, OccupancyLimiter::REGISTERS);
+  EXPECT_DOUBLE_EQ(o.pct, 25.0);
+  // 40 regs -> 1280 per warp, 12 warps per sub-partition: 48 warps = 6 blocks of 8 warps.
+  o = theoretical_occupancy(d, 256, 40, 1536);
+  EXPECT_EQ(o.blocks_per_sm, 6);
+  EXPECT_EQ(o.warps_per_sm, 48);
+  EXPECT_DOUBLE_EQ(o.pct, 75.0);
+  // 100,000 B dynamic smem + 1 KiB reserve, rounded to 128 B = 103,424 B: 2 blocks of 4 warps.
+  o = theoretical_occupancy(d, 128, 40, 100000);
+  EXPECT_EQ(o.blocks_per_sm, 2);
+  EXPECT_EQ(o.limiter, OccupancyLimiter::SHARED_MEMORY);
+  EXPECT_DOUBLE_EQ(o.pct, 12.5);
+  // One warp per block: 32 blocks per SM at most, half the SM's warps.
+  o = theoretical_occupancy(d, 32, 16, 0);
+  EXPECT_EQ(o.blocks_per_sm, 32);
+  EXPECT_EQ(o.limiter, OccupancyLimiter::BLOCKS);
+  EXPECT_DOUBLE_EQ(o.pct, 50.0);
+  // 255 regs round to 8192 per warp: one 8-warp block.
+  o = theoretical_occupancy(d, 256, 255, 0);
+  EXPECT_EQ(o.blocks_per_sm, 1);
+  EXPECT_DOUBLE_EQ(o.pct, 12.5);
+  // Cannot run: 1024 threads x 128 regs exceed the 65,536 registers of a block; smem over opt-in.
+  o = theoretical_occupancy(d, 1024, 128, 0);
+  EXPECT_EQ(o.blocks_per_sm, 0);
+  EXPECT_EQ(o.limiter, OccupancyLimiter::NONE);
+  EXPECT_EQ(theoretical_occupancy(d, 128, 32, 240000).blocks_per_sm, 0);
+  // Unknown limits (an old trace): all zero.
+  EXPECT_EQ(theoretical_occupancy(DeviceLimits{}, 256, 32, 0).blocks_per_sm, 0);
+}
+
+#if defined(FATHOM_HAVE_CUDA) && __has_include(<cuda_occupancy.h>)
+}  // namespace
+}  // namespace fathom
+#include <cuda_occupancy.h>
+namespace fathom {
+namespace {
+
+// NVIDIA's occupancy calculator (a CPU header of the toolkit) over a sweep of launch shapes.
+TEST(ProfileOccupancy, MatchesCudaOccupancyHeader) {
+  const DeviceLimits d = h100_limits();
+  cudaOccDeviceProp prop;
+  prop.computeMajor = d.cc_major;
+  prop.computeMinor = d.cc_minor;
+  prop.maxThreadsPerBlock = 1024;
+  prop.maxThreadsPerMultiprocessor = d.max_threads_per_sm;
+  prop.regsPerBlock = d.regs_per_block;
+  prop.regsPerMultiprocessor = d.regs_per_sm;
+  prop.warpSize = d.warp_size;
+  prop.sharedMemPerBlock = 49152;
+  prop.sharedMemPerMultiprocessor = size_t(d.smem_per_sm);
+  prop.numSms = d.sm_count;
+  prop.sharedMemPerBlockOptin = size_t(d.smem_per_block_optin);
+  prop.reservedSharedMemPerBlock = size_t(d.reserved_smem_per_block);
+  cudaOccDeviceState state;
+  int compared = 0;
+  for (int threads : {32, 64, 96, 128, 160, 192, 256, 384, 512, 640, 768, 1024})
+    for (int regs : {16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 128, 168, 200, 232, 255})
+      for (int smem : {0, 100, 4096, 16384, 40000, 49152, 65536, 100000, 150000, 232448}) {
+        cudaOccFuncAttributes attr;
+        attr.maxThreadsPerBlock = 1024;
+        attr.numRegs = regs;
+        attr.sharedSizeBytes = 0;
+        attr.partitionedGCConfig = PARTITIONED_GC_OFF;
+        attr.shmemLimitConfig = FUNC_SHMEM_LIMIT_OPTIN;
+        attr.maxDynamicSharedSizeBytes = size_t(d.smem_per_block_optin);
+        cudaOccResult res;
+        ASSERT_EQ(cudaOccMaxActiveBlocksPerMultiprocessor(&res, &prop, &attr, &state, threads, size_t(smem)),
+                  CUDA_OCC_SUCCESS);
+        const Occupancy o = theoretical_occupancy(d, threads, regs, smem);
+        EXPECT_EQ(o.blocks_per_sm, res.activeBlocksPerMultiprocessor)
+            << threads << " threads, " << regs << " regs, " << smem << " B smem";
+        ++compared;
+      }
+  EXPECT_EQ(compared, 12 * 15 * 10);
+}
+#endif
+
+Trace costed_trace() {
+  Trace t = sample_trace();
+  t.bf16_tflops = 800;
+  t.limits = h100_limits();
+  // gemv: 3 launches noted (any count: only the mean per launch matters), 2 MB and 4 MFLOP each.
+  t.costs = {KernelCost{"gemv_kernel<(fathom::GgmlType)12>", 3, 3, 6e6, 12e6},
+             KernelCost{"prefill_kernel", 1, 1, 1e9, 1e9}};
+  return t;
+}
+
+TEST(ProfileCosts, AchievedBandwidthFromHints) {
+  const Trace t = costed_trace();
+  const TraceAnalysis a = analyze(t);
+  const PhaseStats* d = a.phase("decode");
+  ASSERT_NE(d, nullptr);
+  const KernelStat* gemv = nullptr;
+  const KernelStat* norm = nullptr;
+  for (const KernelStat& k : d->top_kernels) {
+    if (k.name == "gemv_kernel<(fathom::GgmlType)12>") gemv = &k;
+    if (k.name == "rms_norm_kernel") norm = &k;
+  }
+  ASSERT_NE(gemv, nullptr);
+  ASSERT_NE(norm, nullptr);
+  // 4 calls of 1 us in the decode phase, 2 MB each: 8 MB in 4 us = 2000 GB/s = 50% of 4000.
+  EXPECT_TRUE(gemv->has_cost);
+  EXPECT_DOUBLE_EQ(gemv->bytes, 8e6);
+  EXPECT_DOUBLE_EQ(gemv->flops, 16e6);
+  EXPECT_NEAR(gemv->gbps, 2000, 1e-9);
+  EXPECT_NEAR(gemv->pct_bw, 50, 1e-9);
+  EXPECT_NEAR(gemv->tflops, 4, 1e-12);
+  EXPECT_NEAR(gemv->pct_flops, 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(d->hinted_bytes, 8e6);
+  EXPECT_DOUBLE_EQ(d->hinted_us, 4);
+  // No hint: no figures.
+  EXPECT_FALSE(norm->has_cost);
+  EXPECT_EQ(norm->gbps, 0);
+  // Theoretical occupancy of 256 threads x 40 regs x 1.5 kB: 6 blocks/SM, 75%; 132 blocks over
+  // 132 SMs x 6 = 1/6 of a wave.
+  EXPECT_EQ(gemv->occupancy.blocks_per_sm, 6);
+  EXPECT_DOUBLE_EQ(gemv->occupancy.pct, 75.0);
+  EXPECT_EQ(gemv->occupancy.limiter, OccupancyLimiter::REGISTERS);
+  EXPECT_NEAR(gemv->waves, 1.0 / 6.0, 1e-12);
+  // The hints describe decode launches: the prefill's kernel of the same name gets none.
+  const PhaseStats* pre = a.phase("prefill");
+  ASSERT_NE(pre, nullptr);
+  ASSERT_EQ(pre->top_kernels.size(), 1u);
+  EXPECT_FALSE(pre->top_kernels[0].has_cost);
+  EXPECT_EQ(pre->top_kernels[0].occupancy.blocks_per_sm, 6);
+
+  const std::string report = format_report(t, a);
+  EXPECT_NE(report.find("kernel efficiency"), std::string::npos) << report;
+  EXPECT_NE(report.find(" 2000 "), std::string::npos) << report;
+  EXPECT_NE(report.find("launch-cost hints: 4.00 MB"), std::string::npos) << report;
+  const nlohmann::json j = nlohmann::json::parse(analysis_to_json(a));
+  bool found = false;
+  for (const auto& p : j["phases"])
+    if (p["phase"] == "decode")
+      for (const auto& k : p["top_kernels"])
+        if (k["name"] == "gemv_kernel<(fathom::GgmlType)12>") {
+          found = true;
+          EXPECT_NEAR(k["gbps"].get<double>(), 2000, 1e-9);
+          EXPECT_EQ(k["occupancy"]["blocks_per_sm"], 6);
+          EXPECT_EQ(k["occupancy"]["limiter"], "registers");
+        }
+  EXPECT_TRUE(found);
+}
+
+TEST(ProfileCosts, JsonRoundTripOfCostsLimitsRanges) {
+  Trace t = costed_trace();
+  t.ranges = {{"decode step 7", "fathom", 11000, 19000}};
+  t.kernels[1].correlation = 42;
+  t.api[0].correlation = 42;
+  const Trace u = trace_from_json(trace_to_json(t));
+  EXPECT_EQ(u.bf16_tflops, 800);
+  EXPECT_EQ(u.limits.smem_per_block_optin, 232448);
+  EXPECT_EQ(u.limits.sm_count, 132);
+  ASSERT_EQ(u.costs.size(), 2u);
+  EXPECT_EQ(u.costs[0].name, "gemv_kernel<(fathom::GgmlType)12>");
+  EXPECT_EQ(u.costs[0].hinted, 3);
+  EXPECT_DOUBLE_EQ(u.costs[0].bytes, 6e6);
+  ASSERT_EQ(u.ranges.size(), 1u);
+  EXPECT_EQ(u.ranges[0].domain, "fathom");
+  EXPECT_EQ(u.ranges[0].end_ns, 19000u);
+  EXPECT_EQ(u.kernels[1].correlation, 42u);
+  EXPECT_EQ(u.api[0].correlation, 42u);
+  EXPECT_EQ(analysis_to_json(analyze(u)), analysis_to_json(analyze(t)));
+}
+
+TEST(ProfileRanges, StepMarksFromFathomRanges) {
+  const std::vector<RangeEvent> r = {{"decode step 6", "fathom", 300, 400},
+                                     {"layer 0", "fathom", 310, 320},
+                                     {"prefill", "fathom", 100, 200},
+                                     {"decode step 5", "fathom", 200, 300},
+                                     {"my own range", "", 50, 60}};
+  const std::vector<StepMark> m = step_marks_from_ranges(r);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0].phase, "prefill");
+  EXPECT_EQ(m[0].t_ns, 100u);
+  EXPECT_EQ(m[1].phase, "decode-first");
+  EXPECT_EQ(m[2].phase, "decode");
+  EXPECT_EQ(m[2].t_ns, 300u);
+  EXPECT_TRUE(step_marks_from_ranges({{"forward", "", 1, 2}}).empty());
+}
+
+TEST(ProfileRanges, RangesDefineStepsAndAttributeByLaunch) {
+  Trace t = costed_trace();
+  t.steps.clear();
+  // The second decode range ends at 24000, before the gemv that starts at 25000 on the GPU; that
+  // gemv was launched by the graph launch at 21050, inside the range: it counts there.
+  t.ranges = {{"prefill", "fathom", 1000, 9000},
+              {"decode step 5", "fathom", 11000, 19000},
+              {"decode step 6", "fathom", 21000, 24000},
+              {"layer 0", "fathom", 12000, 13500},
+              {"layer 1", "fathom", 14000, 17000}};
+  t.api[0].correlation = 1;
+  t.api[1].correlation = 2;
+  t.api[2].correlation = 3;
+  t.kernels[1].correlation = 1;
+  t.kernels[3].correlation = 2;
+  for (size_t i = 4; i < 7; ++i) t.kernels[i].correlation = 3;
+  const TraceAnalysis a = analyze(t);
+  EXPECT_EQ(a.step_source, "nvtx");
+  ASSERT_EQ(a.phases.size(), 3u);
+  EXPECT_EQ(a.phases[0].phase, "prefill");
+  EXPECT_EQ(a.phases[1].phase, "decode-first");
+  EXPECT_EQ(a.phases[2].phase, "decode");
+  EXPECT_EQ(a.steady().phase, "decode");
+  EXPECT_EQ(a.steady().kernels, 3);
+  EXPECT_EQ(a.phases[1].kernels, 3);
+
+  const RangeStat* step = nullptr;
+  const RangeStat* layer = nullptr;
+  for (const RangeStat& r : a.ranges) {
+    if (r.name == "decode step N") step = &r;
+    if (r.name == "layer N") layer = &r;
+  }
+  ASSERT_NE(step, nullptr);
+  ASSERT_NE(layer, nullptr);
+  EXPECT_EQ(step->count, 2);
+  EXPECT_DOUBLE_EQ(step->total_us, 11.0);
+  EXPECT_DOUBLE_EQ(step->mean_us, 5.5);
+  EXPECT_EQ(step->kernels, 6);
+  EXPECT_EQ(step->launch_calls, 2);
+  EXPECT_EQ(step->graph_launches, 1);
+  EXPECT_EQ(step->allocs, 1);
+  EXPECT_EQ(step->host_syncs, 0);  // the stream sync at 26000 is after the range
+  EXPECT_EQ(step->copies, 2);
+  EXPECT_DOUBLE_EQ(step->copy_bytes, 12);
+  EXPECT_DOUBLE_EQ(step->bytes, 4 * 2e6);  // four gemv launches with a 2 MB hint
+  EXPECT_DOUBLE_EQ(step->per_range(double(step->kernels)), 3.0);
+  // Launched at 11700 (before either layer range): only the uncorrelated norm at 14000 counts.
+  EXPECT_EQ(layer->count, 2);
+  EXPECT_EQ(layer->kernels, 1);
+
+  const std::string report = format_report(t, a);
+  EXPECT_NE(report.find("NVTX ranges"), std::string::npos) << report;
+  EXPECT_NE(report.find("decode step N"), std::string::npos) << report;
+  EXPECT_NE(report.find("steps from the NVTX ranges"), std::string::npos) << report;
+  const nlohmann::json j = nlohmann::json::parse(analysis_to_json(a));
+  EXPECT_EQ(j["step_source"], "nvtx");
+  EXPECT_EQ(j["ranges"].size(), 3u);  // prefill, decode step N, layer N
+  // The Chrome trace shows the ranges on their own host row.
+  const nlohmann::json c = nlohmann::json::parse(trace_to_chrome_json(t));
+  int nvtx = 0;
+  for (const auto& e : c["traceEvents"])
+    if (e["ph"] == "X" && e["cat"] == "nvtx") ++nvtx;
+  EXPECT_EQ(nvtx, 5);
+}
+
+TEST(ProfileRanges, MarkersWhenNoStepRanges) {
+  Trace t = sample_trace();
+  t.ranges = {{"forward", "", 11000, 19000}};
+  const TraceAnalysis a = analyze(t);
+  EXPECT_EQ(a.step_source, "markers");
+  EXPECT_EQ(a.steady().n_steps, 2);
+  ASSERT_EQ(a.ranges.size(), 1u);
+  EXPECT_EQ(a.ranges[0].name, "forward");
+}
+
 }  // namespace
 }  // namespace fathom

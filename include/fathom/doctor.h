@@ -11,6 +11,12 @@
 //   allocations    cudaMalloc/cudaFree (or host-pinned allocations) inside the decode loop
 //   copies         H2D/D2H copies per token beyond the token-id input and the sampled-id output
 //   pageable       copies from or to pageable host memory (staged by the driver, and synchronous)
+//   compute-bound  kernels near the measured bf16 tensor-core ceiling take most of the kernel time
+//                  (needs launch-cost hints: fathom's own kernels)
+//   occupancy      a large kernel far below the read ceiling whose registers or shared memory cap
+//                  its blocks per SM (theoretical occupancy; needs hints and device limits)
+//   layout         reformat/transpose/copy kernels and unfused softmax over a materialized score
+//                  matrix: time spent moving bytes that a fused or re-laid-out kernel would not
 //   top-kernel     the kernel that dominates GPU time (where kernel work should start)
 #pragma once
 
@@ -40,6 +46,11 @@ struct DoctorThresholds {
   double expected_h2d = 2;         // per decode step: token/position inputs (+ a block-table refresh)
   double expected_d2h = 1;         // per decode step: the sampled id
   double top_kernel_pct = 30;      // top-kernel finding above this share of kernel time
+  double compute_pct = 60;         // a kernel at or above this % of the bf16 ceiling is compute-bound
+  double compute_share_pct = 50;   // compute-bound when such kernels take this share of kernel time
+  double occupancy_pct = 50;       // occupancy finding below this theoretical occupancy...
+  double occupancy_kernel_pct = 5; // ...for kernels with at least this share of kernel time
+  double layout_pct = 10;          // layout finding above this share of kernel time in reformats
   // Cost of an extra host sync beyond its own wait: the GPU drains and the host must relaunch,
   // about one launch latency plus the reaction time. An assumption, not a measurement.
   double sync_cost_us = 10;

@@ -3,12 +3,19 @@
 //
 //   Profiler   records through the CUPTI Activity API (CUDA builds only): kernels, memcpys,
 //              memsets, host synchronizations, the runtime API calls that matter for an inference
-//              loop, and host-side step markers (mark_step) that split the run into token steps.
+//              loop, NVTX ranges (CUPTI_ACTIVITY_KIND_MARKER, with NVTX_INJECTION64_PATH pointing
+//              at libcupti), and host-side step markers (mark_step) that split the run into token
+//              steps.
 //   Trace      the recorded events: plain C++, JSON-serialisable, built by hand in tests.
 //   analyze()  pure C++ over a Trace: per phase ("prefill", "decode", ...) and for the whole run.
 //
 // Time base: every timestamp is CUPTI's (cuptiGetTimestamp, ns), so GPU activity and host
 // markers share one clock. A synthetic trace may use any origin.
+//
+// Steps: fathom's engine wraps every prefill and decode call in an NVTX range named "prefill" or
+// "decode step N" (N: the token's position); any program may do the same (any NVTX domain). When
+// a trace holds such ranges they define the steps (each from its range's start to the next one's);
+// otherwise the Profiler's mark_step markers do.
 //
 // Step attribution: an event belongs to the step whose [mark, next mark) interval holds its
 // start. Kernels are attributed by GPU start time, which is right when each step ends with a host
@@ -35,6 +42,7 @@ struct KernelEvent {
   int32_t static_smem = 0;     // bytes per block
   int32_t dynamic_smem = 0;    // bytes per block
   uint32_t graph_id = 0;       // non-zero when launched as a node of a CUDA graph
+  uint32_t correlation = 0;    // CUPTI correlation id of the launching API call (0: unknown)
 };
 
 enum class CopyKind { H2D, D2H, D2D, H2H, OTHER };
@@ -71,7 +79,63 @@ struct SyncEvent {
 struct ApiEvent {
   std::string name;
   uint64_t start_ns = 0, end_ns = 0;
+  uint32_t correlation = 0;    // matches KernelEvent::correlation of the kernels it launched
 };
+
+// An NVTX range (push/pop or start/end), host timestamps. `domain` is empty for the default one.
+struct RangeEvent {
+  std::string name;
+  std::string domain;
+  uint64_t start_ns = 0, end_ns = 0;
+};
+
+// Launch-cost hints of one kernel (fathom's own launchers, src/cuda/pdl.cuh launch_cost_hint),
+// summed over the launches noted during the profiled decode steps. Only the means per launch are
+// meaningful: a step captured into a CUDA graph notes its launches once more at capture, and a
+// replayed graph notes none, so per-step figures come from the kernel records' counts. Noted
+// during decode steps, they are applied to the phases whose name starts with "decode".
+struct KernelCost {
+  std::string name;            // kernel_display_name of the demangled name
+  int64_t launches = 0;        // launches noted
+  int64_t hinted = 0;          // of them with a hint (bytes or flops > 0)
+  double bytes = 0, flops = 0; // summed over the hinted launches
+  double bytes_per_launch() const { return hinted > 0 ? bytes / double(hinted) : 0; }
+  double flops_per_launch() const { return hinted > 0 ? flops / double(hinted) : 0; }
+};
+
+// The limits theoretical occupancy needs (cudaDeviceProp, or CUPTI's device record). 0: unknown.
+struct DeviceLimits {
+  int cc_major = 0, cc_minor = 0;
+  int sm_count = 0;
+  int warp_size = 32;
+  int max_threads_per_sm = 0;
+  int max_blocks_per_sm = 0;
+  int regs_per_sm = 0;
+  int regs_per_block = 0;
+  int smem_per_sm = 0;             // bytes, the largest shared-memory carveout
+  int smem_per_block_optin = 0;    // bytes, the most one block may opt in to
+  int reserved_smem_per_block = 0; // bytes the driver reserves per block (1 KiB on sm_80+)
+  bool known() const { return max_threads_per_sm > 0 && regs_per_sm > 0 && smem_per_sm > 0 && warp_size > 0; }
+};
+
+// What caps the blocks per SM. NONE: the launch cannot run (too many registers/threads/smem).
+enum class OccupancyLimiter { WARPS, BLOCKS, REGISTERS, SHARED_MEMORY, NONE };
+const char* occupancy_limiter_name(OccupancyLimiter l);  // "warps" "blocks" "registers" "smem" "none"
+
+struct Occupancy {
+  int blocks_per_sm = 0;       // resident blocks per SM (the minimum of the four limits)
+  int warps_per_sm = 0;        // blocks_per_sm * warps per block
+  double pct = 0;              // warps_per_sm over the SM's maximum, percent
+  OccupancyLimiter limiter = OccupancyLimiter::NONE;
+  int limit_warps = 0, limit_blocks = 0, limit_regs = 0, limit_smem = 0;  // blocks per SM each allows
+};
+
+// Theoretical occupancy of a launch, the CUDA occupancy calculator's formula (cuda_occupancy.h,
+// sm_70 and later): registers are allocated per warp in units of 256 and split over 4 SM
+// sub-partitions; shared memory per block is static + dynamic + the driver's reserve, rounded up
+// to 128 bytes; the SM's carveout is the largest. Unknown limits give an all-zero result.
+Occupancy theoretical_occupancy(const DeviceLimits& d, int threads_per_block, int registers_per_thread,
+                                int smem_per_block);
 
 // The start of a token step (host time). The step runs until the next marker or the trace end.
 struct StepMark {
@@ -88,6 +152,8 @@ struct Trace {
   int64_t n_decode = 0;        // decode steps (engine mode)
   double weight_bytes = 0;     // bytes a decode step must read at least once (the weights)
   double read_gbps = 0;        // measured streaming-read ceiling of the GPU (gpu_info.h); 0: unknown
+  double bf16_tflops = 0;      // measured bf16 tensor-core GEMM ceiling (gpu_info.h); 0: unknown
+  DeviceLimits limits;         // for theoretical occupancy; unknown (zeros) in old traces
   uint64_t begin_ns = 0, end_ns = 0;   // the profiled window
   uint64_t dropped_records = 0;        // CUPTI records lost (buffers full): the figures undercount
 
@@ -97,6 +163,8 @@ struct Trace {
   std::vector<SyncEvent> syncs;
   std::vector<ApiEvent> api;
   std::vector<StepMark> steps;
+  std::vector<RangeEvent> ranges;
+  std::vector<KernelCost> costs;   // fathom's launch-cost hints (engine mode), by kernel name
 };
 
 // JSON: {"source":..., "kernels":[{...}], ...}; every field above, named as in the structs.
@@ -133,6 +201,33 @@ struct KernelStat {
   int32_t grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};   // of the first launch
   int32_t registers = 0, smem = 0;                     // of the first launch (static + dynamic)
   KernelCategory category = KernelCategory::OTHER;
+  // From the trace's launch-cost hints (KernelCost): bytes and flops of every call in the scope
+  // (per-launch mean x count). has_cost false: no hint, the figures below stay 0.
+  bool has_cost = false;
+  double bytes = 0, flops = 0;
+  double gbps = 0, tflops = 0;         // achieved: bytes / total time, flops / total time
+  double pct_bw = 0, pct_flops = 0;    // of the trace's read_gbps / bf16_tflops ceilings (0: unknown)
+  // Theoretical occupancy of the first launch (trace's DeviceLimits; zeros when unknown) and how
+  // many full waves of blocks its grid makes over the SMs.
+  Occupancy occupancy;
+  double waves = 0;
+};
+
+// Per NVTX range name (a trailing number becomes "N": "decode step 12" -> "decode step N"): what
+// happened inside the ranges, per range. API calls (launches, syncs, allocations) belong to the
+// range holding their host start; kernels to the range holding their launching API call (CUPTI
+// correlation id), else, like copies, to the one holding their GPU start.
+struct RangeStat {
+  std::string name;
+  int64_t count = 0;
+  double total_us = 0, mean_us = 0;    // host duration
+  int64_t kernels = 0;
+  double kernel_us = 0;
+  int64_t launch_calls = 0, graph_launches = 0, host_syncs = 0, allocs = 0;
+  int64_t copies = 0;
+  double copy_bytes = 0;
+  double bytes = 0;                    // hinted bytes of the range's kernels (KernelCost)
+  double per_range(double v) const { return count > 0 ? v / double(count) : 0; }
 };
 
 // Longest idle time between two kernels of a stream that still counts as a launch gap, us.
@@ -168,6 +263,8 @@ struct PhaseStats {
   int64_t graph_launches = 0;  // cudaGraphLaunch calls
   int64_t launch_calls = 0;    // kernel launch API calls (cudaLaunchKernel and friends)
   double launch_us = 0;        // host time in launch calls and cudaGraphLaunch
+  // Kernels with launch-cost hints (decode phases of engine traces), every kernel of the scope.
+  double hinted_bytes = 0, hinted_flops = 0, hinted_us = 0;
   std::vector<KernelStat> top_kernels;  // by total time, descending
   std::vector<CategoryStat> categories; // categories with kernels, by total time, descending
 
@@ -180,12 +277,19 @@ struct TraceAnalysis {
   PhaseStats overall;
   std::vector<PhaseStats> phases;   // in order of first appearance; empty without markers
   const PhaseStats* phase(const std::string& name) const;  // nullptr when absent
+  std::string step_source;          // "nvtx" (fathom-named NVTX ranges), "markers" or "" (none)
+  std::vector<RangeStat> ranges;    // by total host time, descending; empty without NVTX ranges
   // The decode phase when present (fathom engine traces), else the whole run.
   const PhaseStats& steady() const;
 };
 
 // `top_n` kernels per scope (0: all).
 TraceAnalysis analyze(const Trace& t, size_t top_n = 15);
+
+// Step markers from NVTX ranges named "prefill", "decode", "decode step N" (any domain): one per
+// range, at its start; the first decode range after a prefill (or the first of all) is phase
+// "decode-first", like the engine profile's graph-capturing step. Empty when none match.
+std::vector<StepMark> step_marks_from_ranges(const std::vector<RangeEvent>& ranges);
 
 // Drops the parameter list and a leading "void " from a demangled name:
 // "void gemv_kernel<(GgmlType)12>(GemvParams)" -> "gemv_kernel<(GgmlType)12>".
@@ -213,6 +317,8 @@ class Profiler {
   Profiler(const Profiler&) = delete;
   Profiler& operator=(const Profiler&) = delete;
 
+  // Also records NVTX ranges; NVTX calls reach CUPTI only when NVTX_INJECTION64_PATH names
+  // libcupti before the process's first NVTX call (enable_nvtx_injection below).
   void start();
   // Marks the start of a token step of `phase` at the current host time.
   void mark_step(const std::string& phase);
@@ -228,6 +334,12 @@ class Profiler {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The path of the CUPTI library this process loaded ("" without CUPTI).
+std::string cupti_library_path();
+// Sets NVTX_INJECTION64_PATH to cupti_library_path() unless it is already set, so NVTX ranges
+// reach CUPTI. Must run before the process's first NVTX call. Returns the value in effect.
+std::string enable_nvtx_injection();
 
 // Bytes a decode step reads at least once: every tensor, except that an untied token embedding
 // is only gathered one row per token (so it counts one row).

@@ -27,7 +27,8 @@ int cmd_doctor(const std::vector<std::string>& argv) {
       "Profiles a run (as fathom profile does) or reads a saved trace, then names the bottleneck of\n"
       "the decode phase (the whole run for a trace without step markers) with evidence: launch-bound\n"
       "(GPU idle between kernels), host-bound, memory bandwidth against the measured ceiling, host syncs,\n"
-      "allocations and copies per token, pageable transfers, the largest kernel. Findings are ranked by\n"
+      "allocations and copies per token, pageable transfers, compute-bound and occupancy-limited kernels,\n"
+      "layout waste (reformat kernels, unfused softmax), the largest kernel. Findings are ranked by\n"
       "the time per token a fix could save at most.");
   add_engine_profile_options(args);
   args.option("--trace", "analyse FILE.json written by fathom profile --json (no GPU needed)")

@@ -29,7 +29,9 @@ int cmd_profile(const std::vector<std::string>& argv) {
       "Records the GPU's kernels, copies, syncs and allocations with CUPTI and prints where the time\n"
       "goes: per phase (prefill, the graph-capturing first decode step, decode) the median step time,\n"
       "GPU busy share, idle gaps between kernels, syncs/copies/allocations per token, and the top\n"
-      "kernels and the time by kernel category (GEMM, attention, norm, ...) of the decode phase. With '-- CMD', runs CMD under libfathom_inject.so\n"
+      "kernels and the time by kernel category (GEMM, attention, norm, ...) of the decode phase, with\n"
+      "achieved GB/s / TFLOP/s (fathom's kernels) and theoretical occupancy per kernel, and NVTX ranges.\n"
+      "Steps come from NVTX ranges \"prefill\" / \"decode step N\" when present. With '-- CMD', runs CMD under libfathom_inject.so\n"
       "(CUDA_INJECTION64_PATH; found in <fathom's dir>/../lib or next to fathom, or $FATHOM_INJECT_LIB)\n"
       "and reports the whole run. --trace prints the report of a saved trace (no GPU needed).");
   add_engine_profile_options(args);

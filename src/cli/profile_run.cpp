@@ -127,6 +127,7 @@ Trace profile_command(const std::vector<std::string>& command, int* exit_status)
   if (pid == 0) {
     ::setenv("CUDA_INJECTION64_PATH", lib.c_str(), 1);
     ::setenv("FATHOM_PROFILE_OUT", out_path, 1);
+    enable_nvtx_injection();  // NVTX ranges from the program's first call on (unless already set)
     std::vector<char*> cargv;
     for (const std::string& a : command) cargv.push_back(const_cast<char*>(a.c_str()));
     cargv.push_back(nullptr);

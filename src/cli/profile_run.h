@@ -22,7 +22,8 @@ Trace profile_engine_from_args(const Args& args);
 // Where libfathom_inject.so is: $FATHOM_INJECT_LIB, else <dir of the fathom binary>/../lib/,
 // else next to the binary. Throws naming the places looked at.
 std::string find_inject_library();
-// Runs `command` (PATH lookup) with CUDA_INJECTION64_PATH = the inject library and
+// Runs `command` (PATH lookup) with CUDA_INJECTION64_PATH = the inject library,
+// NVTX_INJECTION64_PATH = libcupti (unless already set: NVTX ranges into the trace) and
 // FATHOM_PROFILE_OUT = a temporary file, waits, and reads the trace the library wrote at exit.
 // `exit_status` gets the program's exit code (128 + signal when killed).
 Trace profile_command(const std::vector<std::string>& command, int* exit_status);

@@ -33,6 +33,7 @@
 #include "cuda/matmul_gemv_q8.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/synthetic.cuh"
+#include "diag/nvtx_range.h"
 #include "fathom/cpu_ops.h"
 #include "fathom/cuda_engine.h"
 #include "fathom/error.h"
@@ -1246,9 +1247,17 @@ void CudaEngine::set_trace(CudaTraceFn fn, bool softmax_sums) {
   }
 }
 
+// The NVTX range of a public eval call (fathom profile's token steps): "decode step <position>"
+// for one token, else "prefill".
+static NvtxRange step_range(const std::vector<int64_t>& seq_len, int32_t seq, int64_t n) {
+  const bool known = seq >= 0 && size_t(seq) < seq_len.size();
+  return NvtxRange(n == 1 ? "decode step" : "prefill", n == 1 && known ? seq_len[size_t(seq)] : -1);
+}
+
 int32_t CudaEngine::eval_seq(int32_t seq, const int32_t* tokens, int64_t n, float* logits_last) {
   Impl& m = *impl_;
   Impl::DeviceGuard guard(m.opt.device);
+  const NvtxRange range = step_range(m.seq_len, seq, n);
   return m.timed([&] { return eval_seq_untimed(seq, tokens, n, logits_last); });
 }
 
@@ -1285,6 +1294,7 @@ int32_t CudaEngine::eval_sample(const int32_t* tokens, int64_t n, const SamplerP
   if (sp.temp <= 0.0f) return eval_greedy(tokens, n);
   Impl& m = *impl_;
   Impl::DeviceGuard guard(m.opt.device);
+  const NvtxRange range = step_range(m.seq_len, 0, n);
   return m.timed([&] { return eval_sample_untimed(tokens, n, sp); });
 }
 
@@ -1320,6 +1330,7 @@ void CudaEngine::decode_batch(const int32_t* seqs, const int32_t* tokens, int n,
                               float* logits) {
   Impl& m = *impl_;
   Impl::DeviceGuard guard(m.opt.device);
+  const NvtxRange range = step_range(m.seq_len, n >= 1 ? seqs[0] : -1, 1);
   m.timed([&] {
     m.decode(seqs, tokens, n);
     int32_t* out = static_cast<int32_t*>(m.host_out.data());

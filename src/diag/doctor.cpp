@@ -4,6 +4,7 @@
 #include "fathom/doctor.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdarg>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -55,6 +56,28 @@ bool is_matmul_kernel(const std::string& name) {
   for (const char* k : {"gemv", "gemm", "matmul", "nvjet", "xmma", "cutlass"})
     if (name.find(k) != std::string::npos) return true;
   return false;
+}
+
+// Kernels that only move or re-lay-out data (transposes, contiguous copies, dtype conversions,
+// concatenations), by name: the "layout" rule's reformats. An embedding gather is a real op.
+bool is_reformat_kernel(const KernelStat& k) {
+  std::string n = k.name;
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  if (n.find("embedding") != std::string::npos || n.find("get_rows") != std::string::npos) return false;
+  for (const char* key : {"transpose", "permute", "contiguous", "copy", "cpy", "convert", "cat_array", "catarray",
+                          "concat", "reformat", "layout"})
+    if (n.find(key) != std::string::npos) return true;
+  return false;
+}
+
+// A softmax that is its own kernel: the scores went to memory between the two matmuls.
+bool is_unfused_softmax(const KernelStat& k) {
+  std::string n = k.name;
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  const bool softmax = n.find("softmax") != std::string::npos || n.find("soft_max") != std::string::npos;
+  const bool fused = n.find("flash") != std::string::npos || n.find("fmha") != std::string::npos ||
+                     n.find("attention") != std::string::npos || n.find("attn") != std::string::npos;
+  return softmax && !fused;
 }
 
 // Tolerance on "more per step than expected": per-step figures are averages over steps, so a
@@ -266,6 +289,123 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     add(f);
   }
 
+  // ---- compute-bound: kernels near the tensor-core flop ceiling take most of the kernel time ----
+  if (trace.bf16_tflops > 0 && p.kernel_us > 0) {
+    std::vector<const KernelStat*> hot;
+    double hot_us = 0, floor_us = 0;
+    for (const KernelStat& k : p.top_kernels) {
+      if (!k.has_cost || k.pct_flops < th.compute_pct) continue;
+      hot.push_back(&k);
+      hot_us += k.total_us;
+      floor_us += k.flops / (trace.bf16_tflops * 1e12) * 1e6;
+    }
+    const double share = 100.0 * hot_us / p.kernel_us;
+    if (!hot.empty() && share >= th.compute_share_pct) {
+      Finding f;
+      f.rule = "compute-bound";
+      f.title = str_printf("compute-bound: %.1f%% of kernel time in kernels at >= %.0f%% of the measured %.0f TFLOP/s bf16 "
+                           "ceiling (%s at %.1f%%)",
+                           share, th.compute_pct, trace.bf16_tflops, hot[0]->name.c_str(), hot[0]->pct_flops);
+      for (size_t i = 0; i < hot.size() && i < 3; ++i) {
+        const KernelStat& k = *hot[i];
+        f.evidence.push_back(str_printf("%s: %.1f TFLOP/s = %.1f%% of the bf16 ceiling, %.1f%% of kernel time, "
+                                        "%.1f flop/byte, %.1f us per %s",
+                                        k.name.c_str(), k.tflops, k.pct_flops, k.pct_gpu,
+                                        k.bytes > 0 ? k.flops / k.bytes : 0.0, p.per_step(k.total_us), per));
+      }
+      f.evidence.push_back(str_printf("at the ceiling they would take %.1f us per %s instead of %.1f",
+                                      p.per_step(floor_us), per, p.per_step(hot_us)));
+      f.fix = "the tensor cores are nearly saturated: do fewer flops (fp8 tensor cores, about twice the bf16 rate "
+              "on Hopper; skip masked tiles of causal attention) or overlap the memory-bound kernels with them; "
+              "kernel tuning has little left";
+      f.saved_us_per_step = p.per_step(std::max(0.0, hot_us - floor_us));
+      add(f);
+    }
+  }
+
+  // ---- occupancy: registers or shared memory cap the blocks per SM of a slow, large kernel ----
+  if (trace.read_gbps > 0 && p.kernel_us > 0) {
+    std::vector<const KernelStat*> capped;
+    double saved_us = 0;
+    for (const KernelStat& k : p.top_kernels) {
+      const Occupancy& o = k.occupancy;
+      const bool resource = o.limiter == OccupancyLimiter::REGISTERS || o.limiter == OccupancyLimiter::SHARED_MEMORY;
+      if (!k.has_cost || k.bytes <= 0 || o.blocks_per_sm <= 0 || !resource) continue;
+      if (k.pct_gpu < th.occupancy_kernel_pct || o.pct >= th.occupancy_pct || k.pct_bw >= th.bandwidth_pct) continue;
+      if (trace.bf16_tflops > 0 && k.pct_flops >= th.compute_pct) continue;
+      capped.push_back(&k);
+      saved_us += std::max(0.0, k.total_us - k.bytes / (trace.read_gbps * 1e9) * 1e6);
+    }
+    if (!capped.empty()) {
+      const KernelStat& k0 = *capped[0];
+      Finding f;
+      f.rule = "occupancy";
+      f.title = str_printf("occupancy-limited: %s holds %d blocks/SM (%.0f%% theoretical occupancy, capped by %s) "
+                           "and reads at %.0f GB/s = %.1f%% of the ceiling",
+                           k0.name.c_str(), k0.occupancy.blocks_per_sm, k0.occupancy.pct,
+                           occupancy_limiter_name(k0.occupancy.limiter), k0.gbps, k0.pct_bw);
+      for (size_t i = 0; i < capped.size() && i < 3; ++i) {
+        const KernelStat& k = *capped[i];
+        const Occupancy& o = k.occupancy;
+        f.evidence.push_back(str_printf("%s: block %d threads, %d registers/thread, %d B shared memory -> %d blocks/SM "
+                                        "(limits: warps %d, blocks %d, registers %d, smem %d), %.1f%% occupancy, "
+                                        "%.2f waves; %.0f GB/s = %.1f%% of %.0f GB/s; %.1f%% of kernel time",
+                                        k.name.c_str(), k.block[0] * k.block[1] * k.block[2], k.registers, k.smem,
+                                        o.blocks_per_sm, o.limit_warps, o.limit_blocks, o.limit_regs, o.limit_smem,
+                                        o.pct, k.waves, k.gbps, k.pct_bw, trace.read_gbps, k.pct_gpu));
+      }
+      f.fix = k0.occupancy.limiter == OccupancyLimiter::REGISTERS
+                  ? "too few warps in flight to cover DRAM latency: cap the registers (__launch_bounds__ with a "
+                    "minimum of blocks per SM, or fewer accumulators per thread) or keep more bytes in flight per "
+                    "thread (wider, independent loads) so fewer warps suffice"
+                  : "too few warps in flight to cover DRAM latency: shrink the shared-memory tile or pipeline "
+                    "stages per block, or keep more bytes in flight per thread (wider, independent loads)";
+      f.saved_us_per_step = p.per_step(saved_us);
+      add(f);
+    }
+  }
+
+  // ---- layout / algorithm: reformat kernels and unfused softmax (bytes moved for little work) ----
+  if (p.kernel_us > 0) {
+    double reformat_us = 0, softmax_us = 0, moved_bytes = 0;
+    std::vector<const KernelStat*> ks;
+    for (const KernelStat& k : p.top_kernels) {
+      const bool reformat = is_reformat_kernel(k), softmax = is_unfused_softmax(k);
+      if (!reformat && !softmax) continue;
+      (reformat ? reformat_us : softmax_us) += k.total_us;
+      if (k.has_cost) moved_bytes += k.bytes;
+      ks.push_back(&k);
+    }
+    const double share = 100.0 * (reformat_us + softmax_us) / p.kernel_us;
+    if (share > th.layout_pct) {
+      Finding f;
+      f.rule = "layout";
+      f.title = str_printf("layout/algorithm-limited: %.1f%% of kernel time moves data for little work "
+                           "(%.1f us per %s in reformat/transpose kernels, %.1f us in unfused softmax)",
+                           share, p.per_step(reformat_us), per, p.per_step(softmax_us));
+      for (size_t i = 0; i < ks.size() && i < 4; ++i) {
+        const KernelStat& k = *ks[i];
+        std::string e = str_printf("%s (%s): %.1f%% of kernel time, %.1f calls and %.1f us per %s", k.name.c_str(),
+                                   is_unfused_softmax(k) ? "softmax over a materialized score matrix" : "reformat",
+                                   k.pct_gpu, p.per_step(double(k.count)), p.per_step(k.total_us), per);
+        if (k.has_cost)
+          e += str_printf(", %s per %s at %.2f flop/byte", bytes_str(p.per_step(k.bytes)).c_str(), per,
+                          k.bytes > 0 ? k.flops / k.bytes : 0.0);
+        f.evidence.push_back(e);
+      }
+      if (moved_bytes > 0 && trace.weight_bytes > 0)
+        f.evidence.push_back(str_printf("they move %s per %s, %.1f%% of the weight bytes", bytes_str(p.per_step(moved_bytes)).c_str(),
+                                        per, 100.0 * p.per_step(moved_bytes) / trace.weight_bytes));
+      f.fix = softmax_us > reformat_us
+                  ? "fuse attention (FlashAttention-style: scores stay in registers/shared memory, no score matrix "
+                    "in DRAM); the softmax kernel and the score matrix's write and read disappear"
+                  : "store tensors in the layout their consumer reads (pre-transposed weights, K/V written in the "
+                    "attention kernel's layout) or fuse the reformat into the producer's epilogue";
+      f.saved_us_per_step = p.per_step(reformat_us + softmax_us);
+      add(f);
+    }
+  }
+
   // ---- where kernel work should start ----
   if (!p.top_kernels.empty()) {
     const KernelStat& k = p.top_kernels[0];
@@ -277,6 +417,13 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
       f.evidence.push_back(str_printf("next: %s, %.1f%%", p.top_kernels[i].name.c_str(), p.top_kernels[i].pct_gpu));
     f.evidence.push_back(str_printf("grid %dx%dx%d, block %dx%dx%d, %d registers, %d B shared memory", k.grid[0], k.grid[1],
                              k.grid[2], k.block[0], k.block[1], k.block[2], k.registers, k.smem));
+    if (k.occupancy.blocks_per_sm > 0)
+      f.evidence.push_back(str_printf("theoretical occupancy %.1f%% (%d blocks/SM, limited by %s), %.2f waves",
+                                      k.occupancy.pct, k.occupancy.blocks_per_sm,
+                                      occupancy_limiter_name(k.occupancy.limiter), k.waves));
+    if (k.has_cost)
+      f.evidence.push_back(str_printf("achieved %.0f GB/s (%.1f%% of the read ceiling), %.2f TFLOP/s (%.1f%% of bf16)",
+                                      k.gbps, k.pct_bw, k.tflops, k.pct_flops));
     f.fix = k.pct_gpu > th.top_kernel_pct
                 ? "optimise this kernel first: measure its GB/s or TFLOP/s against the ceilings (fathom bench, ncu)"
                 : "kernel time is spread over many kernels: fusion pays more than tuning one";

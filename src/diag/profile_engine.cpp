@@ -1,11 +1,17 @@
 // `fathom profile -m` / `fathom doctor -m`: the CUDA engine on a prompt and N greedy decode steps,
-// recorded by the Profiler with one step marker per engine call.
+// recorded by the Profiler with one step marker per engine call (the engine's own NVTX ranges,
+// "prefill" / "decode step N", define the steps when CUPTI records them), plus the launch-cost
+// hints of fathom's kernels during the decode steps and the device's occupancy limits.
 #include <cstdio>
 
 #include "fathom/cuda_engine.h"
 #include "fathom/error.h"
 #include "fathom/gpu_info.h"
 #include "fathom/profiler.h"
+
+#ifdef FATHOM_HAVE_CUDA
+#include "cuda/launch_cost.h"
+#endif
 
 namespace fathom {
 
@@ -35,15 +41,18 @@ Trace profile_engine(const Model& model, const std::string& model_path, const st
   FATHOM_CHECK(opt.n_decode >= 0, "-n must be non-negative, got ", opt.n_decode);
   const GpuInfo gpu = query_gpu(0);
   FATHOM_CHECK(gpu.present, "no usable GPU: ", gpu.why_absent);
-  double read_gbps = 0;
+  Ceilings ceil;
   if (opt.ceilings) {
     // Before the engine takes its memory (the read ceiling streams 4 GiB), outside the recording.
     try {
-      read_gbps = gpu_ceilings(gpu).read_gbps;
+      ceil = gpu_ceilings(gpu);
     } catch (const Error& e) {
-      std::fprintf(stderr, "fathom: could not measure the GPU's read bandwidth: %s\n", e.what());
+      std::fprintf(stderr, "fathom: could not measure the GPU's ceilings: %s\n", e.what());
     }
   }
+  // Before the engine's first NVTX range: NVTX reads NVTX_INJECTION64_PATH once per process.
+  enable_nvtx_injection();
+  const DeviceLimits limits = cuda::query_device_limits(0);
 
   CudaEngineOptions eo;
   eo.n_ctx = int64_t(prompt.size()) + opt.n_decode + 1;
@@ -51,17 +60,20 @@ Trace profile_engine(const Model& model, const std::string& model_path, const st
   eo.verbose = opt.verbose;
   CudaEngine engine(model, eo);
 
+  cuda::LaunchCostRecorder costs;  // decode steps only: a prefill's shapes differ
   Profiler prof;
   prof.start();
   try {
     prof.mark_step("prefill");
     int32_t id = engine.eval_greedy(prompt.data(), int64_t(prompt.size()));
+    costs.set_recording(true);
     for (int i = 0; i < opt.n_decode; ++i) {
       // The first decode step runs eagerly and captures the graph: its own phase, so it does not
       // skew the steady-state figures.
       prof.mark_step(i == 0 ? "decode-first" : "decode");
       id = engine.eval_greedy(&id, 1);
     }
+    costs.set_recording(false);
   } catch (...) {
     prof.stop();
     throw;
@@ -74,7 +86,10 @@ Trace profile_engine(const Model& model, const std::string& model_path, const st
   t.n_prompt = int64_t(prompt.size());
   t.n_decode = opt.n_decode;
   t.weight_bytes = decode_weight_bytes(model);
-  t.read_gbps = read_gbps;
+  t.read_gbps = ceil.read_gbps;
+  t.bf16_tflops = ceil.bf16_tflops;
+  t.limits = limits;
+  t.costs = costs.take();
   return t;
 #endif
 }

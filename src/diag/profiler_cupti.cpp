@@ -6,8 +6,12 @@
 // runtime, no engine.
 //
 // Recorded kinds: CONCURRENT_KERNEL (does not serialize kernels, unlike KIND_KERNEL), MEMCPY,
-// MEMSET, SYNCHRONIZATION, DEVICE (the GPU's name), and every runtime API call (RUNTIME; the
+// MEMSET, SYNCHRONIZATION, DEVICE (the GPU's name and limits), MARKER (NVTX ranges: a START record
+// with the name and an END record with the same id), and every runtime API call (RUNTIME; the
 // analysis keeps the calls it knows: allocations, syncs, copies, launches, graph launches).
+// NVTX calls reach CUPTI only through NVTX's injection hook: NVTX_INJECTION64_PATH must name
+// libcupti before the process's first NVTX call (enable_nvtx_injection; `fathom profile` sets it
+// for the engine and for a profiled command).
 // Graph kernel nodes arrive as ordinary kernel records with graph_id set; GRAPH_TRACE is not
 // enabled because it would replace them with one record per graph launch.
 #include "fathom/profiler.h"
@@ -18,7 +22,9 @@
 
 #include <cupti.h>
 #include <cxxabi.h>
+#include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -98,6 +104,7 @@ struct Collector {
   Trace trace;
   std::unordered_map<std::string, std::string> demangled;   // mangled -> demangled
   std::unordered_map<uint32_t, std::string> api_names;      // cbid -> plain name
+  std::unordered_map<uint32_t, RangeEvent> open_ranges;     // NVTX marker id -> range so far
   std::atomic<bool> busy{false};                            // a Profiler is recording
   bool callbacks_registered = false;
 
@@ -120,6 +127,7 @@ struct Collector {
         e.static_smem = k->staticSharedMemory;
         e.dynamic_smem = k->dynamicSharedMemory;
         e.graph_id = k->graphId;
+        e.correlation = k->correlationId;
         trace.kernels.push_back(std::move(e));
         break;
       }
@@ -154,12 +162,43 @@ struct Collector {
           cuptiGetCallbackName(CUPTI_CB_DOMAIN_RUNTIME_API, a->cbid, &n);
           it = api_names.emplace(a->cbid, plain_api_name(n ? n : "unknown")).first;
         }
-        trace.api.push_back(ApiEvent{it->second, a->start, a->end});
+        trace.api.push_back(ApiEvent{it->second, a->start, a->end, a->correlationId});
+        break;
+      }
+      case CUPTI_ACTIVITY_KIND_MARKER: {
+        auto* m = reinterpret_cast<const CUpti_ActivityMarker2*>(rec);
+        if (m->flags & CUPTI_ACTIVITY_FLAG_MARKER_START) {
+          RangeEvent& r = open_ranges[m->id];
+          r.name = m->name ? m->name : "";
+          r.domain = m->domain ? m->domain : "";
+          r.start_ns = m->timestamp;
+        } else if (m->flags & CUPTI_ACTIVITY_FLAG_MARKER_END) {
+          auto it = open_ranges.find(m->id);
+          if (it == open_ranges.end()) break;
+          it->second.end_ns = m->timestamp;
+          trace.ranges.push_back(std::move(it->second));
+          open_ranges.erase(it);
+        }
         break;
       }
       case CUPTI_ACTIVITY_KIND_DEVICE: {
         auto* d = reinterpret_cast<const CUpti_ActivityDevice5*>(rec);
         if (trace.device.empty() && d->name) trace.device = d->name;
+        if (!trace.limits.known()) {
+          DeviceLimits& l = trace.limits;
+          l.cc_major = int(d->computeCapabilityMajor);
+          l.cc_minor = int(d->computeCapabilityMinor);
+          l.sm_count = int(d->numMultiprocessors);
+          l.warp_size = d->numThreadsPerWarp ? int(d->numThreadsPerWarp) : 32;
+          l.max_threads_per_sm = int(d->maxWarpsPerMultiprocessor) * l.warp_size;
+          l.max_blocks_per_sm = int(d->maxBlocksPerMultiprocessor);
+          l.regs_per_sm = int(d->maxRegistersPerMultiprocessor);
+          l.regs_per_block = int(d->maxRegistersPerBlock);
+          l.smem_per_sm = int(d->maxSharedMemoryPerMultiprocessor);
+          // CUPTI gives no reserve nor opt-in limit: 1 KiB per block on sm_80+, the rest opt-in.
+          l.reserved_smem_per_block = l.cc_major >= 8 ? 1024 : 0;
+          l.smem_per_block_optin = l.smem_per_sm - l.reserved_smem_per_block;
+        }
         break;
       }
       default:
@@ -238,6 +277,7 @@ void Profiler::start() {
   {
     std::lock_guard<std::mutex> lock(c.mu);
     c.trace = Trace{};
+    c.open_ranges.clear();
   }
   m.marks.clear();
   if (!c.callbacks_registered) {
@@ -259,6 +299,8 @@ void Profiler::start() {
   // cuptiActivityEnableRuntimeApi selection of kRuntimeApis alone produced no runtime records in
   // the engine profile on the H200 (CUDA 13.0, driver 580): no launch or graph-launch counts.
   CUPTI_CHECK(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_RUNTIME));
+  // NVTX ranges: optional (no record unless NVTX is injected into CUPTI, see the top).
+  cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MARKER);
   m.begin_ns = now_ns();
   m.recording = true;
 }
@@ -278,6 +320,7 @@ void Profiler::stop() {
   CUptiResult flush = cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   for (CUpti_ActivityKind k : kKinds) cuptiActivityDisable(k);
   cuptiActivityDisable(CUPTI_ACTIVITY_KIND_RUNTIME);
+  cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MARKER);
   cuptiActivityDisable(CUPTI_ACTIVITY_KIND_DEVICE);
   CUPTI_CHECK(flush);
   CUPTI_CHECK(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED));
@@ -296,12 +339,34 @@ Trace Profiler::take() {
   t.begin_ns = m.begin_ns;
   t.end_ns = m.end_ns;
   t.steps = std::move(m.marks);
+  {
+    // Ranges still open at stop(): up to the end of the window.
+    std::lock_guard<std::mutex> lock(c.mu);
+    for (auto& [id, r] : c.open_ranges) {
+      r.end_ns = std::max(r.start_ns, t.end_ns);
+      t.ranges.push_back(std::move(r));
+    }
+    c.open_ranges.clear();
+  }
   m.marks.clear();
   if (m.owns_collector) {
     c.busy = false;
     m.owns_collector = false;
   }
   return t;
+}
+
+std::string cupti_library_path() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&cuptiGetVersion), &info) == 0 || !info.dli_fname) return "";
+  return info.dli_fname;
+}
+
+std::string enable_nvtx_injection() {
+  if (const char* cur = std::getenv("NVTX_INJECTION64_PATH"); cur && *cur) return cur;
+  const std::string lib = cupti_library_path();
+  if (!lib.empty()) ::setenv("NVTX_INJECTION64_PATH", lib.c_str(), 0);
+  return lib;
 }
 
 }  // namespace fathom
@@ -332,6 +397,9 @@ void Profiler::start() {
 void Profiler::mark_step(const std::string&) { fail("profiler: built without CUDA"); }
 void Profiler::stop() {}
 Trace Profiler::take() { return Trace{}; }
+
+std::string cupti_library_path() { return ""; }
+std::string enable_nvtx_injection() { return ""; }
 
 }  // namespace fathom
 

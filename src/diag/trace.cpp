@@ -96,6 +96,14 @@ std::string trace_to_json(const Trace& t, int indent) {
   j["n_decode"] = t.n_decode;
   j["weight_bytes"] = t.weight_bytes;
   j["read_gbps"] = t.read_gbps;
+  j["bf16_tflops"] = t.bf16_tflops;
+  const DeviceLimits& d = t.limits;
+  j["limits"] = {{"cc_major", d.cc_major}, {"cc_minor", d.cc_minor}, {"sm_count", d.sm_count},
+                 {"warp_size", d.warp_size}, {"max_threads_per_sm", d.max_threads_per_sm},
+                 {"max_blocks_per_sm", d.max_blocks_per_sm}, {"regs_per_sm", d.regs_per_sm},
+                 {"regs_per_block", d.regs_per_block}, {"smem_per_sm", d.smem_per_sm},
+                 {"smem_per_block_optin", d.smem_per_block_optin},
+                 {"reserved_smem_per_block", d.reserved_smem_per_block}};
   j["begin_ns"] = t.begin_ns;
   j["end_ns"] = t.end_ns;
   j["dropped_records"] = t.dropped_records;
@@ -104,7 +112,7 @@ std::string trace_to_json(const Trace& t, int indent) {
     ks.push_back({{"name", k.name}, {"start_ns", k.start_ns}, {"end_ns", k.end_ns}, {"stream", k.stream},
                   {"grid", {k.grid[0], k.grid[1], k.grid[2]}}, {"block", {k.block[0], k.block[1], k.block[2]}},
                   {"registers", k.registers}, {"static_smem", k.static_smem},
-                  {"dynamic_smem", k.dynamic_smem}, {"graph_id", k.graph_id}});
+                  {"dynamic_smem", k.dynamic_smem}, {"graph_id", k.graph_id}, {"correlation", k.correlation}});
   json& ms = j["memcpys"] = json::array();
   for (const MemcpyEvent& m : t.memcpys)
     ms.push_back({{"kind", copy_kind_name(m.kind)}, {"bytes", m.bytes}, {"start_ns", m.start_ns},
@@ -118,9 +126,16 @@ std::string trace_to_json(const Trace& t, int indent) {
                   {"stream", s.stream}});
   json& as = j["api"] = json::array();
   for (const ApiEvent& a : t.api)
-    as.push_back({{"name", a.name}, {"start_ns", a.start_ns}, {"end_ns", a.end_ns}});
+    as.push_back({{"name", a.name}, {"start_ns", a.start_ns}, {"end_ns", a.end_ns}, {"correlation", a.correlation}});
   json& st = j["steps"] = json::array();
   for (const StepMark& s : t.steps) st.push_back({{"t_ns", s.t_ns}, {"phase", s.phase}});
+  json& rs = j["ranges"] = json::array();
+  for (const RangeEvent& r : t.ranges)
+    rs.push_back({{"name", r.name}, {"domain", r.domain}, {"start_ns", r.start_ns}, {"end_ns", r.end_ns}});
+  json& cs = j["costs"] = json::array();
+  for (const KernelCost& c : t.costs)
+    cs.push_back({{"name", c.name}, {"launches", c.launches}, {"hinted", c.hinted}, {"bytes", c.bytes},
+                  {"flops", c.flops}});
   return j.dump(indent);
 }
 
@@ -136,6 +151,22 @@ Trace trace_from(const json& j) {
   t.n_decode = optional_field<int64_t>(j, "n_decode", 0);
   t.weight_bytes = optional_field<double>(j, "weight_bytes", 0);
   t.read_gbps = optional_field<double>(j, "read_gbps", 0);
+  t.bf16_tflops = optional_field<double>(j, "bf16_tflops", 0);
+  if (auto it = j.find("limits"); it != j.end() && it->is_object()) {
+    const json& l = *it;
+    DeviceLimits& d = t.limits;
+    d.cc_major = optional_field<int>(l, "cc_major", 0);
+    d.cc_minor = optional_field<int>(l, "cc_minor", 0);
+    d.sm_count = optional_field<int>(l, "sm_count", 0);
+    d.warp_size = optional_field<int>(l, "warp_size", 32);
+    d.max_threads_per_sm = optional_field<int>(l, "max_threads_per_sm", 0);
+    d.max_blocks_per_sm = optional_field<int>(l, "max_blocks_per_sm", 0);
+    d.regs_per_sm = optional_field<int>(l, "regs_per_sm", 0);
+    d.regs_per_block = optional_field<int>(l, "regs_per_block", 0);
+    d.smem_per_sm = optional_field<int>(l, "smem_per_sm", 0);
+    d.smem_per_block_optin = optional_field<int>(l, "smem_per_block_optin", 0);
+    d.reserved_smem_per_block = optional_field<int>(l, "reserved_smem_per_block", 0);
+  }
   t.begin_ns = optional_field<uint64_t>(j, "begin_ns", 0);
   t.end_ns = optional_field<uint64_t>(j, "end_ns", 0);
   t.dropped_records = optional_field<uint64_t>(j, "dropped_records", 0);
@@ -156,6 +187,7 @@ Trace trace_from(const json& j) {
     k.static_smem = optional_field<int32_t>(e, "static_smem", 0);
     k.dynamic_smem = optional_field<int32_t>(e, "dynamic_smem", 0);
     k.graph_id = optional_field<uint32_t>(e, "graph_id", 0);
+    k.correlation = optional_field<uint32_t>(e, "correlation", 0);
     t.kernels.push_back(std::move(k));
   }
   i = 0;
@@ -197,12 +229,34 @@ Trace trace_from(const json& j) {
     a.name = field<std::string>(e, "name", w);
     a.start_ns = field<uint64_t>(e, "start_ns", w);
     a.end_ns = field<uint64_t>(e, "end_ns", w);
+    a.correlation = optional_field<uint32_t>(e, "correlation", 0);
     t.api.push_back(std::move(a));
   }
   i = 0;
   for (const json& e : array_field(j, "steps")) {
     const std::string w = str_cat("step ", i++);
     t.steps.push_back(StepMark{field<uint64_t>(e, "t_ns", w), field<std::string>(e, "phase", w)});
+  }
+  i = 0;
+  for (const json& e : array_field(j, "ranges")) {
+    const std::string w = str_cat("range ", i++);
+    RangeEvent r;
+    r.name = field<std::string>(e, "name", w);
+    r.domain = optional_field<std::string>(e, "domain", "");
+    r.start_ns = field<uint64_t>(e, "start_ns", w);
+    r.end_ns = field<uint64_t>(e, "end_ns", w);
+    t.ranges.push_back(std::move(r));
+  }
+  i = 0;
+  for (const json& e : array_field(j, "costs")) {
+    const std::string w = str_cat("cost ", i++);
+    KernelCost c;
+    c.name = field<std::string>(e, "name", w);
+    c.launches = field<int64_t>(e, "launches", w);
+    c.hinted = optional_field<int64_t>(e, "hinted", c.launches);
+    c.bytes = field<double>(e, "bytes", w);
+    c.flops = field<double>(e, "flops", w);
+    t.costs.push_back(std::move(c));
   }
   return t;
 }
@@ -307,6 +361,116 @@ KernelCategory classify_kernel(const std::string& name) {
   return KernelCategory::OTHER;
 }
 
+const char* occupancy_limiter_name(OccupancyLimiter l) {
+  switch (l) {
+    case OccupancyLimiter::WARPS: return "warps";
+    case OccupancyLimiter::BLOCKS: return "blocks";
+    case OccupancyLimiter::REGISTERS: return "registers";
+    case OccupancyLimiter::SHARED_MEMORY: return "smem";
+    case OccupancyLimiter::NONE: return "none";
+  }
+  return "none";
+}
+
+Occupancy theoretical_occupancy(const DeviceLimits& d, int threads, int regs, int smem) {
+  Occupancy o;
+  if (!d.known() || threads <= 0) return o;
+  auto round_up = [](int64_t v, int64_t unit) { return (v + unit - 1) / unit * unit; };
+  constexpr int kRegUnit = 256;       // registers are allocated per warp in units of 256
+  constexpr int kSubPartitions = 4;   // an SM's register file is split over 4 schedulers
+  constexpr int kSmemUnit = 128;      // shared memory allocation granularity (sm_80, sm_90)
+  constexpr int kMaxRegsPerThread = 255;
+  constexpr int kUnlimited = 1 << 30;
+  const int warps_per_block = int((threads + d.warp_size - 1) / d.warp_size);
+  const int max_warps = d.max_threads_per_sm / d.warp_size;
+
+  o.limit_warps = max_warps / warps_per_block;
+  o.limit_blocks = d.max_blocks_per_sm > 0 ? d.max_blocks_per_sm : kUnlimited;
+  if (regs <= 0) {
+    o.limit_regs = kUnlimited;
+  } else {
+    const int64_t regs_per_warp = round_up(int64_t(regs) * d.warp_size, kRegUnit);
+    const int64_t regs_per_block = regs_per_warp * warps_per_block;
+    // The hardware reserves registers for a block as if its warps filled whole sub-partitions.
+    const int64_t assumed_per_block = regs_per_warp * round_up(warps_per_block, kSubPartitions);
+    const int64_t block_cap = d.regs_per_block > 0 ? d.regs_per_block : d.regs_per_sm;
+    if (regs > kMaxRegsPerThread || regs_per_block > block_cap || assumed_per_block > block_cap) {
+      o.limit_regs = 0;
+    } else {
+      const int64_t warps_per_sub = (d.regs_per_sm / kSubPartitions) / regs_per_warp;
+      o.limit_regs = int(warps_per_sub * kSubPartitions / warps_per_block);
+    }
+  }
+  const int64_t smem_block = round_up(int64_t(smem) + d.reserved_smem_per_block, kSmemUnit);
+  const int64_t smem_cap = d.smem_per_block_optin > 0 ? d.smem_per_block_optin + d.reserved_smem_per_block
+                                                      : d.smem_per_sm;
+  if (smem_block > smem_cap) {
+    o.limit_smem = 0;
+  } else {
+    o.limit_smem = smem_block > 0 ? int(d.smem_per_sm / smem_block) : kUnlimited;
+  }
+  if (threads > d.max_threads_per_sm) o.limit_warps = 0;
+
+  o.blocks_per_sm = std::min({o.limit_warps, o.limit_blocks, o.limit_regs, o.limit_smem});
+  // The first limit that binds, in the order an optimiser would read them: a block-size or
+  // blocks-per-SM cap before a resource cap that happens to tie with it.
+  const std::pair<int, OccupancyLimiter> order[] = {{o.limit_warps, OccupancyLimiter::WARPS},
+                                                    {o.limit_blocks, OccupancyLimiter::BLOCKS},
+                                                    {o.limit_regs, OccupancyLimiter::REGISTERS},
+                                                    {o.limit_smem, OccupancyLimiter::SHARED_MEMORY}};
+  o.limiter = OccupancyLimiter::NONE;
+  if (o.blocks_per_sm > 0)
+    for (const auto& [lim, which] : order)
+      if (lim == o.blocks_per_sm) {
+        o.limiter = which;
+        break;
+      }
+  if (o.limit_blocks == kUnlimited) o.limit_blocks = 0;
+  if (o.limit_regs == kUnlimited) o.limit_regs = 0;
+  if (o.limit_smem == kUnlimited) o.limit_smem = 0;
+  o.warps_per_sm = o.blocks_per_sm * warps_per_block;
+  o.pct = max_warps > 0 ? 100.0 * o.warps_per_sm / max_warps : 0;
+  return o;
+}
+
+namespace {
+
+// "decode step 12" -> "decode step N"; names without a trailing number stay.
+std::string range_group_name(const std::string& name) {
+  size_t e = name.size();
+  while (e > 0 && std::isdigit(static_cast<unsigned char>(name[e - 1]))) --e;
+  if (e == name.size() || e == 0 || name[e - 1] != ' ') return name;
+  return name.substr(0, e) + "N";
+}
+
+enum class StepRange { NONE, PREFILL, DECODE };
+StepRange step_range_kind(const std::string& name) {
+  if (name == "prefill") return StepRange::PREFILL;
+  if (name == "decode" || name.rfind("decode step", 0) == 0) return StepRange::DECODE;
+  return StepRange::NONE;
+}
+
+}  // namespace
+
+std::vector<StepMark> step_marks_from_ranges(const std::vector<RangeEvent>& ranges) {
+  std::vector<StepMark> marks;
+  std::vector<const RangeEvent*> sorted;
+  for (const RangeEvent& r : ranges)
+    if (step_range_kind(r.name) != StepRange::NONE) sorted.push_back(&r);
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const RangeEvent* a, const RangeEvent* b) { return a->start_ns < b->start_ns; });
+  bool seen_decode = false;
+  for (const RangeEvent* r : sorted) {
+    if (step_range_kind(r->name) == StepRange::PREFILL) {
+      marks.push_back({r->start_ns, "prefill"});
+    } else {
+      marks.push_back({r->start_ns, seen_decode ? "decode" : "decode-first"});
+      seen_decode = true;
+    }
+  }
+  return marks;
+}
+
 const PhaseStats* TraceAnalysis::phase(const std::string& name) const {
   for (const PhaseStats& p : phases)
     if (p.phase == name) return &p;
@@ -363,6 +527,28 @@ bool is_blocking_copy_api(const std::string& n) {
 bool is_launch_api(const std::string& n) {
   return n == "cudaLaunchKernel" || n == "cudaLaunchKernelExC" || n == "cudaLaunchCooperativeKernel" ||
          n == "cuLaunchKernel" || n == "cuLaunchKernelEx";
+}
+
+// Achieved bandwidth / flop rate from the launch-cost hints, and theoretical occupancy.
+void annotate_kernel(const Trace& t, const std::map<std::string, const KernelCost*>& costs, KernelStat& ks) {
+  auto it = costs.find(ks.name);
+  if (it != costs.end() && it->second->hinted > 0) {
+    const KernelCost& c = *it->second;
+    ks.has_cost = true;
+    ks.bytes = c.bytes_per_launch() * double(ks.count);
+    ks.flops = c.flops_per_launch() * double(ks.count);
+    if (ks.total_us > 0) {
+      ks.gbps = ks.bytes / (ks.total_us * 1e-6) / 1e9;
+      ks.tflops = ks.flops / (ks.total_us * 1e-6) / 1e12;
+    }
+    ks.pct_bw = t.read_gbps > 0 ? 100.0 * ks.gbps / t.read_gbps : 0;
+    ks.pct_flops = t.bf16_tflops > 0 ? 100.0 * ks.tflops / t.bf16_tflops : 0;
+  }
+  const int threads = ks.block[0] * ks.block[1] * ks.block[2];
+  ks.occupancy = theoretical_occupancy(t.limits, threads, ks.registers, ks.smem);
+  const double blocks = double(ks.grid[0]) * ks.grid[1] * ks.grid[2];
+  if (ks.occupancy.blocks_per_sm > 0 && t.limits.sm_count > 0)
+    ks.waves = blocks / (double(ks.occupancy.blocks_per_sm) * t.limits.sm_count);
 }
 
 PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::string& name, size_t top_n) {
@@ -512,9 +698,19 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
   p.busy_pct = p.wall_us > 0 ? 100.0 * p.busy_us / p.wall_us : 0;
   p.gap_pct = p.wall_us > 0 ? 100.0 * p.gap_us / p.wall_us : 0;
 
+  // The hints were noted during decode steps: they describe the decode phases' launches only.
+  std::map<std::string, const KernelCost*> costs;
+  if (name.rfind("decode", 0) == 0)
+    for (const KernelCost& c : t.costs) costs[c.name] = &c;
   for (auto& [n, ks] : by_name) {
     ks.mean_us = ks.total_us / double(ks.count);
     ks.pct_gpu = p.kernel_us > 0 ? 100.0 * ks.total_us / p.kernel_us : 0;
+    annotate_kernel(t, costs, ks);
+    if (ks.has_cost) {
+      p.hinted_bytes += ks.bytes;
+      p.hinted_flops += ks.flops;
+      p.hinted_us += ks.total_us;
+    }
     p.top_kernels.push_back(ks);
   }
   std::sort(p.top_kernels.begin(), p.top_kernels.end(), [](const KernelStat& a, const KernelStat& b) {
@@ -532,6 +728,58 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
   return p;
 }
 
+std::vector<RangeStat> range_stats(const Trace& t) {
+  std::map<std::string, std::vector<Interval>> groups;
+  for (const RangeEvent& r : t.ranges)
+    if (r.end_ns > r.start_ns) groups[range_group_name(r.name)].push_back({r.start_ns, r.end_ns});
+  if (groups.empty()) return {};
+  std::map<uint32_t, uint64_t> launch_time;  // correlation id -> host start of the launching call
+  for (const ApiEvent& a : t.api)
+    if (a.correlation) launch_time[a.correlation] = a.start_ns;
+  std::map<std::string, const KernelCost*> costs;
+  for (const KernelCost& c : t.costs) costs[c.name] = &c;
+  const bool have_sync_records = !t.syncs.empty();
+
+  std::vector<RangeStat> out;
+  for (auto& [name, iv] : groups) {
+    std::sort(iv.begin(), iv.end(), [](const Interval& a, const Interval& b) { return a.begin < b.begin; });
+    RangeStat r;
+    r.name = name;
+    r.count = int64_t(iv.size());
+    for (const Interval& i : iv) r.total_us += span_us(i.begin, i.end);
+    r.mean_us = r.total_us / double(r.count);
+    auto inside = [&](uint64_t ts) {  // ranges of one name are taken as disjoint
+      auto it = std::upper_bound(iv.begin(), iv.end(), ts, [](uint64_t x, const Interval& i) { return x < i.begin; });
+      return it != iv.begin() && ts < std::prev(it)->end;
+    };
+    for (const KernelEvent& k : t.kernels) {
+      auto lt = k.correlation ? launch_time.find(k.correlation) : launch_time.end();
+      if (!inside(lt != launch_time.end() ? lt->second : k.start_ns)) continue;
+      ++r.kernels;
+      r.kernel_us += span_us(k.start_ns, k.end_ns);
+      auto c = costs.find(kernel_display_name(k.name));
+      if (c != costs.end()) r.bytes += c->second->bytes_per_launch();
+    }
+    for (const MemcpyEvent& m : t.memcpys) {
+      if (!inside(m.start_ns)) continue;
+      ++r.copies;
+      r.copy_bytes += double(m.bytes);
+    }
+    for (const SyncEvent& s : t.syncs)
+      if (s.blocks_host() && inside(s.start_ns)) ++r.host_syncs;
+    for (const ApiEvent& a : t.api) {
+      if (!inside(a.start_ns)) continue;
+      if (is_alloc_api(a.name)) ++r.allocs;
+      else if (a.name == "cudaGraphLaunch") ++r.graph_launches;
+      else if (is_launch_api(a.name)) ++r.launch_calls;
+      else if (is_blocking_copy_api(a.name) || (!have_sync_records && is_sync_api(a.name))) ++r.host_syncs;
+    }
+    out.push_back(std::move(r));
+  }
+  std::stable_sort(out.begin(), out.end(), [](const RangeStat& a, const RangeStat& b) { return a.total_us > b.total_us; });
+  return out;
+}
+
 }  // namespace
 
 TraceAnalysis analyze(const Trace& t, size_t top_n) {
@@ -547,15 +795,22 @@ TraceAnalysis analyze(const Trace& t, size_t top_n) {
   for (const auto& s : t.syncs) see(s.start_ns, s.end_ns);
   for (const auto& a : t.api) see(a.start_ns, a.end_ns);
   for (const auto& s : t.steps) see(s.t_ns, s.t_ns);
+  for (const auto& r : t.ranges) see(r.start_ns, r.end_ns);
   const uint64_t begin = t.begin_ns ? t.begin_ns : (lo == UINT64_MAX ? 0 : lo);
   // +1: an interval is [begin, end), so the last event's start must lie before the end.
   const uint64_t end = std::max(t.end_ns, hi == 0 ? begin : hi + 1);
 
-  std::vector<StepMark> marks = t.steps;
+  TraceAnalysis a;
+  std::vector<StepMark> marks = step_marks_from_ranges(t.ranges);
+  a.step_source = "nvtx";
+  if (marks.empty()) {
+    marks = t.steps;
+    a.step_source = marks.empty() ? "" : "markers";
+  }
   std::stable_sort(marks.begin(), marks.end(), [](const StepMark& a, const StepMark& b) { return a.t_ns < b.t_ns; });
 
-  TraceAnalysis a;
   a.overall = compute(t, {Interval{begin, end}}, "all", top_n);
+  a.ranges = range_stats(t);
   if (marks.empty()) return a;
   // The whole window as one scope, its per-step figures over every marked step (mean, not median).
   a.overall.n_steps = int64_t(marks.size());
@@ -631,6 +886,10 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
   s += phase_row(o);
   s += str_printf("  (idle-gap%%: GPU idle between consecutive kernels/copies of a stream, inside a step, as %% of the step;\n"
            "   gaps over %.0f us are host work, not launch overhead, and are left out)\n", kLongGapUs);
+  if (a.step_source == "nvtx")
+    s += "  (steps from the NVTX ranges \"prefill\" / \"decode step N\": each from its range's start to the next)\n";
+  else if (a.step_source == "markers")
+    s += "  (steps from the profiler's host markers; no NVTX step ranges in the trace)\n";
 
   const PhaseStats& st = a.steady();
   if (st.n_steps > 0 && st.phase == "decode") {
@@ -646,6 +905,14 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
       if (t.read_gbps > 0)
         s += str_printf(" = %.1f%% of the measured %.0f GB/s read ceiling (ideal step %.1f us)", 100.0 * gbps / t.read_gbps,
                  t.read_gbps, t.weight_bytes / (t.read_gbps * 1e9) * 1e6);
+      s += "\n";
+    }
+    if (st.hinted_us > 0) {
+      const double gbps = st.hinted_bytes / (st.hinted_us * 1e-6) / 1e9;
+      s += str_printf("  launch-cost hints: %s and %.3f GFLOP per token in %.1f us of hinted kernels = %.0f GB/s",
+                      bytes_str(st.per_step(st.hinted_bytes)).c_str(), st.per_step(st.hinted_flops) / 1e9,
+                      st.per_step(st.hinted_us), gbps);
+      if (t.read_gbps > 0) s += str_printf(" (%.1f%% of the read ceiling)", 100.0 * gbps / t.read_gbps);
       s += "\n";
     }
   }
@@ -673,6 +940,54 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
              k.registers, k.smem, launch.c_str(), name.c_str());
   }
   if (st.top_kernels.empty()) s += "     (no kernels)\n";
+
+  // Achieved bandwidth / flop rate (launch-cost hints) and theoretical occupancy per kernel.
+  bool any_cost = false, any_occ = false;
+  for (const KernelStat& k : st.top_kernels) {
+    any_cost |= k.has_cost;
+    any_occ |= k.occupancy.blocks_per_sm > 0;
+  }
+  if (any_cost || any_occ) {
+    s += str_printf("\n  kernel efficiency (%s; GB/s and TFLOP/s from fathom's launch-cost hints over the kernel time;\n"
+                    "   %% of the measured %s read and %s bf16 GEMM ceilings; theoretical occupancy)\n",
+                    st.phase.c_str(), t.read_gbps > 0 ? str_printf("%.0f GB/s", t.read_gbps).c_str() : "(unmeasured)",
+                    t.bf16_tflops > 0 ? str_printf("%.0f TFLOP/s", t.bf16_tflops).c_str() : "(unmeasured)");
+    s += "     #    us/call   bytes/call   GB/s   %read  TFLOP/s  %bf16   occ%  blk/SM  limiter     waves  name\n";
+    rank = 0;
+    for (const KernelStat& k : st.top_kernels) {
+      std::string row = str_printf("  %4d %10.2f", ++rank, k.mean_us);
+      if (k.has_cost) {
+        row += str_printf(" %12s %6.0f %7s %8.2f %6s", bytes_str(k.bytes / double(k.count)).c_str(), k.gbps,
+                          k.pct_bw > 0 ? str_printf("%.1f", k.pct_bw).c_str() : "-", k.tflops,
+                          k.pct_flops > 0 ? str_printf("%.1f", k.pct_flops).c_str() : "-");
+      } else {
+        row += str_printf(" %12s %6s %7s %8s %6s", "-", "-", "-", "-", "-");
+      }
+      if (k.occupancy.blocks_per_sm > 0)
+        row += str_printf(" %6.1f %7d  %-9s %7.2f", k.occupancy.pct, k.occupancy.blocks_per_sm,
+                          occupancy_limiter_name(k.occupancy.limiter), k.waves);
+      else
+        row += str_printf(" %6s %7s  %-9s %7s", "-", "-", "-", "-");
+      std::string name = k.name.size() > 70 ? k.name.substr(0, 67) + "..." : k.name;
+      s += row + "  " + name + "\n";
+    }
+    if (!any_cost) s += "     (no launch-cost hints in this trace: GB/s and TFLOP/s need fathom's own launchers)\n";
+  }
+
+  if (!a.ranges.empty()) {
+    s += "\n  NVTX ranges (per range; kernels by their launching call's host time)\n";
+    s += str_printf("    %-28s %7s %10s %9s %9s %8s %7s %7s %7s %11s %11s\n", "range", "count", "mean us", "kernels",
+                    "launches", "graphs", "syncs", "allocs", "copies", "copy bytes", "kern bytes");
+    for (const RangeStat& r : a.ranges) {
+      std::string name = r.name.size() > 28 ? r.name.substr(0, 25) + "..." : r.name;
+      s += str_printf("    %-28s %7lld %10.1f %9.1f %9.1f %8.2f %7.2f %7.2f %7.2f %11s %11s\n", name.c_str(),
+                      (long long)r.count, r.mean_us, r.per_range(double(r.kernels)),
+                      r.per_range(double(r.launch_calls)), r.per_range(double(r.graph_launches)),
+                      r.per_range(double(r.host_syncs)), r.per_range(double(r.allocs)), r.per_range(double(r.copies)),
+                      bytes_str(r.per_range(r.copy_bytes)).c_str(),
+                      r.bytes > 0 ? bytes_str(r.per_range(r.bytes)).c_str() : "-");
+    }
+  }
   return s;
 }
 
@@ -684,7 +999,15 @@ json phase_json(const PhaseStats& p) {
     k.push_back({{"name", s.name}, {"count", s.count}, {"total_us", s.total_us}, {"mean_us", s.mean_us},
                  {"min_us", s.min_us}, {"max_us", s.max_us}, {"pct_gpu", s.pct_gpu},
                  {"grid", {s.grid[0], s.grid[1], s.grid[2]}}, {"block", {s.block[0], s.block[1], s.block[2]}},
-                 {"registers", s.registers}, {"smem", s.smem}, {"category", kernel_category_name(s.category)}});
+                 {"registers", s.registers}, {"smem", s.smem}, {"category", kernel_category_name(s.category)},
+                 {"has_cost", s.has_cost}, {"bytes", s.bytes}, {"flops", s.flops}, {"gbps", s.gbps},
+                 {"tflops", s.tflops}, {"pct_bw", s.pct_bw}, {"pct_flops", s.pct_flops},
+                 {"occupancy", {{"pct", s.occupancy.pct}, {"blocks_per_sm", s.occupancy.blocks_per_sm},
+                                {"warps_per_sm", s.occupancy.warps_per_sm},
+                                {"limiter", occupancy_limiter_name(s.occupancy.limiter)},
+                                {"limit_warps", s.occupancy.limit_warps}, {"limit_blocks", s.occupancy.limit_blocks},
+                                {"limit_regs", s.occupancy.limit_regs}, {"limit_smem", s.occupancy.limit_smem}}},
+                 {"waves", s.waves}});
   json c = json::array();
   for (const CategoryStat& s : p.categories)
     c.push_back({{"category", kernel_category_name(s.category)}, {"count", s.count}, {"total_us", s.total_us},
@@ -698,7 +1021,8 @@ json phase_json(const PhaseStats& p) {
           {"h2d_bytes", p.h2d_bytes}, {"d2h_bytes", p.d2h_bytes}, {"d2d_bytes", p.d2d_bytes},
           {"copy_us", p.copy_us}, {"memsets", p.memsets}, {"allocs", p.allocs}, {"alloc_us", p.alloc_us},
           {"graph_launches", p.graph_launches}, {"launch_calls", p.launch_calls},
-          {"launch_us", p.launch_us}, {"top_kernels", k}, {"categories", c}};
+          {"launch_us", p.launch_us}, {"hinted_bytes", p.hinted_bytes}, {"hinted_flops", p.hinted_flops},
+          {"hinted_us", p.hinted_us}, {"top_kernels", k}, {"categories", c}};
 }
 
 }  // namespace
@@ -708,6 +1032,13 @@ std::string analysis_to_json(const TraceAnalysis& a, int indent) {
   j["overall"] = phase_json(a.overall);
   j["phases"] = json::array();
   for (const PhaseStats& p : a.phases) j["phases"].push_back(phase_json(p));
+  j["step_source"] = a.step_source;
+  j["ranges"] = json::array();
+  for (const RangeStat& r : a.ranges)
+    j["ranges"].push_back({{"name", r.name}, {"count", r.count}, {"total_us", r.total_us}, {"mean_us", r.mean_us},
+                           {"kernels", r.kernels}, {"kernel_us", r.kernel_us}, {"launch_calls", r.launch_calls},
+                           {"graph_launches", r.graph_launches}, {"host_syncs", r.host_syncs}, {"allocs", r.allocs},
+                           {"copies", r.copies}, {"copy_bytes", r.copy_bytes}, {"bytes", r.bytes}});
   return j.dump(indent);
 }
 
@@ -722,12 +1053,13 @@ std::string trace_to_chrome_json(const Trace& t, int indent) {
     for (const auto& m : t.memsets) origin = std::min(origin, m.start_ns);
     for (const auto& a : t.api) origin = std::min(origin, a.start_ns);
     for (const auto& s : t.steps) origin = std::min(origin, s.t_ns);
+    for (const auto& r : t.ranges) origin = std::min(origin, r.start_ns);
     if (origin == UINT64_MAX) origin = 0;
   }
   // Microseconds from the origin; events before it (a window set after they began) clamp to 0.
   auto ts = [&](uint64_t ns) { return ns > origin ? double(ns - origin) * 1e-3 : 0.0; };
   auto dur = [&](uint64_t s, uint64_t e) { return e > s ? double(e - s) * 1e-3 : 0.0; };
-  constexpr int kGpuPid = 0, kHostPid = 1, kStepTid = 0, kApiTid = 1;
+  constexpr int kGpuPid = 0, kHostPid = 1, kStepTid = 0, kApiTid = 1, kNvtxTid = 2;
 
   json ev = json::array();
   auto meta = [&](const char* what, int pid, int64_t tid, const std::string& name) {
@@ -746,6 +1078,13 @@ std::string trace_to_chrome_json(const Trace& t, int indent) {
     if (!t.steps.empty()) meta("thread_name", kHostPid, kStepTid, "steps");
     if (!t.api.empty()) meta("thread_name", kHostPid, kApiTid, "runtime API");
   }
+  if (!t.ranges.empty()) {
+    if (t.steps.empty() && t.api.empty()) meta("process_name", kHostPid, -1, "host");
+    meta("thread_name", kHostPid, kNvtxTid, "NVTX");
+  }
+  for (const RangeEvent& r : t.ranges)
+    ev.push_back({{"ph", "X"}, {"cat", "nvtx"}, {"name", r.name}, {"pid", kHostPid}, {"tid", kNvtxTid},
+                  {"ts", ts(r.start_ns)}, {"dur", dur(r.start_ns, r.end_ns)}, {"args", {{"domain", r.domain}}}});
 
   for (const KernelEvent& k : t.kernels)
     ev.push_back({{"ph", "X"}, {"cat", "kernel"}, {"name", kernel_display_name(k.name)}, {"pid", kGpuPid},

@@ -4,6 +4,10 @@
 // (cuptiActivityFlushAll) and written as JSON to the file named by $FATHOM_PROFILE_OUT (default
 // fathom-profile-<pid>.json in the working directory). `fathom profile -- CMD` sets both.
 //
+// NVTX ranges reach the trace when NVTX_INJECTION64_PATH names libcupti before the program's first
+// NVTX call: `fathom profile -- CMD` sets it; otherwise InitializeInjection sets it, which is in
+// time for NVTX calls made after CUDA initializes (a PyTorch loop's torch.cuda.nvtx ranges).
+//
 // A program that forks several CUDA processes writes one trace per process to the same file: the
 // last to exit wins.
 #include <unistd.h>
@@ -52,6 +56,7 @@ void write_trace_at_exit() {
 extern "C" __attribute__((visibility("default"))) int InitializeInjection() {
   if (g_profiler) return 1;
   try {
+    fathom::enable_nvtx_injection();
     g_profiler = new fathom::Profiler;
     g_profiler->start();
     std::atexit(write_trace_at_exit);
