@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -253,6 +255,60 @@ TEST(GpuGemvQ8, RejectsBadArguments) {
   p.cols = 256;
   p.n_tokens = 9;
   EXPECT_THROW(fathom::cuda::launch_gemv_q8(p, nullptr), fathom::Error);
+}
+
+}  // namespace
+}  // namespace fathom::test
+
+namespace fathom::test {
+namespace {
+
+// One shape, many launches, for profilers: FATHOM_Q8_SHAPE="TYPE,rows,cols,n" (default
+// Q4_K,14336,4096,1). Run with --gtest_also_run_disabled_tests --gtest_filter='*BenchOne*'.
+TEST(GpuGemvQ8, DISABLED_BenchOne) {
+  FATHOM_REQUIRE_GPU();
+  std::string spec = "Q4_K,14336,4096,1";
+  if (const char* e = std::getenv("FATHOM_Q8_SHAPE")) spec = e;
+  char tname[16] = {0};
+  long rows = 0, cols = 0, n = 0;
+  ASSERT_EQ(4, std::sscanf(spec.c_str(), "%15[^,],%ld,%ld,%ld", tname, &rows, &cols, &n)) << spec;
+  GgmlType type = GgmlType::Q4_K;
+  for (GgmlType t : kQ8Types)
+    if (std::string(ggml_type_name(t)) == tname) type = t;
+  const size_t rb = ggml_row_bytes(type, cols);
+  std::vector<uint8_t> w(rb * size_t(rows));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = uint8_t((i * 2654435761u) >> 13);
+  for (long r = 0; r < rows; ++r)  // sane fp16 scales: zero the first bytes of every block
+    for (size_t b = 0; b + ggml_type_traits(type).block_bytes <= rb; b += ggml_type_traits(type).block_bytes) {
+      uint8_t* blk = w.data() + size_t(r) * rb + b;
+      if (type == GgmlType::Q6_K) { blk[208] = 0; blk[209] = 0x3C; }
+      else { blk[0] = 0; blk[1] = 0x3C; }
+    }
+  const std::vector<float> x = random_floats(size_t(n * cols), 5);
+  DeviceBuffer<uint8_t> dw(w);
+  DeviceBuffer<float> dx(x), dy(size_t(n * rows));
+  GemvQ8Params p;
+  p.type = type;
+  p.cols = cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.seg[0] = GemvQ8Segment{dw.get(), rows, dy.get(), nullptr};
+  cudaEvent_t e0, e1;
+  CUDA_CHECK(cudaEventCreate(&e0));
+  CUDA_CHECK(cudaEventCreate(&e1));
+  for (int i = 0; i < 5; ++i) fathom::cuda::launch_gemv_q8(p, nullptr);
+  CUDA_CHECK(cudaEventRecord(e0));
+  const int reps = 50;
+  for (int i = 0; i < reps; ++i) fathom::cuda::launch_gemv_q8(p, nullptr);
+  CUDA_CHECK(cudaEventRecord(e1));
+  CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0.0f;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  const double us = 1000.0 * ms / reps;
+  std::printf("[bench-one] %s %ldx%ld n=%ld: %.2f us, %.0f GB/s\n", tname, rows, cols, n, us,
+              double(rb) * rows / (us * 1e3));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
 }
 
 }  // namespace
