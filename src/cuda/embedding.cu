@@ -1,10 +1,12 @@
 // Embedding gather with dequantization: out[t] = scale * dequantize(tok_embd row tokens[t]).
 // Bytes: n_tokens rows of the table + n_tokens * n_embd * 4 written; trivially memory-bound.
 // One thread per 32-element unit of a row; grid (unit blocks, n_tokens).
+// Launched with PDL (pdl.cuh): waits for the previous kernel first, then lets the next one launch.
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/quant_blocks.cuh"
 
 namespace fathom::cuda {
@@ -22,6 +24,8 @@ struct EmbeddingArgs {
 
 template <GgmlType T>
 __global__ void embedding_kernel(const __grid_constant__ EmbeddingArgs a) {
+  pdl_wait();  // tokens: written by the host copy or the sampler; out: may still be read
+  pdl_trigger();
   const int64_t u = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (u >= a.n_units) return;
   const int64_t t = blockIdx.y;
@@ -52,8 +56,10 @@ void launch_embedding(const EmbeddingParams& p, cudaStream_t stream) {
                   p.n_vocab, p.n_embd / kUnit, p.tokens, p.scale, p.out};
   const dim3 grid(unsigned((a.n_units + 63) / 64), unsigned(p.n_tokens));
   const bool ok = dispatch_qtype(p.type, [&](auto tc) {
-    embedding_kernel<decltype(tc)::value><<<grid, 64, 0, stream>>>(a);
-    CUDA_CHECK_LAUNCH();
+    // Bytes: the table rows, the ids, the fp32 rows written; flops: dequant fma + scale.
+    launch_cost_hint(double(p.n_tokens) * (double(a.row_bytes) + 4.0 + 4.0 * double(p.n_embd)),
+                     2.0 * double(p.n_tokens) * double(p.n_embd));
+    launch_kernel(embedding_kernel<decltype(tc)::value>, grid, dim3(64), 0, stream, a);
   });
   FATHOM_CHECK(ok, "embedding: type ", ggml_type_name(p.type), " is not supported on CUDA");
 }

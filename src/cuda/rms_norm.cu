@@ -1,10 +1,12 @@
 // RMS norm with an optional fused residual add (one read of x and residual, one write of x and
 // out): x[r] += residual[r]; out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * w.
 // One block of 256 threads per row; the row is read twice (the second time from L1/L2).
+// Launched with PDL (pdl.cuh): waits for the previous kernel first, then lets the next one launch.
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
+#include "cuda/pdl.cuh"
 
 namespace fathom::cuda {
 namespace {
@@ -14,6 +16,8 @@ constexpr int kNormThreads = 256;
 __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const __grid_constant__ RmsNormParams p) {
   __shared__ float warp_sums[kNormThreads / 32];
   __shared__ float inv_rms;
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   float* x = p.x + r * p.n;
   const float* res = p.residual ? p.residual + r * p.n : nullptr;
@@ -51,8 +55,13 @@ void launch_rms_norm(const RmsNormParams& p, cudaStream_t stream) {
   if (p.n_rows <= 0) return;
   FATHOM_CHECK(p.n > 0 && p.n_rows < (int64_t(1) << 31), "rms_norm: bad shape (", p.n_rows, ", ",
                p.n, ")");
-  rms_norm_kernel<<<unsigned(p.n_rows), kNormThreads, 0, stream>>>(p);
-  CUDA_CHECK_LAUNCH();
+  // Bytes: x read (+ residual read and x written back), out written, w once.
+  // Flops: square-accumulate, scale and weight per element (+ the residual add).
+  const double elems = double(p.n_rows) * double(p.n);
+  const bool res = p.residual != nullptr;
+  launch_cost_hint(4.0 * elems * (res ? 4.0 : 2.0) + (p.w ? 4.0 * double(p.n) : 0.0),
+                   elems * (res ? 4.0 : 3.0));
+  launch_kernel(rms_norm_kernel, dim3(unsigned(p.n_rows)), dim3(kNormThreads), 0, stream, p);
 }
 
 }  // namespace fathom::cuda

@@ -4,11 +4,13 @@
 // theta is off by ~1e-2 rad) and reduced to float cos/sin in shared memory, then every head reads
 // them. NORM rotates pairs (2i, 2i+1), NEOX pairs (i, i + n_rot/2); dims >= n_rot pass through.
 // One block per token; bytes: q and k read+written once, v read once, k/v written as fp16.
+// Launched with PDL (pdl.cuh): waits for the previous kernel first, then lets the next one launch.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
+#include "cuda/pdl.cuh"
 
 namespace fathom::cuda {
 namespace {
@@ -24,6 +26,8 @@ __device__ __forceinline__ void rotate_pair(float* h, int a, int b, float c, flo
 
 __global__ void __launch_bounds__(kRopeThreads) rope_kv_kernel(const __grid_constant__ RopeKvParams p) {
   __shared__ float cos_t[kMaxHeadDim / 2], sin_t[kMaxHeadDim / 2];
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const int half_rot = p.n_rot / 2;
   const double pos = double(p.pos[t]);
@@ -103,8 +107,16 @@ void launch_rope_kv(const RopeKvParams& p, cudaStream_t stream) {
   FATHOM_CHECK(p.k_cache == nullptr || p.kv_type == KvType::F16, "rope: KV cache type ",
                int(p.kv_type), " is not implemented (only F16)");
   FATHOM_CHECK(p.n_tokens < (int64_t(1) << 31), "rope: too many tokens ", p.n_tokens);
-  rope_kv_kernel<<<unsigned(p.n_tokens), kRopeThreads, 0, stream>>>(p);
-  CUDA_CHECK_LAUNCH();
+  // Bytes per token: q and k read + written (fp32), v read, k and v stored (fp16), pos and slot.
+  // Flops: 6 per rotated pair (4 mul, 2 add) over every q and k head; theta is per token, small.
+  const double hd = double(p.head_dim), nq = p.q ? double(p.n_head) : 0.0,
+               nkv = double(p.n_head_kv);
+  const bool cache = p.k_cache != nullptr;
+  const double per_tok = 8.0 * hd * (nq + nkv) + (p.v ? 4.0 * hd * nkv : 0.0) +
+                         (cache ? 2.0 * hd * nkv * (p.v && p.v_cache ? 2.0 : 1.0) + 4.0 : 0.0) + 4.0;
+  launch_cost_hint(double(p.n_tokens) * per_tok,
+                   double(p.n_tokens) * (nq + nkv) * double(p.n_rot / 2) * 6.0);
+  launch_kernel(rope_kv_kernel, dim3(unsigned(p.n_tokens)), dim3(kRopeThreads), 0, stream, p);
 }
 
 }  // namespace fathom::cuda

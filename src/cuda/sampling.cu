@@ -17,6 +17,9 @@
 //              in id order (block prefix sum over per-thread contiguous chunks).
 // The kept set equals the CPU's up to ties and float summation order; the draw is the same
 // distribution with a different token-to-u mapping, so only greedy is token-exact.
+//
+// Every kernel is launched with PDL (pdl.cuh): it waits for the previous kernel first (the
+// logits), then lets the next one launch.
 #include <cuda_runtime.h>
 
 #include <cfloat>
@@ -24,6 +27,7 @@
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
+#include "cuda/pdl.cuh"
 
 namespace fathom::cuda {
 namespace {
@@ -67,6 +71,8 @@ __device__ ArgPair block_argmax(ArgPair x) {
 }
 
 __global__ void argmax_pass1_kernel(const float* logits, int64_t n_vocab, ArgPair* partial) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t row = blockIdx.x;
   const float* l = logits + row * n_vocab;
   const int64_t per = (n_vocab + gridDim.y - 1) / gridDim.y;
@@ -79,6 +85,8 @@ __global__ void argmax_pass1_kernel(const float* logits, int64_t n_vocab, ArgPai
 }
 
 __global__ void argmax_pass2_kernel(const ArgPair* partial, int n_parts, int32_t* out) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t row = blockIdx.x;
   ArgPair best{-INFINITY, INT_MAX};
   for (int i = threadIdx.x; i < n_parts; i += blockDim.x) best = better_of(best, partial[row * n_parts + i]);
@@ -120,6 +128,8 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const __grid_con
   __shared__ float sel_above;
   __shared__ int32_t result;
   __shared__ float chunk_scan[kSampleThreads];
+  pdl_wait();
+  pdl_trigger();
 
   const int64_t row = blockIdx.x;
   const float* l = p.logits + row * p.n_vocab;
@@ -285,18 +295,31 @@ void launch_argmax(const ArgmaxParams& p, cudaStream_t stream) {
   FATHOM_CHECK(p.n_vocab > 0 && p.n_vocab < INT_MAX, "argmax: bad n_vocab ", p.n_vocab);
   FATHOM_CHECK(p.workspace != nullptr, "argmax: workspace is required");
   ArgPair* partial = static_cast<ArgPair*>(p.workspace);
-  argmax_pass1_kernel<<<dim3(unsigned(p.n_rows), kArgmaxBlocks), kArgmaxThreads, 0, stream>>>(
-      p.logits, p.n_vocab, partial);
-  CUDA_CHECK_LAUNCH();
-  argmax_pass2_kernel<<<unsigned(p.n_rows), 64, 0, stream>>>(partial, kArgmaxBlocks, p.out_tokens);
-  CUDA_CHECK_LAUNCH();
+  // Pass 1 reads the logits once (one compare per element) and writes the partials; pass 2
+  // reads the partials and writes one id per row.
+  const double rows = double(p.n_rows), parts = rows * kArgmaxBlocks * sizeof(ArgPair);
+  launch_cost_hint(rows * double(p.n_vocab) * 4.0 + parts, rows * double(p.n_vocab));
+  launch_kernel(argmax_pass1_kernel, dim3(unsigned(p.n_rows), kArgmaxBlocks), dim3(kArgmaxThreads),
+                0, stream, p.logits, p.n_vocab, partial);
+  launch_cost_hint(parts + rows * 4.0, rows * kArgmaxBlocks);
+  launch_kernel(argmax_pass2_kernel, dim3(unsigned(p.n_rows)), dim3(64), 0, stream,
+                static_cast<const ArgPair*>(partial), int(kArgmaxBlocks), p.out_tokens);
 }
 
 void launch_sample(const SampleParams& p, cudaStream_t stream) {
   if (p.n_rows <= 0) return;
   FATHOM_CHECK(p.n_vocab > 0 && p.n_vocab < INT_MAX, "sample: bad n_vocab ", p.n_vocab);
-  sample_kernel<<<unsigned(p.n_rows), kSampleThreads, 0, stream>>>(p);
-  CUDA_CHECK_LAUNCH();
+  // DRAM: each row's logits once (the later passes re-read them from L2: 4 * n_vocab bytes,
+  // ~600 KB at 152k vocab), the id and the RNG counter. Passes over the row: max, softmax mass,
+  // draw, 4 for top-k and 4 for top-p when on (the one chunk the draw walks again is
+  // negligible); ~3 flops per element per pass (exp counted as one).
+  const bool greedy = p.temp <= 0.0f;
+  const double passes = greedy ? 1.0
+                               : 3.0 + (p.top_k > 0 && p.top_k < p.n_vocab ? 4.0 : 0.0) +
+                                     (p.top_p < 1.0f ? 4.0 : 0.0);
+  launch_cost_hint(double(p.n_rows) * (double(p.n_vocab) * 4.0 + 4.0 + (p.rng_counter ? 16.0 : 0.0)),
+                   double(p.n_rows) * double(p.n_vocab) * 3.0 * passes);
+  launch_kernel(sample_kernel, dim3(unsigned(p.n_rows)), dim3(kSampleThreads), 0, stream, p);
 }
 
 }  // namespace fathom::cuda

@@ -167,6 +167,20 @@ TEST(GpuAttention, DecodeManyHeadGroupsSoftcapWindow) {
   run_case(nc);
 }
 
+// Long single-sequence decode: the split plan gives 128 splits at 8192 keys with one or two kv
+// heads (64 keys each; 4 blocks per SM on a 132-SM H200) and its cap of 4 x SMs splits at 40000
+// keys, so attention_reduce_kernel merges more splits than a warp has lanes. With a 512-token
+// window most splits see no key (m = -inf partials that must weigh nothing).
+TEST(GpuAttention, DecodeManySplits) {
+  FATHOM_REQUIRE_GPU();
+  run_case({4, 1, 256, {{8192, 1}}});
+  run_case({8, 2, 128, {{8192, 1}}});
+  run_case({2, 1, 64, {{40000, 1}}});
+  AttnCase win{4, 1, 128, {{8192, 1}}};
+  win.window = 512;
+  run_case(win);
+}
+
 TEST(GpuAttention, PrefillVarlenChunked) {
   FATHOM_REQUIRE_GPU();
   for (int D : {64, 128, 256}) {
