@@ -354,6 +354,7 @@ struct EngineProfileOptions {
   bool use_graphs = true;
   bool ceilings = true;
   bool verbose = false;
+  uint64_t synthetic_seed = 0;  // != 0: a synthetic model (include/fathom/synthetic.h), weights filled on the GPU
 };
 Trace profile_engine(const Model& model, const std::string& model_path,
                      const std::vector<int32_t>& prompt, const EngineProfileOptions& opt);

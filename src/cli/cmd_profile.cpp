@@ -23,7 +23,7 @@ int cmd_profile(const std::vector<std::string>& argv) {
   std::vector<std::string> command;
   const std::vector<std::string> opts = split_command(argv, &command);
   Args args(
-      "usage: fathom profile [-m MODEL] [-p PROMPT] [-n N] [--json FILE] [--chrome FILE]\n"
+      "usage: fathom profile [-m MODEL | --synthetic SHAPE --type T] [-p PROMPT] [-n N] [--json FILE] [--chrome FILE]\n"
       "       fathom profile [--json FILE] [--chrome FILE] -- CMD [ARGS...]\n"
       "       fathom profile --trace FILE.json [--chrome FILE]\n\n"
       "Records the GPU's kernels, copies, syncs and allocations with CUPTI and prints where the time\n"

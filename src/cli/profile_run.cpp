@@ -14,6 +14,7 @@
 
 #include "fathom/error.h"
 #include "fathom/model.h"
+#include "fathom/synthetic.h"
 #include "fathom/tokenizer.h"
 
 namespace fathom::cli {
@@ -32,6 +33,8 @@ std::vector<std::string> split_command(const std::vector<std::string>& argv, std
 
 void add_engine_profile_options(Args& args) {
   args.option("-m,--model", "GGUF model file (default: fathom's default model)")
+      .option("--synthetic", "instead of -m: a synthetic shape (as fathom bench), weights random on the GPU")
+      .option("--type", "weight type of the --synthetic model", "Q4_K_M")
       .option("-p,--prompt", "prompt text (prefill)", "The capital of France is")
       .option("-n,--n-predict", "greedy decode steps to record", "32")
       .option("--prefill", "prefill this many tokens: the prompt's tokens repeated (default: the prompt)")
@@ -44,24 +47,38 @@ Trace profile_engine_from_args(const Args& args) {
   std::string why;
   FATHOM_CHECK(Profiler::available(&why), "cannot profile the CUDA engine: ", why,
                " (`fathom doctor --trace FILE.json` analyses a saved trace on any build)");
-  const std::string path = args.has("model") ? args.str("model") : default_model_path();
   const long long n = args.integer("n-predict");
   FATHOM_CHECK(n >= 1, "-n must be at least 1 (decode steps to record), got ", n);
-  std::unique_ptr<Model> model = load_model(path);
-  std::unique_ptr<Tokenizer> tok = Tokenizer::from_gguf(*model->file);
-  std::vector<int32_t> prompt = tok->encode(args.str("prompt"), true, true);
-  FATHOM_CHECK(!prompt.empty(), "the prompt tokenized to nothing");
-  if (args.has("prefill")) {
-    // A long prefill without a long text: repeat the prompt's tokens after the first (BOS).
-    const long long want = args.integer("prefill");
-    FATHOM_CHECK(want >= 1, "--prefill must be at least 1, got ", want);
-    const std::vector<int32_t> base = prompt;
-    const size_t from = base.size() > 1 ? 1 : 0;
-    prompt.resize(std::min(prompt.size(), size_t(want)));
-    for (size_t i = from; prompt.size() < size_t(want); i = i + 1 < base.size() ? i + 1 : from)
-      prompt.push_back(base[i]);
-  }
   EngineProfileOptions opt;
+  std::unique_ptr<Model> model;
+  std::string path;
+  std::vector<int32_t> prompt;
+  if (args.has("synthetic")) {
+    // No tokenizer: the prompt is token ids 1..P (P = --prefill, default 16).
+    FATHOM_CHECK(!args.has("model"), "give -m MODEL or --synthetic SHAPE, not both");
+    path = args.str("synthetic") + " " + args.str("type") + " (synthetic)";
+    model = make_synthetic_model(args.str("synthetic"), args.str("type"));
+    opt.synthetic_seed = 42;
+    const long long want = args.has("prefill") ? args.integer("prefill") : 16;
+    FATHOM_CHECK(want >= 1, "--prefill must be at least 1, got ", want);
+    for (long long i = 0; i < want; ++i) prompt.push_back(int32_t(1 + i % 1000));
+  } else {
+    path = args.has("model") ? args.str("model") : default_model_path();
+    model = load_model(path);
+    std::unique_ptr<Tokenizer> tok = Tokenizer::from_gguf(*model->file);
+    prompt = tok->encode(args.str("prompt"), true, true);
+    FATHOM_CHECK(!prompt.empty(), "the prompt tokenized to nothing");
+    if (args.has("prefill")) {
+      // A long prefill without a long text: repeat the prompt's tokens after the first (BOS).
+      const long long want = args.integer("prefill");
+      FATHOM_CHECK(want >= 1, "--prefill must be at least 1, got ", want);
+      const std::vector<int32_t> base = prompt;
+      const size_t from = base.size() > 1 ? 1 : 0;
+      prompt.resize(std::min(prompt.size(), size_t(want)));
+      for (size_t i = from; prompt.size() < size_t(want); i = i + 1 < base.size() ? i + 1 : from)
+        prompt.push_back(base[i]);
+    }
+  }
   opt.n_decode = int(n);
   opt.use_graphs = !args.enabled("no-graphs");
   opt.ceilings = !args.enabled("no-ceilings");
