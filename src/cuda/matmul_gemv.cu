@@ -281,7 +281,7 @@ void launch_matmul_gemv(const MatmulParams& p, cudaStream_t stream) {
                " for ", ggml_type_name(p.type), " (rows ", p.rows, ")");
   FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0,
                "matmul_gemv: weight and x must be 16-byte aligned");
-  if (gemv_q8_supports(p.type, p.n_tokens)) {
+  if (gemv_q8_supports(p.type, p.n_tokens, p.cols)) {
     // Quantized weights at 1..8 tokens: int8 activations + dp4a (matmul_gemv_q8.cu).
     GemvQ8Params q;
     q.type = p.type;

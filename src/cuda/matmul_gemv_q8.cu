@@ -17,7 +17,7 @@
 // memory serves both. (The first version, 1024-weight stages with per-item 64-bit index math,
 // measured 1.5x slower than the fp32 kernel on the H200: instruction-bound on bookkeeping.)
 //
-// x: staged once per block (per x chunk) in shared memory as two planes of int8 codes, 64-byte
+// x: staged once per block, all columns, in shared memory as two planes of int8 codes, 64-byte
 // runs padded to 80 bytes (no bank conflicts for the lanes' 16-byte reads at 64-byte strides),
 // plus a float2 (u, exact sum) per 32 elements. The block quantizes it from the fp32 x itself (8 threads per
 // 32-element block, shuffles for max and sum): no extra kernel and no scratch buffer.
@@ -28,8 +28,11 @@
 //
 // Work split (chosen at launch, see plan()): rows come in groups of kR; a group's stages may be
 // split over W warps of a block (W in 1,2,4: small matrices), whose partials are added through
-// shared memory; with W = 1 and one x chunk the grid is one wave of persistent blocks that walk
-// the groups (x staged once per block, the weight ring never drains between groups).
+// shared memory; with W = 1 the grid is one wave of persistent blocks that walk the groups (x
+// staged once per block, the weight ring never drains between groups). Hot-loop pointer math is
+// 32-bit offsets on per-group row pointers; full stages of 16-byte aligned rows copy a
+// compile-time number of pieces (v3 spent ~2/3 of its instructions on per-item bookkeeping:
+// Nsight Compute, Q4_K 14336x4096, 0.19 warp instructions per weight for ~0.06 in the dot code).
 #include "cuda/matmul_gemv_q8.cuh"
 
 #include <cuda_fp16.h>
@@ -51,7 +54,6 @@ constexpr int kWarps = 16;        // one fat block per SM: x is staged once per 
 constexpr int kThreads = kWarps * 32;
 constexpr int kR = 2;             // rows per warp
 constexpr int kStageW = 2048;     // weights of a row per stage
-constexpr int kXCapBytes = 16384; // int8 x codes staged per block and plane, all columns together
 constexpr int kPlaneScale = 254;  // x = u * (254 q1 + q2): two int8 planes
 
 constexpr uint32_t kM4 = 0x0F0F0F0Fu;
@@ -404,8 +406,12 @@ struct Args {
   int glu;            // 0 none, 1 SwiGLU, 2 GeGLU
   int64_t n_groups;
   int ksplit;         // W warps per group
-  int persistent;     // grid-stride over groups (W == 1, one x chunk)
-  int xchunk;         // columns per x chunk (== cols when one chunk; else a multiple of kStageW)
+  int persistent;     // grid-stride over groups (W == 1)
+  int n_stages;       // stages per row: n_full of kStageW weights, then one partial if tail_w > 0
+  int n_full;
+  int tail_bytes;     // bytes of the partial stage
+  int tail_tasks;     // lane tasks of the partial stage
+  int aligned;        // every row starts 16-byte aligned (row_bytes % 16 == 0)
 };
 
 // Row r (0..kR-1) of group g: pointer and validity.
@@ -467,45 +473,59 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   constexpr int kSlot = slot_bytes<T>();
   constexpr int kSB = stage_bytes<T>();
-  constexpr int kStages = stages<T>();
   constexpr int kTW = task_w<T>();
+  constexpr int kStages = stages<T>();
+  constexpr int kChunks16 = kSB / 16;  // 16-byte pieces of a full, aligned stage
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint8_t* ring = smem + warp * (kStages * kR * kSlot);
   int8_t* xq = reinterpret_cast<int8_t*>(smem + kWarps * kStages * kR * kSlot);
-  const int xq_cs = xpad_len(a.xchunk);
+  const int cols = int(a.cols);
+  const int xq_cs = xpad_len(cols);
   const int xp = NB * xq_cs;  // plane 2 follows plane 1
   float2* xd = reinterpret_cast<float2*>(xq + 2 * xp);
-  const int xd_cs = a.xchunk / 32;
+  const int xd_cs = cols / 32;
   float* part = reinterpret_cast<float*>(xd + NB * xd_cs);  // kWarps * kR * NB partials
 
   const int W = a.ksplit, G = kWarps / W;
   const int gw = warp / W, slice = warp - gw * W;
-  const int n_stages = int((a.cols + kStageW - 1) / kStageW);
-  const int ns_w = (n_stages - slice + W - 1) / W;  // stages of a group this warp computes
+  const int ns_w = (a.n_stages - slice + W - 1) / W;  // stages of a group this warp computes
   const int64_t g0 = int64_t(blockIdx.x) * G + gw;
   const int64_t gstep = a.persistent ? int64_t(gridDim.x) * G : 0;
   int n_grp = 0;
   if (g0 < a.n_groups && ns_w > 0) n_grp = a.persistent ? int((a.n_groups - 1 - g0) / gstep) + 1 : 1;
   const int n_items = n_grp * ns_w;
 
-  // Issue side: item (group ordinal ig, stage ordinal is) -> ring slot islot.
+  // Issue side: item (group ordinal ig, stage ordinal is) into ring slot islot.
   int ig = 0, is = 0, islot = 0, issued = 0;
   const uint8_t* iw[kR];
   bool iok[kR];
   auto issue = [&]() {
     if (is == 0) group_rows(a, g0 + ig * gstep, iw, iok);
     const int s = slice + W * is;
-    const int w_in = int(a.cols - int64_t(s) * kStageW < kStageW ? a.cols - int64_t(s) * kStageW : kStageW);
-    const int nbytes = w_in / Geo<T>::blk * Geo<T>::bytes;
     uint8_t* slot = ring + islot * (kR * kSlot);
+    if (a.aligned && s < a.n_full) {
+      // Full stage of a 16-byte aligned row: a compile-time number of 16-byte pieces.
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-      if (!iok[r]) continue;
-      const uintptr_t src = reinterpret_cast<uintptr_t>(iw[r]) + uintptr_t(s) * uintptr_t(kSB);
-      const uintptr_t a0 = src & ~uintptr_t(15);
-      const int n16 = int((src + uintptr_t(nbytes) + 15 - a0) >> 4);
-      for (int k = lane; k < n16; k += 32)
-        cp_async16(slot + r * kSlot + 16 * k, reinterpret_cast<const void*>(a0 + 16u * unsigned(k)));
+      for (int r = 0; r < kR; ++r) {
+        if (!iok[r]) continue;
+        const uint8_t* src = iw[r] + s * kSB;
+#pragma unroll
+        for (int k = 0; k < (kChunks16 + 31) / 32; ++k) {
+          const int idx = lane + 32 * k;
+          if (kChunks16 % 32 == 0 || idx < kChunks16) cp_async16(slot + r * kSlot + 16 * idx, src + 16 * idx);
+        }
+      }
+    } else {
+      const int nbytes = s < a.n_full ? kSB : a.tail_bytes;
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        if (!iok[r]) continue;
+        const uintptr_t src = reinterpret_cast<uintptr_t>(iw[r] + s * kSB);
+        const uintptr_t a0 = src & ~uintptr_t(15);
+        const int n16 = int((src + unsigned(nbytes) + 15u - a0) >> 4);
+        for (int k = lane; k < n16; k += 32)
+          cp_async16(slot + r * kSlot + 16 * k, reinterpret_cast<const void*>(a0 + 16u * unsigned(k)));
+      }
     }
     if (++is == ns_w) { is = 0; ++ig; }
     islot = islot + 1 == kStages ? 0 : islot + 1;
@@ -520,135 +540,129 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
 
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
 
+  {
+    // Quantize x[c][0 .. cols) of every column into the two planes: 8 threads per 32-element
+    // block (shuffles for max and sum). u = max / (127 * 254); q1 = rn(x / (254 u)),
+    // q2 = rn((x - 254 u q1) / u): |x - u (254 q1 + q2)| <= u / 2. Loads of up to kXB float4 per
+    // thread are issued before any is used (one L2 round trip per batch). Rounding by the
+    // 1.5 * 2^23 constant (|v| <= 127: exact round-to-nearest-even, full-rate FMA instead of
+    // quarter-rate F2I); the code is the float's low byte.
+    const int per_c = cols / 4;
+    const int total = NB * per_c;
+    const int total_r = (total + 31) & ~31;
+    constexpr int kXB = 4;
+    constexpr float kMagic = 12582912.0f;
+    for (int i0 = threadIdx.x; i0 - int(threadIdx.x) < total_r; i0 += kXB * kThreads) {
+      float4 v[kXB];
+#pragma unroll
+      for (int u = 0; u < kXB; ++u) {
+        const int i = i0 + u * kThreads;
+        v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (i < total) {
+          const int c = i / per_c, e4 = i - c * per_c;
+          if (c < a.n_tokens) v[u] = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * cols) + e4);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kXB; ++u) {
+        if (i0 - int(threadIdx.x) + u * kThreads >= total_r) break;  // block-uniform
+        const int i = i0 + u * kThreads;
+        const bool act = i < total;
+        const int c = act ? i / per_c : 0;
+        const int e4 = act ? i - c * per_c : 0;
+        float am = fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w)));
+        float sm = (v[u].x + v[u].y) + (v[u].z + v[u].w);
+#pragma unroll
+        for (int off = 1; off < 8; off <<= 1) {
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+          sm += __shfl_xor_sync(0xffffffffu, sm, off);
+        }
+        const float d1 = am * (1.0f / 127.0f);
+        const float u1 = d1 * (1.0f / float(kPlaneScale));
+        const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
+        const float inv2 = am > 0.0f ? 1.0f / u1 : 0.0f;
+        const float vv[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+        uint32_t b1[4], b2[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float f1 = fmaf(vv[e], inv1, kMagic);  // kMagic + rn(v / d1)
+          const float q1 = f1 - kMagic;
+          const float r = fmaf(-q1, d1, vv[e]);        // |r| <= d1 / 2 (+ rounding)
+          const float f2 = fmaf(r, inv2, kMagic);      // kMagic + rn(r / u1), |.| <= 127
+          b1[e] = __float_as_uint(f1);
+          b2[e] = __float_as_uint(f2);
+        }
+        if (act) {
+          const uint32_t p1 = __byte_perm(__byte_perm(b1[0], b1[1], 0x0040), __byte_perm(b1[2], b1[3], 0x0040), 0x5410);
+          const uint32_t p2 = __byte_perm(__byte_perm(b2[0], b2[1], 0x0040), __byte_perm(b2[2], b2[3], 0x0040), 0x5410);
+          *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = p1;
+          *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = p2;
+          if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(u1, sm);
+        }
+      }
+    }
+  }
+  __syncthreads();
+
   float acc[kR][NB];
 #pragma unroll
   for (int r = 0; r < kR; ++r)
 #pragma unroll
     for (int c = 0; c < NB; ++c) acc[r][c] = 0.0f;
   // Compute side: item (group ordinal cg, stage ordinal cs) in ring slot cslot.
-  int cg = 0, cs = 0, cslot = 0, it = 0;
+  int cg = 0, cs = 0, cslot = 0;
   const uint8_t* cw[kR];
   bool cok[kR];
-  const int n_chunks = int((a.cols + a.xchunk - 1) / a.xchunk);
-  for (int ci = 0; ci < n_chunks; ++ci) {
-    const int64_t x0 = int64_t(ci) * a.xchunk;
-    const int xc = int(a.cols - x0 < a.xchunk ? a.cols - x0 : a.xchunk);
-    if (ci > 0) __syncthreads();  // every warp is done with the previous chunk's x
-    {
-      // Quantize x[c][x0 .. x0 + xc) of every column into the two planes: 8 threads per
-      // 32-element block (shuffles for max and sum). u = max / (127 * 254); q1 = rn(x / (254 u)),
-      // q2 = rn((x - 254 u q1) / u): |x - u (254 q1 + q2)| <= u / 2.
-      const int per_c = xc / 4;
-      const int total = NB * per_c;
-      const int total_r = (total + 31) & ~31;
-      // Loads of up to kXB float4 per thread are issued before any is used (one L2 round trip
-      // per batch, not per element group). Rounding by the 1.5 * 2^23 magic constant (|v| <= 127:
-      // exact round-to-nearest-even, full-rate FMA instead of quarter-rate F2I).
-      constexpr int kXB = 4;
-      constexpr float kMagic = 12582912.0f;
-      for (int i0 = threadIdx.x; i0 < total_r; i0 += kXB * kThreads) {
-        float4 v[kXB];
+  for (int it = 0; it < n_items; ++it) {
+    if (issued < n_items) issue();
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncwarp();
+    if (cs == 0) group_rows(a, g0 + cg * gstep, cw, cok);
+    const int s = slice + W * cs;
+    const bool full = s < a.n_full;
+    const int n_tasks = full ? kStageW / kTW : a.tail_tasks;
+    const XView xv{xq + s * (kStageW / 64 * 80), xq_cs, xp, xd + s * (kStageW / 32), xd_cs};
+    const uint8_t* slot = ring + cslot * (kR * kSlot);
 #pragma unroll
-        for (int u = 0; u < kXB; ++u) {
-          const int i = i0 + u * kThreads;
-          v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-          if (i < total) {
-            const int c = i / per_c, e4 = i - c * per_c;
-            if (c < a.n_tokens) v[u] = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * a.cols + x0) + e4);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kXB; ++u) {
-          const int i = i0 + u * kThreads;
-          if (i0 + u * kThreads - int(threadIdx.x) >= total_r) break;  // warp-uniform
-          const bool act = i < total;
-          const int c = act ? i / per_c : 0;
-          const int e4 = act ? i - c * per_c : 0;
-          float am = fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w)));
-          float sm = (v[u].x + v[u].y) + (v[u].z + v[u].w);
-#pragma unroll
-          for (int off = 1; off < 8; off <<= 1) {
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-            sm += __shfl_xor_sync(0xffffffffu, sm, off);
-          }
-          const float d1 = am * (1.0f / 127.0f);
-          const float u1 = d1 * (1.0f / float(kPlaneScale));
-          const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
-          const float inv2 = am > 0.0f ? 1.0f / u1 : 0.0f;
-          const float vv[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-          uint32_t b1[4], b2[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float f1 = fmaf(vv[e], inv1, kMagic);        // kMagic + rn(v / d1)
-            const float q1 = f1 - kMagic;
-            const float r = fmaf(-q1, d1, vv[e]);              // |r| <= d1 / 2 (+ rounding)
-            const float f2 = fmaf(r, inv2, kMagic);            // kMagic + rn(r / u1), |.| <= 127
-            b1[e] = __float_as_uint(f1);                        // low byte = the code
-            b2[e] = __float_as_uint(f2);
-          }
-          if (act) {
-            const uint32_t p1 = __byte_perm(__byte_perm(b1[0], b1[1], 0x0040), __byte_perm(b1[2], b1[3], 0x0040), 0x5410);
-            const uint32_t p2 = __byte_perm(__byte_perm(b2[0], b2[1], 0x0040), __byte_perm(b2[2], b2[3], 0x0040), 0x5410);
-            *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = p1;
-            *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = p2;
-            if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(u1, sm);
-          }
-        }
-      }
-    }
-    __syncthreads();
-
-    // This warp's items whose stage lies in chunk ci.
-    while (it < n_items) {
-      const int s = slice + W * cs;
-      if (int64_t(s) * kStageW >= x0 + xc) break;  // next chunk
-      if (issued < n_items) issue();
-      cp_async_commit();
-      cp_async_wait<kStages - 1>();
-      __syncwarp();
-      if (cs == 0) group_rows(a, g0 + cg * gstep, cw, cok);
-      const int w_in = int(a.cols - int64_t(s) * kStageW < kStageW ? a.cols - int64_t(s) * kStageW : kStageW);
-      const int n_tasks = w_in / kTW;
-      const int kx = int(int64_t(s) * kStageW - x0);  // stage start within the x chunk
-      const XView xv{xq + (kx >> 6) * 80, xq_cs, xp, xd + (kx >> 5), xd_cs};
-      const uint8_t* slot = ring + cslot * (kR * kSlot);
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        if (!cok[r]) continue;
-        const uintptr_t src = reinterpret_cast<uintptr_t>(cw[r]) + uintptr_t(s) * uintptr_t(kSB);
-        const uint8_t* sw = slot + r * kSlot + int(src & 15u);
+    for (int r = 0; r < kR; ++r) {
+      if (!cok[r]) continue;
+      const uint8_t* sw = slot + r * kSlot;
+      if (!a.aligned) sw += int(reinterpret_cast<uintptr_t>(cw[r] + s * kSB) & 15u);
+      if (full && kStageW / kTW == 32) {
+        Task<T, NB>::run(sw, lane, xv, acc[r]);
+      } else {
         for (int tt = lane; tt < n_tasks; tt += 32) Task<T, NB>::run(sw, tt, xv, acc[r]);
       }
-      __syncwarp();  // the slot is refilled by a later issue
-      ++it;
-      cslot = cslot + 1 == kStages ? 0 : cslot + 1;
-      if (++cs == ns_w) {
-        cs = 0;
-        if (W == 1) {
-          // Group complete: reduce over lanes and store.
+    }
+    __syncwarp();  // the slot is refilled by a later issue
+    cslot = cslot + 1 == kStages ? 0 : cslot + 1;
+    if (++cs == ns_w) {
+      cs = 0;
+      if (W == 1) {
+        // Group complete: reduce over lanes and store.
 #pragma unroll
-          for (int r = 0; r < kR; ++r)
+        for (int r = 0; r < kR; ++r)
 #pragma unroll
-            for (int c = 0; c < NB; ++c) {
-              float v = acc[r][c];
+          for (int c = 0; c < NB; ++c) {
+            float v = acc[r][c];
 #pragma unroll
-              for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-              acc[r][c] = v;
-            }
-          const int64_t g = g0 + cg * gstep;
+            for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+            acc[r][c] = v;
+          }
+        const int64_t g = g0 + cg * gstep;
 #pragma unroll
-          for (int c = 0; c < NB; ++c)
-            if (c == lane) {
-              store_group<NB>(a, g, 0, c, acc[0][c], acc[1][c]);
-              if (!a.glu) store_group<NB>(a, g, 1, c, acc[0][c], acc[1][c]);
-            }
+        for (int c = 0; c < NB; ++c)
+          if (c == lane) {
+            store_group<NB>(a, g, 0, c, acc[0][c], acc[1][c]);
+            if (!a.glu) store_group<NB>(a, g, 1, c, acc[0][c], acc[1][c]);
+          }
 #pragma unroll
-          for (int r = 0; r < kR; ++r)
+        for (int r = 0; r < kR; ++r)
 #pragma unroll
-            for (int c = 0; c < NB; ++c) acc[r][c] = 0.0f;
-        }
-        ++cg;
+          for (int c = 0; c < NB; ++c) acc[r][c] = 0.0f;
       }
+      ++cg;
     }
   }
   cp_async_wait<0>();
@@ -686,6 +700,14 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
 }
 
 // ---- launch planning ----------------------------------------------------------------------------
+// Shared memory of a launch: the warps' weight rings, the two x planes of all columns (one
+// staging, no chunking), the (u, sum) pairs and the K-split partials.
+template <GgmlType T>
+size_t q8_smem_bytes(int nb, int64_t cols) {
+  return size_t(kWarps) * stages<T>() * kR * slot_bytes<T>() + 2 * size_t(nb) * size_t(xpad_len(int(cols))) +
+         size_t(nb) * size_t(cols / 32) * sizeof(float2) + size_t(kWarps) * kR * size_t(nb) * sizeof(float);
+}
+constexpr size_t kQ8SmemLimit = 227 * 1024;  // sm_90 opt-in maximum per block
 template <GgmlType T>
 constexpr bool is_q8_type() {
   return T == GgmlType::Q4_0 || T == GgmlType::Q4_1 || T == GgmlType::Q5_0 || T == GgmlType::Q5_1 ||
@@ -727,13 +749,9 @@ DeviceInfo device_info() {
 template <GgmlType T, int NB>
 void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   const DeviceInfo dev = device_info();
-  const int xcap_cols = (kXCapBytes / NB) / kStageW * kStageW;
-  a.xchunk = int(a.cols <= xcap_cols ? a.cols : xcap_cols);
-  const size_t ring = size_t(kWarps) * stages<T>() * kR * slot_bytes<T>();
-  const size_t smem = ring + 2 * size_t(NB) * xpad_len(a.xchunk) + size_t(NB) * (a.xchunk / 32) * sizeof(float2) +
-                      size_t(kWarps) * kR * NB * sizeof(float);
+  const size_t smem = q8_smem_bytes<T>(NB, a.cols);
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
-               dev.max_smem_optin);
+               dev.max_smem_optin, " (cols ", a.cols, ", ", NB, " columns): see gemv_q8_supports()");
   auto kernel = gemv_q8_kernel<T, NB>;
   // Opt in to the device's whole shared memory once per instantiation; blocks per SM per smem
   // size: host-side caches (launches are captured once into graphs, but eager decode calls this
@@ -756,18 +774,21 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
     }
     bps = itc->second;
   }
-  const int64_t n_stages = (a.cols + kStageW - 1) / kStageW;
+  a.n_full = int(a.cols / kStageW);
+  const int tail_w = int(a.cols % kStageW);
+  a.n_stages = a.n_full + (tail_w > 0 ? 1 : 0);
+  a.tail_bytes = tail_w / Geo<T>::blk * Geo<T>::bytes;
+  a.tail_tasks = tail_w / task_w<T>();
+  a.aligned = a.row_bytes % 16 == 0 ? 1 : 0;
   const int64_t wave_warps = int64_t(dev.sm_count) * bps * kWarps;
-  // K split: the smallest W (<= stages per row) that gives about a wave of warps.
   // K split: none when the row groups fill at least half the warp slots of a wave; else the
   // smallest W (<= stages per row, <= 8) that gives about a wave of warps.
   int W = 1;
   if (2 * a.n_groups < wave_warps)
-    while (W < 8 && 2 * W <= n_stages && a.n_groups * W < wave_warps) W *= 2;
+    while (W < 8 && 2 * W <= a.n_stages && a.n_groups * W < wave_warps) W *= 2;
   a.ksplit = W;
-  const bool one_chunk = a.xchunk >= a.cols;
   int64_t grid;
-  if (W == 1 && one_chunk) {
+  if (W == 1) {
     a.persistent = 1;
     const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
     const int64_t wave = int64_t(dev.sm_count) * bps;
@@ -788,13 +809,19 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
 
 }  // namespace
 
-bool gemv_q8_supports(GgmlType type, int64_t n_tokens) {
+bool gemv_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
   static const bool off = [] {
     const char* e = std::getenv("FATHOM_GEMV_Q8");
     return e && std::strcmp(e, "0") == 0;
   }();
-  if (off || n_tokens < 1 || n_tokens > kGemvQ8MaxTokens) return false;
-  return dispatch_q8(type, [](auto) {});
+  if (off || n_tokens < 1 || n_tokens > kGemvQ8MaxTokens || cols <= 0 || cols > (int64_t(1) << 20)) return false;
+  const int nb = n_tokens <= 1 ? 1 : n_tokens <= 2 ? 2 : n_tokens <= 4 ? 4 : 8;
+  bool fits = false;
+  const bool known = dispatch_q8(type, [&](auto tc) {
+    constexpr GgmlType T = decltype(tc)::value;
+    fits = q8_smem_bytes<T>(nb, cols) <= kQ8SmemLimit;
+  });
+  return known && fits;
 }
 
 void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {

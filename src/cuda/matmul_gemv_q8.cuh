@@ -44,9 +44,10 @@ struct GemvQ8Params {
   GluKind glu_kind = GluKind::SWIGLU;
 };
 
-// True when the int8-activation path handles `type` at n_tokens (and it is not switched off
-// with FATHOM_GEMV_Q8=0 in the environment).
-bool gemv_q8_supports(GgmlType type, int64_t n_tokens);
+// True when the int8-activation path handles `type` at n_tokens x cols: x of all the columns is
+// staged whole in shared memory beside the weight rings, so long rows at 4..8 tokens may not fit
+// (then the fp32 GEMV serves them); FATHOM_GEMV_Q8=0 in the environment switches the path off.
+bool gemv_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols);
 void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream);
 
 }  // namespace fathom::cuda

@@ -127,11 +127,19 @@ TEST(GpuGemvQ8, TwoByteAlignedRows) {
   check_plain(GgmlType::Q4_K, 97, 768, 2, true, true);
 }
 
-TEST(GpuGemvQ8, LongRowsAndChunkedX) {
-  // cols 9216: 9 stages per row; at 8 tokens x is staged in 3 chunks of 4096 columns.
+TEST(GpuGemvQ8, LongRowsAndPartialStages) {
+  // cols 9216: 4 full stages of 2048 and a partial one of 1024 per row; 14336 (Llama-3-8B
+  // ffn_down) at the token counts whose x still fits in shared memory beside the weight rings.
   FATHOM_REQUIRE_GPU();
   for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0})
-    for (int64_t n : {1, 6, 8}) check_plain(type, 37, 9216, n, false, n == 6);
+    for (int64_t cols : {9216, 14336})
+      for (int64_t n : {1, 2, 6, 8}) {
+        if (!fathom::cuda::gemv_q8_supports(type, n, cols)) {
+          EXPECT_GT(n, 1) << "batch 1 must always fit";
+          continue;
+        }
+        check_plain(type, 37, cols, n, false, n == 6);
+      }
 }
 
 TEST(GpuGemvQ8, PersistentGridManyRows) {

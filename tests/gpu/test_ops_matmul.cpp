@@ -69,7 +69,7 @@ void run_problem(const Problem& pb, int path, const GemmContext* ctx = nullptr) 
   // two-plane int8 grid: |dx_k| <= max|x_block(k)| / 64516, so it may add
   // sum_k |w_k| max|x_block(k)| / 64516.
   const bool gemv_path = path == 1 || (path == 0 && pb.batch <= kGemvMaxTokens);
-  const bool q8 = gemv_path && fathom::cuda::gemv_q8_supports(pb.type, pb.batch);
+  const bool q8 = gemv_path && fathom::cuda::gemv_q8_supports(pb.type, pb.batch, pb.cols);
   std::vector<double> xmax(x.size(), 0.0);
   for (size_t b0 = 0; b0 < x.size(); b0 += 32) {
     double m = 0.0;
