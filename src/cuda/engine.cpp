@@ -897,7 +897,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     emit(il, "attn_norm", act.h, T, d, last);
 
     if (T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
-        L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols && gemv_q8_supports(L.wq.type, T)) {
+        L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols && gemv_q8_supports(L.wq.type, T, L.wq.cols)) {
       // Q, K and V in one int8-activation GEMV launch (one x staging, one kernel).
       GemvQ8Params p;
       p.type = L.wq.type;
@@ -997,7 +997,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     emit(il, "ffn_norm", act.h, T, d, last);
 
     if (T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type && L.ffn_gate.cols == L.ffn_up.cols &&
-        L.ffn_gate.rows == L.ffn_up.rows && gemv_q8_supports(L.ffn_gate.type, T)) {
+        L.ffn_gate.rows == L.ffn_up.rows && gemv_q8_supports(L.ffn_gate.type, T, L.ffn_gate.cols)) {
       // gate, up and the activation in one launch: act.gate = act(h . gate) * (h . up).
       GemvQ8Params p;
       p.type = L.ffn_gate.type;
