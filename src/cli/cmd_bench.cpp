@@ -130,7 +130,8 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
   const long long max_batch = *std::max_element(plan.batches.begin(), plan.batches.end());
   long long need_ctx = 16;
   for (long long p : plan.prompts) need_ctx = std::max(need_ctx, p);
-  for (long long d : plan.depths) need_ctx = std::max(need_ctx, d + plan.n_gen);
+  // Decoding at depth 0 still prefills one token first.
+  for (long long d : plan.depths) need_ctx = std::max(need_ctx, std::max<long long>(d, 1) + plan.n_gen);
   CudaEngineOptions opt;
   opt.n_ctx = ctx_opt > 0 ? ctx_opt : need_ctx;
   opt.max_batch = int(max_batch);
