@@ -50,7 +50,7 @@
 namespace fathom::cuda {
 namespace {
 
-constexpr int kWarps = 16;        // one fat block per SM: x is staged once per SM
+constexpr int kWarps = 8;         // 2-3 blocks per SM: x is staged 2-3 times per SM
 constexpr int kThreads = kWarps * 32;
 constexpr int kR = 2;             // rows per warp
 constexpr int kStageW = 2048;     // weights of a row per stage
@@ -78,10 +78,14 @@ constexpr int task_w() { return (T == GgmlType::Q4_K || T == GgmlType::Q5_K) ? 6
 // A stage is copied from its 16-byte-aligned floor: up to 15 bytes before and 15 after.
 template <GgmlType T>
 constexpr int slot_bytes() { return (stage_bytes<T>() + 30 + 15) / 16 * 16; }
-// Ring slots per row: 3 (two stages in flight while one is computed) when the ring of the 16
-// warps fits beside the largest x stage (~45 KB), else 2 (Q8_0).
+// Ring slots per row: 3 (two stages in flight while one is computed) when a block's rings stay
+// under ~75 KB (so 2-3 blocks fit per SM beside x), else 2 (Q5_1, Q6_K, Q8_0).
 template <GgmlType T>
-constexpr int stages() { return kWarps * 2 * 3 * slot_bytes<T>() + 46 * 1024 <= 227 * 1024 ? 3 : 2; }
+constexpr int stages() { return kWarps * 2 * 3 * slot_bytes<T>() <= 75 * 1024 ? 3 : 2; }
+// Blocks per SM the register budget is sized for (__launch_bounds__): 3 at 1..2 tokens
+// (<= 85 registers), 2 above.
+template <int NB>
+constexpr int min_blocks() { return NB <= 2 ? 3 : 2; }
 
 // ---- small device helpers -----------------------------------------------------------------------
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -468,7 +472,7 @@ __device__ __forceinline__ void store_group(const Args& a, int64_t g, int r, int
 }
 
 template <GgmlType T, int NB>
-__global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant__ Args a) {
+__global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(const __grid_constant__ Args a) {
   extern __shared__ uint4 q8_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   constexpr int kSlot = slot_bytes<T>();
@@ -624,9 +628,11 @@ __global__ void __launch_bounds__(kThreads) gemv_q8_kernel(const __grid_constant
     const int n_tasks = full ? kStageW / kTW : a.tail_tasks;
     const XView xv{xq + s * (kStageW / 64 * 80), xq_cs, xp, xd + s * (kStageW / 32), xd_cs};
     const uint8_t* slot = ring + cslot * (kR * kSlot);
+    // Both rows unconditionally (a missing second row computes on stale bytes and is never
+    // stored): no branch between the rows, so their loads and dp4a chains interleave and the
+    // x reads of the task can be shared.
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
-      if (!cok[r]) continue;
       const uint8_t* sw = slot + r * kSlot;
       if (!a.aligned) sw += int(reinterpret_cast<uintptr_t>(cw[r] + s * kSB) & 15u);
       if (full && kStageW / kTW == 32) {
