@@ -44,13 +44,16 @@ namespace fathom {
 
 // Quantized matrices with at least this many elements prefill through dequantized bf16 chunks
 // and cuBLASLt; smaller ones through the tiled kernel (see GemmContext::dequant_min_elements).
-// 0 = every quantized matrix. The old 1 << 22 kept small matrices off the path because each
-// chunk paid a cuBLASLt heuristic query on the host; with the per-shape plan cache a chunk costs
-// a hash lookup. NOT yet measured: the lead A/Bs it on the H200 with FATHOM_DEQUANT_MIN_ELEMENTS
-// (e.g. =4194304, the old value) on gemma3-270m, llama3.2-1b, qwen2.5-7b and llama3-8b pp512.
-// Small models also pay the path's workspace (cuBLASLt workspace, x16 scratch, dequant floor)
-// out of the 4.5% budget, which can halve their prefill chunk (see the ubatch choice in load()).
+// With the per-shape plan cache a chunk costs a hash lookup (no heuristic query), so models of
+// kSmallModelBytes or more send every quantized matrix that way. Smaller models keep the old
+// 1 << 22 threshold: the path's workspace (cuBLASLt workspace, x16 scratch, dequant floor) comes
+// out of their 4.5%-of-weights budget and halves their prefill chunk. Measured on the H200,
+// pp512 tok/s, Q4_K_M (bench/device_q8_run.sh, threshold 0 vs 1 << 22): gemma3-270m (247 MB)
+// 17.0k vs 30.0k; llama3.2-1b (800 MB) 25.4k vs 17.0k; qwen2.5-7b 17.5k vs 14.0k; llama3-8b
+// 16.1k vs 16.1k. FATHOM_DEQUANT_MIN_ELEMENTS overrides both for A/B runs.
 constexpr int64_t kDequantMinElements = 0;
+constexpr int64_t kDequantMinElementsSmall = int64_t(1) << 22;
+constexpr size_t kSmallModelBytes = size_t(512) << 20;
 
 using namespace fathom::cuda;
 
@@ -598,7 +601,7 @@ void CudaEngine::Impl::load(const Model& model) {
   // scratch: a small model keeps its whole workspace budget for a long prefill chunk
   // (gemma3-270m Q4_K_M pp512 on the H200: 29.9k tok/s with ubatch 512-class chunks, 7.8k when
   // the scratch floor shrank the chunk to 64).
-  int64_t dequant_min = kDequantMinElements;
+  int64_t dequant_min = weight_bytes < kSmallModelBytes ? kDequantMinElementsSmall : kDequantMinElements;
   if (const char* e = std::getenv("FATHOM_DEQUANT_MIN_ELEMENTS"); e && *e) {
     char* end = nullptr;
     const long long v = std::strtoll(e, &end, 10);
