@@ -420,12 +420,13 @@ struct Args {
 
 // Row r (0..kR-1) of group g: pointer and validity.
 __device__ __forceinline__ void group_rows(const Args& a, int64_t g, const uint8_t* (&w)[kR],
-                                           bool (&ok)[kR]) {
+                                           bool (&ok)[kR], const uint8_t* (&end)[kR]) {
   if (a.glu) {
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
       ok[r] = g < a.seg[0].rows;
       w[r] = a.seg[r].w + (ok[r] ? g : 0) * a.row_bytes;
+      end[r] = a.seg[r].w + a.seg[r].rows * a.row_bytes;
     }
     return;
   }
@@ -437,6 +438,7 @@ __device__ __forceinline__ void group_rows(const Args& a, int64_t g, const uint8
   for (int r = 0; r < kR; ++r) {
     ok[r] = row0 + r < a.seg[s].rows;
     w[r] = a.seg[s].w + (ok[r] ? row0 + r : 0) * a.row_bytes;
+    end[r] = a.seg[s].w + a.seg[s].rows * a.row_bytes;
   }
 }
 
@@ -502,9 +504,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
   // Issue side: item (group ordinal ig, stage ordinal is) into ring slot islot.
   int ig = 0, is = 0, islot = 0, issued = 0;
   const uint8_t* iw[kR];
+  const uint8_t* iend[kR];  // end of the row's matrix: copies never read past it
   bool iok[kR];
   auto issue = [&]() {
-    if (is == 0) group_rows(a, g0 + ig * gstep, iw, iok);
+    if (is == 0) group_rows(a, g0 + ig * gstep, iw, iok, iend);
     const int s = slice + W * is;
     uint8_t* slot = ring + islot * (kR * kSlot);
     if (a.aligned && s < a.n_full) {
@@ -527,8 +530,21 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
         const uintptr_t src = reinterpret_cast<uintptr_t>(iw[r] + s * kSB);
         const uintptr_t a0 = src & ~uintptr_t(15);
         const int n16 = int((src + unsigned(nbytes) + 15u - a0) >> 4);
-        for (int k = lane; k < n16; k += 32)
-          cp_async16(slot + r * kSlot + 16 * k, reinterpret_cast<const void*>(a0 + 16u * unsigned(k)));
+        const uintptr_t lim = reinterpret_cast<uintptr_t>(iend[r]);
+        for (int k = lane; k < n16; k += 32) {
+          const uintptr_t p = a0 + 16u * unsigned(k);
+          if (p + 16u <= lim) {
+            cp_async16(slot + r * kSlot + 16 * k, reinterpret_cast<const void*>(p));
+          } else {
+            // The 16-byte floor/ceiling would read past the matrix (its last row): copy the
+            // bytes that exist, 2 at a time (every block size is even), synchronously; the
+            // warp's __syncwarp before the slot is computed makes them visible.
+            uint16_t* d = reinterpret_cast<uint16_t*>(slot + r * kSlot + 16 * k);
+#pragma unroll
+            for (int b = 0; b < 8; ++b)
+              if (p + 2u * unsigned(b) + 2u <= lim) d[b] = __ldg(reinterpret_cast<const unsigned short*>(p) + b);
+          }
+        }
       }
     }
     if (++is == ns_w) { is = 0; ++ig; }
@@ -616,13 +632,14 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
   // Compute side: item (group ordinal cg, stage ordinal cs) in ring slot cslot.
   int cg = 0, cs = 0, cslot = 0;
   const uint8_t* cw[kR];
+  const uint8_t* cend[kR];
   bool cok[kR];
   for (int it = 0; it < n_items; ++it) {
     if (issued < n_items) issue();
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
-    if (cs == 0) group_rows(a, g0 + cg * gstep, cw, cok);
+    if (cs == 0) group_rows(a, g0 + cg * gstep, cw, cok, cend);
     const int s = slice + W * cs;
     const bool full = s < a.n_full;
     const int n_tasks = full ? kStageW / kTW : a.tail_tasks;
