@@ -833,6 +833,11 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
   const int32_t* pos = act.in + in_layout.pos();
   const int32_t* slots = act.in + in_layout.slots();
   const GemmContext* gctx = lt ? &gemm : nullptr;
+  // FATHOM_FUSE_NORM=0: keep the separate rms_norm kernels before the grouped GEMVs (A/B runs).
+  static const bool fuse_norm = [] {
+    const char* e = std::getenv("FATHOM_FUSE_NORM");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
 
   auto matmul = [&](const DevMat& m, const float* x, float* y, int64_t n, const float* bias,
                     const float* residual) {
@@ -894,18 +899,27 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
   const float* pending = nullptr;  // gemma3: output of the previous block still to add to x
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const DevLayer& L = layers[size_t(il)];
-    rms(act.x, pending, L.attn_norm, act.h, T, d);
+    const bool qkv_grouped = T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
+                             L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
+                             gemv_q8_supports(L.wq.type, T, L.wq.cols);
+    // The grouped Q/K/V launch normalizes x itself (no rms kernel, act.h not written) when there is
+    // no pending residual to add first and no per-op trace wants attn_norm.
+    const bool qkv_norm_fused = qkv_grouped && fuse_norm && !pending && !trace;
+    if (!qkv_norm_fused) rms(act.x, pending, L.attn_norm, act.h, T, d);
     if (pending) emit(il - 1, "l_out", act.x, T, d, last);
     pending = nullptr;
     emit(il, "attn_norm", act.h, T, d, last);
 
-    if (T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
-        L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols && gemv_q8_supports(L.wq.type, T, L.wq.cols)) {
+    if (qkv_grouped) {
       // Q, K and V in one int8-activation GEMV launch (one x staging, one kernel).
       GemvQ8Params p;
       p.type = L.wq.type;
       p.cols = L.wq.cols;
-      p.x = act.h;
+      p.x = qkv_norm_fused ? act.x : act.h;
+      if (qkv_norm_fused) {
+        p.norm_w = L.attn_norm;
+        p.norm_eps = c.norm_eps;
+      }
       p.n_tokens = T;
       p.n_seg = 3;
       p.seg[0] = GemvQ8Segment{L.wq.w, L.wq.rows, act.q, L.bq};
@@ -980,6 +994,12 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       emit(il, "softmax_row_sum", act.a, T, qd, last);
     }
 
+    const bool gateup_grouped = T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type &&
+                                L.ffn_gate.cols == L.ffn_up.cols && L.ffn_gate.rows == L.ffn_up.rows &&
+                                gemv_q8_supports(L.ffn_gate.type, T, L.ffn_gate.cols);
+    // As for Q/K/V: the llama-style path (residual added by the Wo GEMV) lets the gate/up launch
+    // normalize x itself.
+    const bool ffn_norm_fused = gateup_grouped && fuse_norm && !L.post_attn_norm && !trace;
     if (L.post_attn_norm) {
       matmul(L.wo, act.att, act.a, T, nullptr, nullptr);
       emit(il, "attn_out", act.a, T, d, last);
@@ -993,19 +1013,22 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
         rms(act.x, act.a, L.ffn_norm, act.h, T, d);
       } else {
         matmul(L.wo, act.att, act.x, T, nullptr, act.x);  // x += att @ Wo^T
-        rms(act.x, nullptr, L.ffn_norm, act.h, T, d);
+        if (!ffn_norm_fused) rms(act.x, nullptr, L.ffn_norm, act.h, T, d);
       }
     }
     emit(il, "ffn_inp", act.x, T, d, last);
     emit(il, "ffn_norm", act.h, T, d, last);
 
-    if (T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type && L.ffn_gate.cols == L.ffn_up.cols &&
-        L.ffn_gate.rows == L.ffn_up.rows && gemv_q8_supports(L.ffn_gate.type, T, L.ffn_gate.cols)) {
+    if (gateup_grouped) {
       // gate, up and the activation in one launch: act.gate = act(h . gate) * (h . up).
       GemvQ8Params p;
       p.type = L.ffn_gate.type;
       p.cols = L.ffn_gate.cols;
-      p.x = act.h;
+      p.x = ffn_norm_fused ? act.x : act.h;
+      if (ffn_norm_fused) {
+        p.norm_w = L.ffn_norm;
+        p.norm_eps = c.norm_eps;
+      }
       p.n_tokens = T;
       p.n_seg = 2;
       p.seg[0] = GemvQ8Segment{L.ffn_gate.w, L.ffn_gate.rows, act.gate, nullptr};

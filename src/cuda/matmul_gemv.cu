@@ -1,7 +1,7 @@
 // Decode-time matmul (n_tokens 1..16): y[t][r] = sum_k x[t][k] * W[r][k] (+ bias[r]) (+ res[t][r]).
 // Quantized weights at 1..8 tokens go to the int8-activation kernel (matmul_gemv_q8.cu) unless
-// FATHOM_GEMV_Q8=0; this file's fp32-dequantizing kernel serves F32/F16/BF16, 9..16 tokens and
-// that switch.
+// FATHOM_GEMV_Q8=0, F16/BF16 at 1..8 tokens to matmul_gemv_f16.cu unless FATHOM_GEMV_HALF=0;
+// this file's fp32-dequantizing kernel serves F32, 9..16 tokens and those switches.
 //
 // Bytes: the whole weight once (rows * row_bytes) + x + y: memory-bound; the floor is
 // weight_bytes / DRAM bandwidth (Llama-3-8B 4096x4096 Q4_K: 9.4 MB -> ~2.2 us at 4.3 TB/s).
@@ -31,6 +31,7 @@
 #include <cstdlib>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/matmul_gemv_f16.cuh"
 #include "cuda/matmul_gemv_q8.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/quant_blocks.cuh"
@@ -281,6 +282,11 @@ void launch_matmul_gemv(const MatmulParams& p, cudaStream_t stream) {
                " for ", ggml_type_name(p.type), " (rows ", p.rows, ")");
   FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0,
                "matmul_gemv: weight and x must be 16-byte aligned");
+  if (gemv_half_supports(p)) {
+    // F16 / BF16 at 1..8 tokens: 16-byte loads in flight, no shared stage (matmul_gemv_f16.cu).
+    launch_gemv_half(p, stream);
+    return;
+  }
   if (gemv_q8_supports(p.type, p.n_tokens, p.cols)) {
     // Quantized weights at 1..8 tokens: int8 activations + dp4a (matmul_gemv_q8.cu).
     GemvQ8Params q;

@@ -408,6 +408,8 @@ struct Args {
   int n_tokens;
   const float* residual;
   int glu;            // 0 none, 1 SwiGLU, 2 GeGLU
+  const float* norm_w;  // fused RMS norm of x (nullable)
+  float norm_eps;
   int64_t n_groups;
   int ksplit;         // W warps per group
   int persistent;     // grid-stride over groups (W == 1)
@@ -572,6 +574,36 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
     const int total_r = (total + 31) & ~31;
     constexpr int kXB = 4;
     constexpr float kMagic = 12582912.0f;
+    // Fused RMS norm: a first pass for the inverse RMS of every column (block reduction through
+    // the K-split partial area, which is free until the end).
+    float* inv_rms = part;  // NB floats (part holds kWarps * kR * NB >= NB + kWarps * NB)
+    if (a.norm_w) {
+      float ss[NB];
+#pragma unroll
+      for (int c = 0; c < NB; ++c) ss[c] = 0.0f;
+      for (int e4 = threadIdx.x; e4 < per_c; e4 += kThreads)
+#pragma unroll
+        for (int c = 0; c < NB; ++c)
+          if (c < a.n_tokens) {
+            const float4 v = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * cols) + e4);
+            ss[c] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss[c]))));
+          }
+      float* red = part + NB;  // kWarps * NB
+#pragma unroll
+      for (int c = 0; c < NB; ++c) {
+        float v = ss[c];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane == 0) red[warp * NB + c] = v;
+      }
+      __syncthreads();
+      if (threadIdx.x < NB) {
+        float t = 0.0f;
+        for (int k = 0; k < kWarps; ++k) t += red[k * NB + threadIdx.x];
+        inv_rms[threadIdx.x] = rsqrtf(t / float(cols) + a.norm_eps);
+      }
+      __syncthreads();
+    }
     for (int i0 = threadIdx.x; i0 - int(threadIdx.x) < total_r; i0 += kXB * kThreads) {
       float4 v[kXB];
 #pragma unroll
@@ -580,7 +612,14 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
         v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
         if (i < total) {
           const int c = i / per_c, e4 = i - c * per_c;
-          if (c < a.n_tokens) v[u] = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * cols) + e4);
+          if (c < a.n_tokens) {
+            v[u] = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * cols) + e4);
+            if (a.norm_w) {
+              const float s = inv_rms[c];
+              const float4 g = __ldg(reinterpret_cast<const float4*>(a.norm_w) + e4);
+              v[u] = make_float4(v[u].x * s * g.x, v[u].y * s * g.y, v[u].z * s * g.z, v[u].w * s * g.w);
+            }
+          }
         }
       }
 #pragma unroll
@@ -863,6 +902,8 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
   a.x = p.x;
   a.n_tokens = int(p.n_tokens);
   a.residual = p.residual;
+  a.norm_w = p.norm_w;
+  a.norm_eps = p.norm_eps;
   a.glu = p.glu ? (p.glu_kind == GluKind::SWIGLU ? 1 : 2) : 0;
   int64_t groups = 0;
   for (int s = 0; s < p.n_seg; ++s) {

@@ -42,6 +42,10 @@ struct GemvQ8Params {
   const float* residual = nullptr;  // (n_tokens, rows): n_seg == 1 only; may alias seg[0].y
   bool glu = false;               // seg[0] = gate, seg[1] = up (same rows); output to seg[0].y
   GluKind glu_kind = GluKind::SWIGLU;
+  // Fused RMS norm of x (llama-style pre-norm): when norm_w is set the kernel multiplies
+  // against x[t] * rsqrt(mean(x[t]^2) + norm_eps) * norm_w instead of x (x itself is unchanged).
+  const float* norm_w = nullptr;  // (cols) nullable
+  float norm_eps = 1e-6f;
 };
 
 // True when the int8-activation path handles `type` at n_tokens x cols: x of all the columns is

@@ -233,6 +233,45 @@ TEST(GpuGemvQ8, FusedGateUpActivation) {
       }
 }
 
+TEST(GpuGemvQ8, FusedRmsNorm) {
+  // norm_w set: the kernel multiplies against rms_norm(x) * w; the reference normalizes on the
+  // host in double and the tolerance is the int8 bound on the normalized x.
+  FATHOM_REQUIRE_GPU();
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K})
+    for (int64_t n : {1, 3}) {
+      const int64_t rows = 130, cols = 2560;
+      SCOPED_TRACE(label("rmsnorm", type, cols, n));
+      const HostMat m = make_mat(type, rows, cols, 77u + uint32_t(type));
+      std::vector<float> x = random_floats(size_t(n * cols), 78u + uint32_t(n), 3.0f);
+      const std::vector<float> w = random_floats(size_t(cols), 79u);
+      const float eps = 1e-5f;
+      std::vector<float> xn(x.size());
+      for (int64_t t = 0; t < n; ++t) {
+        double ss = 0.0;
+        for (int64_t k = 0; k < cols; ++k) ss += double(x[size_t(t * cols + k)]) * x[size_t(t * cols + k)];
+        const double inv = 1.0 / std::sqrt(ss / double(cols) + eps);
+        for (int64_t k = 0; k < cols; ++k) xn[size_t(t * cols + k)] = float(x[size_t(t * cols + k)] * inv * w[size_t(k)]);
+      }
+      std::vector<double> want, tol;
+      reference(m, xn, n, want, tol);
+      DeviceBuffer<uint8_t> dw(m.q);
+      DeviceBuffer<float> dx(x), dn(w), dy(size_t(n * rows));
+      dy.poison();
+      GemvQ8Params p;
+      p.type = type;
+      p.cols = cols;
+      p.x = dx.get();
+      p.n_tokens = n;
+      p.seg[0] = GemvQ8Segment{dw.get(), rows, dy.get(), nullptr};
+      p.norm_w = dn.get();
+      p.norm_eps = eps;
+      fathom::cuda::launch_gemv_q8(p, nullptr);
+      FATHOM_EXPECT_CLOSE("rmsnorm", dy.download(), want, tol);
+      // x itself is left as it was.
+      EXPECT_EQ(0, std::memcmp(x.data(), dx.download().data(), x.size() * sizeof(float)));
+    }
+}
+
 TEST(GpuGemvQ8, BitIdenticalReruns) {
   FATHOM_REQUIRE_GPU();
   const int64_t rows = 1024, cols = 4096, n = 3;
