@@ -8,11 +8,14 @@
 #      ranges count 1 host sync and 0 allocations per decode token, and that both runs give the same
 #      bytes per call for every hinted kernel (graph capture vs per-step launches); doctor on each.
 #   2. the occupancy / launch-cost GPU tests (the CPU formula against the runtime's calculator).
-#   3. fathom_pageable_loop (tools/pageable_copy_loop.cu) under the injection library: doctor must
-#      name pageable copies, extra host syncs and extra copies, with per-token NVTX steps.
+#   3. fathom_pageable_loop (tools/pageable_copy_loop.cu) under the injection library: with
+#      per-token NVTX steps, doctor's verdict must be sync/transfer-bound (rule "sync-bound"), with
+#      pageable copies, extra host syncs and the 8 MiB of copies per token among the findings.
 #   4. where `import torch` works: a PyTorch eager decode-like loop (matmuls, unfused softmax
-#      attention, transposes, .item() each step, NVTX step ranges) under the injection library;
-#      doctor on it (expect host syncs, launch-bound and/or layout findings).
+#      attention, transposes, .item() each step, NVTX step ranges) under the injection library
+#      (FATHOM_INJECT_VERBOSE=1: which CUPTI and NVTX libraries the process mapped); doctor's
+#      verdict must be launch/CPU-bound (rule "launch-bound") on decode steps, from the NVTX ranges
+#      or, without them, inferred from the per-step readbacks. Missing NVTX ranges are a WARN.
 # Each check prints PASS/FAIL; the script exits 1 on any FAIL.
 set -uo pipefail
 B=${1:?usage: scripts/device_profile_check2.sh BUILD-DIR}
@@ -114,6 +117,7 @@ if [ -x "$B/bin/fathom_pageable_loop" ]; then
   run doctor_pageable "$F" doctor --trace "$OUT/pageable.json" --json "$OUT/doctor_pageable.json"
   if [ -s "$OUT/doctor_pageable.json" ]; then
     check pageable_scope "$OUT/doctor_pageable.json" 'j["scope"] == "decode"'
+    check pageable_verdict "$OUT/doctor_pageable.json" 'j["findings"][0]["rule"] == "sync-bound"'
     check pageable_rules "$OUT/doctor_pageable.json" \
       '{"pageable", "host-syncs", "copies"} <= {f["rule"] for f in j["findings"]}'
   fi
@@ -139,6 +143,7 @@ K = torch.zeros(0, heads, hd, device=dev, dtype=torch.float16)
 V = torch.zeros(0, heads, hd, device=dev, dtype=torch.float16)
 x = torch.randn(1, d, device=dev, dtype=torch.float16)
 tok = 0
+print("torch", torch.__version__, "cuda", torch.version.cuda)
 for step in range(48):
     torch.cuda.nvtx.range_push(f"decode step {step}")
     q = (x @ wq).view(1, heads, hd).transpose(0, 1)             # (heads, 1, hd)
@@ -153,13 +158,20 @@ for step in range(48):
     torch.cuda.nvtx.range_pop()
 print("torch loop done, last token", tok)
 PY
-  run torch_profile "$F" profile --json "$OUT/torch.json" --top 20 -- python3 "$OUT/torch_decode.py"
+  run torch_profile env FATHOM_INJECT_VERBOSE=1 "$F" profile --json "$OUT/torch.json" --top 20 -- \
+    python3 "$OUT/torch_decode.py"
+  echo "-- torch: CUPTI / NVTX libraries"
+  grep -E "^(torch |fathom inject:)" "$OUT/torch_profile.txt"
   echo "-- torch: NVTX ranges"
   section "$OUT/torch_profile.txt" "NVTX ranges"
   run torch_doctor "$F" doctor --trace "$OUT/torch.json" --json "$OUT/doctor_torch.json"
-  [ -s "$OUT/torch.json" ] && check torch_nvtx "$OUT/torch.json" 'j["summary"]["step_source"] == "nvtx"'
-  [ -s "$OUT/doctor_torch.json" ] && check torch_findings "$OUT/doctor_torch.json" \
-    'j["scope"] == "decode" and len({"host-syncs", "launch-bound", "layout", "host-overhead"} & {f["rule"] for f in j["findings"]}) > 0'
+  # Doctor no longer needs the ranges (it infers the steps from the .item() readbacks), so their
+  # absence is reported, not failed: the inject lines above say which CUPTI NVTX reached.
+  if [ -s "$OUT/torch.json" ] && ! python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["summary"]["step_source"] != "nvtx")' "$OUT/torch.json"; then
+    echo "WARN: no NVTX step ranges in the torch trace (steps inferred from readbacks)"
+  fi
+  [ -s "$OUT/doctor_torch.json" ] && check torch_verdict "$OUT/doctor_torch.json" \
+    'j["scope"] == "decode" and j["steps_from"] in ("nvtx", "readbacks") and j["findings"][0]["rule"] == "launch-bound"'
 else
   echo "SKIP: torch with CUDA is not importable here"
 fi

@@ -4,12 +4,21 @@
 // rule is unit-tested on synthetic traces. Each finding carries the numbers it rests on and an
 // estimate of the time per token (step) a fix would give back; findings are ranked by that.
 //
-// The rules look at the steady phase (decode when the trace has step markers, else the whole run):
-//   launch-bound   GPU idle between kernels is a large share of the step
+// The rules look at the steady phase: decode when the trace has step markers (NVTX ranges or the
+// profiler's marks). Without markers the steps are inferred: one per device-to-host readback (a
+// decode loop reads its sampled token back every step), leading and trailing steps over 4x the
+// median dropped as warm-up and tail; a trace without readbacks is cut to its densest span of GPU
+// work (no idle gap over kLongGapUs), so loading and teardown do not drown the loop.
+//   sync-bound     the host waits in synchronizing calls (syncs, synchronous or pageable copies)
+//                  while the GPU has no kernel left to run: sync/transfer-bound
+//   launch-bound   GPU idle between kernels is a large share of the step (launch/CPU-bound when
+//                  the gaps are far longer than a launch: the host issues kernels too slowly)
+//   host-overhead  the GPU waits for the host between steps (its time in blocking calls excluded)
 //   bandwidth      decode step far below weight bytes / measured read bandwidth
 //   host-syncs     more host synchronizations per token than the one that reads the sampled id
 //   allocations    cudaMalloc/cudaFree (or host-pinned allocations) inside the decode loop
-//   copies         H2D/D2H copies per token beyond the token-id input and the sampled-id output
+//   copies         H2D/D2H copies per token beyond the token-id input and the sampled-id output,
+//                  by count or by bytes
 //   pageable       copies from or to pageable host memory (staged by the driver, and synchronous)
 //   compute-bound  kernels near the measured bf16 tensor-core ceiling take most of the kernel time
 //                  (needs launch-cost hints: fathom's own kernels)
@@ -51,6 +60,13 @@ struct DoctorThresholds {
   double occupancy_pct = 50;       // occupancy finding below this theoretical occupancy...
   double occupancy_kernel_pct = 5; // ...for kernels with at least this share of kernel time
   double layout_pct = 10;          // layout finding above this share of kernel time in reformats
+  double expected_copy_bytes = 65536;  // per decode step, H2D + D2H: ids, positions, a block table
+  // Median gap between kernels above which the host, not the launch itself, sets the pace: a bare
+  // cudaLaunchKernel costs 2-5 us of host time (H100/H200), a PyTorch eager op 10-30 us.
+  double cpu_gap_us = 10;
+  // Without step markers: leading/trailing inferred steps longer than this x the median are
+  // warm-up (first-call autotuning, allocations) or tail, not the loop.
+  double warmup_factor = 4;
   // Cost of an extra host sync beyond its own wait: the GPU drains and the host must relaunch,
   // about one launch latency plus the reaction time. An assumption, not a measurement.
   double sync_cost_us = 10;
@@ -59,7 +75,11 @@ struct DoctorThresholds {
 };
 
 struct DoctorReport {
-  std::string scope;               // the phase the rules looked at ("decode", "all")
+  std::string scope;               // the phase the rules looked at ("decode", "window", "all")
+  // Where the steps came from: "nvtx" or "markers" (the trace's), "readbacks" (inferred: one step
+  // per device-to-host readback), "window" (no steps: the densest span of GPU work), "" (none).
+  std::string steps_from;
+  int64_t n_steps = 0;             // steps in the scope
   double step_us = 0;              // median step time of that phase (wall per step without markers)
   std::vector<Finding> findings;   // ranked: most time saved first, then by severity
 };

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdarg>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "fathom/error.h"
@@ -84,17 +85,279 @@ bool is_unfused_softmax(const KernelStat& k) {
 // single stray event in a long run is noise, not a habit of the loop.
 constexpr double kPerStepSlack = 0.05;
 
+// ---- time intervals -------------------------------------------------------------------------
+
+struct Span {
+  uint64_t b = 0, e = 0;  // [b, e), ns
+};
+
+double us(uint64_t ns) { return double(ns) * 1e-3; }
+
+// Sorted by start, overlapping and touching spans joined.
+std::vector<Span> merged(std::vector<Span> v) {
+  std::sort(v.begin(), v.end(), [](const Span& x, const Span& y) { return x.b < y.b; });
+  std::vector<Span> out;
+  for (const Span& s : v) {
+    if (s.e <= s.b) continue;
+    if (!out.empty() && s.b <= out.back().e)
+      out.back().e = std::max(out.back().e, s.e);
+    else
+      out.push_back(s);
+  }
+  return out;
+}
+
+// Length of s covered by a merged span list, us.
+double overlap_us(const std::vector<Span>& u, Span s) {
+  auto it = std::upper_bound(u.begin(), u.end(), s.b, [](uint64_t t, const Span& x) { return t < x.b; });
+  if (it != u.begin()) --it;
+  uint64_t ns = 0;
+  for (; it != u.end() && it->b < s.e; ++it) {
+    const uint64_t b = std::max(it->b, s.b), e = std::min(it->e, s.e);
+    if (e > b) ns += e - b;
+  }
+  return us(ns);
+}
+
+// Whether t lies in one of the sorted, disjoint spans.
+bool inside(const std::vector<Span>& steps, uint64_t t) {
+  auto it = std::upper_bound(steps.begin(), steps.end(), t, [](uint64_t x, const Span& s) { return x < s.b; });
+  return it != steps.begin() && t < std::prev(it)->e;
+}
+
+// The runtime calls that block the host, as the analysis counts them (trace.cpp).
+bool is_sync_api(const std::string& n) {
+  return n == "cudaStreamSynchronize" || n == "cudaDeviceSynchronize" || n == "cudaEventSynchronize" ||
+         n == "cudaThreadSynchronize";
+}
+bool is_blocking_copy_api(const std::string& n) {
+  return n == "cudaMemcpy" || n == "cudaMemset" || n == "cudaMemcpy2D" || n == "cudaMemcpyToSymbol" ||
+         n == "cudaMemcpyFromSymbol";
+}
+bool is_copy_api(const std::string& n) { return n.rfind("cudaMemcpy", 0) == 0; }
+
+// The window analyze() uses: as recorded, else the span of the events (end exclusive).
+Span trace_window(const Trace& t) {
+  uint64_t lo = UINT64_MAX, hi = 0;
+  auto see = [&](uint64_t s, uint64_t e) {
+    lo = std::min(lo, s);
+    hi = std::max(hi, e);
+  };
+  for (const auto& k : t.kernels) see(k.start_ns, k.end_ns);
+  for (const auto& m : t.memcpys) see(m.start_ns, m.end_ns);
+  for (const auto& m : t.memsets) see(m.start_ns, m.end_ns);
+  for (const auto& s : t.syncs) see(s.start_ns, s.end_ns);
+  for (const auto& a : t.api) see(a.start_ns, a.end_ns);
+  for (const auto& s : t.steps) see(s.t_ns, s.t_ns);
+  for (const auto& r : t.ranges) see(r.start_ns, r.end_ns);
+  const uint64_t begin = t.begin_ns ? t.begin_ns : (lo == UINT64_MAX ? 0 : lo);
+  return {begin, std::max(t.end_ns, hi == 0 ? begin : hi + 1)};
+}
+
+// The steps of `phase` as analyze() cuts them: each from its mark to the next (the whole window
+// for "all").
+std::vector<Span> phase_steps(const Trace& t, const std::string& phase) {
+  const Span w = trace_window(t);
+  std::vector<StepMark> marks = step_marks_from_ranges(t.ranges);
+  if (marks.empty()) marks = t.steps;
+  if (marks.empty() || phase == "all") return {w};
+  std::stable_sort(marks.begin(), marks.end(), [](const StepMark& x, const StepMark& y) { return x.t_ns < y.t_ns; });
+  std::vector<Span> out;
+  for (size_t i = 0; i < marks.size(); ++i) {
+    const uint64_t e = i + 1 < marks.size() ? marks[i + 1].t_ns : w.e;
+    if (marks[i].phase == phase && e > marks[i].t_ns) out.push_back({marks[i].t_ns, e});
+  }
+  return out;
+}
+
+// ---- the host's blocking calls against the GPU's work ----------------------------------------
+
+// Time the host spends inside calls that block it (stream/device/event syncs, synchronous copies,
+// copies of pageable memory, which the driver stages synchronously), and the part of it in which
+// the GPU has no kernel left to run: the stall. A host blocked while kernels run is waiting for
+// compute, which is the normal end of a decode step; a host blocked while the GPU copies or idles
+// is waiting for a transfer or for the driver. A kernel that runs during a blocking call was
+// queued before it (the blocked thread cannot launch), so within each call the stall starts when
+// the last kernel running in it ends.
+struct HostWait {
+  double blocked_us = 0;       // union of the blocking calls
+  double stall_us = 0;         // of it: no kernel running or queued
+  double stall_copy_us = 0;    // of the stall: the GPU copying
+  double stall_idle_us = 0;    // of the stall: the GPU doing nothing (no copy, no memset)
+  double pageable_us = 0;      // of the stall: inside calls that copy pageable memory
+  double pageable_copy_us = 0; // GPU time of the pageable copies themselves
+  std::map<std::string, int64_t> calls;  // blocking runtime calls by name
+};
+
+HostWait host_wait(const Trace& t, const std::vector<Span>& steps) {
+  HostWait w;
+  std::vector<Span> copies, transfers, pageable;
+  for (const MemcpyEvent& m : t.memcpys) {
+    copies.push_back({m.start_ns, m.end_ns});
+    transfers.push_back({m.start_ns, m.end_ns});
+    if (m.pageable) {
+      pageable.push_back({m.start_ns, m.end_ns});
+      if (inside(steps, m.start_ns)) w.pageable_copy_us += us(m.end_ns - std::min(m.end_ns, m.start_ns));
+    }
+  }
+  for (const MemsetEvent& m : t.memsets) transfers.push_back({m.start_ns, m.end_ns});
+  copies = merged(copies);
+  transfers = merged(transfers);
+  pageable = merged(pageable);
+
+  std::vector<Span> blocking, pageable_calls;
+  for (const SyncEvent& s : t.syncs)
+    if (s.blocks_host() && inside(steps, s.start_ns)) blocking.push_back({s.start_ns, s.end_ns});
+  for (const ApiEvent& a : t.api) {
+    if (!inside(steps, a.start_ns)) continue;
+    const bool pageable_copy = is_copy_api(a.name) && overlap_us(pageable, {a.start_ns, a.end_ns}) > 0;
+    if (!is_sync_api(a.name) && !is_blocking_copy_api(a.name) && !pageable_copy) continue;
+    blocking.push_back({a.start_ns, a.end_ns});
+    ++w.calls[a.name];
+    if (pageable_copy) pageable_calls.push_back({a.start_ns, a.end_ns});
+  }
+  blocking = merged(blocking);
+  pageable_calls = merged(pageable_calls);
+
+  // Kernels by start, with the latest end among those started so far.
+  std::vector<Span> kernels;
+  for (const KernelEvent& k : t.kernels) kernels.push_back({k.start_ns, k.end_ns});
+  std::sort(kernels.begin(), kernels.end(), [](const Span& x, const Span& y) { return x.b < y.b; });
+  std::vector<uint64_t> latest_end(kernels.size());
+  for (size_t i = 0; i < kernels.size(); ++i)
+    latest_end[i] = std::max(kernels[i].e, i > 0 ? latest_end[i - 1] : 0);
+
+  for (const Span& b : blocking) {
+    w.blocked_us += us(b.e - b.b);
+    // Kernels started before the call ends; the last of them to finish.
+    const size_t n = size_t(std::lower_bound(kernels.begin(), kernels.end(), b.e,
+                                             [](const Span& k, uint64_t t) { return k.b < t; }) -
+                            kernels.begin());
+    uint64_t from = b.b;
+    if (n > 0 && latest_end[n - 1] > b.b) from = std::min(latest_end[n - 1], b.e);
+    if (from >= b.e) continue;
+    const Span stall{from, b.e};
+    const double len = us(stall.e - stall.b);
+    w.stall_us += len;
+    w.stall_copy_us += overlap_us(copies, stall);
+    w.stall_idle_us += std::max(0.0, len - overlap_us(transfers, stall));
+    w.pageable_us += overlap_us(pageable_calls, stall);
+  }
+  return w;
+}
+
+// ---- steps of a trace without step markers --------------------------------------------------
+
+struct InferredSteps {
+  std::vector<StepMark> marks;
+  std::string scope;  // the phase to diagnose: "decode" or "window"
+  std::string from;   // "readbacks" or "window"
+};
+
+// A loop that reads a result back every step (a decode loop's sampled token; PyTorch's .item())
+// is cut at the end of each device-to-host copy; copies with no kernel between them are one
+// readback. Leading and trailing steps far longer than the median (first-call autotuning,
+// allocation, teardown) are left out as "warm-up" and "tail". Without at least two such steps,
+// the scope is the longest run of GPU work without an idle gap over kLongGapUs ("window").
+InferredSteps infer_steps(const Trace& t, const DoctorThresholds& th) {
+  InferredSteps inf;
+  std::vector<uint64_t> kernel_starts;
+  for (const KernelEvent& k : t.kernels) kernel_starts.push_back(k.start_ns);
+  std::sort(kernel_starts.begin(), kernel_starts.end());
+  auto kernel_between = [&](uint64_t a, uint64_t b) {
+    auto it = std::upper_bound(kernel_starts.begin(), kernel_starts.end(), a);
+    return it != kernel_starts.end() && *it < b;
+  };
+  std::vector<uint64_t> readbacks;
+  for (const MemcpyEvent& m : t.memcpys)
+    if (m.kind == CopyKind::D2H) readbacks.push_back(m.end_ns);
+  std::sort(readbacks.begin(), readbacks.end());
+  std::vector<uint64_t> cuts;
+  for (uint64_t e : readbacks) {
+    if (!cuts.empty() && !kernel_between(cuts.back(), e))
+      cuts.back() = e;
+    else
+      cuts.push_back(e);
+  }
+  if (cuts.size() >= 3) {
+    std::vector<double> d;
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) d.push_back(double(cuts[i + 1] - cuts[i]));
+    std::vector<double> sorted = d;
+    std::sort(sorted.begin(), sorted.end());
+    const double limit = th.warmup_factor * sorted[sorted.size() / 2];
+    size_t lo = 0, hi = d.size();  // steady steps: [lo, hi)
+    while (lo < hi && d[lo] > limit) ++lo;
+    while (hi > lo && d[hi - 1] > limit) --hi;
+    if (hi - lo >= 2) {
+      if (lo > 0) inf.marks.push_back({cuts[0], "warm-up"});
+      for (size_t i = lo; i < hi; ++i) inf.marks.push_back({cuts[i], "decode"});
+      inf.marks.push_back({cuts[hi], "tail"});
+      inf.scope = "decode";
+      inf.from = "readbacks";
+      return inf;
+    }
+  }
+  // The densest span: GPU operations split where the GPU idles longer than kLongGapUs.
+  std::vector<Span> ops;
+  for (const KernelEvent& k : t.kernels) ops.push_back({k.start_ns, k.end_ns});
+  for (const MemcpyEvent& m : t.memcpys) ops.push_back({m.start_ns, m.end_ns});
+  for (const MemsetEvent& m : t.memsets) ops.push_back({m.start_ns, m.end_ns});
+  if (ops.empty()) return inf;
+  std::sort(ops.begin(), ops.end(), [](const Span& x, const Span& y) { return x.b < y.b; });
+  const uint64_t long_gap_ns = uint64_t(kLongGapUs * 1e3);
+  Span best{}, cur = ops[0];
+  size_t best_n = 0, cur_n = 0;
+  for (const Span& o : ops) {
+    if (cur_n > 0 && o.b > cur.e && o.b - cur.e > long_gap_ns) {
+      if (cur_n > best_n) best = cur, best_n = cur_n;
+      cur = o;
+      cur_n = 0;
+    }
+    cur.e = std::max(cur.e, o.e);
+    ++cur_n;
+  }
+  if (cur_n > best_n) best = cur, best_n = cur_n;
+  inf.marks = {{best.b, "window"}, {best.e, "tail"}};
+  inf.scope = "window";
+  inf.from = "window";
+  return inf;
+}
+
+DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::string& steps_from,
+                            const DoctorThresholds& th);
+
 }  // namespace
 
 DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorThresholds& th) {
-  const PhaseStats& p = a.steady();
+  // Without step markers the whole run mixes loading, warm-up and teardown with the loop: find
+  // the loop's steps (or its densest span) and diagnose those instead.
+  if (a.phases.empty() && !trace.kernels.empty()) {
+    InferredSteps inf = infer_steps(trace, th);
+    if (!inf.marks.empty()) {
+      Trace w = trace;
+      w.steps = std::move(inf.marks);
+      const TraceAnalysis wa = analyze(w, 0);
+      if (const PhaseStats* p = wa.phase(inf.scope); p && p->kernels > 0)
+        return diagnose_phase(w, *p, inf.from, th);
+    }
+  }
+  return diagnose_phase(trace, a.steady(), a.step_source, th);
+}
+
+namespace {
+
+DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::string& steps_from,
+                            const DoctorThresholds& th) {
   const bool decode = p.phase == "decode";
+  const bool inferred = steps_from == "readbacks";
   DoctorReport r;
   r.scope = p.phase;
+  r.steps_from = steps_from;
+  r.n_steps = p.n_steps;
   r.step_us = p.n_steps > 1 ? p.median_step_us : p.per_step(p.wall_us);
   const double step = r.step_us > 0 ? r.step_us : p.per_step(p.wall_us);
-  const char* per = decode ? "token" : "step";
-  const std::string scope_name = decode ? "decode step" : (p.phase == "all" ? "run" : p.phase + " step");
+  const char* per = decode && !inferred ? "token" : "step";
+  const std::string scope_name = decode ? "decode step" : (p.phase == "all" ? "run" : p.phase);
 
   auto add = [&](Finding f) {
     f.severity = std::max(f.severity, severity_for(f.saved_us_per_step, step, th));
@@ -116,19 +379,66 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
   const double busy_ps = p.per_step(p.busy_us);
   const double wall_ps = p.per_step(p.wall_us);
   const double graphs_ps = p.per_step(double(p.graph_launches));
+  const HostWait hw = host_wait(trace, phase_steps(trace, p.phase));
+  const double stall_ps = p.per_step(hw.stall_us);
+
+  // ---- sync/transfer-bound: the host blocked while the GPU has no kernel to run ----
+  // Upper bound: the stall would vanish if every transfer were asynchronous and overlapped with
+  // kernels, and the host waited only for compute.
+  if (wall_ps > 0 && 100.0 * stall_ps / wall_ps > th.idle_pct) {
+    Finding f;
+    f.rule = "sync-bound";
+    f.title = str_printf("sync/transfer-bound: the host waits %.1f%% of each %s in synchronizing calls while the GPU "
+                         "has no kernel to run (%.1f us: %.1f us of copies, %.1f us idle)",
+                         100.0 * stall_ps / wall_ps, per, stall_ps, p.per_step(hw.stall_copy_us),
+                         p.per_step(hw.stall_idle_us));
+    std::string calls;
+    for (const auto& [name, n] : hw.calls)
+      calls += str_printf("%s%s %.2f", calls.empty() ? "" : ", ", name.c_str(), p.per_step(double(n)));
+    std::string blocked = str_printf("host blocked %.1f us per %s of %.1f us", p.per_step(hw.blocked_us), per, wall_ps);
+    if (!calls.empty()) blocked += str_printf(" (calls per %s: %s)", per, calls.c_str());
+    f.evidence.push_back(blocked);
+    f.evidence.push_back(str_printf("GPU per %s: kernels %.1f us, copies %.1f us (H2D %s, D2H %s)", per,
+                                    p.per_step(p.kernel_us), p.per_step(p.copy_us),
+                                    bytes_str(p.per_step(p.h2d_bytes)).c_str(),
+                                    bytes_str(p.per_step(p.d2h_bytes)).c_str()));
+    if (hw.pageable_us > 0)
+      f.evidence.push_back(str_printf("%.1f us of the wait per %s is inside calls that copy pageable memory "
+                                      "(staged by the driver through a pinned buffer)",
+                                      p.per_step(hw.pageable_us), per));
+    f.fix = "make the transfers asynchronous: pinned host buffers (cudaMallocHost, or cudaHostRegister at load), "
+            "cudaMemcpyAsync on the compute stream, one synchronization per step to read the result; keep data "
+            "that the next step needs on the GPU, and overlap what must cross with kernels (double buffering)";
+    f.saved_us_per_step = stall_ps;
+    add(f);
+  }
 
   // ---- launch-bound: idle GPU between the kernels of a step ----
   if (p.gap_pct > th.idle_pct) {
+    // Gaps far longer than a launch: the host (framework dispatch, Python) issues kernels more
+    // slowly than the GPU runs them, and a graph replays them without it.
+    const bool cpu = graphs_ps < 0.5 && p.median_gap_us > th.cpu_gap_us;
     Finding f;
     f.rule = "launch-bound";
-    f.title = str_printf("launch-bound: GPU idle %.1f%% of the %s between kernels (%s kernels/%s, median gap %.1f us)",
-                  p.gap_pct, scope_name.c_str(), commas(kernels_ps).c_str(), per, p.median_gap_us);
+    f.title = str_printf("%s: GPU idle %.1f%% of the %s between kernels (%s kernels/%s, median gap %.1f us)%s",
+                         cpu ? "launch/CPU-bound" : "launch-bound", p.gap_pct, scope_name.c_str(),
+                         commas(kernels_ps).c_str(), per, p.median_gap_us,
+                         cpu ? ": the host issues kernels more slowly than the GPU runs them" : "");
     f.evidence.push_back(str_printf("idle between kernels: %.1f us per %s of %.1f us", gap_ps, per, wall_ps));
     f.evidence.push_back(str_printf("kernels per %s: %.1f, launched by %.1f launch calls and %.2f graph launches "
                              "(%.1f us of host time in them)",
                              per, kernels_ps, p.per_step(double(p.launch_calls)), graphs_ps,
                              p.per_step(p.launch_us)));
-    if (graphs_ps < 0.5) {
+    if (cpu)
+      f.evidence.push_back(str_printf("host time per kernel %.1f us (the %s over its kernels) against %.1f us of GPU "
+                                      "time per kernel",
+                                      kernels_ps > 0 ? wall_ps / kernels_ps : 0.0, per,
+                                      p.kernels > 0 ? p.kernel_us / double(p.kernels) : 0.0));
+    if (cpu) {
+      f.fix = "take the host out of the per-kernel path: capture the step in a CUDA graph (in PyTorch "
+              "torch.compile(mode=\"reduce-overhead\") or torch.cuda.CUDAGraph) so it replays with one launch, "
+              "and fuse the small ops so there are fewer to issue";
+    } else if (graphs_ps < 0.5) {
       f.fix = "capture the decode step in a CUDA graph (one cudaGraphLaunch per token instead of one launch "
               "per kernel), then fuse small elementwise kernels";
     } else {
@@ -143,15 +453,19 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
 
   // ---- host overhead: the GPU idle outside kernels (between steps, before the first launch) ----
   {
-    // Time in allocations is the allocation rule's to claim, not counted twice.
-    const double outside_ps = std::max(0.0, wall_ps - busy_ps - gap_ps - p.per_step(p.alloc_us));
+    // Time in allocations is the allocation rule's to claim, and GPU idle time while the host sits
+    // in a blocking call (pageable staging, a sync after the copies) the sync-bound rule's: neither
+    // is counted twice.
+    const double blocked_idle_ps = p.per_step(hw.stall_idle_us);
+    const double outside_ps =
+        std::max(0.0, wall_ps - busy_ps - gap_ps - p.per_step(p.alloc_us) - blocked_idle_ps);
     const double outside_pct = wall_ps > 0 ? 100.0 * outside_ps / wall_ps : 0;
     if (outside_pct > th.idle_pct) {
       Finding f;
       f.rule = "host-overhead";
-      f.title = decode ? str_printf("host-bound: the GPU waits %.1f%% of each token for the host (%.1f us outside the "
+      f.title = decode ? str_printf("host-bound: the GPU waits %.1f%% of each %s for the host (%.1f us outside the "
                              "step's kernels)",
-                             outside_pct, outside_ps)
+                             outside_pct, per, outside_ps)
                        : str_printf("host-bound: the GPU is idle %.1f%% of the %s outside kernels (%.1f us; %lld gaps over "
                              "%.0f us)",
                              outside_pct, scope_name.c_str(), outside_ps, (long long)p.long_gaps, kLongGapUs);
@@ -159,6 +473,9 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
                                wall_ps, per, p.busy_pct, gap_ps));
       f.evidence.push_back(str_printf("host syncs %.2f per %s, %.1f us waited", p.per_step(double(p.host_syncs)), per,
                                p.per_step(p.host_sync_us)));
+      if (blocked_idle_ps > 0)
+        f.evidence.push_back(str_printf("not counted: %.1f us per %s of GPU idle time while the host sat in blocking "
+                                        "calls", blocked_idle_ps, per));
       f.fix = decode ? "shorten the host's turn between steps: sample on the GPU, keep detokenization and logging "
                        "off the critical path, and enqueue step i+1 before reading step i's token where the "
                        "sampler allows"
@@ -224,9 +541,9 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     if (decode && syncs_ps > expected + kPerStepSlack) {
       Finding f;
       f.rule = "host-syncs";
-      f.title = str_printf("host syncs per token: %.2f (expected %.0f)", syncs_ps, expected);
-      f.evidence.push_back(str_printf("%lld host synchronizations in %lld steps, %.1f us per token spent waiting",
-                               (long long)p.host_syncs, (long long)p.n_steps, p.per_step(p.host_sync_us)));
+      f.title = str_printf("host syncs per %s: %.2f (expected %.0f)", per, syncs_ps, expected);
+      f.evidence.push_back(str_printf("%lld host synchronizations in %lld steps, %.1f us per %s spent waiting",
+                               (long long)p.host_syncs, (long long)p.n_steps, p.per_step(p.host_sync_us), per));
       f.fix = "one synchronization per step, to read the sampled id: use cudaMemcpyAsync on the engine's stream "
               "instead of cudaMemcpy, and drop cudaDeviceSynchronize/cudaStreamSynchronize inside the step";
       // Each extra sync drains the GPU; the host then pays a launch latency to refill it.
@@ -240,7 +557,7 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
     const double allocs_ps = p.per_step(double(p.allocs));
     Finding f;
     f.rule = "allocations";
-    f.title = decode ? str_printf("allocations in the decode loop: %.2f per token (expected 0)", allocs_ps)
+    f.title = decode ? str_printf("allocations in the decode loop: %.2f per %s (expected 0)", allocs_ps, per)
                      : str_printf("%lld allocation calls in the %s (%.1f us)", (long long)p.allocs, scope_name.c_str(),
                            p.alloc_us);
     f.evidence.push_back(str_printf("%lld cudaMalloc/cudaFree-family calls, %.1f us per %s in them", (long long)p.allocs,
@@ -255,37 +572,56 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
   }
 
   // ---- copies per token beyond the token ids in and the sampled id out ----
+  // By count (each small copy costs a launch and often a sync) or by bytes (logits read back for a
+  // host-side sampler, activations shuttled through the host): the step's inputs are a few ids.
   if (decode) {
     const double h2d_ps = p.per_step(double(p.h2d)), d2h_ps = p.per_step(double(p.d2h));
     const double excess = std::max(0.0, h2d_ps - th.expected_h2d) + std::max(0.0, d2h_ps - th.expected_d2h);
-    if (excess > kPerStepSlack) {
+    const double bytes_ps = p.per_step(p.h2d_bytes + p.d2h_bytes);
+    const double excess_bytes = std::max(0.0, bytes_ps - th.expected_copy_bytes);
+    if (excess > kPerStepSlack || excess_bytes > 0) {
       const int64_t copies = p.h2d + p.d2h + p.d2d + p.other_copies;
       const double mean_copy_us = copies > 0 ? p.copy_us / double(copies) : 0;
+      const double copy_ps = p.per_step(p.copy_us);
       Finding f;
       f.rule = "copies";
-      f.title = str_printf("H2D/D2H copies per token beyond token ids: %.2f extra (%.2f H2D, %.2f D2H; expected <= %.0f and "
-                    "%.0f)",
-                    excess, h2d_ps, d2h_ps, th.expected_h2d, th.expected_d2h);
-      f.evidence.push_back(str_printf("per token: H2D %s, D2H %s, D2D %.2f copies (%s)",
+      if (excess > kPerStepSlack)
+        f.title = str_printf("H2D/D2H copies per %s beyond token ids: %.2f extra (%.2f H2D, %.2f D2H; expected <= %.0f "
+                             "and %.0f)",
+                             per, excess, h2d_ps, d2h_ps, th.expected_h2d, th.expected_d2h);
+      else
+        f.title = str_printf("H2D/D2H transfers of %s per %s beyond token ids (%.2f H2D, %.2f D2H copies; expected "
+                             "<= %s)",
+                             bytes_str(bytes_ps).c_str(), per, h2d_ps, d2h_ps,
+                             bytes_str(th.expected_copy_bytes).c_str());
+      f.evidence.push_back(str_printf("per %s: H2D %s, D2H %s, D2D %.2f copies (%s)", per,
                                bytes_str(p.per_step(p.h2d_bytes)).c_str(), bytes_str(p.per_step(p.d2h_bytes)).c_str(),
                                p.per_step(double(p.d2d)), bytes_str(p.per_step(p.d2d_bytes)).c_str()));
-      f.evidence.push_back(str_printf("mean copy %.1f us", mean_copy_us));
+      f.evidence.push_back(str_printf("mean copy %.1f us; copies take %.1f us of the GPU's time per %s (%.1f%% of it)",
+                                      mean_copy_us, copy_ps, per, wall_ps > 0 ? 100.0 * copy_ps / wall_ps : 0.0));
       f.fix = "keep step inputs on the device (positions and KV slots can be computed there) and read back only "
               "the sampled ids; gather the remaining small inputs into one pinned buffer and one copy";
-      f.saved_us_per_step = excess * (mean_copy_us + th.sync_cost_us * 0.2);
+      // Count: each extra copy's time plus part of a sync; bytes: the copy time of the excess bytes.
+      f.saved_us_per_step = std::max(excess * (mean_copy_us + th.sync_cost_us * 0.2),
+                                     bytes_ps > 0 ? copy_ps * excess_bytes / bytes_ps : 0.0);
       add(f);
     }
   }
 
   // ---- pageable host memory in transfers ----
+  // Estimated from the time the copies take: the host's wait inside the calls that move pageable
+  // memory (staging included) when the trace has the runtime calls, else the copies' GPU time.
   if (p.pageable_copies > 0) {
     Finding f;
     f.rule = "pageable";
     f.title = str_printf("%lld copies use pageable host memory (%.2f per %s)", (long long)p.pageable_copies,
                   p.per_step(double(p.pageable_copies)), per);
     f.evidence.push_back("a pageable copy is staged through a driver buffer and is synchronous to the host");
+    f.evidence.push_back(str_printf("their copies take %.1f us of GPU time per %s; the host waits %.1f us per %s "
+                                    "inside their calls with no kernel to run",
+                                    p.per_step(hw.pageable_copy_us), per, p.per_step(hw.pageable_us), per));
     f.fix = "use pinned buffers (cudaMallocHost or cudaHostRegister at load) for every transfer in the loop";
-    f.saved_us_per_step = p.per_step(double(p.pageable_copies)) * th.sync_cost_us;
+    f.saved_us_per_step = p.per_step(hw.pageable_us > 0 ? hw.pageable_us : hw.pageable_copy_us);
     add(f);
   }
 
@@ -445,11 +781,22 @@ DoctorReport diagnose(const Trace& trace, const TraceAnalysis& a, const DoctorTh
   return r;
 }
 
+}  // namespace
+
 std::string format_doctor(const DoctorReport& r) {
   std::string s;
-  const bool decode = r.scope == "decode";
+  const bool inferred = r.steps_from == "readbacks";
+  const bool decode = r.scope == "decode" && !inferred;  // token steps the program marked itself
   if (decode)
     s += str_printf("fathom doctor: decode phase, %.1f us per token\n", r.step_us);
+  else if (inferred)
+    s += str_printf("fathom doctor: decode-like loop, %.1f us per step (median of %lld steps, each ending at a "
+                    "device-to-host readback: the trace has no step markers)\n",
+                    r.step_us, (long long)r.n_steps);
+  else if (r.steps_from == "window")
+    s += str_printf("fathom doctor: steady window of %.2f ms (the longest run of GPU work without a gap over "
+                    "%.0f us: the trace has no step markers nor per-step readbacks)\n",
+                    r.step_us / 1e3, kLongGapUs);
   else
     s += str_printf("fathom doctor: %s (%s), %.2f ms\n", r.scope == "all" ? "whole run" : r.scope.c_str(),
              r.scope == "all" ? "no token-step markers" : "no decode phase", r.step_us / 1e3);
@@ -478,6 +825,8 @@ std::string format_doctor(const DoctorReport& r) {
 std::string doctor_to_json(const DoctorReport& r, int indent) {
   nlohmann::json j;
   j["scope"] = r.scope;
+  j["steps_from"] = r.steps_from;
+  j["n_steps"] = r.n_steps;
   j["step_us"] = r.step_us;
   j["findings"] = nlohmann::json::array();
   for (const Finding& f : r.findings)
