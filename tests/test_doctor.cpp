@@ -535,6 +535,12 @@ TEST(Doctor, OccupancyLimitedByRegisters) {
   EXPECT_NEAR(f->saved_us_per_step, 50 * 3.75, 1e-6);
   EXPECT_NE(f->fix.find("registers"), std::string::npos);
 
+  // The same kernel moving 0.5 MB per call: too small for occupancy to be what limits it (a tiny
+  // model's GEMVs read KBs and are latency-bound): no finding.
+  Trace small = t;
+  small.costs = {KernelCost{"gemv_q4k_kernel", 4, 4, 4 * 5e5, 4 * 1e6}};
+  EXPECT_EQ(find(run(small), "occupancy"), nullptr) << dump(run(small));
+
   // 32 registers: 8 blocks, the warp limit binds, 100%: no finding.
   s.registers = 32;
   Trace ok = decode_trace(s);

@@ -59,6 +59,8 @@ struct DoctorThresholds {
   double compute_share_pct = 50;   // compute-bound when such kernels take this share of kernel time
   double occupancy_pct = 50;       // occupancy finding below this theoretical occupancy...
   double occupancy_kernel_pct = 5; // ...for kernels with at least this share of kernel time
+  double occupancy_min_call_bytes = 2e6;  // ...moving at least this per call (smaller kernels are
+                                          // latency-bound whatever their occupancy)
   double layout_pct = 10;          // layout finding above this share of kernel time in reformats
   double expected_copy_bytes = 65536;  // per decode step, H2D + D2H: ids, positions, a block table
   // Median gap between kernels above which the host, not the launch itself, sets the pace: a bare

@@ -668,6 +668,7 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
       const bool resource = o.limiter == OccupancyLimiter::REGISTERS || o.limiter == OccupancyLimiter::SHARED_MEMORY;
       if (!k.has_cost || k.bytes <= 0 || o.blocks_per_sm <= 0 || !resource) continue;
       if (k.pct_gpu < th.occupancy_kernel_pct || o.pct >= th.occupancy_pct || k.pct_bw >= th.bandwidth_pct) continue;
+      if (k.count > 0 && k.bytes / double(k.count) < th.occupancy_min_call_bytes) continue;
       if (trace.bf16_tflops > 0 && k.pct_flops >= th.compute_pct) continue;
       capped.push_back(&k);
       saved_us += std::max(0.0, k.total_us - k.bytes / (trace.read_gbps * 1e9) * 1e6);
