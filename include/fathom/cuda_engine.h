@@ -38,6 +38,10 @@ struct CudaEngineOptions {
   size_t reserve_bytes = size_t(512) << 20;  // device memory left free when sizing the KV cache
   bool use_graphs = true;       // capture the decode step in a CUDA graph
   bool verbose = false;         // print the memory breakdown and load speed to stderr
+  // NVTX range "layer N" around each layer's kernels (fathom profile --layer-ranges). Host-side
+  // markers: they bracket the launches, so they time layers only without graphs (a captured
+  // graph replays with no per-layer markers).
+  bool nvtx_layers = false;
   bool progress = true;         // progress bar on stderr while uploading files over 1 GB
   // Nonzero: fill the weights with random blocks generated on the device from this seed instead
   // of reading the file (fathom bench --synthetic: full-size shapes without a file).

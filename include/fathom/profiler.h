@@ -355,6 +355,7 @@ struct EngineProfileOptions {
   bool ceilings = true;
   bool verbose = false;
   uint64_t synthetic_seed = 0;  // != 0: a synthetic model (include/fathom/synthetic.h), weights filled on the GPU
+  bool layer_ranges = false;    // NVTX "layer N" ranges inside each step (meaningful with use_graphs off)
 };
 Trace profile_engine(const Model& model, const std::string& model_path,
                      const std::vector<int32_t>& prompt, const EngineProfileOptions& opt);

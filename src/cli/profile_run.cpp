@@ -39,6 +39,7 @@ void add_engine_profile_options(Args& args) {
       .option("-n,--n-predict", "greedy decode steps to record", "32")
       .option("--prefill", "prefill this many tokens: the prompt's tokens repeated (default: the prompt)")
       .flag("--no-graphs", "run the decode step without CUDA graphs")
+      .flag("--layer-ranges", "NVTX range \"layer N\" around each layer (times layers with --no-graphs)")
       .flag("--no-ceilings", "do not measure the GPU's read bandwidth (no % of ceiling)")
       .flag("-v,--verbose", "print the engine's memory breakdown");
 }
@@ -81,6 +82,7 @@ Trace profile_engine_from_args(const Args& args) {
   }
   opt.n_decode = int(n);
   opt.use_graphs = !args.enabled("no-graphs");
+  opt.layer_ranges = args.enabled("layer-ranges");
   opt.ceilings = !args.enabled("no-ceilings");
   opt.verbose = args.enabled("verbose");
   return profile_engine(*model, path, prompt, opt);

@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <map>
 
 #include "cuda/arena.h"
@@ -899,6 +900,8 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
   const float* pending = nullptr;  // gemma3: output of the previous block still to add to x
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const DevLayer& L = layers[size_t(il)];
+    std::optional<NvtxRange> layer_range;
+    if (opt.nvtx_layers) layer_range.emplace("layer", il);
     const bool qkv_grouped = T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
                              L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
                              gemv_q8_supports(L.wq.type, T, L.wq.cols);

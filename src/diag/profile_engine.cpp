@@ -58,6 +58,7 @@ Trace profile_engine(const Model& model, const std::string& model_path, const st
   eo.n_ctx = int64_t(prompt.size()) + opt.n_decode + 1;
   eo.use_graphs = opt.use_graphs;
   eo.synthetic_seed = opt.synthetic_seed;
+  eo.nvtx_layers = opt.layer_ranges;
   eo.verbose = opt.verbose;
   CudaEngine engine(model, eo);
 
