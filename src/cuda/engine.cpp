@@ -907,7 +907,8 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
                              gemv_q8_supports(L.wq.type, T, L.wq.cols);
     // The grouped Q/K/V launch normalizes x itself (no rms kernel, act.h not written) when there is
     // no pending residual to add first and no per-op trace wants attn_norm.
-    const bool qkv_norm_fused = qkv_grouped && fuse_norm && !pending && !trace;
+    const bool qkv_norm_fused = qkv_grouped && fuse_norm && !pending && !trace &&
+                                reinterpret_cast<uintptr_t>(L.attn_norm) % 16 == 0;
     if (!qkv_norm_fused) rms(act.x, pending, L.attn_norm, act.h, T, d);
     if (pending) emit(il - 1, "l_out", act.x, T, d, last);
     pending = nullptr;
@@ -1002,7 +1003,8 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
                                 gemv_q8_supports(L.ffn_gate.type, T, L.ffn_gate.cols);
     // As for Q/K/V: the llama-style path (residual added by the Wo GEMV) lets the gate/up launch
     // normalize x itself.
-    const bool ffn_norm_fused = gateup_grouped && fuse_norm && !L.post_attn_norm && !trace;
+    const bool ffn_norm_fused = gateup_grouped && fuse_norm && !L.post_attn_norm && !trace &&
+                                reinterpret_cast<uintptr_t>(L.ffn_norm) % 16 == 0;
     if (L.post_attn_norm) {
       matmul(L.wo, act.att, act.a, T, nullptr, nullptr);
       emit(il, "attn_out", act.a, T, d, last);

@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) gemv_half_kernel(const __grid_consta
         for (int c = 0; c < NB; ++c) {
           if (c >= a.n_tokens) break;
           const float4* xp = reinterpret_cast<const float4*>(a.x + int64_t(c) * a.cols) + 2 * p;
-          const float4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+          const float4 x0 = xp[0], x1 = xp[1];  // plain loads: x is written by the previous kernel (PDL)
 #pragma unroll
           for (int r = 0; r < kR; ++r) {
             float s = acc[r][c];

@@ -38,6 +38,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -79,7 +80,7 @@ constexpr int task_w() { return (T == GgmlType::Q4_K || T == GgmlType::Q5_K) ? 6
 template <GgmlType T>
 constexpr int slot_bytes() { return (stage_bytes<T>() + 30 + 15) / 16 * 16; }
 // Ring slots per row: 3 (two stages in flight while one is computed) when a block's rings stay
-// under ~75 KB (so 2-3 blocks fit per SM beside x), else 2 (Q5_1, Q6_K, Q8_0).
+// under ~75 KB (so 2-3 blocks fit per SM beside x), else 2 (Q6_K, Q8_0).
 template <GgmlType T>
 constexpr int stages() { return kWarps * 2 * 3 * slot_bytes<T>() <= 75 * 1024 ? 3 : 2; }
 // Blocks per SM the register budget is sized for (__launch_bounds__): 3 at 1..2 tokens
@@ -585,7 +586,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
 #pragma unroll
         for (int c = 0; c < NB; ++c)
           if (c < a.n_tokens) {
-            const float4 v = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * cols) + e4);
+            const float4 v = reinterpret_cast<const float4*>(a.x + int64_t(c) * cols)[e4];  // plain load: written by the previous kernel (PDL)
             ss[c] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss[c]))));
           }
       float* red = part + NB;  // kWarps * NB
@@ -613,7 +614,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
         if (i < total) {
           const int c = i / per_c, e4 = i - c * per_c;
           if (c < a.n_tokens) {
-            v[u] = __ldg(reinterpret_cast<const float4*>(a.x + int64_t(c) * cols) + e4);
+            v[u] = reinterpret_cast<const float4*>(a.x + int64_t(c) * cols)[e4];
             if (a.norm_w) {
               const float s = inv_rms[c];
               const float4 g = __ldg(reinterpret_cast<const float4*>(a.norm_w) + e4);
@@ -792,18 +793,18 @@ bool dispatch_q8(GgmlType t, F&& f) {
 }
 
 struct DeviceInfo {
+  int device = -1;
   int sm_count = 0;
   int max_smem_optin = 0;
 };
 DeviceInfo device_info() {
-  static thread_local int cached_dev = -1;
   static thread_local DeviceInfo info;
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev != cached_dev) {
+  if (dev != info.device) {
     CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&info.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    cached_dev = dev;
+    info.device = dev;
   }
   return info;
 }
@@ -815,24 +816,25 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin, " (cols ", a.cols, ", ", NB, " columns): see gemv_q8_supports()");
   auto kernel = gemv_q8_kernel<T, NB>;
-  // Opt in to the device's whole shared memory once per instantiation; blocks per SM per smem
-  // size: host-side caches (launches are captured once into graphs, but eager decode calls this
-  // per matmul).
+  // Opt in to the device's whole shared memory once per (instantiation, device) -- the attribute
+  // is per device -- and the blocks per SM per (device, smem size): host-side caches (launches are
+  // captured once into graphs, but eager decode calls this per matmul).
   static std::mutex mu;
-  static bool opted_in = false;
-  static std::unordered_map<size_t, int> occ_cache;
+  static std::unordered_map<int, bool> opted_in;
+  static std::unordered_map<uint64_t, int> occ_cache;
   int bps = 0;
   {
     std::lock_guard<std::mutex> lock(mu);
-    if (!opted_in) {
+    if (!opted_in[dev.device]) {
       CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.max_smem_optin));
-      opted_in = true;
+      opted_in[dev.device] = true;
     }
-    auto itc = occ_cache.find(smem);
+    const uint64_t key = (uint64_t(uint32_t(dev.device)) << 32) | uint64_t(smem);
+    auto itc = occ_cache.find(key);
     if (itc == occ_cache.end()) {
       int b = 0;
       CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kThreads, smem));
-      itc = occ_cache.emplace(smem, b > 0 ? b : 1).first;
+      itc = occ_cache.emplace(key, b > 0 ? b : 1).first;
     }
     bps = itc->second;
   }
@@ -881,7 +883,10 @@ bool gemv_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
   bool fits = false;
   const bool known = dispatch_q8(type, [&](auto tc) {
     constexpr GgmlType T = decltype(tc)::value;
-    fits = q8_smem_bytes<T>(nb, cols) <= kQ8SmemLimit;
+    // The device's own opt-in limit (sm_86/89: 99 KB, sm_80: 163 KB, sm_90: 227 KB): a shape that
+    // does not fit takes the fp32 GEMV instead of failing at launch.
+    const size_t limit = std::min(kQ8SmemLimit, size_t(device_info().max_smem_optin));
+    fits = q8_smem_bytes<T>(nb, cols) <= limit;
   });
   return known && fits;
 }
@@ -902,6 +907,7 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
   a.x = p.x;
   a.n_tokens = int(p.n_tokens);
   a.residual = p.residual;
+  FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.norm_w) % 16 == 0, "gemv_q8: norm_w must be 16-byte aligned");
   a.norm_w = p.norm_w;
   a.norm_eps = p.norm_eps;
   a.glu = p.glu ? (p.glu_kind == GluKind::SWIGLU ? 1 : 2) : 0;

@@ -16,15 +16,31 @@ thread_local double t_hint_bytes = 0.0;
 thread_local double t_hint_flops = 0.0;
 thread_local LaunchCostSink t_sink = nullptr;
 
+// The architectures this file (and every kernel file: one list for the library) was compiled
+// for, e.g. 800, 860, 890, 900 (nvcc's __CUDA_ARCH_LIST__, visible in the host pass too).
+#ifdef __CUDA_ARCH_LIST__
+constexpr int kArchList[] = {__CUDA_ARCH_LIST__};
+#else
+constexpr int kArchList[] = {0};
+#endif
+
 }  // namespace
 
 bool pdl_enabled() {
+  // PDL needs the device AND the code it runs to be sm_90: pdl_wait() compiles to nothing below
+  // __CUDA_ARCH__ 900. On a Hopper GPU (compute capability 9.x) a build with a 90 / 90a entry runs
+  // its sm_90 code. A newer GPU cannot run sm_90a code (nor JIT compute_90a PTX), so with the
+  // default list (80;86;89;90a) it would run JIT-compiled compute_80/86/89 code with no wait in
+  // it: PDL stays off there (and on any build without a 90 entry).
   static const bool device_ok = [] {
+    bool built_for_90 = false;
+    for (int a : kArchList) built_for_90 = built_for_90 || a == 900;
+    if (!built_for_90) return false;
     int device = 0, major = 0;
     if (cudaGetDevice(&device) != cudaSuccess) return false;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
       return false;
-    return major >= 9;
+    return major == 9;
   }();
   static const bool env_on = [] {
     const char* e = std::getenv("FATHOM_PDL");

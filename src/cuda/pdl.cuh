@@ -12,11 +12,14 @@
 //   - only reads of data no kernel of the step writes (the weights) may go before pdl_wait().
 //   - pdl_trigger() says "my dependents may launch now": small kernels call it first thing, big
 //     multi-wave kernels late (their waiting dependents would hold SM slots).
-// A kernel that does not call pdl_wait() must not be launched with the attribute: launch it
-// with launch_kernel_plain() (or <<<>>>).
+// A kernel that does not call pdl_wait() must not be launched with the attribute: launch it with
+// <<<>>>. Every thread of a PDL-launched kernel runs pdl_wait() before any global store, any
+// pdl_trigger() and its exit: that is what makes the chain transitive (a kernel may start only
+// once every block of its predecessor has triggered or exited, i.e. after the predecessor's own
+// wait returned, so everything before the predecessor is complete too).
 //
 // FATHOM_PDL=0 in the environment turns the attribute off (A/B measurements, debugging); it is
-// also off on devices below sm_90.
+// also off on devices below sm_90 and when the loaded code was not built for sm_90+ (pdl.cu).
 #pragma once
 
 #include <cuda_runtime.h>
