@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fathom/doctor.h"
+#include "fathom/error.h"
 #include "fathom/profiler.h"
 
 namespace fathom {
@@ -99,6 +100,70 @@ const Finding* find(const DoctorReport& r, const std::string& rule) {
 
 std::string dump(const DoctorReport& r) { return format_doctor(r); }
 
+// Every finding explains itself; the plan starts with the top saving finding and states its
+// estimate; the checklist has a bench baseline guard and a correctness check; the JSON carries it all.
+void expect_actionable(const DoctorReport& r) {
+  ASSERT_FALSE(r.findings.empty());
+  for (const Finding& f : r.findings) {
+    EXPECT_FALSE(f.why.empty()) << f.rule;
+    EXPECT_FALSE(f.failure_modes.empty()) << f.rule;
+    EXPECT_FALSE(f.how_to_test.empty()) << f.rule;
+  }
+  const Finding* top = nullptr;
+  for (const Finding& f : r.findings)
+    if (f.saved_us_per_step > 0) {
+      top = &f;
+      break;
+    }
+  if (top) {
+    ASSERT_FALSE(r.patch_plan.empty()) << dump(r);
+    const PatchStep& first = r.patch_plan.front();
+    ASSERT_FALSE(first.rules.empty());
+    EXPECT_EQ(first.rules[0], top->rule) << dump(r);
+    EXPECT_EQ(first.change, top->fix);
+    EXPECT_FALSE(first.where.empty());
+    EXPECT_DOUBLE_EQ(first.saved_us_per_step, top->saved_us_per_step);
+    const std::string saving = str_printf("%.1f us", top->saved_us_per_step);
+    EXPECT_NE(first.expected.find(saving), std::string::npos) << first.expected;
+    for (size_t i = 1; i < r.patch_plan.size(); ++i)
+      EXPECT_LE(r.patch_plan[i].saved_us_per_step, r.patch_plan[i - 1].saved_us_per_step);
+  } else {
+    EXPECT_TRUE(r.patch_plan.empty()) << dump(r);
+  }
+  auto checklist_has = [&](const std::string& a, const std::string& b) {
+    return std::any_of(r.checklist.begin(), r.checklist.end(), [&](const std::string& c) {
+      return c.find(a) != std::string::npos && c.find(b) != std::string::npos;
+    });
+  };
+  EXPECT_TRUE(checklist_has("fathom bench", "--baseline before.json")) << dump(r);
+  EXPECT_TRUE(checklist_has("correctness", "fathom check")) << dump(r);
+  EXPECT_TRUE(checklist_has("fathom doctor", "again")) << dump(r);
+
+  const std::string md = dump(r);
+  EXPECT_NE(md.find("     why: "), std::string::npos);
+  EXPECT_NE(md.find("     failure modes: "), std::string::npos);
+  EXPECT_NE(md.find("     test: "), std::string::npos);
+  EXPECT_NE(md.find("\n## Patch plan\n"), std::string::npos);
+  EXPECT_NE(md.find("\n## Verification checklist\n"), std::string::npos);
+
+  const nlohmann::json j = nlohmann::json::parse(doctor_to_json(r));
+  ASSERT_EQ(j["findings"].size(), r.findings.size());
+  for (size_t i = 0; i < r.findings.size(); ++i) {
+    EXPECT_EQ(j["findings"][i]["why"], r.findings[i].why);
+    EXPECT_EQ(j["findings"][i]["failure_modes"], r.findings[i].failure_modes);
+    EXPECT_EQ(j["findings"][i]["how_to_test"], r.findings[i].how_to_test);
+  }
+  ASSERT_TRUE(j["patch_plan"].is_array());
+  ASSERT_EQ(j["patch_plan"].size(), r.patch_plan.size());
+  if (!r.patch_plan.empty()) {
+    EXPECT_EQ(j["patch_plan"][0]["rules"][0], r.patch_plan[0].rules[0]);
+    EXPECT_EQ(j["patch_plan"][0]["where"], r.patch_plan[0].where);
+    EXPECT_EQ(j["patch_plan"][0]["expected"], r.patch_plan[0].expected);
+  }
+  ASSERT_TRUE(j["checklist"].is_array());
+  EXPECT_EQ(j["checklist"].size(), r.checklist.size());
+}
+
 TEST(Doctor, HealthyDecodeHasNoWaste) {
   const DoctorReport r = run(decode_trace(StepSpec{}));
   EXPECT_EQ(r.scope, "decode");
@@ -166,6 +231,7 @@ TEST(Doctor, HostOverheadBetweenSteps) {
   // 0.1 us of H2D copy and the 0.89 us gap from it to the first kernel).
   EXPECT_NEAR(f->saved_us_per_step, 200.01, 1e-6);
   EXPECT_EQ(r.findings.front().rule, "host-overhead") << dump(r);
+  expect_actionable(r);
 }
 
 TEST(Doctor, ExtraHostSyncs) {
@@ -247,6 +313,7 @@ TEST(Doctor, BandwidthOfTheMatmulKernels) {
 
   t.read_gbps = 0;  // no ceiling in the trace: no bandwidth claim
   EXPECT_EQ(find(run(t), "bandwidth"), nullptr);
+  expect_actionable(r);
 }
 
 TEST(Doctor, BandwidthFromBusyTimeWithoutMatmulKernels) {
@@ -274,6 +341,7 @@ TEST(Doctor, FindingsAreRankedByTimeSaved) {
   EXPECT_EQ(r.findings[0].rule, "launch-bound");
   EXPECT_EQ(r.findings[1].rule, "allocations");
   EXPECT_EQ(r.findings[2].rule, "host-syncs");
+  expect_actionable(r);
 }
 
 // Every event that starts at or after `from` moves `by` ns later (the host doing something else).
@@ -506,6 +574,7 @@ TEST(Doctor, ComputeBoundTensorCoreKernels) {
   // Far below the ceiling: not compute-bound.
   t.bf16_tflops = 4000;
   EXPECT_EQ(find(run(t), "compute-bound"), nullptr);
+  expect_actionable(r);
 }
 
 TEST(Doctor, OccupancyLimitedByRegisters) {
@@ -551,6 +620,7 @@ TEST(Doctor, OccupancyLimitedByRegisters) {
   // Without a hint the bandwidth is unknown: no finding either.
   t.costs.clear();
   EXPECT_EQ(find(run(t), "occupancy"), nullptr);
+  expect_actionable(r);
 }
 
 TEST(Doctor, OccupancyLimitedBySharedMemory) {
@@ -568,6 +638,7 @@ TEST(Doctor, OccupancyLimitedBySharedMemory) {
   EXPECT_NE(f->title.find("2 blocks/SM (12% theoretical occupancy, capped by smem)"), std::string::npos) << f->title;
   EXPECT_NE(f->evidence[0].find("0.50 waves"), std::string::npos) << f->evidence[0];
   EXPECT_NE(f->fix.find("shared-memory tile"), std::string::npos);
+  expect_actionable(r);
 }
 
 TEST(Doctor, LayoutReformatsAndUnfusedSoftmax) {
@@ -599,6 +670,7 @@ TEST(Doctor, LayoutReformatsAndUnfusedSoftmax) {
   EXPECT_NEAR(f->saved_us_per_step, 375.0, 1e-6);
   EXPECT_NE(f->fix.find("FlashAttention"), std::string::npos);
   EXPECT_EQ(r.findings.front().rule, "layout") << dump(r);
+  expect_actionable(r);
 }
 
 TEST(Doctor, FusedAttentionAndEmbeddingAreNotLayout) {
@@ -678,6 +750,100 @@ TEST(DoctorRealTrace, TorchEagerLoopIsLaunchCpuBound) {
   // The whole run, as doctor read it before: mostly loading and teardown.
   const Trace t = read_trace_file(std::string(FATHOM_TEST_DATA_DIR) + "/traces/h200_torch_eager_loop.json");
   EXPECT_LT(analyze(t, 0).overall.busy_pct, 1.0);
+}
+
+// ---- why / failure modes / how to test, the patch plan and the checklist ---------------------
+
+TEST(DoctorPlan, RealTracesAreActionable) {
+  for (const char* name : {"h200_pageable_loop.json", "h200_torch_eager_loop.json"}) {
+    SCOPED_TRACE(name);
+    expect_actionable(run_file(name));
+  }
+}
+
+// The pageable loop: one step (async copies from pinned buffers) covers the pageable and host-sync
+// findings, whose estimates overlap it; the copies and the allocation are steps of their own. A
+// foreign program: "where" names the API, not fathom's files.
+TEST(DoctorPlan, PageableLoopMergesTheTransferFixes) {
+  const DoctorReport r = run_file("h200_pageable_loop.json");
+  ASSERT_EQ(r.patch_plan.size(), 3u) << dump(r);
+  EXPECT_EQ(r.patch_plan[0].rules, (std::vector<std::string>{"sync-bound", "pageable", "host-syncs"}));
+  EXPECT_NE(r.patch_plan[0].expected.find("up to 894.5 us per token (94.5% of the 946.2 us step; high)"),
+            std::string::npos)
+      << r.patch_plan[0].expected;
+  EXPECT_NE(r.patch_plan[0].where.find("cudaHostRegister"), std::string::npos);
+  EXPECT_EQ(r.patch_plan[0].where.find("src/"), std::string::npos);
+  EXPECT_EQ(r.patch_plan[1].rules, (std::vector<std::string>{"copies"}));
+  EXPECT_EQ(r.patch_plan[2].rules, (std::vector<std::string>{"allocations"}));
+  const Finding* sync = find(r, "sync-bound");
+  ASSERT_NE(sync, nullptr);
+  EXPECT_NE(sync->how_to_test.find("fathom profile -- CMD"), std::string::npos) << sync->how_to_test;
+  EXPECT_NE(sync->how_to_test.find("894.5 us"), std::string::npos) << sync->how_to_test;
+  EXPECT_NE(sync->failure_modes.find("pinning large buffers"), std::string::npos);
+}
+
+TEST(DoctorPlan, TorchEagerLoopPlanStartsWithAGraph) {
+  const DoctorReport r = run_file("h200_torch_eager_loop.json");
+  ASSERT_FALSE(r.patch_plan.empty());
+  EXPECT_EQ(r.patch_plan[0].rules[0], "launch-bound");
+  EXPECT_NE(r.patch_plan[0].where.find("torch.compile"), std::string::npos) << r.patch_plan[0].where;
+  const Finding* f = find(r, "launch-bound");
+  ASSERT_NE(f, nullptr);
+  EXPECT_NE(f->failure_modes.find("re-capture"), std::string::npos) << f->failure_modes;
+  EXPECT_NE(f->failure_modes.find("not captured"), std::string::npos) << f->failure_modes;
+}
+
+// Synthetic engine traces: fathom's own kernels map to their files under src/cuda/; the checklist
+// uses the engine's commands.
+TEST(DoctorPlan, SyntheticEngineTracesAreActionable) {
+  StepSpec launch;
+  launch.kernel_ns = 2000;
+  launch.gap_ns = 3000;
+  launch.graph = false;
+  StepSpec syncs;
+  syncs.syncs = 3;
+  syncs.allocs = 2;
+  syncs.h2d = 4;
+  StepSpec pageable;
+  pageable.pageable = true;
+  for (const StepSpec& s : {StepSpec{}, launch, syncs, pageable}) expect_actionable(run(decode_trace(s)));
+
+  const DoctorReport r = run(decode_trace(launch));
+  ASSERT_FALSE(r.patch_plan.empty());
+  EXPECT_EQ(r.patch_plan[0].rules[0], "launch-bound") << dump(r);
+  EXPECT_NE(r.patch_plan[0].where.find("src/cuda/engine.cpp"), std::string::npos) << r.patch_plan[0].where;
+  EXPECT_TRUE(std::any_of(r.checklist.begin(), r.checklist.end(), [](const std::string& c) {
+    return c.rfind("after each step: `fathom bench -m MODEL --baseline before.json`", 0) == 0;
+  })) << dump(r);
+  const Finding* f = find(r, "launch-bound");
+  ASSERT_NE(f, nullptr);
+  EXPECT_NE(f->how_to_test.find("graph/st must read 1.00"), std::string::npos) << f->how_to_test;
+}
+
+TEST(DoctorPlan, FusionStepNamesFathomsKernelFiles) {
+  StepSpec s;
+  s.kernel_ns = 2000;
+  s.gap_ns = 3000;  // a graph, yet gaps: fuse
+  s.names = {"void gemv_q8_kernel<4>(GemvQ8Params)", "void rms_norm_kernel<float>(NormParams)"};
+  const DoctorReport r = run(decode_trace(s));
+  ASSERT_FALSE(r.patch_plan.empty()) << dump(r);
+  EXPECT_EQ(r.patch_plan[0].rules[0], "launch-bound") << dump(r);
+  EXPECT_NE(r.patch_plan[0].where.find("src/cuda/matmul_gemv_q8.cu"), std::string::npos) << r.patch_plan[0].where;
+  EXPECT_NE(r.patch_plan[0].where.find("src/cuda/rms_norm.cu"), std::string::npos) << r.patch_plan[0].where;
+  expect_actionable(r);
+}
+
+TEST(DoctorPlan, NoKernelsExplainsItself) {
+  Trace none;
+  none.begin_ns = 1;
+  none.end_ns = 1000;
+  const DoctorReport r = run(none);
+  ASSERT_EQ(r.findings.size(), 1u);
+  EXPECT_FALSE(r.findings[0].why.empty());
+  EXPECT_FALSE(r.findings[0].failure_modes.empty());
+  EXPECT_FALSE(r.findings[0].how_to_test.empty());
+  EXPECT_TRUE(r.patch_plan.empty());
+  EXPECT_FALSE(r.checklist.empty());
 }
 
 }  // namespace

@@ -27,6 +27,11 @@
 //   layout         reformat/transpose/copy kernels and unfused softmax over a materialized score
 //                  matrix: time spent moving bytes that a fused or re-laid-out kernel would not
 //   top-kernel     the kernel that dominates GPU time (where kernel work should start)
+//
+// Every finding also says why its fix works (the mechanism that removes the measured cost), how
+// the fix can fail to pay, and the measurement that proves it. The report ends with a patch plan
+// (the findings that save time, largest first, those one change covers merged into its step) and
+// a verification checklist (bench baseline, profile counters, correctness, doctor again).
 #pragma once
 
 #include <string>
@@ -45,7 +50,19 @@ struct Finding {
   std::string title;           // one line: the bottleneck and its main number
   std::vector<std::string> evidence;  // the measured numbers behind it
   std::string fix;             // what to change
+  std::string why;             // the mechanism by which the fix removes the measured cost
+  std::string failure_modes;   // what can go wrong, or make the fix not pay
+  std::string how_to_test;     // the measurement that proves it: commands and what must move
   double saved_us_per_step = 0;       // estimated time a fix gives back per token step
+};
+
+// One step of the patch plan: a change, where to make it, and what it should give back.
+struct PatchStep {
+  std::vector<std::string> rules;  // findings it addresses: the one it comes from, then those it covers
+  std::string change;              // what to change (the first finding's fix)
+  std::string where;               // fathom: files under src/; another program: the API or framework setting
+  double saved_us_per_step = 0;    // the first finding's estimate (covered findings overlap it: not added)
+  std::string expected;            // the estimate in words: "up to 894.5 us per token (94.5% of the step; high)"
 };
 
 struct DoctorThresholds {
@@ -84,12 +101,15 @@ struct DoctorReport {
   int64_t n_steps = 0;             // steps in the scope
   double step_us = 0;              // median step time of that phase (wall per step without markers)
   std::vector<Finding> findings;   // ranked: most time saved first, then by severity
+  std::vector<PatchStep> patch_plan;    // ordered: the findings that save time, largest first
+  std::vector<std::string> checklist;   // commands to run before and after, and what they must show
 };
 
 DoctorReport diagnose(const Trace& trace, const TraceAnalysis& analysis,
                       const DoctorThresholds& th = {});
 
-// Numbered findings with evidence and fix, plus a one-line verdict naming the first.
+// Markdown: a one-line verdict naming the first finding, the numbered findings (evidence, fix,
+// why, failure modes, test, saving), "## Patch plan" and "## Verification checklist".
 std::string format_doctor(const DoctorReport& r);
 std::string doctor_to_json(const DoctorReport& r, int indent = 2);
 

@@ -30,7 +30,9 @@ int cmd_doctor(const std::vector<std::string>& argv) {
       "(GPU idle between kernels), host-bound, memory bandwidth against the measured ceiling, host syncs,\n"
       "allocations and copies per token, pageable transfers, compute-bound and occupancy-limited kernels,\n"
       "layout waste (reformat kernels, unfused softmax), the largest kernel. Findings are ranked by\n"
-      "the time per token a fix could save at most.");
+      "the time per token a fix could save at most; each says why its fix works, how it can fail to pay\n"
+      "and how to test it. The report ends with a patch plan (ordered steps: what, where, expected gain)\n"
+      "and a verification checklist (bench --baseline, profile counters, fathom check, doctor again).");
   add_engine_profile_options(args);
   args.option("--trace", "analyse FILE.json written by fathom profile --json (no GPU needed)")
       .option("--json", "also write the findings to FILE")

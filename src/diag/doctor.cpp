@@ -81,6 +81,165 @@ bool is_unfused_softmax(const KernelStat& k) {
   return softmax && !fused;
 }
 
+// ---- what to change, where, and how to check it -------------------------------------------
+
+// fathom's own kernels by name -> the file under src/cuda/ that defines them; "" for any other
+// kernel. Matched as a whole identifier, so "gemv_kernel" is not found in "gemv_q4k_kernel".
+std::string kernel_source_file(const std::string& name) {
+  static const std::pair<const char*, const char*> kFiles[] = {
+      {"gemv_q8_kernel", "src/cuda/matmul_gemv_q8.cu"},
+      {"gemv_half_kernel", "src/cuda/matmul_gemv_f16.cu"},
+      {"gemv_kernel", "src/cuda/matmul_gemv.cu"},
+      {"gemm_tile_kernel", "src/cuda/matmul_gemm.cu"},
+      {"dequantize_rows_bf16_kernel", "src/cuda/matmul_gemm.cu"},
+      {"convert_kernel", "src/cuda/matmul_gemm.cu"},
+      {"add_bias_kernel", "src/cuda/matmul_gemm.cu"},
+      {"rms_norm_kernel", "src/cuda/rms_norm.cu"},
+      {"rope_kv_kernel", "src/cuda/rope.cu"},
+      {"attention_decode_kernel", "src/cuda/attention.cu"},
+      {"attention_prefill_kernel", "src/cuda/attention.cu"},
+      {"attention_reduce_kernel", "src/cuda/attention.cu"},
+      {"glu_kernel", "src/cuda/activation.cu"},
+      {"softcap_kernel", "src/cuda/activation.cu"},
+      {"embedding_kernel", "src/cuda/embedding.cu"},
+      {"argmax_pass1_kernel", "src/cuda/sampling.cu"},
+      {"argmax_pass2_kernel", "src/cuda/sampling.cu"},
+      {"sample_kernel", "src/cuda/sampling.cu"},
+  };
+  auto ident = [](char c) { return std::isalnum((unsigned char)c) || c == '_'; };
+  for (const auto& [kernel, file] : kFiles) {
+    const std::string k = kernel;
+    for (size_t at = name.find(k); at != std::string::npos; at = name.find(k, at + 1)) {
+      const bool left = at == 0 || !ident(name[at - 1]);
+      const bool right = at + k.size() == name.size() || !ident(name[at + k.size()]);
+      if (left && right) return file;
+    }
+  }
+  return "";
+}
+
+// A kernel name for prose: no "void ", no parameter list, at most 60 characters.
+std::string short_kernel(const std::string& name) {
+  std::string n = name.rfind("void ", 0) == 0 ? name.substr(5) : name;
+  int depth = 0;  // the parameter list is the first '(' outside template arguments
+  for (size_t i = 0; i < n.size(); ++i) {
+    if (n[i] == '<') ++depth;
+    if (n[i] == '>' && depth > 0) --depth;
+    if (n[i] == '(' && depth == 0 && i > 0 && n.compare(i, 21, "(anonymous namespace)") != 0) {
+      n = n.substr(0, i);
+      break;
+    }
+  }
+  return n.size() > 60 ? n.substr(0, 57) + "..." : n;
+}
+
+// Where the named kernels live: fathom's files for fathom's own (in an engine trace), else the
+// kernels by name with `other` (the library or framework that provides them).
+std::string kernels_where(const std::vector<std::string>& names, bool engine, const std::string& other) {
+  std::vector<std::string> files, foreign;
+  for (const std::string& n : names) {
+    const std::string f = engine ? kernel_source_file(n) : "";
+    std::vector<std::string>& v = f.empty() ? foreign : files;
+    const std::string item = f.empty() ? short_kernel(n) : f;
+    if (std::find(v.begin(), v.end(), item) == v.end()) v.push_back(item);
+  }
+  std::string s;
+  for (const std::string& f : files) s += (s.empty() ? "" : ", ") + f;
+  if (!foreign.empty()) {
+    std::string k;
+    for (size_t i = 0; i < foreign.size() && i < 3; ++i) k += (k.empty() ? "" : ", ") + foreign[i];
+    if (foreign.size() > 3) k += str_printf(" and %zu more", foreign.size() - 3);
+    s += (s.empty() ? "" : "; ") + str_printf("%s %s: %s", foreign.size() > 1 ? "kernels" : "kernel", k.c_str(),
+                                              other.c_str());
+  }
+  return s;
+}
+
+// How a finding enters the patch plan: the changes its fix makes (a later finding whose changes an
+// earlier step already makes is covered by that step), where to make them, and the profile
+// counters that must move.
+struct PlanHint {
+  std::vector<std::string> changes;
+  std::string where;
+  std::string counters;
+};
+
+// The patch plan and the checklist, from the ranked findings: one step per finding that saves
+// time, largest first; a finding whose changes an earlier step already makes is listed under that
+// step instead (their estimates overlap, so they are not added).
+void finish_report(DoctorReport& r, const std::map<std::string, PlanHint>& hints, bool engine, double step) {
+  const bool per_token = r.scope == "decode" && r.steps_from != "readbacks";
+  const char* per = per_token ? "token" : "step";
+  constexpr size_t kMaxSteps = 6;
+  std::vector<std::vector<std::string>> step_changes;
+  std::string counters;
+  for (const Finding& f : r.findings) {
+    const auto h = hints.find(f.rule);
+    if (f.saved_us_per_step <= 0 || h == hints.end()) continue;
+    bool covered = false;
+    for (size_t i = 0; i < r.patch_plan.size() && !covered; ++i) {
+      covered = std::all_of(h->second.changes.begin(), h->second.changes.end(), [&](const std::string& c) {
+        return std::find(step_changes[i].begin(), step_changes[i].end(), c) != step_changes[i].end();
+      });
+      if (covered) r.patch_plan[i].rules.push_back(f.rule);
+    }
+    if (covered || r.patch_plan.size() >= kMaxSteps) continue;
+    PatchStep ps;
+    ps.rules = {f.rule};
+    ps.change = f.fix;
+    ps.where = h->second.where;
+    ps.saved_us_per_step = f.saved_us_per_step;
+    ps.expected = str_printf("up to %.1f us per %s (%.1f%% of the %.1f us step; %s)", f.saved_us_per_step, per,
+                             step > 0 ? 100.0 * f.saved_us_per_step / step : 0.0, step,
+                             severity_name(f.severity));
+    r.patch_plan.push_back(ps);
+    step_changes.push_back(h->second.changes);
+    counters += (counters.empty() ? "" : "; ") + h->second.counters;
+  }
+  for (PatchStep& ps : r.patch_plan)
+    if (ps.rules.size() > 1) {
+      std::string also;
+      for (size_t i = 1; i < ps.rules.size(); ++i) also += (i > 1 ? ", " : "") + ps.rules[i];
+      ps.expected += "; also addresses " + also + " (their estimates overlap this one: not added)";
+    }
+
+  const std::string profile_cmd = engine ? "`fathom profile -m MODEL`" : "`fathom profile -- CMD`";
+  const std::string doctor_cmd = engine ? "`fathom doctor -m MODEL`" : "`fathom doctor -- CMD`";
+  std::vector<std::string>& c = r.checklist;
+  if (engine)
+    c.push_back("before any change: `fathom bench -m MODEL --json before.json` (the tok/s and ms/token baseline) "
+                "and `fathom profile -m MODEL --json before-trace.json` (the counters; `fathom doctor --trace "
+                "before-trace.json` re-reads them)");
+  else
+    c.push_back("before any change: `fathom profile --json before.json -- CMD` (the counters; `fathom doctor "
+                "--trace before.json` re-reads them) and the program's own step time over the same steps");
+  const PatchStep* first = r.patch_plan.empty() ? nullptr : &r.patch_plan[0];
+  const std::string target = first ? str_printf(": the step must fall by up to %.1f us per %s after step 1 (from "
+                                                "%.1f us)",
+                                                first->saved_us_per_step, per, step)
+                                   : "";
+  if (engine)
+    c.push_back("after each step: `fathom bench -m MODEL --baseline before.json` (exits 1 on a regression beyond 3%)" +
+                target);
+  else
+    c.push_back("after each step: the program's step time, or the median step of " + profile_cmd + target +
+                "; for a change in fathom's own engine, `fathom bench -m MODEL --json before.json` before and "
+                "`fathom bench -m MODEL --baseline before.json` after (exits 1 on a regression beyond 3%)");
+  if (!counters.empty()) c.push_back("re-read with " + profile_cmd + ": " + counters);
+  if (engine)
+    c.push_back("correctness: `fathom check -m MODEL` (generated tokens against the CPU reference) and `ctest "
+                "--test-dir build -L gpu` (each op against its CPU reference) must pass as before");
+  else
+    c.push_back("correctness: the program's outputs on fixed inputs must match the run before (bitwise for copy, "
+                "sync and graph changes; within tolerance for kernel or precision changes); for fathom's engine, "
+                "`fathom check -m MODEL` and `ctest --test-dir build -L gpu`");
+  if (first)
+    c.push_back(doctor_cmd + " again: " + first->rules[0] + " must disappear or drop in rank, and the next finding "
+                "becomes the one to work on");
+  else
+    c.push_back(doctor_cmd + " again after any change: no finding should claim a saving");
+}
+
 // Tolerance on "more per step than expected": per-step figures are averages over steps, so a
 // single stray event in a long run is noise, not a habit of the loop.
 constexpr double kPerStepSlack = 0.05;
@@ -364,13 +523,31 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
     r.findings.push_back(std::move(f));
   };
 
+  // What the reader runs to measure a fix: fathom's engine (-m MODEL), or the profiled program.
+  const bool engine = trace.source == "engine";
+  const std::string profile_cmd = engine ? "`fathom profile -m MODEL`" : "`fathom profile -- CMD`";
+  const std::string doctor_cmd = engine ? "`fathom doctor -m MODEL`" : "`fathom doctor -- CMD`";
+  const std::string step_time = engine ? "the decode ms/token of `fathom bench -m MODEL --baseline before.json`"
+                                       : "the median step (or the program's own step timer)";
+  // "the median step must fall by up to 30.0 us (from 500.0 us)": the estimate as a pass mark.
+  auto must_fall = [&](double saved) {
+    return str_printf("%s must fall by up to %.1f us (from %.1f us per %s)", step_time.c_str(), saved, step, per);
+  };
+  std::map<std::string, PlanHint> hints;  // by rule
+
   if (p.kernels == 0) {
     Finding f;
     f.rule = "no-kernels";
     f.title = str_printf("no kernels recorded in the %s", scope_name.c_str());
     f.evidence.push_back(str_printf("%lld steps, %.1f us of wall time", (long long)p.n_steps, p.wall_us));
     f.fix = "check that the program used the GPU while profiled (or that CUPTI could attach)";
+    f.why = "without kernel records there is no GPU time to attribute, so no rule can name a bottleneck";
+    f.failure_modes = "CUPTI cannot attach while another profiler (nsys, ncu) holds it, or when the driver is older "
+                      "than the CUDA runtime the injection library was built with; a program that runs its GPU work "
+                      "in a child process is not followed";
+    f.how_to_test = profile_cmd + " must list kernels in the phase (kernels > 0 in the window line)";
     r.findings.push_back(f);
+    finish_report(r, hints, engine, step);
     return r;
   }
 
@@ -410,6 +587,27 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
             "cudaMemcpyAsync on the compute stream, one synchronization per step to read the result; keep data "
             "that the next step needs on the GPU, and overlap what must cross with kernels (double buffering)";
     f.saved_us_per_step = stall_ps;
+    f.why = str_printf("a synchronous or pageable copy holds the host until its bytes have crossed, and a sync until "
+                       "the GPU drains, so nothing is queued behind them: the GPU copies or idles (%.1f us and %.1f "
+                       "us per %s) while the host waits; with pinned buffers and cudaMemcpyAsync the call returns at "
+                       "once, the host keeps enqueueing, and the copies overlap with kernels or leave the step",
+                       p.per_step(hw.stall_copy_us), p.per_step(hw.stall_idle_us), per);
+    f.failure_modes = str_printf("the copies still take %.1f us of GPU time per %s: when the next kernel needs their "
+                                 "data, async alone hides only the host's part (overlap needs double buffering on a "
+                                 "second stream); pinning large buffers costs load time and host RAM that cannot be "
+                                 "swapped; a buffer freed and reallocated each step loses its pinning; a host read of "
+                                 "the result now needs an event or stream sync first, and reading without it is a "
+                                 "race",
+                                 p.per_step(p.copy_us), per);
+    f.how_to_test = profile_cmd + str_printf(" before and after: the blocking calls per %s (cudaMemcpy, "
+                                             "cudaDeviceSynchronize) must drop and syncs/st reach 1; ", per) +
+                    must_fall(stall_ps) + "; " + doctor_cmd + " must no longer report sync-bound";
+    hints[f.rule] = {{"pinned", "async-copies", "syncs"},
+                     engine ? "src/cuda/engine.cpp (the step's input copies, readback and stream synchronization)"
+                            : "the loop's host buffers (cudaMallocHost or cudaHostRegister once at load; PyTorch: "
+                              "pin_memory() and .to(device, non_blocking=True)) and its copy calls (cudaMemcpyAsync "
+                              "on the compute stream, one stream or event sync per step)",
+                     "syncs/st and the host's blocked time per step"};
     add(f);
   }
 
@@ -448,6 +646,53 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
                   kernels_ps, per);
     }
     f.saved_us_per_step = gap_ps;
+    const bool fuse = graphs_ps >= 0.5;
+    std::vector<std::string> top_names;
+    for (size_t i = 0; i < p.top_kernels.size() && i < 4; ++i) top_names.push_back(p.top_kernels[i].name);
+    if (!fuse) {
+      f.why = cpu ? str_printf("the gaps (median %.1f us) are far longer than a launch: the host's own work per op "
+                               "(framework dispatch, Python) paces the GPU; a CUDA graph replays the recorded "
+                               "kernels from the GPU's queue without running that host code, so the %.1f us of "
+                               "idle per %s shrinks to the graph's per-node cost (about 1 us)",
+                               p.median_gap_us, gap_ps, per)
+                  : str_printf("each launch costs the host 2-5 us (H100/H200) and the GPU idles whenever a kernel "
+                               "is shorter than that (median gap %.1f us); one cudaGraphLaunch submits the whole "
+                               "step and the GPU runs kernel after kernel, so the %.1f us of idle per %s shrinks "
+                               "to the graph's per-node cost",
+                               p.median_gap_us, gap_ps, per);
+      f.failure_modes = "shapes or pointers that change per step (a growing KV length, a new batch size, buffers "
+                        "reallocated per step) force a re-capture or a graph per shape, unless the kernels read the "
+                        "length from device memory; host-side work inside the step (a CPU sampler, .item(), a sync, "
+                        "an allocation) is not captured: it breaks the capture or stays on the critical path; "
+                        "capture after warm-up (cuBLAS and autotuners allocate on first call); instantiating a graph "
+                        "costs milliseconds, so re-capturing every step loses more than it wins";
+    } else {
+      f.why = str_printf("the step already replays a graph, so each of its %.0f kernels still costs a drain and a "
+                         "ramp-up of the SMs plus the graph's per-node latency; a fused kernel does the work of "
+                         "several in one launch and keeps the intermediate in registers instead of a DRAM round trip",
+                         kernels_ps);
+      f.failure_modes = "a fused kernel holds more registers and shared memory and can lose occupancy (check "
+                        "blk/SM in the kernel efficiency table); fusing a reduction (norm) into a matmul repeats it "
+                        "per block; every fused kernel needs its own CPU-reference test, and a fused path must keep "
+                        "the unfused one for the shapes it does not cover";
+    }
+    f.how_to_test = profile_cmd + str_printf(" before and after: %sidle-gap%% must fall from %.1f%% toward a few "
+                                             "%%; ",
+                                             fuse ? "kern/step must drop, " : "graph/st must read 1.00, ",
+                                             p.gap_pct) +
+                    must_fall(gap_ps) + "; " + (engine ? "`fathom check -m MODEL` for the tokens" :
+                                                         "the program's outputs must not change");
+    if (fuse)
+      hints[f.rule] = {{"fusion"},
+                       kernels_where(top_names, engine, "the framework's fusion (torch.compile) or a custom kernel"),
+                       "kern/step and idle-gap%"};
+    else
+      hints[f.rule] = {{"graph"},
+                       engine ? "src/cuda/engine.cpp (the decode step's CUDA graph capture and replay)"
+                              : "the step's launches: cudaStreamBeginCapture / cudaGraphInstantiate / cudaGraphLaunch "
+                                "around one step (PyTorch: torch.compile(mode=\"reduce-overhead\") or "
+                                "torch.cuda.CUDAGraph)",
+                       "graph/st, idle-gap% and med-gap us"};
     add(f);
   }
 
@@ -482,6 +727,27 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
                      : "the run is mostly host work (loading, I/O, set-up) around the GPU's: for per-token figures "
                        "profile the engine itself (fathom profile -m MODEL), which marks each token step";
       f.saved_us_per_step = outside_ps;
+      f.why = decode ? str_printf("the GPU finishes its kernels and waits %.1f us per %s for the host to sample, "
+                                  "detokenize and launch the next step; sampling on the GPU and enqueueing step i+1 "
+                                  "before reading step i's token run the host's turn while the GPU works",
+                                  outside_ps, per)
+                     : "the idle time lies outside the GPU's work (loading, I/O, set-up): a per-token profile "
+                       "separates the loop from it, and only the loop's idle time is worth removing";
+      f.failure_modes = decode ? "enqueueing ahead needs the next input on the device (the sampler writes the id "
+                                 "the embedding reads); stop tokens are then seen a step late (one wasted step); "
+                                 "logging or detokenizing on another thread must keep the output in order; a host "
+                                 "turn made of Python dispatch only shrinks with a graph (launch-bound)"
+                               : "host work that is really per token (a Python sampler) stays hidden in a "
+                                 "whole-run window: profile with step markers to see it";
+      f.how_to_test = profile_cmd + str_printf(": busy%% must rise from %.1f%% and the median step approach the "
+                                               "GPU busy time (%.1f us); ",
+                                               p.busy_pct, busy_ps) +
+                      must_fall(outside_ps);
+      hints[f.rule] = {{"host-turn"},
+                       engine ? "src/cuda/engine.cpp and src/cuda/sampling.cu (the host's turn between steps: "
+                                "sampling, readback, the next launch)"
+                              : "the host loop between steps (sampling, detokenization, logging, the next launch)",
+                       "busy% and the median step"};
       add(f);
     }
   }
@@ -496,9 +762,11 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
     const double step_gbps = W / (step * 1e-6) / 1e9;
     double matmul_us = 0;
     std::string matmul_names;
+    std::vector<std::string> matmul_kernels;
     for (const KernelStat& k : p.top_kernels) {
       if (!is_matmul_kernel(k.name)) continue;
       matmul_us += k.total_us;
+      matmul_kernels.push_back(k.name);
       if (matmul_names.size() < 120) matmul_names += (matmul_names.empty() ? "" : ", ") + k.name;
     }
     const double matmul_ps = p.per_step(matmul_us);
@@ -531,6 +799,45 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
       f.fix = "little left in the kernels: fewer bytes per token (a smaller quant type) or more tokens per "
               "weight read (batching, speculative decoding)";
     }
+    if (pct < th.bandwidth_pct) {
+      f.why = str_printf("decode reads every weight byte once per token, so the %s cannot beat %.1f us (%s at %.0f "
+                         "GB/s); at %.1f%% of that rate they are latency-bound: too few bytes in flight per SM to "
+                         "keep DRAM busy; wider loads, more independent loads per thread and a grid that fills "
+                         "every SM raise the bytes in flight until the measured ceiling sets the time",
+                         what, ideal_us, bytes_str(W).c_str(), trace.read_gbps, pct);
+      f.failure_modes = "wider loads need aligned rows and a tail path for row lengths that are not a multiple of "
+                        "the vector width; splitting a row over blocks needs a cross-block reduction (a second pass "
+                        "or atomics) that can cost what it saves on small matrices; more accumulators per thread "
+                        "raise registers and can lower occupancy or spill; the win differs per quant type and "
+                        "matrix shape, so one shape's speedup does not carry over";
+      f.how_to_test = (engine ? "`fathom bench -m MODEL --baseline before.json`: decode GB/s must rise toward " +
+                                    str_printf("%.0f GB/s; ", trace.read_gbps)
+                              : std::string()) +
+                      profile_cmd + str_printf(": the matmul kernels' %%read in the kernel efficiency table must rise "
+                                               "from %.1f%%; ",
+                                               pct) +
+                      must_fall(f.saved_us_per_step) +
+                      (engine ? "; `fathom check -m MODEL` and `ctest -L gpu` (GEMV against the CPU reference)" : "");
+    } else {
+      f.why = str_printf("the %s read the weights at %.1f%% of the measured ceiling: the time per token is set by "
+                         "the %s read, so only fewer bytes per token or more tokens per read shorten it",
+                         what, pct, bytes_str(W).c_str());
+      f.failure_modes = "a smaller quant type changes the output (check accuracy, not just speed); batching raises "
+                        "throughput, not the latency of one stream; speculative decoding pays only when the draft's "
+                        "tokens are accepted often enough";
+      f.how_to_test = (engine ? std::string("`fathom bench -m MODEL --baseline before.json` with the new type or "
+                                            "batch: tok/s must rise; ")
+                              : std::string()) +
+                      profile_cmd + ": the weight bytes per token over the step; " +
+                      (engine ? "`fathom check -m MODEL` for accuracy" : "the program's accuracy check");
+    }
+    hints[f.rule] = {{"matmul-bandwidth"},
+                     kernels_where(matmul_kernels, engine, "the matmul library (cuBLASLt heuristics, a GEMV kernel "
+                                                           "for one token) or the framework's quantized matmul"),
+                     "the matmul kernels' GB/s and %read"};
+    if (matmul_kernels.empty())
+      hints[f.rule].where = engine ? "src/cuda/matmul_gemv*.cu (the decode GEMV kernels)"
+                                   : "the framework's matmul backend for one token";
     add(f);
   }
 
@@ -548,6 +855,23 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
               "instead of cudaMemcpy, and drop cudaDeviceSynchronize/cudaStreamSynchronize inside the step";
       // Each extra sync drains the GPU; the host then pays a launch latency to refill it.
       f.saved_us_per_step = (syncs_ps - expected) * th.sync_cost_us;
+      f.why = str_printf("each extra synchronization (%.2f per %s) empties the GPU's queue: the host wakes only "
+                         "after the last kernel and the next one starts a launch latency later; with one sync per "
+                         "step, to read the sampled id, the queue stays full for the rest of the step (the estimate "
+                         "assumes %.0f us per extra sync)",
+                         syncs_ps - expected, per, th.sync_cost_us);
+      f.failure_modes = "a sync that ordered a host read (a buffer read after an async copy, a host free) becomes a "
+                        "race: replace it with an event on the stream, not with nothing; syncs hidden in other calls "
+                        "(cudaMemcpy to pageable memory, cudaFree, PyTorch .item()/.cpu()/print) do not look like "
+                        "syncs in the code; with several streams a device-wide sync may be the only ordering";
+      f.how_to_test = profile_cmd + str_printf(": syncs/st must read %.2f; ", expected) + must_fall(f.saved_us_per_step) +
+                      "; " + (engine ? "`fathom check -m MODEL`" : "the program's outputs") +
+                      " must not change (a missing sync shows as wrong or flaky output)";
+      hints[f.rule] = {{"syncs"},
+                       engine ? "src/cuda/engine.cpp (the step's synchronizations)"
+                              : "the synchronizing calls in the loop (cudaDeviceSynchronize, cudaStreamSynchronize, "
+                                "synchronous cudaMemcpy; PyTorch: .item(), .cpu(), printing a tensor)",
+                       "syncs/st"};
       add(f);
     }
   }
@@ -568,6 +892,19 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
                      "the device)";
     f.saved_us_per_step = p.per_step(p.alloc_us);
     if (decode) f.severity = Severity::LOW;  // never info in the decode loop: expected is 0
+    f.why = "cudaMalloc takes a driver lock and maps memory, and cudaFree synchronizes the device, so each stalls "
+            "the step; a workspace sized at load turns the per-step allocation into a pointer bump";
+    f.failure_modes = str_printf("sizing for the largest batch and context takes memory the KV cache could use; a "
+                                 "caching allocator (PyTorch's) still calls cudaMalloc when a shape grows per step "
+                                 "(a KV cache grown by concatenation): pre-allocate it; at %.2f calls per %s this "
+                                 "may be a one-off (a first-call set-up) rather than a habit of the loop",
+                                 allocs_ps, per);
+    f.how_to_test = profile_cmd + ": alloc/st must read 0.00 in the decode row; " + must_fall(f.saved_us_per_step);
+    hints[f.rule] = {{"allocations"},
+                     engine ? "src/cuda/arena.cpp and src/cuda/engine.cpp (workspace sized at load)"
+                            : "the loop's cudaMalloc/cudaFree (PyTorch: tensors created per step; allocate once, "
+                              "write with out=)",
+                     "alloc/st"};
     add(f);
   }
 
@@ -604,6 +941,23 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
       // Count: each extra copy's time plus part of a sync; bytes: the copy time of the excess bytes.
       f.saved_us_per_step = std::max(excess * (mean_copy_us + th.sync_cost_us * 0.2),
                                      bytes_ps > 0 ? copy_ps * excess_bytes / bytes_ps : 0.0);
+      f.why = str_printf("each copy pays a DMA set-up and the PCIe time of its bytes (mean %.1f us here), and a "
+                         "synchronous one a drain of the GPU; inputs computed on the device (positions, KV slots) "
+                         "and a sampler on the GPU never cross, so %s per %s and its copy time leave the step",
+                         mean_copy_us, bytes_str(std::max(excess_bytes, 0.0)).c_str(), per);
+      f.failure_modes = "computing inputs on the device adds small kernels (a launch each unless they join the "
+                        "graph or fuse into an existing kernel); data the host truly needs (logits for a host "
+                        "sampler, stop-string checks) must still come back: shrink it (top-k ids, not all logits) "
+                        "rather than remove it; gathering inputs into one buffer changes every consumer's layout";
+      f.how_to_test = profile_cmd + str_printf(": H2D/st and D2H/st must fall to <= %.0f and %.0f and the copy bytes "
+                                               "per %s to a few kB; ",
+                                               th.expected_h2d, th.expected_d2h, per) +
+                      must_fall(f.saved_us_per_step);
+      hints[f.rule] = {{"device-resident"},
+                       engine ? "src/cuda/engine.cpp (the step's inputs and readback)"
+                              : "the data the loop sends and reads back each step (keep it in device tensors; sample "
+                                "on the GPU; read back only the ids)",
+                       "H2D/st, D2H/st and copy bytes per step"};
       add(f);
     }
   }
@@ -622,6 +976,23 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
                                     p.per_step(hw.pageable_copy_us), per, p.per_step(hw.pageable_us), per));
     f.fix = "use pinned buffers (cudaMallocHost or cudaHostRegister at load) for every transfer in the loop";
     f.saved_us_per_step = p.per_step(hw.pageable_us > 0 ? hw.pageable_us : hw.pageable_copy_us);
+    f.why = "the driver copies pageable memory in chunks through a pinned staging buffer (a CPU memcpy, then a DMA, "
+            "one after the other) and cannot return before the last chunk; from pinned memory the DMA engine reads "
+            "the host buffer directly at the link's rate and the copy can be asynchronous";
+    f.failure_modes = str_printf("pinning takes load time and host RAM that can no longer be swapped (pinning too "
+                                 "much starves the OS); a buffer reallocated per step (a growing std::vector, a new "
+                                 "tensor) must be pinned once and reused, not re-registered each step; the copies' "
+                                 "own %.1f us of GPU time per %s stays unless they are also overlapped or removed",
+                                 p.per_step(hw.pageable_copy_us), per);
+    f.how_to_test = doctor_cmd + str_printf(": the pageable finding (%.2f copies per %s) must disappear; ",
+                                            p.per_step(double(p.pageable_copies)), per) +
+                    profile_cmd + ": the mean copy time must drop (pinned copies run at the full link rate); " +
+                    must_fall(f.saved_us_per_step);
+    hints[f.rule] = {{"pinned"},
+                     engine ? "src/cuda/engine.cpp (the host buffers of the step's copies)"
+                            : "the host buffers of the loop's copies (cudaMallocHost, or cudaHostRegister once at "
+                              "load; PyTorch: pin_memory())",
+                     "pageable copies per step and the mean copy time"};
     add(f);
   }
 
@@ -655,6 +1026,22 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
               "on Hopper; skip masked tiles of causal attention) or overlap the memory-bound kernels with them; "
               "kernel tuning has little left";
       f.saved_us_per_step = p.per_step(std::max(0.0, hot_us - floor_us));
+      std::vector<std::string> hot_names;
+      for (const KernelStat* k : hot) hot_names.push_back(k->name);
+      f.why = str_printf("these kernels already run near the tensor cores' measured rate, so their %.1f us per %s "
+                         "is mostly the flops themselves: only fewer flops (fp8 at about twice the bf16 rate, "
+                         "skipping masked tiles) or overlapping other work with them shortens the step",
+                         p.per_step(hot_us), per);
+      f.failure_modes = "fp8 loses precision (needs per-tensor or per-row scales and an accuracy check); skipping "
+                        "masked tiles pays only for causal attention over long sequences; overlap needs independent "
+                        "work on another stream and can slow both kernels if they share the SMs";
+      f.how_to_test = profile_cmd + ": the named kernels' us/call and the step time must fall; their %bf16 stays "
+                                    "high (it measures the ceiling, not the work); " +
+                      must_fall(f.saved_us_per_step) + "; " +
+                      (engine ? "`fathom check -m MODEL` for accuracy" : "the program's accuracy check");
+      hints[f.rule] = {{"fewer-flops"},
+                       kernels_where(hot_names, engine, "the GEMM/attention library's precision and kernel choice"),
+                       "the hot kernels' us/call"};
       add(f);
     }
   }
@@ -698,6 +1085,31 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
                   : "too few warps in flight to cover DRAM latency: shrink the shared-memory tile or pipeline "
                     "stages per block, or keep more bytes in flight per thread (wider, independent loads)";
       f.saved_us_per_step = p.per_step(saved_us);
+      const bool regs = k0.occupancy.limiter == OccupancyLimiter::REGISTERS;
+      f.why = str_printf("a memory-bound kernel needs bytes in flight = bandwidth x DRAM latency; with %d blocks/SM "
+                         "(%.0f%% occupancy) too few warps issue loads, so %s reads at %.0f GB/s instead of %.0f; "
+                         "freeing the %s that caps the blocks, or more independent loads per warp, puts more bytes "
+                         "in flight",
+                         k0.occupancy.blocks_per_sm, k0.occupancy.pct, short_kernel(k0.name).c_str(), k0.gbps,
+                         trace.read_gbps, regs ? "registers" : "shared memory");
+      f.failure_modes = regs ? "capping registers (__launch_bounds__ with a minimum of blocks, -maxrregcount) can "
+                               "spill to local memory, whose traffic can cost more than the occupancy gained; more "
+                               "warps do not help when the grid has too few blocks (waves < 1) or the kernel waits "
+                               "on its own reduction"
+                             : "a smaller tile or fewer pipeline stages means more passes and less reuse per load; "
+                               "more warps do not help when the grid has too few blocks (waves < 1) or the kernel "
+                               "waits on its own reduction";
+      f.how_to_test = profile_cmd + str_printf(": in the kernel efficiency table %s's blk/SM and occ%% must rise from "
+                                               "%d and %.0f%%, its %%read from %.1f%%; ",
+                                               short_kernel(k0.name).c_str(), k0.occupancy.blocks_per_sm,
+                                               k0.occupancy.pct, k0.pct_bw) +
+                      (regs ? "compile with -Xptxas -v and check 0 bytes of spill stores; " : "") +
+                      must_fall(f.saved_us_per_step) + "; " +
+                      (engine ? "`ctest -L gpu` (the kernel against its CPU reference)" : "the program's outputs");
+      hints[f.rule] = {{"occupancy:" + k0.name},
+                       kernels_where({k0.name}, engine, "its launch bounds, register cap or tile size in the library "
+                                                        "that provides it"),
+                       "blk/SM, occ% and %read of " + short_kernel(k0.name)};
       add(f);
     }
   }
@@ -739,6 +1151,37 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
                   : "store tensors in the layout their consumer reads (pre-transposed weights, K/V written in the "
                     "attention kernel's layout) or fuse the reformat into the producer's epilogue";
       f.saved_us_per_step = p.per_step(reformat_us + softmax_us);
+      std::vector<std::string> layout_names;
+      for (const KernelStat* k : ks) layout_names.push_back(k->name);
+      f.why = softmax_us > reformat_us
+                  ? "an unfused softmax writes the score matrix to DRAM and reads it back twice (softmax, then the "
+                    "second matmul); fused attention computes the softmax online in registers and shared memory, "
+                    "so that traffic and the kernel disappear"
+                  : str_printf("the reformat kernels read and write their bytes again (%.1f us per %s) for no "
+                               "arithmetic; storing tensors in the layout their consumer reads, or writing that "
+                               "layout from the producer's epilogue, removes the round trip",
+                               p.per_step(reformat_us), per);
+      f.failure_modes = softmax_us > reformat_us
+                            ? "fused attention kernels cover a set of head dims, masks and dtypes: the others fall "
+                              "back; the online softmax reorders the arithmetic, so results differ within a "
+                              "tolerance, not bitwise"
+                            : "a pre-transposed weight layout must be produced at load for every consumer (and by "
+                              "the quantizer); fusing a reformat into an epilogue lengthens the producer and can "
+                              "cost it occupancy; a reformat that feeds a library call (cuBLAS wants a layout) may "
+                              "be the cheaper option";
+      f.how_to_test = profile_cmd + str_printf(": the reformat/softmax kernels must leave the top kernels, or fall "
+                                               "below %.0f%% of kernel time (now %.1f%%); ",
+                                               th.layout_pct, share) +
+                      must_fall(f.saved_us_per_step) + "; " +
+                      (engine ? "`fathom check -m MODEL` for the tokens" : "the program's outputs within tolerance");
+      hints[f.rule] = {{softmax_us > reformat_us ? "fused-attention" : "layout"},
+                       kernels_where(layout_names, engine,
+                                     softmax_us > reformat_us
+                                         ? "the framework's attention (PyTorch: F.scaled_dot_product_attention, a "
+                                           "FlashAttention backend)"
+                                         : "the framework op that produces it (PyTorch: .contiguous(), .transpose(), "
+                                           "torch.cat, .to(dtype) in the step; torch.compile fuses many)"),
+                       "the reformat and softmax kernels' share of kernel time"};
       add(f);
     }
   }
@@ -764,6 +1207,24 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
     f.fix = k.pct_gpu > th.top_kernel_pct
                 ? "optimise this kernel first: measure its GB/s or TFLOP/s against the ceilings (fathom bench, ncu)"
                 : "kernel time is spread over many kernels: fusion pays more than tuning one";
+    f.why = k.pct_gpu > th.top_kernel_pct
+                ? str_printf("%s takes %.1f%% of the kernel time, so a speedup of it shortens the kernel time by "
+                             "that share (Amdahl): the place where kernel work pays first",
+                             short_kernel(k.name).c_str(), k.pct_gpu)
+                : str_printf("the largest kernel takes only %.1f%% of kernel time, so tuning it gives at most that; "
+                             "fusing neighbours removes a launch and a DRAM round trip per fused pair",
+                             k.pct_gpu);
+    f.failure_modes = "a kernel already at its ceiling (its GB/s or TFLOP/s against the measured ones) has little "
+                      "left; a micro-benchmark speedup can vanish in the model when the shapes there are smaller "
+                      "(fewer waves) or the benchmark runs with a warm L2 (flush it between repetitions)";
+    f.how_to_test = profile_cmd + str_printf(": %s's mean us/call (now %.2f) and share of kernel time must fall; ",
+                                             short_kernel(k.name).c_str(), k.mean_us) +
+                    (engine ? "`fathom bench -m MODEL --baseline before.json` must not regress; `ctest -L gpu` for "
+                              "the kernel's correctness"
+                            : "ncu on the kernel for the limiting unit");
+    hints[f.rule] = {{"kernel:" + k.name},
+                     kernels_where({k.name}, engine, "the library or framework op that launches it"),
+                     "the top kernel's us/call"};
     add(f);
   }
 
@@ -772,6 +1233,11 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
     f.rule = "incomplete";
     f.title = str_printf("CUPTI dropped %llu records: counts are low", (unsigned long long)trace.dropped_records);
     f.fix = "profile fewer steps (-n)";
+    f.why = "CUPTI's activity buffers filled faster than they were drained, so kernels, copies and syncs are "
+            "missing: every per-step count above is low";
+    f.failure_modes = "fewer steps can miss an event that recurs every N steps (a KV cache growth, a periodic "
+                      "log flush); the first steps are warm-up and must not be the only ones profiled";
+    f.how_to_test = profile_cmd + " with a smaller -n: the CUPTI dropped-records warning must be gone";
     r.findings.push_back(f);
   }
 
@@ -779,6 +1245,7 @@ DoctorReport diagnose_phase(const Trace& trace, const PhaseStats& p, const std::
     if (x.saved_us_per_step != y.saved_us_per_step) return x.saved_us_per_step > y.saved_us_per_step;
     return int(x.severity) > int(y.severity);
   });
+  finish_report(r, hints, engine, step);
   return r;
 }
 
@@ -811,15 +1278,30 @@ std::string format_doctor(const DoctorReport& r) {
     s += "verdict: " + first->title + "\n  -> " + first->fix + "\n";
   else
     s += "verdict: no waste above the thresholds found\n";
+  s += "\n## Findings\n";
   int i = 0;
   for (const Finding& f : r.findings) {
     s += str_printf("\n%d. [%s] %s\n", ++i, severity_name(f.severity), f.title.c_str());
     for (const std::string& e : f.evidence) s += "     evidence: " + e + "\n";
     if (!f.fix.empty()) s += "     fix: " + f.fix + "\n";
+    if (!f.why.empty()) s += "     why: " + f.why + "\n";
+    if (!f.failure_modes.empty()) s += "     failure modes: " + f.failure_modes + "\n";
+    if (!f.how_to_test.empty()) s += "     test: " + f.how_to_test + "\n";
     if (f.saved_us_per_step > 0)
-      s += str_printf("     saves: up to %.1f us per %s (%.1f%%)\n", f.saved_us_per_step, decode ? "token" : "step",
-               r.step_us > 0 ? 100.0 * f.saved_us_per_step / r.step_us : 0);
+      s += str_printf("     saves: up to %.1f us per %s (%.1f%%; impact %s)\n", f.saved_us_per_step,
+                      decode ? "token" : "step", r.step_us > 0 ? 100.0 * f.saved_us_per_step / r.step_us : 0,
+                      severity_name(f.severity));
   }
+  s += "\n## Patch plan\n\n";
+  if (r.patch_plan.empty()) s += "no change indicated: no finding claims a saving\n";
+  i = 0;
+  for (const PatchStep& p : r.patch_plan) {
+    s += str_printf("%d. %s\n", ++i, p.change.c_str());
+    s += "   where: " + p.where + "\n";
+    s += "   expected: " + p.expected + "\n";
+  }
+  s += "\n## Verification checklist\n\n";
+  for (const std::string& c : r.checklist) s += "- [ ] " + c + "\n";
   return s;
 }
 
@@ -832,7 +1314,14 @@ std::string doctor_to_json(const DoctorReport& r, int indent) {
   j["findings"] = nlohmann::json::array();
   for (const Finding& f : r.findings)
     j["findings"].push_back({{"rule", f.rule}, {"severity", severity_name(f.severity)}, {"title", f.title},
-                             {"evidence", f.evidence}, {"fix", f.fix}, {"saved_us_per_step", f.saved_us_per_step}});
+                             {"evidence", f.evidence}, {"fix", f.fix}, {"why", f.why},
+                             {"failure_modes", f.failure_modes}, {"how_to_test", f.how_to_test},
+                             {"saved_us_per_step", f.saved_us_per_step}});
+  j["patch_plan"] = nlohmann::json::array();
+  for (const PatchStep& p : r.patch_plan)
+    j["patch_plan"].push_back({{"rules", p.rules}, {"change", p.change}, {"where", p.where},
+                               {"saved_us_per_step", p.saved_us_per_step}, {"expected", p.expected}});
+  j["checklist"] = r.checklist;
   return j.dump(indent);
 }
 
