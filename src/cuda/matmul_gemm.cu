@@ -280,6 +280,8 @@ struct GemmPlanCache {
   std::unordered_map<lt_plan::PlanKey, lt_plan::LtPlan, lt_plan::PlanKeyHash> plans;
   int64_t hits = 0, misses = 0, timed = 0;
   GemmPlanCache() { plans.reserve(256); }
+  GemmPlanCache(const GemmPlanCache&) = delete;  // owns cuBLASLt descriptors
+  GemmPlanCache& operator=(const GemmPlanCache&) = delete;
   ~GemmPlanCache() {
     for (auto& kv : plans) lt_plan::destroy_plan(kv.second);
   }

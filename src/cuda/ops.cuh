@@ -152,7 +152,8 @@ struct GemmContext {
   // cuBLASLt heuristic query on the host (tens of us), which outweighed the GEMM for small
   // matrices (H200: gemma3-270m Q4_K_M pp512 fell from 29.9k to 16.1k tok/s through this path,
   // llama3-8b Q4_K_M rose from 3.6k to 15.9k). With plans cached the engine sets 0 (every
-  // matrix); FATHOM_DEQUANT_MIN_ELEMENTS overrides it for A/B runs. 0 = always.
+  // matrix) for models of 512 MB or more and 1 << 22 below (engine.cpp, kSmallModelBytes);
+  // FATHOM_DEQUANT_MIN_ELEMENTS overrides it for A/B runs. 0 = always.
   int64_t dequant_min_elements = 0;
   // Per-shape cuBLASLt plans (descriptors + chosen algorithm), from gemm_plan_cache_create();
   // owned by whoever owns the context (the engine destroys it at unload). Nullable: without it
@@ -209,7 +210,7 @@ GemmPlanStats gemm_plan_cache_stats(const GemmPlanCache* cache);  // nullable: z
 // synchronises `stream`: call it before real work. Under graph capture, or with time_candidates
 // false, or past budget_ms, plans get the heuristic's first pick only.
 struct GemmTuneOptions {
-  bool time_candidates = true;  // false: heuristic's first pick only (FATHOM_GEMM_TUNE=0)
+  bool time_candidates = true;  // false: heuristic's first pick only (the engine times only with FATHOM_GEMM_TUNE=1)
   int max_candidates = 8;
   int reps = 5;
   double budget_ms = 2000.0;  // wall-clock cap on the timing of one call

@@ -67,6 +67,9 @@ Trace profile_engine(const Model& model, const std::string& model_path, const st
   prof.start();
   try {
     prof.mark_step("prefill");
+    // A one-token prompt already runs the decode path (and captures its graph, whose replays note
+    // no launches): record from the start then, or the decode steps would carry no costs.
+    if (prompt.size() == 1) costs.set_recording(true);
     int32_t id = engine.eval_greedy(prompt.data(), int64_t(prompt.size()));
     costs.set_recording(true);
     for (int i = 0; i < opt.n_decode; ++i) {

@@ -757,6 +757,9 @@ std::vector<RangeStat> range_stats(const Trace& t) {
       if (!inside(lt != launch_time.end() ? lt->second : k.start_ns)) continue;
       ++r.kernels;
       r.kernel_us += span_us(k.start_ns, k.end_ns);
+      // The hints are per-launch means of the DECODE step's launches: prefill and other ranges
+      // launch the same kernels on other shapes, so they get no byte figure.
+      if (step_range_kind(name) != StepRange::DECODE) continue;
       auto c = costs.find(kernel_display_name(k.name));
       if (c != costs.end()) r.bytes += c->second->bytes_per_launch();
     }
