@@ -3,22 +3,11 @@
 # of synthetic llama3-8b / llama3.2-1b Q4_K_M (top kernels, categories), decode bench with PDL on
 # and off, and the second profile/doctor check script.
 # Usage (device tool, carry [".devdeps", ".devsrc"]): bash bench/device_decode_run.sh [src.tgz]
-set -u
-FINAL=${OUT:-/tmp/fathom-out}
-export OUT=/tmp/fathom-run
-mkdir -p "$OUT" "$FINAL"
-trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .' EXIT
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-src=${1:-.devsrc/head.tgz}
-W=/tmp/fathom-src
-rm -rf "$W" && mkdir -p "$W" && tar xzf "$src" -C "$W" && cp -r .devdeps "$W"/ && cd "$W" || exit 1
-stamp build
-scripts/device_build.sh build-dev >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+source "$(dirname "$0")/device_lib.sh"
+device_begin "$@"
 stamp "gpu tests"
 timeout 240 build-dev/tests/fathom_gpu_tests >"$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure" "$OUT/gpu_tests.log" | head -20
-B=build-dev/bin/fathom
 stamp profile
 for m in llama3-8b llama3.2-1b; do
   timeout 120 $B profile --synthetic $m --type Q4_K_M -n 16 --top 25 --json "$OUT/prof_$m.json" >"$OUT/prof_$m.txt" 2>&1

@@ -3,20 +3,8 @@
 # (FATHOM_GEMV_HALF) and of the RMS norm fused into the grouped GEMVs (FATHOM_FUSE_NORM), and
 # memcheck over the GEMV tests. Usage (carry [".devdeps", ".devsrc"]):
 #   bash bench/device_f16_run.sh [src.tgz]
-set -u
-FINAL=${OUT:-/tmp/fathom-out}
-export OUT=/tmp/fathom-run
-mkdir -p "$OUT" "$FINAL"
-trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .' EXIT
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-src=${1:-.devsrc/head.tgz}
-W=/tmp/fathom-src
-rm -rf "$W" && mkdir -p "$W" && tar xzf "$src" -C "$W" && cp -r .devdeps "$W"/ && cd "$W" || exit 1
-stamp build
-scripts/device_build.sh build-dev >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-T=build-dev/tests/fathom_gpu_tests
-B=build-dev/bin/fathom
+source "$(dirname "$0")/device_lib.sh"
+device_begin "$@"
 stamp tests
 timeout 120 $T >"$OUT/gpu_tests.log" 2>&1; echo "gpu tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure" "$OUT/gpu_tests.log" | head
 stamp decode

@@ -4,21 +4,9 @@
 # initcheck on the kernels changed this session. Perf first, sanitizers last (each with its own
 # timeout) so a short budget still returns the numbers.
 # Usage (device tool, carry [".devdeps", ".devsrc"]): bash bench/device_final_run.sh [src.tgz]
-set -u
-FINAL=${OUT:-/tmp/fathom-out}
-export OUT=/tmp/fathom-run
-mkdir -p "$OUT" "$FINAL"
-trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .; cp "$OUT"/bench_table.* "$FINAL"/ 2>/dev/null' EXIT
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-src=${1:-.devsrc/head.tgz}
-W=/tmp/fathom-src
-rm -rf "$W" && mkdir -p "$W" && tar xzf "$src" -C "$W" && cp -r .devdeps "$W"/ && cd "$W" || exit 1
-stamp build
-scripts/device_build.sh build-dev >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+source "$(dirname "$0")/device_lib.sh"
+device_begin "$@"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv >"$OUT/gpu.txt"
-T=build-dev/tests/fathom_gpu_tests
-B=build-dev/bin/fathom
 stamp "gpu tests"
 timeout 200 $T >"$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure" "$OUT/gpu_tests.log" | head -20

@@ -3,19 +3,8 @@
 # tarball, times single shapes (tests/gpu/test_gemv_q8.cpp DISABLED_BenchOne), reads Nsight
 # Compute counters for the Q4_K 14336x4096 case and dumps the kernel's SASS.
 # Usage (device tool, carry [".devdeps", ".devsrc"]): bash bench/device_q8_ncu.sh [src.tgz]
-set -u
-FINAL=${OUT:-/tmp/fathom-out}
-export OUT=/tmp/fathom-run
-mkdir -p "$OUT" "$FINAL"
-trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .' EXIT
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-src=${1:-.devsrc/head.tgz}
-W=/tmp/fathom-src
-rm -rf "$W" && mkdir -p "$W" && tar xzf "$src" -C "$W" && cp -r .devdeps "$W"/ && cd "$W" || exit 1
-stamp build
-scripts/device_build.sh build-dev >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-T=build-dev/tests/fathom_gpu_tests
+source "$(dirname "$0")/device_lib.sh"
+device_begin "$@"
 one() { FATHOM_Q8_SHAPE=$1 $T --gtest_also_run_disabled_tests --gtest_filter='*BenchOne*' 2>&1 | grep bench-one; }
 stamp shapes
 for s in Q4_K,14336,4096,1 Q4_K,4096,14336,1 Q4_K,4096,4096,1 Q4_K,1024,4096,1 Q6_K,4096,14336,1 Q6_K,128256,4096,1 Q8_0,14336,4096,1 Q4_0,14336,4096,1; do one $s; done

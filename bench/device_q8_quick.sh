@@ -2,20 +2,8 @@
 # One GPU call for a GEMV iteration: build the source tarball, the matmul/engine/PDL GPU tests,
 # single-shape timings, Nsight Compute on Q4_K 14336x4096, decode and batch benches.
 # Usage (device tool, carry [".devdeps", ".devsrc"]): bash bench/device_q8_quick.sh [src.tgz]
-set -u
-FINAL=${OUT:-/tmp/fathom-out}
-export OUT=/tmp/fathom-run
-mkdir -p "$OUT" "$FINAL"
-trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .' EXIT
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-src=${1:-.devsrc/head.tgz}
-W=/tmp/fathom-src
-rm -rf "$W" && mkdir -p "$W" && tar xzf "$src" -C "$W" && cp -r .devdeps "$W"/ && cd "$W" || exit 1
-stamp build
-scripts/device_build.sh build-dev >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-T=build-dev/tests/fathom_gpu_tests
-B=build-dev/bin/fathom
+source "$(dirname "$0")/device_lib.sh"
+device_begin "$@"
 stamp tests
 timeout 200 $T --gtest_filter='GpuGemvQ8*:GpuMatmul*:*Engine*:*Pdl*' >"$OUT/tests.log" 2>&1
 echo "tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|rel " "$OUT/tests.log" | head -20

@@ -4,18 +4,8 @@
 # FATHOM_GEMV_Q8 (new kernel on/off) and FATHOM_PDL (programmatic dependent launch on/off).
 # Usage (device tool, carry [".devdeps", ".devsrc"]): bash bench/device_q8_run.sh [src.tgz]
 # The tarball (git archive of the commit under test) isolates the run from uncommitted edits.
-set -u
-FINAL=${OUT:-/tmp/fathom-out}
-export OUT=/tmp/fathom-run
-mkdir -p "$OUT" "$FINAL"
-trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .' EXIT
-t0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-src=${1:-.devsrc/head.tgz}
-W=/tmp/fathom-src
-rm -rf "$W" && mkdir -p "$W" && tar xzf "$src" -C "$W" && cp -r .devdeps "$W"/ && cd "$W" || exit 1
-stamp build
-scripts/device_build.sh build-dev >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+source "$(dirname "$0")/device_lib.sh"
+device_begin "$@"
 stamp "gpu tests"
 timeout 240 build-dev/tests/fathom_gpu_tests >"$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|worst|rel " "$OUT/gpu_tests.log" | head -40
@@ -25,7 +15,6 @@ for q8 in 1 0; do
     --gtest_filter='*BenchKernels*' >"$OUT/kbench_q8_$q8.log" 2>&1
   echo "== FATHOM_GEMV_Q8=$q8"; grep -E "^\[bench\]" "$OUT/kbench_q8_$q8.log" | head -60
 done
-B=build-dev/bin/fathom
 for cfg in "q8pdl:1:1" "q8nopdl:1:0" "v3:0:1"; do
   name=${cfg%%:*}; rest=${cfg#*:}; q8=${rest%%:*}; pdl=${rest#*:}
   stamp "decode $name"
