@@ -286,6 +286,13 @@ struct TraceAnalysis {
 // `top_n` kernels per scope (0: all).
 TraceAnalysis analyze(const Trace& t, size_t top_n = 15);
 
+// The window a trace covers, [begin_ns, end_ns): as recorded (Trace::begin_ns / end_ns), else the
+// span of its events (the end one past the last event's end). analyze() and the doctor use it.
+struct TraceWindow {
+  uint64_t begin_ns = 0, end_ns = 0;
+};
+TraceWindow trace_window(const Trace& t);
+
 // Step markers from NVTX ranges named "prefill", "decode", "decode step N" (any domain): one per
 // range, at its start; the first decode range after a prefill (or the first of all) is phase
 // "decode-first", like the engine profile's graph-capturing step. Empty when none match.

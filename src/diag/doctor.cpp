@@ -295,28 +295,16 @@ bool is_blocking_copy_api(const std::string& n) {
 }
 bool is_copy_api(const std::string& n) { return n.rfind("cudaMemcpy", 0) == 0; }
 
-// The window analyze() uses: as recorded, else the span of the events (end exclusive).
-Span trace_window(const Trace& t) {
-  uint64_t lo = UINT64_MAX, hi = 0;
-  auto see = [&](uint64_t s, uint64_t e) {
-    lo = std::min(lo, s);
-    hi = std::max(hi, e);
-  };
-  for (const auto& k : t.kernels) see(k.start_ns, k.end_ns);
-  for (const auto& m : t.memcpys) see(m.start_ns, m.end_ns);
-  for (const auto& m : t.memsets) see(m.start_ns, m.end_ns);
-  for (const auto& s : t.syncs) see(s.start_ns, s.end_ns);
-  for (const auto& a : t.api) see(a.start_ns, a.end_ns);
-  for (const auto& s : t.steps) see(s.t_ns, s.t_ns);
-  for (const auto& r : t.ranges) see(r.start_ns, r.end_ns);
-  const uint64_t begin = t.begin_ns ? t.begin_ns : (lo == UINT64_MAX ? 0 : lo);
-  return {begin, std::max(t.end_ns, hi == 0 ? begin : hi + 1)};
+// The window analyze() uses (profiler.h trace_window).
+Span window_of(const Trace& t) {
+  const TraceWindow w = trace_window(t);
+  return {w.begin_ns, w.end_ns};
 }
 
 // The steps of `phase` as analyze() cuts them: each from its mark to the next (the whole window
 // for "all").
 std::vector<Span> phase_steps(const Trace& t, const std::string& phase) {
-  const Span w = trace_window(t);
+  const Span w = window_of(t);
   std::vector<StepMark> marks = step_marks_from_ranges(t.ranges);
   if (marks.empty()) marks = t.steps;
   if (marks.empty() || phase == "all") return {w};

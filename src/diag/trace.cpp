@@ -785,8 +785,7 @@ std::vector<RangeStat> range_stats(const Trace& t) {
 
 }  // namespace
 
-TraceAnalysis analyze(const Trace& t, size_t top_n) {
-  // The window: as recorded, else the span of the events.
+TraceWindow trace_window(const Trace& t) {
   uint64_t lo = UINT64_MAX, hi = 0;
   auto see = [&](uint64_t s, uint64_t e) {
     lo = std::min(lo, s);
@@ -799,9 +798,17 @@ TraceAnalysis analyze(const Trace& t, size_t top_n) {
   for (const auto& a : t.api) see(a.start_ns, a.end_ns);
   for (const auto& s : t.steps) see(s.t_ns, s.t_ns);
   for (const auto& r : t.ranges) see(r.start_ns, r.end_ns);
-  const uint64_t begin = t.begin_ns ? t.begin_ns : (lo == UINT64_MAX ? 0 : lo);
+  TraceWindow w;
+  w.begin_ns = t.begin_ns ? t.begin_ns : (lo == UINT64_MAX ? 0 : lo);
   // +1: an interval is [begin, end), so the last event's start must lie before the end.
-  const uint64_t end = std::max(t.end_ns, hi == 0 ? begin : hi + 1);
+  w.end_ns = std::max(t.end_ns, hi == 0 ? w.begin_ns : hi + 1);
+  return w;
+}
+
+TraceAnalysis analyze(const Trace& t, size_t top_n) {
+  const TraceWindow win = trace_window(t);
+  const uint64_t begin = win.begin_ns;
+  const uint64_t end = win.end_ns;
 
   TraceAnalysis a;
   std::vector<StepMark> marks = step_marks_from_ranges(t.ranges);
