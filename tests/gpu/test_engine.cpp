@@ -18,32 +18,14 @@
 #include "fathom/sampler.h"
 #include "fathom/testgen.h"
 #include "fathom/tokenizer.h"
+#include "test_engine_util.h"
 
 namespace fathom {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                         \
-  do {                                                             \
-    std::string why_;                                              \
-    if (!cuda_engine_available(&why_)) GTEST_SKIP() << why_;       \
-  } while (0)
-
 // Models written once per process into the test temp dir.
 const Model& test_model(const std::string& shape, const std::string& type) {
-  static std::map<std::string, std::unique_ptr<Model>> cache;
-  const std::string key = shape + "-" + type;
-  auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-  TestModelSpec spec;
-  spec.shape = shape;
-  spec.type = type;
-  spec.seed = 7;
-  const std::string path = ::testing::TempDir() + "/fathom_engine_" + key + ".gguf";
-  write_test_model(spec, path);
-  auto m = load_model(path);
-  const Model& ref = *m;
-  cache[key] = std::move(m);
-  return ref;
+  return test::cached_test_model("engine", shape, type, 7);
 }
 
 // A deterministic prompt of in-vocabulary ids (past the byte tokens so they are ordinary pieces).

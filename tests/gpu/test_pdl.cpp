@@ -20,15 +20,10 @@
 #include "fathom/cuda_engine.h"
 #include "fathom/model.h"
 #include "fathom/testgen.h"
+#include "test_engine_util.h"
 
 namespace fathom {
 namespace {
-
-#define SKIP_WITHOUT_GPU()                                   \
-  do {                                                       \
-    std::string why_;                                        \
-    if (!cuda_engine_available(&why_)) GTEST_SKIP() << why_; \
-  } while (0)
 
 // Puts the PDL override back to the environment's choice however the test ends.
 struct PdlOverride {
@@ -39,18 +34,7 @@ struct PdlOverride {
 };
 
 const Model& pdl_test_model(const std::string& shape, const std::string& type) {
-  static std::map<std::string, std::unique_ptr<Model>> cache;
-  const std::string key = shape + "-" + type;
-  auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-  TestModelSpec spec;
-  spec.shape = shape;
-  spec.type = type;
-  spec.seed = 11;
-  const std::string path = ::testing::TempDir() + "/fathom_pdl_" + key + ".gguf";
-  write_test_model(spec, path);
-  cache[key] = load_model(path);
-  return *cache[key];
+  return test::cached_test_model("pdl", shape, type, 11);
 }
 
 std::vector<int32_t> make_prompt(int64_t n, int64_t n_vocab, int32_t salt) {

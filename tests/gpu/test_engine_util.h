@@ -1,0 +1,44 @@
+// Shared helpers of the engine-level GPU tests (test_engine.cpp, test_pdl.cpp): the skip when the
+// CUDA engine cannot run, and tiny random test models written once per process.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "fathom/cuda_engine.h"
+#include "fathom/model.h"
+#include "fathom/testgen.h"
+
+namespace fathom::test {
+
+// Skips the calling test, saying why, when no CUDA device / engine is usable (CI has none).
+#define SKIP_WITHOUT_GPU()                                         \
+  do {                                                             \
+    std::string why_;                                              \
+    if (!cuda_engine_available(&why_)) GTEST_SKIP() << why_;       \
+  } while (0)
+
+// The test model of (shape, type, seed), written to the test temp dir and loaded once per process;
+// `tag` keeps the files of different test binaries' suites apart.
+inline const Model& cached_test_model(const std::string& tag, const std::string& shape, const std::string& type,
+                                      uint64_t seed) {
+  static std::map<std::string, std::unique_ptr<Model>> cache;
+  const std::string key = tag + "_" + shape + "-" + type + "-" + std::to_string(seed);
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  TestModelSpec spec;
+  spec.shape = shape;
+  spec.type = type;
+  spec.seed = seed;
+  const std::string path = ::testing::TempDir() + "/fathom_" + key + ".gguf";
+  write_test_model(spec, path);
+  auto m = load_model(path);
+  const Model& ref = *m;
+  cache[key] = std::move(m);
+  return ref;
+}
+
+}  // namespace fathom::test
