@@ -9,7 +9,8 @@
 //
 // Weight types: every matrix gets the requested type, with llama.cpp's fallback when the row length
 // is not a multiple of the block (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; as in the real
-// gemma-3-270m file, whose 640-wide rows do not fit 256-element blocks). 1-D tensors stay F32.
+// gemma-3-270m file, whose 640-wide rows do not fit 256-element blocks; Q2_K / Q3_K -> Q4_0, where
+// llama.cpp takes IQ4_NL, which fathom lacks). 1-D tensors stay F32.
 // "Q4_K_M" is llama.cpp's mixed recipe: Q4_K, with Q6_K for output/tied embedding and for attn_v /
 // ffn_down of the first and last eighth of the layers and every third layer in between.
 //
@@ -31,7 +32,7 @@ namespace fathom {
 
 struct TestModelSpec {
   std::string shape = "tiny-llama";  // one of test_model_shapes()
-  std::string type = "F32";          // a GgmlType name (F32 F16 BF16 Q8_0 Q4_0 Q4_K Q5_K Q6_K ...) or "Q4_K_M"
+  std::string type = "F32";          // a GgmlType name (F32 F16 BF16 Q8_0 Q4_0 Q2_K Q3_K Q4_K ...) or "Q4_K_M"
   uint64_t seed = 1;
 };
 

@@ -23,7 +23,7 @@
 // the S warps of a group through shared memory. The x stage is 36 KB whatever NB (8192
 // elements for NB = 1; longer rows loop over chunks).
 //
-// NB (padded batch width) is a template argument in {1, 2, 4, 8, 16}: 5 x 11 types = 55 small
+// NB (padded batch width) is a template argument in {1, 2, 4, 8, 16}: 5 x 13 types = 65 small
 // instantiations (ksplit is a run-time value); columns past n_tokens are zero in shared memory
 // and never stored.
 #include <cuda_runtime.h>

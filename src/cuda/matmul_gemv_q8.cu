@@ -66,6 +66,8 @@ template <> struct Geo<GgmlType::Q4_1> { static constexpr int blk = 32, bytes = 
 template <> struct Geo<GgmlType::Q5_0> { static constexpr int blk = 32, bytes = 22; };
 template <> struct Geo<GgmlType::Q5_1> { static constexpr int blk = 32, bytes = 24; };
 template <> struct Geo<GgmlType::Q8_0> { static constexpr int blk = 32, bytes = 34; };
+template <> struct Geo<GgmlType::Q2_K> { static constexpr int blk = 256, bytes = 84; };
+template <> struct Geo<GgmlType::Q3_K> { static constexpr int blk = 256, bytes = 110; };
 template <> struct Geo<GgmlType::Q4_K> { static constexpr int blk = 256, bytes = 144; };
 template <> struct Geo<GgmlType::Q5_K> { static constexpr int blk = 256, bytes = 176; };
 template <> struct Geo<GgmlType::Q6_K> { static constexpr int blk = 256, bytes = 210; };
@@ -73,7 +75,7 @@ template <> struct Geo<GgmlType::Q6_K> { static constexpr int blk = 256, bytes =
 template <GgmlType T>
 constexpr int stage_bytes() { return kStageW / Geo<T>::blk * Geo<T>::bytes; }
 // Weights per lane task: a 64-element sub-block pair for Q4_K / Q5_K, one 32-element block (or
-// Q6_K quarter-run set) otherwise.
+// Q6_K quarter-run set, or Q2_K / Q3_K 32-element run) otherwise.
 template <GgmlType T>
 constexpr int task_w() { return (T == GgmlType::Q4_K || T == GgmlType::Q5_K) ? 64 : 32; }
 // A stage is copied from its 16-byte-aligned floor: up to 15 bytes before and 15 after.
@@ -256,6 +258,84 @@ struct Task<GgmlType::Q8_0, NB> {
     uint32_t w[8];
     lds_words<8>(b + 2, w);
     legacy_acc<NB>(w, x, t, acc, [d](float2 xd, float dot) { return d * xd.x * dot; });
+  }
+};
+
+// Q2_K / Q3_K: task t = super-block t / 8, run j = t % 8: elements 32 j + l (l < 32) of the
+// super-block, sub-blocks 2j (l < 16) and 2j + 1, whose low 2 code bits are bits 2p..2p+1
+// (p = j % 4) of qs[32 (j / 4) + l] and (Q3_K) third bit is bit j of hmask[l]. Their offsets meet
+// the rounded x like the codes: Q2_K's mins through a dp4a of the x codes with ones, Q3_K's -4 in
+// the signed code bytes. So every weight's whole value multiplies the same rounded x, and the
+// error bound is that of the symmetric types (matmul_gemv_q8.cuh).
+
+// One plane: 4 code words . 16 x codes, and the sum of the 16 x codes (dp4a with ones).
+__device__ __forceinline__ int dot4(const uint32_t* w, uint4 a) {
+  return dp4a(w[3], a.w, dp4a(w[2], a.z, dp4a(w[1], a.y, dp4a(w[0], a.x, 0))));
+}
+__device__ __forceinline__ int sum4(uint4 a) {
+  constexpr uint32_t kOnes = 0x01010101u;
+  return dp4a(kOnes, a.w, dp4a(kOnes, a.z, dp4a(kOnes, a.y, dp4a(kOnes, a.x, 0))));
+}
+
+template <int NB>
+struct Task<GgmlType::Q2_K, NB> {
+  static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
+    const int jb = t >> 3, j = t & 7;
+    const uint8_t* sb = sw + 84 * jb;  // 4-byte aligned: rows are 84 n bytes from a 16-byte base
+    const uint32_t dd = *reinterpret_cast<const uint32_t*>(sb + 80);
+    const float d = half_lo(dd), dmin = half_hi(dd);
+    const uint32_t sc = *reinterpret_cast<const uint16_t*>(sb + 2 * j);  // sub-blocks 2j, 2j + 1
+    const int sc0 = int(sc & 0xFu), m0 = int((sc >> 4) & 0xFu);
+    const int sc1 = int((sc >> 8) & 0xFu), m1 = int(sc >> 12);
+    const uint32_t* qp = reinterpret_cast<const uint32_t*>(sb + 16 + 32 * (j >> 2));
+    const int shift = 2 * (j & 3);
+    uint32_t w[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w[i] = (qp[i] >> shift) & 0x03030303u;
+    const int k0 = 256 * jb + 32 * j;
+    const int b0 = 8 * jb + j;
+#pragma unroll
+    for (int c = 0; c < NB; ++c) {
+      const uint4 a0 = x16(x, c, k0, 0), a1 = x16(x, c, k0 + 16, 0);
+      const uint4 c0 = x16(x, c, k0, 1), c1 = x16(x, c, k0 + 16, 1);
+      // |codes| <= 3 * 127 * 16 per plane: every integer below fits easily in 32 bits.
+      const int q0 = kPlaneScale * dot4(w, a0) + dot4(w, c0);
+      const int q1 = kPlaneScale * dot4(w + 4, a1) + dot4(w + 4, c1);
+      const int n0 = kPlaneScale * sum4(a0) + sum4(c0);
+      const int n1 = kPlaneScale * sum4(a1) + sum4(c1);
+      acc[c] += x.xd[c * x.xd_cs + b0].x * (d * float(sc0 * q0 + sc1 * q1) - dmin * float(m0 * n0 + m1 * n1));
+    }
+  }
+};
+
+template <int NB>
+struct Task<GgmlType::Q3_K, NB> {
+  static __device__ __forceinline__ void run(const uint8_t* sw, int t, const XView& x, float (&acc)[NB]) {
+    const int jb = t >> 3, j = t & 7, h = j >> 2, p = j & 3;
+    const uint8_t* sb = sw + 110 * jb;  // 2-byte aligned
+    uint32_t hm[8], qs[8];
+    lds_words<8>(sb, hm);
+    lds_words<8>(sb + 32 + 32 * h, qs);
+    // Signed code bytes q - 4: the low 2 bits, or those minus 4 (| 0xFC) where the hmask bit is 0.
+    uint32_t w[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w[i] = ((qs[i] >> (2 * p)) & 0x03030303u) | ((~(hm[i] >> j) & 0x01010101u) * 0xFCu);
+    // Scales of sub-blocks 2j, 2j + 1 (quant_blocks.cuh q3k_scale_pair, on shared memory).
+    const uint32_t lo = *reinterpret_cast<const uint16_t*>(sb + 96 + 2 * p);
+    const uint32_t hi = *reinterpret_cast<const uint16_t*>(sb + 104 + 2 * (p & 1));
+    const int hs = 2 * (2 * h + (p >> 1));
+    const int s0 = int(((lo >> (4 * h)) & 0xFu) | (((hi >> hs) & 3u) << 4)) - 32;
+    const int s1 = int(((lo >> (8 + 4 * h)) & 0xFu) | (((hi >> (8 + hs)) & 3u) << 4)) - 32;
+    const float d = half_at(sb + 108);
+    const int k0 = 256 * jb + 32 * j;
+    const int b0 = 8 * jb + j;
+#pragma unroll
+    for (int c = 0; c < NB; ++c) {
+      // |q0| <= 255 * 4 * 127 * 16, |s0 q0 + s1 q1| <= 2^27.
+      const int q0 = kPlaneScale * dot4(w, x16(x, c, k0, 0)) + dot4(w, x16(x, c, k0, 1));
+      const int q1 = kPlaneScale * dot4(w + 4, x16(x, c, k0 + 16, 0)) + dot4(w + 4, x16(x, c, k0 + 16, 1));
+      acc[c] += x.xd[c * x.xd_cs + b0].x * d * float(s0 * q0 + s1 * q1);
+    }
   }
 };
 
@@ -485,6 +565,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
   constexpr int kTW = task_w<T>();
   constexpr int kStages = stages<T>();
   constexpr int kChunks16 = kSB / 16;  // 16-byte pieces of a full, aligned stage
+  static_assert(kSB % 16 == 0, "the aligned copy moves whole 16-byte pieces of a stage");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint8_t* ring = smem + warp * (kStages * kR * kSlot);
   int8_t* xq = reinterpret_cast<int8_t*>(smem + kWarps * kStages * kR * kSlot);
@@ -774,7 +855,8 @@ constexpr size_t kQ8SmemLimit = 227 * 1024;  // sm_90 opt-in maximum per block
 template <GgmlType T>
 constexpr bool is_q8_type() {
   return T == GgmlType::Q4_0 || T == GgmlType::Q4_1 || T == GgmlType::Q5_0 || T == GgmlType::Q5_1 ||
-         T == GgmlType::Q8_0 || T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K;
+         T == GgmlType::Q8_0 || T == GgmlType::Q2_K || T == GgmlType::Q3_K || T == GgmlType::Q4_K ||
+         T == GgmlType::Q5_K || T == GgmlType::Q6_K;
 }
 
 template <typename F>
@@ -785,6 +867,8 @@ bool dispatch_q8(GgmlType t, F&& f) {
     case GgmlType::Q5_0: f(std::integral_constant<GgmlType, GgmlType::Q5_0>{}); return true;
     case GgmlType::Q5_1: f(std::integral_constant<GgmlType, GgmlType::Q5_1>{}); return true;
     case GgmlType::Q8_0: f(std::integral_constant<GgmlType, GgmlType::Q8_0>{}); return true;
+    case GgmlType::Q2_K: f(std::integral_constant<GgmlType, GgmlType::Q2_K>{}); return true;
+    case GgmlType::Q3_K: f(std::integral_constant<GgmlType, GgmlType::Q3_K>{}); return true;
     case GgmlType::Q4_K: f(std::integral_constant<GgmlType, GgmlType::Q4_K>{}); return true;
     case GgmlType::Q5_K: f(std::integral_constant<GgmlType, GgmlType::Q5_K>{}); return true;
     case GgmlType::Q6_K: f(std::integral_constant<GgmlType, GgmlType::Q6_K>{}); return true;

@@ -4,8 +4,15 @@
 // x is quantized per 32 elements to two int8 planes, x ~= u (254 q1 + q2) with u = max|x| /
 // (127 * 254), inside the kernel, once per block, and the weights' integer codes are multiplied
 // with both planes by dp4a; each 32-element x block also carries its exact fp32 sum for the
-// types' offset/min terms. Each element of x moves by at most u / 2 = max|x_block| / 64516, so
-// |y - y_exact| <= sum_i |w_i| max|x_block(i)| / 64516 (+ fp32 rounding): the bound the tests use.
+// types' offset/min terms. Each element of x moves by at most u / 2 = max|x_block| / 64516.
+// Write each weight as w_i = c_i + o_i, o_i its block's offset or min (the value of code 0) and
+// c_i the scaled code. Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K apply o_i with the exact x sum, so only c_i
+// meets the rounded x; Q8_0 (o = 0), Q6_K and Q3_K (offset inside the signed dp4a codes) and Q2_K
+// (mins times a dp4a sum of the rounded x) multiply the whole w_i with it. Hence
+//   |y - y_exact| <= sum_i |e_i| max|x_block(i)| / 64516 (+ fp32 rounding),
+//   e_i = c_i = w_i - o_i for the first six types, e_i = w_i for the other four,
+// the bound the tests use (tests/gpu/test_q8_bound.h). |c_i| can reach about 2 |w_i| (Q4_0: a
+// code of 15 against the offset 8), so sum |w_i| alone is not a bound for those six.
 //
 // One launch serves:
 //   - a plain matmul (1 segment, optional bias and residual: y = x W^T + b + res, res may alias y);

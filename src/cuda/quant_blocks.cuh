@@ -7,7 +7,11 @@
 // Byte layouts (docs/conventions.md, src/quant/blocks.h). Loads use the widest access the block
 // alignment allows when rows start 16-byte aligned (cudaMalloc + rows of whole blocks):
 //   Q4_0 18 B (2-aligned)  Q4_1 20 B (4)  Q5_0 22 B (2)  Q5_1 24 B (8)  Q8_0 34 B (2)
-//   Q4_K 144 B (16)  Q5_K 176 B (16)  Q6_K 210 B (2)
+//   Q2_K 84 B (4)  Q3_K 110 B (2)  Q4_K 144 B (16)  Q5_K 176 B (16)  Q6_K 210 B (2)
+// dequant_unit computes each element with the CPU decoder's fp32 operations in the same order
+// (src/quant/q_legacy.cpp, q_k.cpp); where those are a product then a sum (d * q - m) nvcc may
+// contract them into one FMA (a few ulps), except in Q2_K, which spells the two roundings out
+// (__fmul_rn, __fsub_rn) and so matches the CPU bit for bit, as Q3_K (two products) does.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -67,6 +71,8 @@ template <> struct QTraits<GgmlType::Q5_0> { static constexpr int unit_bytes = 2
 template <> struct QTraits<GgmlType::Q5_1> { static constexpr int unit_bytes = 24; };
 template <> struct QTraits<GgmlType::Q8_0> { static constexpr int unit_bytes = 34; };
 // K-quants: bytes per 32-element unit averaged over the 256-element super-block.
+template <> struct QTraits<GgmlType::Q2_K> { static constexpr int sb_bytes = 84; };
+template <> struct QTraits<GgmlType::Q3_K> { static constexpr int sb_bytes = 110; };
 template <> struct QTraits<GgmlType::Q4_K> { static constexpr int sb_bytes = 144; };
 template <> struct QTraits<GgmlType::Q5_K> { static constexpr int sb_bytes = 176; };
 template <> struct QTraits<GgmlType::Q6_K> { static constexpr int sb_bytes = 210; };
@@ -196,6 +202,67 @@ __device__ __forceinline__ void dequant_unit<GgmlType::Q8_0>(const uint8_t* row,
   for (int j = 0; j < 32; ++j) {
     const int8_t q = int8_t((w[j >> 2] >> (8 * (j & 3))) & 0xFF);
     v[j] = d * float(q);
+  }
+}
+
+// Q2_K / Q3_K: unit j = u % 8 of a super-block is elements 32 j .. 32 j + 31, i.e. 128-element
+// half h = j / 4 and bit pair p = j % 4: element 32 j + l is bits 2p..2p+1 of qs[32 h + l], and
+// (Q3_K) its third bit is bit j of hmask[l]. The unit spans sub-blocks 2j (l < 16) and 2j + 1.
+// Q2_K: x = d * (sc & 15) * q - dmin * (sc >> 4), sc = scales[sub-block], q in [0, 3].
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q2_K>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + (u >> 3) * 84;
+  const int j = int(u & 7);
+  const float d = half_at(b + 80), dmin = half_at(b + 82);
+  const uint32_t sc = *reinterpret_cast<const uint16_t*>(b + 2 * j);  // sub-blocks 2j, 2j + 1
+  const float dl0 = d * float(sc & 0xF), ml0 = dmin * float((sc >> 4) & 0xF);
+  const float dl1 = d * float((sc >> 8) & 0xF), ml1 = dmin * float(sc >> 12);
+  const int shift = 2 * (j & 3);
+  uint32_t w[8];
+  load16_a4(b + 16 + 32 * (j >> 2), w);
+  load16_a4(b + 32 + 32 * (j >> 2), w + 4);
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    const uint32_t q = (w[l >> 2] >> (8 * (l & 3) + shift)) & 3u;
+    v[l] = __fsub_rn(__fmul_rn(l < 16 ? dl0 : dl1, float(q)), l < 16 ? ml0 : ml1);
+  }
+}
+
+// Q3_K 6-bit signed scales of sub-blocks 2j and 2j + 1 (q_k.cpp q3k_scale): scale s keeps its
+// low 4 bits in byte s % 8 of scales[] (low nibble for s < 8, high for s >= 8) and its top 2 bits
+// in byte 8 + s % 4 at bit 2 (s / 4); value - 32. For s = 2j = 8h + 2p: bytes 2p, 2p + 1 (nibble
+// h) and 8 + 2 (p % 2), +1 (bits 2 (2h + p / 2)).
+__device__ __forceinline__ void q3k_scale_pair(const uint8_t* scales, int j, int& s0, int& s1) {
+  const int h = j >> 2, p = j & 3;
+  const uint32_t lo = *reinterpret_cast<const uint16_t*>(scales + 2 * p);
+  const uint32_t hi = *reinterpret_cast<const uint16_t*>(scales + 8 + 2 * (p & 1));
+  const int hs = 2 * (2 * h + (p >> 1));
+  s0 = int(((lo >> (4 * h)) & 0xFu) | (((hi >> hs) & 3u) << 4)) - 32;
+  s1 = int(((lo >> (8 + 4 * h)) & 0xFu) | (((hi >> (8 + hs)) & 3u) << 4)) - 32;
+}
+
+// Q3_K: x = d * s * (q - 4), q = low 2 bits + 4 * hmask bit in [0, 7], s the signed 6-bit scale.
+template <>
+__device__ __forceinline__ void dequant_unit<GgmlType::Q3_K>(const uint8_t* row, int64_t u,
+                                                             float v[32]) {
+  const uint8_t* b = row + (u >> 3) * 110;
+  const int j = int(u & 7);
+  const float d = half_at(b + 108);
+  int s0, s1;
+  q3k_scale_pair(b + 96, j, s0, s1);
+  const float dl0 = d * float(s0), dl1 = d * float(s1);
+  const int shift = 2 * (j & 3);
+  uint32_t m[8], w[8];
+  load16_a2(b, m);
+  load16_a2(b + 16, m + 4);
+  load16_a2(b + 32 + 32 * (j >> 2), w);
+  load16_a2(b + 48 + 32 * (j >> 2), w + 4);
+#pragma unroll
+  for (int l = 0; l < 32; ++l) {
+    const int low = int((w[l >> 2] >> (8 * (l & 3) + shift)) & 3u);
+    const int high = int((m[l >> 2] >> (8 * (l & 3) + j)) & 1u);
+    v[l] = (l < 16 ? dl0 : dl1) * float(low - (high ? 0 : 4));
   }
 }
 
@@ -394,6 +461,50 @@ __device__ __forceinline__ void dequant_unit_raw<GgmlType::Q8_0>(const uint8_t* 
   set_scale(s, d, -128.0f * d);
 }
 
+// Q2_K: codes q in [0, 3]; half i of the unit is sub-block 2j + i: d = d * sc, m = -dmin * min.
+template <>
+__device__ __forceinline__ void dequant_unit_raw<GgmlType::Q2_K>(const uint8_t* row, int64_t u,
+                                                                 float q[32], UnitScale& s) {
+  const uint8_t* b = row + (u >> 3) * 84;
+  const int j = int(u & 7);
+  const float d = half_at(b + 80), dmin = half_at(b + 82);
+  const uint32_t sc = *reinterpret_cast<const uint16_t*>(b + 2 * j);
+  const int shift = 2 * (j & 3);
+  uint32_t w[8];
+  load16_a4(b + 16 + 32 * (j >> 2), w);
+  load16_a4(b + 32 + 32 * (j >> 2), w + 4);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) bytes_to_floats((w[i] >> shift) & 0x03030303u, q + 4 * i);
+  s.d[0] = d * float(sc & 0xF);
+  s.d[1] = d * float((sc >> 8) & 0xF);
+  s.m[0] = -(dmin * float((sc >> 4) & 0xF));
+  s.m[1] = -(dmin * float(sc >> 12));
+}
+
+// Q3_K: codes q in [0, 7] (the offset -4 goes into m = -4 d s).
+template <>
+__device__ __forceinline__ void dequant_unit_raw<GgmlType::Q3_K>(const uint8_t* row, int64_t u,
+                                                                 float q[32], UnitScale& s) {
+  const uint8_t* b = row + (u >> 3) * 110;
+  const int j = int(u & 7);
+  const float d = half_at(b + 108);
+  int s0, s1;
+  q3k_scale_pair(b + 96, j, s0, s1);
+  const int shift = 2 * (j & 3);
+  uint32_t m[8], w[8];
+  load16_a2(b, m);
+  load16_a2(b + 16, m + 4);
+  load16_a2(b + 32 + 32 * (j >> 2), w);
+  load16_a2(b + 48 + 32 * (j >> 2), w + 4);
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    bytes_to_floats(((w[i] >> shift) & 0x03030303u) | (((m[i] >> j) & 0x01010101u) << 2), q + 4 * i);
+  s.d[0] = d * float(s0);
+  s.d[1] = d * float(s1);
+  s.m[0] = -4.0f * s.d[0];
+  s.m[1] = -4.0f * s.d[1];
+}
+
 template <>
 __device__ __forceinline__ void dequant_unit_raw<GgmlType::Q4_K>(const uint8_t* row, int64_t u,
                                                                  float q[32], UnitScale& s) {
@@ -467,7 +578,8 @@ bool dispatch_qtype(GgmlType t, F&& f) {
     return true;
     FATHOM_QCASE(F32) FATHOM_QCASE(F16) FATHOM_QCASE(BF16) FATHOM_QCASE(Q4_0)
     FATHOM_QCASE(Q4_1) FATHOM_QCASE(Q5_0) FATHOM_QCASE(Q5_1) FATHOM_QCASE(Q8_0)
-    FATHOM_QCASE(Q4_K) FATHOM_QCASE(Q5_K) FATHOM_QCASE(Q6_K)
+    FATHOM_QCASE(Q2_K) FATHOM_QCASE(Q3_K) FATHOM_QCASE(Q4_K) FATHOM_QCASE(Q5_K)
+    FATHOM_QCASE(Q6_K)
 #undef FATHOM_QCASE
     default:
       return false;

@@ -155,12 +155,17 @@ std::vector<TestModelShape> all_shapes() {
 
 // ---- weight types ----------------------------------------------------------------------------
 
-// The accepted types; general.file_type comes from the quantize recipes (quant/recipe.h).
+// The accepted types; general.file_type comes from the quantize recipes (quant/recipe.h), or from
+// the entry for the types fathom can write but `fathom quantize` has no recipe for: Q2_K is
+// llama.cpp's LLAMA_FTYPE_MOSTLY_Q2_K (10); a plain Q3_K gets Q3_K_S (11), the nearest, as a plain
+// Q4_K gets Q4_K_S in the recipes.
 struct TypeEntry {
   const char* name;
+  int64_t file_type = -1;  // -1: quant_recipe(name).file_type
 };
 constexpr TypeEntry kTypes[] = {
-    {"F32"}, {"F16"}, {"BF16"}, {"Q8_0"}, {"Q4_0"}, {"Q4_1"}, {"Q5_0"}, {"Q5_1"}, {"Q4_K"}, {"Q5_K"}, {"Q6_K"}, {"Q4_K_M"},
+    {"F32"},  {"F16"},  {"BF16"}, {"Q8_0"}, {"Q4_0"},   {"Q4_1"},     {"Q5_0"},
+    {"Q5_1"}, {"Q4_K"}, {"Q5_K"}, {"Q6_K"}, {"Q4_K_M"}, {"Q2_K", 10}, {"Q3_K", 11},
 };
 
 const TypeEntry& type_entry(const std::string& type) {
@@ -330,7 +335,9 @@ std::vector<std::pair<std::string, GgufValue>> plan_metadata(const TestModelSpec
   kv.emplace_back("general.architecture", val_str(s.arch));
   kv.emplace_back("general.name", val_str("fathom test model " + s.name + " " + spec.type + " seed " +
                                           std::to_string(spec.seed)));
-  kv.emplace_back("general.file_type", val_u32(quant_recipe(spec.type).file_type));
+  const TypeEntry& te = type_entry(spec.type);
+  kv.emplace_back("general.file_type",
+                  val_u32(te.file_type >= 0 ? uint32_t(te.file_type) : quant_recipe(spec.type).file_type));
   kv.emplace_back("general.quantization_version", val_u32(2));
   kv.emplace_back(a + "vocab_size", val_u32(s.n_vocab));
   kv.emplace_back(a + "context_length", val_u32(s.n_ctx));
@@ -543,9 +550,13 @@ GgmlType test_model_tensor_type(const TestModelSpec& spec, const std::string& na
   } else {
     t = ggml_type_from_name(spec.type);
   }
-  // llama.cpp's fallback for rows that do not split into 256-element blocks.
+  // llama.cpp's fallback for rows that do not split into 256-element blocks. For Q2_K / Q3_K it
+  // takes IQ4_NL, which fathom does not implement: Q4_0 instead, the type of the same block size
+  // and bytes (IQ4_NL is Q4_0 with a non-linear code book).
   if (cols % ggml_type_traits(t).block_elems != 0) {
     switch (t) {
+      case GgmlType::Q2_K:
+      case GgmlType::Q3_K: t = GgmlType::Q4_0; break;
       case GgmlType::Q4_K: t = GgmlType::Q5_0; break;
       case GgmlType::Q5_K: t = GgmlType::Q5_1; break;
       case GgmlType::Q6_K: t = GgmlType::Q8_0; break;

@@ -2,8 +2,12 @@
 // (Q/K/V with different row counts and biases), the fused gate/up activation, rows that are only
 // 2-byte aligned (cols 640 / 768 of the legacy types and Q6_K), the persistent grid (more row
 // groups than a wave), multi-chunk x staging, and bit-identical reruns. Reference: double
-// precision from the CPU dequantizer; tolerance: the int8 rounding bound of matmul_gemv_q8.cuh
-// (sum_k |w_k| max|x_block(k)| / 64516) plus 2^-16 of sum |w x| for fp32 accumulation.
+// precision from the CPU dequantizer; tolerance: the int8 rounding bound of matmul_gemv_q8.cuh,
+// sum_k |e_k| max|x_block(k)| / 64516 with e_k the part of w_k that meets the rounded x (the
+// scaled code for the types whose offset/min uses the exact x sum, else w_k), plus 2^-16 of the
+// magnitudes the fp32 arithmetic handles; derivation in test_q8_bound.h. (Before, the bound used
+// |w_k| for every type, which is not a bound for Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K: their codes can
+// be ~2x |w_k|.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +21,7 @@
 #include "cuda/matmul_gemv_q8.cuh"
 #include "fathom/quant.h"
 #include "test_ops_util.h"
+#include "test_q8_bound.h"
 
 namespace fathom::test {
 namespace {
@@ -25,13 +30,14 @@ using fathom::cuda::GemvQ8Params;
 using fathom::cuda::GemvQ8Segment;
 using fathom::cuda::GluKind;
 
-const GgmlType kQ8Types[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                             GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+const GgmlType kQ8Types[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                             GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
 
 struct HostMat {
   int64_t rows = 0, cols = 0;
   std::vector<uint8_t> q;   // quantized bytes
   std::vector<float> wd;    // dequantized
+  Q8Parts parts;            // per element: |e_k| and |c_k| + |o_k| of the bound
 };
 
 HostMat make_mat(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
@@ -46,6 +52,7 @@ HostMat make_mat(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
     quantize_row(type, wf.data() + r * cols, m.q.data() + r * rb, cols);
     dequantize_row(type, m.q.data() + r * rb, m.wd.data() + r * cols, cols);
   }
+  m.parts = q8_parts(type, m.q, m.wd, rows, cols);
   return m;
 }
 
@@ -64,11 +71,11 @@ void reference(const HostMat& m, const std::vector<float>& x, int64_t n, std::ve
     for (int64_t r = 0; r < m.rows; ++r) {
       double s = 0.0, a = 0.0, q = 0.0;
       for (int64_t k = 0; k < m.cols; ++k) {
-        const double w = m.wd[size_t(r * m.cols + k)];
-        const double p = w * x[size_t(t * m.cols + k)];
-        s += p;
-        a += std::fabs(p);
-        q += std::fabs(w) * xmax[size_t(t * m.cols + k)] / 64516.0;
+        const size_t i = size_t(r * m.cols + k);
+        const double xk = x[size_t(t * m.cols + k)];
+        s += m.wd[i] * xk;
+        a += m.parts.mag[i] * std::fabs(xk);
+        q += m.parts.e[i] * xmax[size_t(t * m.cols + k)] / 64516.0;
       }
       want[size_t(t * m.rows + r)] = s;
       tol[size_t(t * m.rows + r)] = std::ldexp(a, -16) + q * 1.001 + 1e-6;
@@ -125,13 +132,18 @@ TEST(GpuGemvQ8, TwoByteAlignedRows) {
     for (int64_t n : {1, 4}) check_plain(type, 97, 640, n, n == 4, false);
   for (int64_t n : {1, 3}) check_plain(GgmlType::Q6_K, 97, 768, n, false, n == 3);
   check_plain(GgmlType::Q4_K, 97, 768, 2, true, true);
+  // Q3_K: 330-byte rows (2-byte aligned blocks of 110); Q2_K: 252-byte rows (4-byte aligned).
+  for (int64_t n : {1, 3}) check_plain(GgmlType::Q3_K, 97, 768, n, n == 3, n == 1);
+  for (int64_t n : {1, 5}) check_plain(GgmlType::Q2_K, 97, 768, n, n == 1, n == 5);
 }
 
 TEST(GpuGemvQ8, LongRowsAndPartialStages) {
   // cols 9216: 4 full stages of 2048 and a partial one of 1024 per row; 14336 (Llama-3-8B
   // ffn_down) at the token counts whose x still fits in shared memory beside the weight rings.
+  // Q3_K rows are 16-byte aligned at 14336 (6160 bytes), not at 9216 (3960): both copy paths.
   FATHOM_REQUIRE_GPU();
-  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0})
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q2_K,
+                        GgmlType::Q3_K})
     for (int64_t cols : {9216, 14336})
       for (int64_t n : {1, 2, 6, 8}) {
         if (!fathom::cuda::gemv_q8_supports(type, n, cols)) {
@@ -151,7 +163,7 @@ TEST(GpuGemvQ8, PersistentGridManyRows) {
 
 TEST(GpuGemvQ8, GroupedQkv) {
   FATHOM_REQUIRE_GPU();
-  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K})
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q2_K})
     for (int64_t n : {1, 4}) {
       const int64_t cols = 1024;
       const int64_t rows[3] = {256, 63, 64};
@@ -195,7 +207,7 @@ TEST(GpuGemvQ8, GroupedQkv) {
 TEST(GpuGemvQ8, FusedGateUpActivation) {
   FATHOM_REQUIRE_GPU();
   for (GluKind kind : {GluKind::SWIGLU, GluKind::GEGLU})
-    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_0})
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q3_K})
       for (int64_t n : {1, 2, 8}) {
         const int64_t rows = 333, cols = 2048;
         SCOPED_TRACE(label(kind == GluKind::SWIGLU ? "swiglu" : "geglu", type, cols, n));
@@ -328,8 +340,11 @@ TEST(GpuGemvQ8, DISABLED_BenchOne) {
   for (long r = 0; r < rows; ++r)  // sane fp16 scales: zero the first bytes of every block
     for (size_t b = 0; b + ggml_type_traits(type).block_bytes <= rb; b += ggml_type_traits(type).block_bytes) {
       uint8_t* blk = w.data() + size_t(r) * rb + b;
-      if (type == GgmlType::Q6_K) { blk[208] = 0; blk[209] = 0x3C; }
-      else { blk[0] = 0; blk[1] = 0x3C; }
+      // fp16 1.0 in d (and dmin for Q2_K), where the type keeps it.
+      const size_t d_at = type == GgmlType::Q6_K ? 208 : type == GgmlType::Q3_K ? 108 : type == GgmlType::Q2_K ? 80 : 0;
+      blk[d_at] = 0;
+      blk[d_at + 1] = 0x3C;
+      if (type == GgmlType::Q2_K) { blk[82] = 0; blk[83] = 0x3C; }
     }
   const std::vector<float> x = random_floats(size_t(n * cols), 5);
   DeviceBuffer<uint8_t> dw(w);

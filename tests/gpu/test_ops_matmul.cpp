@@ -13,6 +13,7 @@
 #include "cuda/ops.cuh"
 #include "fathom/quant.h"
 #include "test_ops_util.h"
+#include "test_q8_bound.h"
 
 namespace fathom::test {
 namespace {
@@ -23,7 +24,8 @@ using fathom::cuda::MatmulParams;
 
 const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0,
                            GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
-                           GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                           GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
+                           GgmlType::Q6_K};
 
 struct Problem {
   GgmlType type;
@@ -67,9 +69,12 @@ void run_problem(const Problem& pb, int path, const GemmContext* ctx = nullptr) 
   }
   // The int8-activation GEMV (quantized types, 1..8 tokens) rounds each x element to its block's
   // two-plane int8 grid: |dx_k| <= max|x_block(k)| / 64516, so it may add
-  // sum_k |w_k| max|x_block(k)| / 64516.
+  // sum_k |e_k| max|x_block(k)| / 64516, e_k the part of w_k that meets the rounded x, and its
+  // fp32 arithmetic handles magnitudes up to (|c_k| + |o_k|) |x_k| (test_q8_bound.h).
   const bool gemv_path = path == 1 || (path == 0 && pb.batch <= kGemvMaxTokens);
   const bool q8 = gemv_path && fathom::cuda::gemv_q8_supports(pb.type, pb.batch, pb.cols);
+  Q8Parts parts;
+  if (q8) parts = q8_parts(pb.type, wq, wd, pb.rows, pb.cols);
   std::vector<double> xmax(x.size(), 0.0);
   for (size_t b0 = 0; b0 < x.size(); b0 += 32) {
     double m = 0.0;
@@ -83,8 +88,13 @@ void run_problem(const Problem& pb, int path, const GemmContext* ctx = nullptr) 
       for (int64_t k = 0; k < pb.cols; ++k) {
         const double p = double(wd[r * pb.cols + k]) * x[t * pb.cols + k];
         s += p;
-        a += std::fabs(p);
-        if (q8) qerr += std::fabs(double(wd[r * pb.cols + k])) * xmax[size_t(t * pb.cols + k)] / 64516.0;
+        if (q8) {
+          const size_t i = size_t(r * pb.cols + k);
+          a += parts.mag[i] * std::fabs(double(x[t * pb.cols + k]));
+          qerr += parts.e[i] * xmax[size_t(t * pb.cols + k)] / 64516.0;
+        } else {
+          a += std::fabs(p);
+        }
       }
       if (pb.bias) s += bias[r];
       if (pb.residual) s += res[t * pb.rows + r];
@@ -196,7 +206,8 @@ TEST(GpuMatmul, CublasLtDequantizedChunks) {
     ctx.dequant_bytes = size_t(c.budget_rows) * cols * 2;
     SCOPED_TRACE("dequant scratch of " + std::to_string(c.budget_rows) + " rows");
     for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                          GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+                          GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
+                          GgmlType::Q5_K, GgmlType::Q6_K}) {
       MatmulParams q;
       q.type = type;
       q.rows = 111;
@@ -225,7 +236,7 @@ TEST(GpuMatmul, CublasLtDequantizedChunks) {
 TEST(GpuMatmul, RejectsUnsupportedType) {
   FATHOM_REQUIRE_GPU();
   MatmulParams p;
-  p.type = GgmlType::Q2_K;
+  p.type = GgmlType::IQ4_XS;  // readable from a GGUF, no CUDA (or CPU) decoder
   p.rows = 4;
   p.cols = 256;
   p.n_tokens = 1;
