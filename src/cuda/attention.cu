@@ -3,7 +3,12 @@
 // Softmax is online (running max m, running sum l, rescaled accumulator) in fp32; scores never
 // reach global memory.
 //
-// Decode (max_q_len == 1), flash-decoding: grid (n_seqs, n_head_kv * head groups, n_splits).
+// Decode (max_q_len == 1): the split kernel of attention_decode.cu (K/V streamed through shared
+// memory by cp.async, both products on tensor cores, splits cut on the device from the real
+// kv_len; its header says how). FATHOM_ATTN_DECODE=old selects the older kernel below instead
+// (read once per process; attention_decode_set_override() for tests and benches).
+//
+// Old decode kernel, flash-decoding: grid (n_seqs, n_head_kv * head groups, n_splits).
 // A block reads the keys of ONE kv head in its split of positions once and serves all the query
 // heads sharing it (up to kDecodeMaxHeads = 8 of them; more heads take more head groups; the
 // per-thread q/acc arrays are sized by a template G in {1, 2, 4, 8} >= heads per group, so a
@@ -22,7 +27,11 @@
 // memory. (Was: one thread per dim walking all splits in a dependent loop, twice: ~70 us at 128
 // splits of an 8k context on the H200.)
 //
-// Prefill (max_q_len > 1), flash-style tiles: a block takes 16 (query token, head) rows that
+// Prefill (max_q_len > 1): the tensor-core kernel of attention_prefill.cu (mma.sync m16n8k16,
+// 64 query rows of one head per block; its header says how). FATHOM_ATTN_PREFILL=w8 / b2 take its
+// 8-warp / 2-blocks-per-SM variants, =scalar the older fp32 kernel below (A/B runs, reference).
+//
+// Scalar prefill (FATHOM_ATTN_PREFILL=scalar), flash-style tiles: a block takes 16 (query token, head) rows that
 // share one kv head (16/g tokens x g heads), and walks the visible keys in tiles of 32 tokens
 // staged in shared memory as fp16. A warp owns 4 rows; lane j scores key j of the tile against
 // each row, the warp does the online softmax, then each lane accumulates D/32 output dims.
@@ -38,13 +47,21 @@
 #include <algorithm>
 #include <cfloat>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
+#include "cuda/attention_decode.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/pdl.cuh"
 
 namespace fathom::cuda {
+
+// attention_prefill.cu
+void launch_attention_prefill_tc(const AttentionParams& p, float scale, int variant, double bytes,
+                                 double flops, cudaStream_t stream);
+
 namespace {
 
 constexpr int kDecodeThreads = 128;
@@ -507,10 +524,12 @@ void check_params(const AttentionParams& p) {
 
 size_t attention_workspace_bytes(const AttentionParams& p) {
   if (p.max_q_len > 1 || p.n_seqs <= 0 || p.n_head_kv <= 0) return 0;
+  // The larger of the two decode kernels' needs, whichever runs (the choice can change in-process).
+  const size_t split_need = attention_decode_workspace_bytes(p);
   int n_splits, split_len, n_hg, hpg, max_splits;
   plan_splits(p, sm_count(), n_splits, split_len, n_hg, hpg, &max_splits);
-  if (max_splits <= 1) return 0;
-  return size_t(p.n_seqs) * p.n_head * max_splits * (p.head_dim + 2) * sizeof(float);
+  if (max_splits <= 1) return split_need;
+  return std::max(split_need, size_t(p.n_seqs) * p.n_head * max_splits * (p.head_dim + 2) * sizeof(float));
 }
 
 void launch_attention(const AttentionParams& p, cudaStream_t stream) {
@@ -528,6 +547,10 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
   auto kv_bytes = [&](double keys) { return double(p.n_seqs) * p.n_head_kv * keys * D * 2.0 * 2.0; };
   const double qo_bytes = double(p.n_tokens) * p.n_head * D * 4.0 * 2.0;
   if (p.max_q_len == 1) {
+    if (!attention_decode_uses_old_kernel()) {
+      launch_attention_decode(p, a.scale, stream);
+      return;
+    }
     plan_splits(p, sm_count(), a.n_splits, a.split_len, a.n_head_groups, a.heads_per_group);
     if (a.n_splits > 1) {
       const size_t need = size_t(p.n_seqs) * p.n_head * a.n_splits * (p.head_dim + 2) * sizeof(float);
@@ -565,6 +588,30 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
     }
     return;
   }
+  // Prefill: K/V counted once per (seq, kv head) (the blocks of one sequence re-read them from
+  // L2), the window plus the chunk at most. Flops: a causal query at the end of a context of
+  // max_kv_len whose last max_q_len positions are the queries sees on average
+  // max_kv_len - (max_q_len - 1) / 2 keys (exactly (N + 1) / 2 for one N-token prompt: the
+  // N (N + 1) / 2 visible pairs), capped by the window; 4 D flops per visible (query, key).
+  const double prefill_keys =
+      p.sliding_window > 0
+          ? std::min(double(p.max_kv_len), double(p.sliding_window) + double(p.max_q_len))
+          : double(p.max_kv_len);
+  double keys_per_query =
+      p.causal ? double(p.max_kv_len) - double(p.max_q_len - 1) / 2.0 : double(p.max_kv_len);
+  keys_per_query = std::max(1.0, std::min(keys_per_query, kv_keys));
+  const double prefill_bytes = kv_bytes(prefill_keys) + qo_bytes;
+  const double prefill_flops = double(p.n_tokens) * p.n_head * keys_per_query * 4.0 * D;
+  // FATHOM_ATTN_PREFILL: unset = tensor cores (4 warps, 3 blocks per SM at D <= 128); "b2" = 4
+  // warps, 2 blocks per SM; "w8" = 8 warps; "scalar" = the kernel below. Read per launch (a getenv
+  // per layer) so tests and benches can switch variants in-process.
+  const char* variant = std::getenv("FATHOM_ATTN_PREFILL");
+  const bool scalar = variant && std::strcmp(variant, "scalar") == 0;
+  if (!scalar) {
+    const int v = !variant ? 0 : std::strcmp(variant, "w8") == 0 ? 2 : std::strcmp(variant, "b2") == 0 ? 1 : 0;
+    launch_attention_prefill_tc(p, a.scale, v, prefill_bytes, prefill_flops, stream);
+    return;
+  }
   const int g = p.n_head / p.n_head_kv;
   a.n_head_groups = (g + kPrefillRows - 1) / kPrefillRows;
   a.heads_per_group = (g + a.n_head_groups - 1) / a.n_head_groups;
@@ -574,18 +621,9 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
                   unsigned(p.n_head_kv * a.n_head_groups));
   const size_t smem = size_t(kPrefillRows) * p.head_dim * sizeof(float) +
                       size_t(kPrefillKeys) * (p.head_dim + 8) * 2 + size_t(kPrefillKeys) * p.head_dim * 2;
-  // Prefill: K/V counted once per (seq, kv head) (the blocks of one sequence re-read them from
-  // L2), the window plus the chunk at most; a causal query sees on average
-  // max_kv_len - max_q_len / 2 keys (queries at the end of the context), capped by the window.
-  const double prefill_keys =
-      p.sliding_window > 0
-          ? std::min(double(p.max_kv_len), double(p.sliding_window) + double(p.max_q_len))
-          : double(p.max_kv_len);
-  double keys_per_query = p.causal ? double(p.max_kv_len) - double(p.max_q_len) / 2.0 : double(p.max_kv_len);
-  keys_per_query = std::max(1.0, std::min(keys_per_query, kv_keys));
   auto go = [&](auto kernel) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    launch_cost_hint(kv_bytes(prefill_keys) + qo_bytes, double(p.n_tokens) * p.n_head * keys_per_query * 4.0 * D);
+    launch_cost_hint(prefill_bytes, prefill_flops);
     launch_kernel(kernel, grid, dim3(128), smem, stream, a);
   };
   switch (p.head_dim) {
