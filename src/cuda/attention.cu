@@ -3,7 +3,12 @@
 // Softmax is online (running max m, running sum l, rescaled accumulator) in fp32; scores never
 // reach global memory.
 //
-// Decode (max_q_len == 1), flash-decoding: grid (n_seqs, n_head_kv * head groups, n_splits).
+// Decode (max_q_len == 1): the split kernel of attention_decode.cu (K/V streamed through shared
+// memory by cp.async, both products on tensor cores, splits cut on the device from the real
+// kv_len; its header says how). FATHOM_ATTN_DECODE=old selects the older kernel below instead
+// (read once per process; attention_decode_set_override() for tests and benches).
+//
+// Old decode kernel, flash-decoding: grid (n_seqs, n_head_kv * head groups, n_splits).
 // A block reads the keys of ONE kv head in its split of positions once and serves all the query
 // heads sharing it (up to kDecodeMaxHeads = 8 of them; more heads take more head groups; the
 // per-thread q/acc arrays are sized by a template G in {1, 2, 4, 8} >= heads per group, so a
@@ -46,6 +51,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "cuda/attention_decode.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/pdl.cuh"
@@ -518,10 +524,12 @@ void check_params(const AttentionParams& p) {
 
 size_t attention_workspace_bytes(const AttentionParams& p) {
   if (p.max_q_len > 1 || p.n_seqs <= 0 || p.n_head_kv <= 0) return 0;
+  // The larger of the two decode kernels' needs, whichever runs (the choice can change in-process).
+  const size_t split_need = attention_decode_workspace_bytes(p);
   int n_splits, split_len, n_hg, hpg, max_splits;
   plan_splits(p, sm_count(), n_splits, split_len, n_hg, hpg, &max_splits);
-  if (max_splits <= 1) return 0;
-  return size_t(p.n_seqs) * p.n_head * max_splits * (p.head_dim + 2) * sizeof(float);
+  if (max_splits <= 1) return split_need;
+  return std::max(split_need, size_t(p.n_seqs) * p.n_head * max_splits * (p.head_dim + 2) * sizeof(float));
 }
 
 void launch_attention(const AttentionParams& p, cudaStream_t stream) {
@@ -539,6 +547,10 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
   auto kv_bytes = [&](double keys) { return double(p.n_seqs) * p.n_head_kv * keys * D * 2.0 * 2.0; };
   const double qo_bytes = double(p.n_tokens) * p.n_head * D * 4.0 * 2.0;
   if (p.max_q_len == 1) {
+    if (!attention_decode_uses_old_kernel()) {
+      launch_attention_decode(p, a.scale, stream);
+      return;
+    }
     plan_splits(p, sm_count(), a.n_splits, a.split_len, a.n_head_groups, a.heads_per_group);
     if (a.n_splits > 1) {
       const size_t need = size_t(p.n_seqs) * p.n_head * a.n_splits * (p.head_dim + 2) * sizeof(float);
