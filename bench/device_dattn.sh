@@ -18,6 +18,13 @@ FATHOM_ATTN_DECODE=old timeout 120 $T --gtest_filter="$OLDT:Tiny/PdlBitExact.*" 
 stamp bench
 timeout 180 $T --gtest_also_run_disabled_tests --gtest_filter='GpuAttentionDecode.DISABLED_Bench' >"$OUT/bench.log" 2>&1
 echo "bench rc=$?"; grep -E "^decode|copy" "$OUT/bench.log"
+stamp depth32k
+for v in new old; do
+  if [ $v = old ]; then export FATHOM_ATTN_DECODE=old; else unset FATHOM_ATTN_DECODE; fi
+  timeout 90 $B bench --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -d 32768 -r 1 -q >"$OUT/d32k_$v.md" 2>&1; echo "depth32k $v"; grep -E "tg32|error" "$OUT/d32k_$v.md"
+  timeout 60 $B bench --synthetic llama3-8b --type Q4_K_M -p 16 -n 64 -b 8 -d 4096 -r 1 -q >"$OUT/b8d4k_$v.md" 2>&1; echo "b8 d4096 $v"; grep -E "tg64|error" "$OUT/b8d4k_$v.md"
+done
+unset FATHOM_ATTN_DECODE
 stamp memcheck
 timeout 200 compute-sanitizer --tool memcheck $T --gtest_filter='GpuAttentionDecode.ContextsBlockSizesGqa:GpuAttentionDecode.HeadGroups:GpuAttentionDecode.ManySequences:GpuAttentionDecode.BoundAboveContexts' >"$OUT/memcheck.log" 2>&1
 echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED|Invalid" "$OUT/memcheck.log" | head -6

@@ -11,6 +11,7 @@
 set -u
 FINAL=${OUT:-/tmp/fathom-out}
 export OUT=/tmp/fathom-run
+rm -rf "$OUT"  # a machine may come back with an earlier call's files there
 mkdir -p "$OUT" "$FINAL"
 trap 'tar czf "$FINAL/results.tgz" -C "$OUT" .; cp "$OUT"/bench_table.* "$FINAL"/ 2>/dev/null' EXIT
 t0=$(date +%s)
