@@ -350,11 +350,12 @@ TEST(GpuAttention, PrefillTensorCoreMasksAndBlockSizes) {
   run_case(b7d);
 }
 
-// The A/B variants of launch_attention's prefill (FATHOM_ATTN_PREFILL): 8 warps (128 query rows
-// per block), 4 warps at 2 blocks per SM, and the scalar fp32 kernel with an odd block size.
+// The A/B variants of launch_attention's prefill (FATHOM_ATTN_PREFILL; the default is 8 warps):
+// 4 warps (64 query rows per block) at 3 and at 2 blocks per SM, and the scalar fp32 kernel, with
+// an odd block size too.
 TEST(GpuAttention, PrefillVariants) {
   FATHOM_REQUIRE_GPU();
-  for (const char* v : {"w8", "b2", "scalar"}) {
+  for (const char* v : {"w4", "b2", "scalar"}) {
     SCOPED_TRACE(v);
     PrefillVariant env(v);
     for (int D : {64, 128, 256}) run_case({8, 2, D, {{300, 300}, {129, 129}, {500, 70}}});
@@ -379,19 +380,22 @@ TEST(GpuAttention, RejectsUnsupportedHeadDim) {
 // ---- bench -------------------------------------------------------------------------------------
 
 // One causal sequence of N tokens (whole prompt, queries = keys), llama3-8b's attention shape
-// (32 query heads, 8 kv heads, D 128, 16-token pages), and the last 512-token chunk of a 4096-token
-// prompt (what fathom bench pp4096 runs per layer, ubatch 512). Per kernel variant: median of 15
+// (32 query heads, 8 kv heads, D 128, 16-token pages), the last 512-token chunk of a 4096-token
+// prompt (what fathom bench pp4096 runs per layer, ubatch 512), and D 64 / 256 at 4096. Per kernel variant: median of 15
 // launches timed with CUDA events (after 3 warm-up launches), TFLOP/s on the visible pairs,
 // 4 D n_head sum_i (keys visible to query i) = 4 D n_head N (N + 1) / 2 for a whole prompt.
 // References (H100 SXM, causal, D 128, forward): cuDNN 464 / 548 / 617 TFLOP/s at 4k / 8k / 16k,
 // FlashAttention-2 244 / 305 / 326.
 TEST(GpuAttention, DISABLED_BenchPrefill) {
   FATHOM_REQUIRE_GPU();
-  const int H = 32, Hkv = 8, D = 128, bs = 16;
+  const int bs = 16;
   struct Shape {
-    int kv, q;
+    int kv, q, H, Hkv, D;
   };
-  const Shape shapes[] = {{4096, 4096}, {8192, 8192}, {16384, 16384}, {4096, 512}};
+  // The rows (D 128, 32/8 heads), the pp4096 chunk, and D 64 / 256 at 4096 (same flops).
+  const Shape shapes[] = {{4096, 4096, 32, 8, 128}, {8192, 8192, 32, 8, 128},
+                          {16384, 16384, 32, 8, 128}, {4096, 512, 32, 8, 128},
+                          {4096, 4096, 64, 8, 64}, {4096, 4096, 16, 8, 256}};
   uint64_t state = 0x9E3779B97F4A7C15ull;
   auto rnd = [&]() {  // xorshift64*, uniform in [-1.7, 1.7) (unit variance)
     state ^= state >> 12;
@@ -399,8 +403,9 @@ TEST(GpuAttention, DISABLED_BenchPrefill) {
     state ^= state >> 27;
     return (double((state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0 - 0.5) * 3.464;
   };
-  std::printf("bench prefill attention: H200, 32/8 heads, D 128, block 16, causal\n");
+  std::printf("bench prefill attention: H200, block 16, causal\n");
   for (const Shape& sh : shapes) {
+    const int H = sh.H, Hkv = sh.Hkv, D = sh.D;
     const int nb = (sh.kv + bs - 1) / bs;
     std::vector<uint16_t> kc(size_t(nb) * Hkv * bs * D), vc(kc.size());
     for (auto& x : kc) x = fp32_to_fp16(float(rnd()));
@@ -437,8 +442,8 @@ TEST(GpuAttention, DISABLED_BenchPrefill) {
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
     std::vector<float> ref;
-    for (const char* v : {"", "b2", "w8", "scalar"}) {
-      if (std::string(v) == "scalar" && sh.q > 4096) continue;  // ~0.1 s a launch at 16k
+    for (const char* v : {"", "w4", "b2", "scalar"}) {
+      if (std::string(v) == "scalar" && (sh.q > 4096 || D != 128)) continue;  // ~0.1 s a launch at 16k
       PrefillVariant env(*v ? v : nullptr);
       p.out = d_out.get();
       d_out.poison();
@@ -460,9 +465,9 @@ TEST(GpuAttention, DISABLED_BenchPrefill) {
       for (float x : got) finite = finite && std::isfinite(x);
       if (ref.empty()) ref = got;
       for (size_t i = 0; i < got.size(); ++i) diff = std::max(diff, double(std::fabs(got[i] - ref[i])));
-      std::printf("bench prefill kv %6d q %6d variant %-6s  %8.3f ms  %6.1f TFLOP/s  (min %.3f max %.3f ms)"
-                  "  max|out - tc| %.2e%s\n",
-                  sh.kv, sh.q, *v ? v : "tc", med, flops / med * 1e-9, ms.front(), ms.back(), diff,
+      std::printf("bench prefill D %3d heads %2d/%d kv %6d q %6d variant %-6s  %8.3f ms  %6.1f TFLOP/s"
+                  "  (min %.3f max %.3f ms)  max|out - w8| %.2e%s\n",
+                  D, H, Hkv, sh.kv, sh.q, *v ? v : "w8", med, flops / med * 1e-9, ms.front(), ms.back(), diff,
                   finite ? "" : "  NON-FINITE");
       EXPECT_TRUE(finite);
       EXPECT_LT(diff, 2e-2);
