@@ -28,8 +28,8 @@
 // splits of an 8k context on the H200.)
 //
 // Prefill (max_q_len > 1): the tensor-core kernel of attention_prefill.cu (mma.sync m16n8k16,
-// 128 query rows of one head per block; its header says how). FATHOM_ATTN_PREFILL=w4 / b2 take
-// its 4-warp variants, =scalar the older fp32 kernel below (A/B runs, reference).
+// 128 query rows of one head per block, 64 at D 64; its header says how). FATHOM_ATTN_PREFILL=
+// w4 / b2 / w8 take its other variants, =scalar the older fp32 kernel below (A/B, reference).
 //
 // Scalar prefill (FATHOM_ATTN_PREFILL=scalar), flash-style tiles: a block takes 16 (query token, head) rows that
 // share one kv head (16/g tokens x g heads), and walks the visible keys in tiles of 32 tokens
@@ -602,13 +602,18 @@ void launch_attention(const AttentionParams& p, cudaStream_t stream) {
   keys_per_query = std::max(1.0, std::min(keys_per_query, kv_keys));
   const double prefill_bytes = kv_bytes(prefill_keys) + qo_bytes;
   const double prefill_flops = double(p.n_tokens) * p.n_head * keys_per_query * 4.0 * D;
-  // FATHOM_ATTN_PREFILL: unset = tensor cores, 8 warps (128 query rows per block); "w4" = 4 warps
-  // (3 blocks per SM at D <= 128); "b2" = 4 warps, 2 blocks per SM; "scalar" = the kernel below.
-  // Read per launch (a getenv per layer) so tests and benches can switch variants in-process.
+  // FATHOM_ATTN_PREFILL: unset = tensor cores (8 warps / 128 query rows per block at D 128 / 256,
+  // 4 warps at D 64); "w4" = 4 warps (3 blocks per SM at D <= 128); "b2" = 4 warps, 2 blocks per
+  // SM; "w8" = 8 warps; "scalar" = the kernel below. Read per launch (a getenv per layer) so tests
+  // and benches can switch variants in-process.
   const char* variant = std::getenv("FATHOM_ATTN_PREFILL");
   const bool scalar = variant && std::strcmp(variant, "scalar") == 0;
   if (!scalar) {
-    const int v = !variant ? 0 : std::strcmp(variant, "w4") == 0 ? 1 : std::strcmp(variant, "b2") == 0 ? 2 : 0;
+    const int v = !variant                           ? 0
+                  : std::strcmp(variant, "w4") == 0 ? 1
+                  : std::strcmp(variant, "b2") == 0 ? 2
+                  : std::strcmp(variant, "w8") == 0 ? 3
+                                                    : 0;
     launch_attention_prefill_tc(p, a.scale, v, prefill_bytes, prefill_flops, stream);
     return;
   }

@@ -2,8 +2,9 @@
 // masking rules: ops.cuh; dispatch: launch_attention in attention.cu).
 //
 // One block = ROWS = 16 * WARPS consecutive queries of ONE (sequence, query head); warp w owns
-// rows 16w .. 16w+15. WARPS = 8 by default (128 rows: half the L2 -> shared K/V traffic per flop
-// of 64 rows, measured 10-15% faster than 4 warps at D 128), 4 in the A/B variants. Query tiles are counted from the END of each sequence's query run (tile 0
+// rows 16w .. 16w+15. WARPS = 8 by default at D 128 / 256 (128 rows: half the L2 -> shared K/V
+// traffic per flop of 64 rows; measured 6-15% faster than 4 warps), 4 at D 64 (3 blocks per SM:
+// 17% faster than 8 warps there). Query tiles are counted from the END of each sequence's query run (tile 0
 // holds its last ROWS queries, the partial tile is the first one), and tile 0 of every sequence and
 // head is launched first (grid z), so the heaviest causal tiles start first. GQA: the block reads
 // kv head h / (n_head / n_head_kv); blocks of the heads of one kv head are adjacent in grid x, so
@@ -48,8 +49,8 @@
 
 namespace fathom::cuda {
 
-// Called by launch_attention (attention.cu) for max_q_len > 1. variant: 0 default (8 warps),
-// 1 and 2 the 4-warp A/B alternatives below. bytes / flops: the cost hint for fathom profile.
+// Called by launch_attention (attention.cu) for max_q_len > 1. variant: 0 default (per head_dim,
+// below), 1 / 2 the 4-warp alternatives, 3 8 warps. bytes / flops: the cost hint for fathom profile.
 void launch_attention_prefill_tc(const AttentionParams& p, float scale, int variant, double bytes,
                                  double flops, cudaStream_t stream);
 
@@ -417,24 +418,26 @@ void launch_attention_prefill_tc(const AttentionParams& p, float scale, int vari
   a.bs_shift = -1;
   for (int s = 0; s < 31; ++s)
     if ((1 << s) == p.block_size) a.bs_shift = s;
-  // variant 0 (default): 8 warps, 128 query rows per block, 1 block per SM; 1: 4 warps (64 rows),
-  // 3 blocks per SM at D <= 128 (168-register cap), 2 at D = 256; 2: 4 warps, 2 blocks per SM.
-  // H200, D 128, 32/8 heads, causal 4k / 8k / 16k: 221 / 239 / 249 TFLOP/s (8 warps), 196 / 208
-  // / 212 (4 warps, 3 blocks), 204 / 215 / 225 (4 warps, 2 blocks); the last 512-query chunk of a
-  // 4096-token prompt 209 / 151 / 196 (docs/perf/attention_prefill.md).
+  // variant 0 (default): 8 warps (128 query rows, 1 block per SM) at D 128 / 256, 4 warps (64
+  // rows, 3 blocks per SM) at D 64; 1: 4 warps, 3 blocks per SM at D <= 128 (168-register cap), 2
+  // at D = 256; 2: 4 warps, 2 blocks per SM; 3: 8 warps. H200, causal, TFLOP/s (BenchPrefill):
+  //   D 128, 32/8 heads, 4k / 8k / 16k: 8 warps 226 / 245 / 252, 4 warps x 3 206 / 218 / 219,
+  //   4 warps x 2 208 / 221 / 228; last 512-query chunk of 4096: 212 / 155 / 200;
+  //   D 64, 64/8 heads, 4k: 188 / 220 / 181;  D 256, 16/8 heads, 4k: 203 / 191 / 192.
+  const bool w8 = variant == 3 || (variant == 0 && p.head_dim != 64);
   switch (p.head_dim) {
     case 64:
-      if (variant == 0) launch_tc<64, 8, 64, true>(a, bytes, flops, stream);
+      if (w8) launch_tc<64, 8, 64, true>(a, bytes, flops, stream);
       else if (variant == 2) launch_tc<64, 4, 64, true, 2>(a, bytes, flops, stream);
       else launch_tc<64, 4, 64, true, 3>(a, bytes, flops, stream);
       break;
     case 128:
-      if (variant == 0) launch_tc<128, 8, 64, true>(a, bytes, flops, stream);
+      if (w8) launch_tc<128, 8, 64, true>(a, bytes, flops, stream);
       else if (variant == 2) launch_tc<128, 4, 64, true, 2>(a, bytes, flops, stream);
       else launch_tc<128, 4, 64, true, 3>(a, bytes, flops, stream);
       break;
     default:
-      if (variant == 0) launch_tc<256, 8, 32, false>(a, bytes, flops, stream);
+      if (w8) launch_tc<256, 8, 32, false>(a, bytes, flops, stream);
       else launch_tc<256, 4, 32, false, 2>(a, bytes, flops, stream);
       break;
   }

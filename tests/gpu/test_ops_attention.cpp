@@ -350,12 +350,12 @@ TEST(GpuAttention, PrefillTensorCoreMasksAndBlockSizes) {
   run_case(b7d);
 }
 
-// The A/B variants of launch_attention's prefill (FATHOM_ATTN_PREFILL; the default is 8 warps):
-// 4 warps (64 query rows per block) at 3 and at 2 blocks per SM, and the scalar fp32 kernel, with
-// an odd block size too.
+// The A/B variants of launch_attention's prefill (FATHOM_ATTN_PREFILL; the default is 8 warps at
+// D 128 / 256 and 4 warps at D 64): 4 warps (64 query rows per block) at 3 and at 2 blocks per SM,
+// 8 warps everywhere, and the scalar fp32 kernel, with an odd block size too.
 TEST(GpuAttention, PrefillVariants) {
   FATHOM_REQUIRE_GPU();
-  for (const char* v : {"w4", "b2", "scalar"}) {
+  for (const char* v : {"w4", "b2", "w8", "scalar"}) {
     SCOPED_TRACE(v);
     PrefillVariant env(v);
     for (int D : {64, 128, 256}) run_case({8, 2, D, {{300, 300}, {129, 129}, {500, 70}}});
@@ -442,7 +442,7 @@ TEST(GpuAttention, DISABLED_BenchPrefill) {
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
     std::vector<float> ref;
-    for (const char* v : {"", "w4", "b2", "scalar"}) {
+    for (const char* v : {"", "w4", "b2", "w8", "scalar"}) {
       if (std::string(v) == "scalar" && (sh.q > 4096 || D != 128)) continue;  // ~0.1 s a launch at 16k
       PrefillVariant env(*v ? v : nullptr);
       p.out = d_out.get();
@@ -466,8 +466,8 @@ TEST(GpuAttention, DISABLED_BenchPrefill) {
       if (ref.empty()) ref = got;
       for (size_t i = 0; i < got.size(); ++i) diff = std::max(diff, double(std::fabs(got[i] - ref[i])));
       std::printf("bench prefill D %3d heads %2d/%d kv %6d q %6d variant %-6s  %8.3f ms  %6.1f TFLOP/s"
-                  "  (min %.3f max %.3f ms)  max|out - w8| %.2e%s\n",
-                  D, H, Hkv, sh.kv, sh.q, *v ? v : "w8", med, flops / med * 1e-9, ms.front(), ms.back(), diff,
+                  "  (min %.3f max %.3f ms)  max|out - default| %.2e%s\n",
+                  D, H, Hkv, sh.kv, sh.q, *v ? v : "default", med, flops / med * 1e-9, ms.front(), ms.back(), diff,
                   finite ? "" : "  NON-FINITE");
       EXPECT_TRUE(finite);
       EXPECT_LT(diff, 2e-2);
