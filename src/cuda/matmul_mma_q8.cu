@@ -1,0 +1,291 @@
+// Small-batch quantized matmul on the tensor cores: the host side (launch planning, dispatch).
+// Contract in matmul_mma_q8.cuh, the kernel and its layout in matmul_mma_q8_kernel.cuh.
+//
+// Why: the dp4a GEMV (matmul_gemv_q8.cu) does 8 x the dp4a work per weight at 8 tokens and stops
+// at 8; above it the engine took the fp32 GEMV (9..16) or dequantized whole matrices to bf16 for
+// cuBLASLt (> 16). Here one mma.sync.m16n8k32 (int8 in, int32 out) does the 8192 multiply-adds of
+// 16 weight rows x 32 k x 8 columns, so the per-weight cost (unpacking codes to int8 fragments) is
+// paid once for all tokens and the per-token cost is the fp32 scaling of each 32-k sub-block.
+#include "cuda/matmul_mma_q8.cuh"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/matmul_mma_q8_kernel.cuh"
+#include "cuda/pdl.cuh"
+#include "fathom/error.h"
+
+namespace fathom::cuda {
+namespace {
+
+using namespace mmq;
+
+template <typename F>
+bool dispatch_mmq(GgmlType t, F&& f) {
+  switch (t) {
+    case GgmlType::Q4_0: f(std::integral_constant<GgmlType, GgmlType::Q4_0>{}); return true;
+    case GgmlType::Q4_1: f(std::integral_constant<GgmlType, GgmlType::Q4_1>{}); return true;
+    case GgmlType::Q5_0: f(std::integral_constant<GgmlType, GgmlType::Q5_0>{}); return true;
+    case GgmlType::Q5_1: f(std::integral_constant<GgmlType, GgmlType::Q5_1>{}); return true;
+    case GgmlType::Q8_0: f(std::integral_constant<GgmlType, GgmlType::Q8_0>{}); return true;
+    case GgmlType::Q4_K: f(std::integral_constant<GgmlType, GgmlType::Q4_K>{}); return true;
+    case GgmlType::Q5_K: f(std::integral_constant<GgmlType, GgmlType::Q5_K>{}); return true;
+    case GgmlType::Q6_K: f(std::integral_constant<GgmlType, GgmlType::Q6_K>{}); return true;
+    default: return false;
+  }
+}
+
+int nt_for(int64_t n_tokens) {
+  return n_tokens <= 4 ? 1 : n_tokens <= 8 ? 2 : n_tokens <= 16 ? 4 : n_tokens <= 32 ? 8 : 16;
+}
+
+template <typename F>
+void dispatch_nt(int nt, F&& f) {
+  switch (nt) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    default: f(std::integral_constant<int, 16>{}); break;
+  }
+}
+
+// The per-type instance files' entry points (matmul_mma_q8_inst_<type>.cu).
+const void* type_kernel(GgmlType t, int nt) {
+  switch (t) {
+    case GgmlType::Q4_0: return mmq_kernel_q4_0(nt);
+    case GgmlType::Q4_1: return mmq_kernel_q4_1(nt);
+    case GgmlType::Q5_0: return mmq_kernel_q5_0(nt);
+    case GgmlType::Q5_1: return mmq_kernel_q5_1(nt);
+    case GgmlType::Q8_0: return mmq_kernel_q8_0(nt);
+    case GgmlType::Q4_K: return mmq_kernel_q4_k(nt);
+    case GgmlType::Q5_K: return mmq_kernel_q5_k(nt);
+    case GgmlType::Q6_K: return mmq_kernel_q6_k(nt);
+    default: return nullptr;
+  }
+}
+void type_launch(GgmlType t, int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+  switch (t) {
+    case GgmlType::Q4_0: mmq_launch_q4_0(nt, a, grid, smem, stream); break;
+    case GgmlType::Q4_1: mmq_launch_q4_1(nt, a, grid, smem, stream); break;
+    case GgmlType::Q5_0: mmq_launch_q5_0(nt, a, grid, smem, stream); break;
+    case GgmlType::Q5_1: mmq_launch_q5_1(nt, a, grid, smem, stream); break;
+    case GgmlType::Q8_0: mmq_launch_q8_0(nt, a, grid, smem, stream); break;
+    case GgmlType::Q4_K: mmq_launch_q4_k(nt, a, grid, smem, stream); break;
+    case GgmlType::Q5_K: mmq_launch_q5_k(nt, a, grid, smem, stream); break;
+    case GgmlType::Q6_K: mmq_launch_q6_k(nt, a, grid, smem, stream); break;
+    default: FATHOM_CHECK(false, "mma_q8: weight type ", ggml_type_name(t), " has no tensor-core kernel");
+  }
+}
+
+struct DeviceInfo {
+  int device = -1;
+  int sm_count = 0;
+  int max_smem_optin = 0;
+};
+DeviceInfo device_info() {
+  static thread_local DeviceInfo info;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev != info.device) {
+    CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&info.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    info.device = dev;
+  }
+  return info;
+}
+
+// CTAs per SM for a kernel and shared-memory size (cached; also opts the kernel in to the device's
+// whole shared memory once per device).
+int blocks_per_sm(const void* kernel, size_t smem, const DeviceInfo& dev) {
+  static std::mutex mu;
+  static std::unordered_map<uint64_t, bool> opted;
+  static std::unordered_map<uint64_t, int> occ;
+  std::lock_guard<std::mutex> lock(mu);
+  const uint64_t kkey = reinterpret_cast<uintptr_t>(kernel) * 31u + uint64_t(dev.device);
+  if (!opted[kkey]) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.max_smem_optin));
+    opted[kkey] = true;
+  }
+  const uint64_t key = kkey * 1000003u + smem;
+  auto it = occ.find(key);
+  if (it == occ.end()) {
+    int b = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kThreads, smem));
+    it = occ.emplace(key, b > 0 ? b : 1).first;
+  }
+  return it->second;
+}
+
+// Split-K choice. Cost of a plan in units of one tile-stage of weights (256 rows x 256 k), for the
+// busiest SM: (CTAs per SM) x [tiles per CTA x (stages per split + partial round trip) + x
+// quantization]. The partial round trip of a tile (256 x 4 NT fp32 written, read back once) costs
+// 32 NT / bytes-per-row-stage tile-stages; quantizing x of a stage reads 4 n bytes per k from L2,
+// counted at half weight (L2 is faster than DRAM): 2 n / bytes-per-row-stage. Ties: fewer splits.
+// Worked example, H200 (132 SMs), Q4_K 4096 x 4096 at 8 tokens (16 tiles, 16 stages): S = 8 runs
+// 128 CTAs of 2 stages each (cost 2.7); S = 4 leaves half the SMs idle (cost 4.9).
+struct PlanIn {
+  int n_tiles, n_kst, nt, n_tokens, row_stage_bytes;
+  size_t ring, smem_limit, partial_floats;
+  const void* kernel;
+};
+MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
+  static const int forced = [] {
+    const char* e = std::getenv("FATHOM_MMQ_SPLIT");
+    return e ? std::atoi(e) : 0;
+  }();
+  MmaQ8Plan best;
+  double best_cost = 1e300;
+  const int s_max = std::min(in.n_kst, kMaxSplits);
+  for (int S = 1; S <= s_max; ++S) {
+    if (forced > 0 && S != std::min(forced, s_max)) continue;
+    const int kst = (in.n_kst + S - 1) / S;
+    const size_t smem = in.ring + x_bytes(in.nt, kst * kStageK) + 16;  // + the last-CTA flag
+    if (smem > in.smem_limit) continue;
+    if (S > 1 && (in.n_tiles > kCounters ||
+                  size_t(in.n_tiles) * size_t(S) * 1024 * size_t(in.nt) > in.partial_floats))
+      continue;
+    const int bps = blocks_per_sm(in.kernel, smem, dev);
+    const int slots = dev.sm_count * bps;
+    const int G = std::max(1, std::min(in.n_tiles, slots / S));
+    const int grid = G * S;
+    const int tiles_per_cta = (in.n_tiles + G - 1) / G;
+    const int ctas_per_sm = (grid + dev.sm_count - 1) / dev.sm_count;
+    const double part = S > 1 ? 32.0 * in.nt / in.row_stage_bytes : 0.0;
+    const double xq = 2.0 * in.n_tokens / in.row_stage_bytes;
+    const double cost = double(ctas_per_sm) * (tiles_per_cta * (kst + part) + kst * xq);
+    if (cost < best_cost * (1.0 - 1e-9)) {
+      best_cost = cost;
+      best.splits = S;
+      best.grid = grid;
+      best.tiles = in.n_tiles;
+      best.kstages = kst;
+      best.nt = in.nt;
+      best.smem = smem;
+    }
+  }
+  return best;
+}
+
+struct Prepared {
+  Args a;
+  MmaQ8Plan plan;
+  const void* kernel = nullptr;
+};
+
+Prepared prepare(const MmaQ8Params& p) {
+  FATHOM_CHECK(p.n_tokens >= 1 && p.n_tokens <= kMmaQ8MaxTokens, "mma_q8: n_tokens ", p.n_tokens, " outside 1..",
+               kMmaQ8MaxTokens);
+  FATHOM_CHECK(p.n_seg >= 1 && p.n_seg <= 3 && (!p.glu || p.n_seg == 2) && (!p.residual || p.n_seg == 1),
+               "mma_q8: bad segment set (n_seg ", p.n_seg, ", glu ", p.glu, ")");
+  const int64_t row_bytes = int64_t(ggml_row_bytes(p.type, p.cols));
+  FATHOM_CHECK(p.cols > 0 && p.cols % kStageK == 0 && row_bytes % 16 == 0, "mma_q8: cols ", p.cols,
+               " must be a positive multiple of 256 with 16-byte rows for ", ggml_type_name(p.type));
+  FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.x) % 16 == 0, "mma_q8: x must be 16-byte aligned");
+  Prepared r;
+  Args& a = r.a;
+  a = Args{};
+  a.n_seg = p.n_seg;
+  a.cols = p.cols;
+  a.row_bytes = row_bytes;
+  a.x = p.x;
+  a.n_tokens = int(p.n_tokens);
+  a.residual = p.residual;
+  a.glu = p.glu ? (p.glu_kind == GluKind::SWIGLU ? 1 : 2) : 0;
+  int tiles = 0;
+  for (int s = 0; s < 4; ++s) a.tile_begin[s] = INT_MAX;
+  for (int s = 0; s < p.n_seg; ++s) {
+    FATHOM_CHECK(p.seg[s].w && p.seg[s].y && p.seg[s].rows > 0, "mma_q8: segment ", s, " is empty");
+    FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.seg[s].w) % 16 == 0, "mma_q8: weights must be 16-byte aligned");
+    a.seg[s] = Seg{static_cast<const uint8_t*>(p.seg[s].w), p.seg[s].y, p.seg[s].bias, p.seg[s].rows};
+    a.tile_begin[s] = tiles;
+    if (!p.glu) tiles += int((p.seg[s].rows + kTileRows - 1) / kTileRows);
+  }
+  if (p.glu) {
+    FATHOM_CHECK(p.seg[0].rows == p.seg[1].rows, "mma_q8: gate and up rows differ (", p.seg[0].rows, " vs ",
+                 p.seg[1].rows, ")");
+    tiles = int((p.seg[0].rows + kTileRows / 2 - 1) / (kTileRows / 2));
+  }
+  if (!p.glu) a.tile_begin[p.n_seg] = tiles;
+  a.n_tiles = tiles;
+  a.n_kst = int(p.cols / kStageK);
+
+  const DeviceInfo dev = device_info();
+  const int nt = nt_for(p.n_tokens);
+  size_t partial_floats = 0;
+  if (p.workspace && p.workspace_bytes > kMmaQ8WorkspaceCounterBytes + 256) {
+    FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.workspace) % 256 == 0, "mma_q8: workspace must be 256-byte aligned");
+    partial_floats = (p.workspace_bytes - kMmaQ8WorkspaceCounterBytes) / sizeof(float);
+    a.counters = static_cast<int*>(p.workspace);
+    a.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(p.workspace) + kMmaQ8WorkspaceCounterBytes);
+  }
+  const bool ok = dispatch_mmq(p.type, [&](auto tc) {
+    constexpr GgmlType T = decltype(tc)::value;
+    dispatch_nt(nt, [&](auto ntc) {
+      constexpr int NT = decltype(ntc)::value;
+      PlanIn in;
+      in.n_tiles = tiles;
+      in.n_kst = a.n_kst;
+      in.nt = NT;
+      in.n_tokens = int(p.n_tokens);
+      in.row_stage_bytes = Fmt<T>::bytes;
+      in.ring = ring_bytes<T, NT>();
+      in.smem_limit = size_t(dev.max_smem_optin);
+      in.partial_floats = partial_floats;
+      in.kernel = type_kernel(T, NT);
+      r.kernel = in.kernel;
+      r.plan = choose_plan(in, dev);
+    });
+  });
+  FATHOM_CHECK(ok, "mma_q8: weight type ", ggml_type_name(p.type), " has no tensor-core kernel");
+  FATHOM_CHECK(r.plan.splits > 0, "mma_q8: no launch plan fits ", dev.max_smem_optin, " bytes of shared memory (",
+               ggml_type_name(p.type), ", cols ", p.cols, ", ", p.n_tokens, " tokens)");
+  a.splits = r.plan.splits;
+  a.kr_max = r.plan.kstages * kStageK;
+  return r;
+}
+
+}  // namespace
+
+bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
+  static const bool off = [] {
+    const char* e = std::getenv("FATHOM_MMQ");
+    return e && std::strcmp(e, "0") == 0;
+  }();
+  if (off || n_tokens < 1 || n_tokens > kMmaQ8MaxTokens || cols <= 0 || cols % kStageK != 0 || cols > (int64_t(1) << 20))
+    return false;
+  if (!dispatch_mmq(type, [](auto) {})) return false;
+  return ggml_row_bytes(type, cols) % 16 == 0;
+}
+
+size_t mma_q8_workspace_bytes(int64_t max_tokens, int64_t max_rows) {
+  const int nt = nt_for(std::min<int64_t>(std::max<int64_t>(max_tokens, 1), kMmaQ8MaxTokens));
+  const int64_t tiles = (max_rows + kTileRows - 1) / kTileRows + 2;  // + partial tiles of Q/K/V
+  // Room for 8 splits of every tile (the planner rarely wants more; with less room it picks fewer).
+  const size_t partial = size_t(tiles) * 8 * 1024 * size_t(nt) * sizeof(float);
+  return kMmaQ8WorkspaceCounterBytes + std::min<size_t>(partial, size_t(32) << 20);
+}
+
+MmaQ8Plan mma_q8_plan(const MmaQ8Params& p) { return prepare(p).plan; }
+
+void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream) {
+  const Prepared r = prepare(p);
+  double wbytes = 0.0, rows_total = 0.0;
+  for (int s = 0; s < p.n_seg; ++s) {
+    wbytes += double(p.seg[s].rows) * double(r.a.row_bytes);
+    rows_total += double(p.seg[s].rows);
+  }
+  const double out_rows = p.glu ? double(p.seg[0].rows) : rows_total;
+  launch_cost_hint(wbytes + double(p.n_tokens) * double(p.cols) * 4.0 + double(p.n_tokens) * out_rows * 4.0,
+                   2.0 * double(p.n_tokens) * rows_total * double(p.cols));
+  type_launch(p.type, r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
+}
+
+}  // namespace fathom::cuda

@@ -1,0 +1,80 @@
+// Small-batch matmul of quantized weights on the tensor cores (matmul_mma_q8.cu):
+//   y[t][r] = sum_k x[t][k] W[r][k] (+ bias[r]) (+ residual[t][r])   for t < n_tokens <= 64,
+// W in its GGUF block format (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K), never dequantized to memory.
+//
+// Numerics (the same as the dp4a GEMV, matmul_gemv_q8.cuh): x is quantized per 32 elements to
+// two int8 planes, x ~= u (254 q1 + q2), u = max|x_block| / (127 * 254), so each element moves by
+// at most u / 2 = max|x_block| / 64516; both planes are extra columns of the mma (N = 2 n_tokens),
+// the weight codes go to the tensor cores as int8 (mma.sync m16n8k32, m16n8k16 for Q6_K's 16-element
+// scales), and every 32-element (Q6_K: 16) sub-block's integer dot is scaled in fp32 by weight scale
+// times x scale. Write w_i = c_i + o_i with o_i the value of code 0. Q4_1 Q5_1 Q4_K Q5_K apply o_i
+// with the exact fp32 x sum, so only c_i meets the rounded x; Q4_0 Q5_0 Q6_K fold the offset into
+// signed codes and Q8_0 has none, so the whole w_i does:
+//   |y - y_exact| <= sum_i |e_i| max|x_block(i)| / 64516 (+ fp32 rounding),
+//   e_i = w_i - o_i (Q4_1 Q5_1 Q4_K Q5_K),  e_i = w_i (Q4_0 Q5_0 Q8_0 Q6_K).
+//
+// One launch serves, like launch_gemv_q8:
+//   - a plain matmul (1 segment, optional bias and residual; residual may alias seg[0].y);
+//   - up to 3 matrices with the same x, type and cols (Q, K, V): each segment its own y and bias;
+//   - gate + up with the activation fused (glu): seg[0].y[t][r] = act(x . gate[r]) * (x . up[r]);
+//     seg[1].y is not written.
+// The launch allocates nothing and never synchronizes the host (CUDA-graph capturable); split-K
+// partials and the per-tile arrival counters live in the caller's workspace.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/ops.cuh"
+#include "fathom/ggml_type.h"
+
+namespace fathom::cuda {
+
+constexpr int64_t kMmaQ8MaxTokens = 64;
+
+struct MmaQ8Segment {
+  const void* w = nullptr;      // (rows, cols) GGUF blocks, rows back to back, 16-byte aligned
+  int64_t rows = 0;
+  float* y = nullptr;           // (n_tokens, rows)
+  const float* bias = nullptr;  // (rows) nullable
+};
+
+struct MmaQ8Params {
+  GgmlType type = GgmlType::Q4_K;
+  int64_t cols = 0;                 // multiple of 256; rows of whole 16-byte multiples (mma_q8_supports)
+  const float* x = nullptr;         // (n_tokens, cols) fp32, 16-byte aligned
+  int64_t n_tokens = 0;             // 1..kMmaQ8MaxTokens
+  int n_seg = 1;                    // 1..3 (2 with glu)
+  MmaQ8Segment seg[3];
+  const float* residual = nullptr;  // (n_tokens, rows): n_seg == 1 only; may alias seg[0].y
+  bool glu = false;                 // seg[0] = gate, seg[1] = up (same rows); output to seg[0].y
+  GluKind glu_kind = GluKind::SWIGLU;
+  // Split-K scratch: mma_q8_workspace_bytes() bytes, 256-byte aligned, its first
+  // kMmaQ8WorkspaceCounterBytes zero before the first launch (the kernel leaves them zero again).
+  // Nullable: then every launch runs without split-K (slower on matrices of few row tiles).
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+constexpr size_t kMmaQ8WorkspaceCounterBytes = 4096 * sizeof(int);
+
+// True when the kernel handles `type` at n_tokens x cols: the types above, cols a multiple of 256
+// whose rows are a multiple of 16 bytes (Q6_K: cols a multiple of 2048). FATHOM_MMQ=0 in the
+// environment switches the path off (A/B runs).
+bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols);
+// Workspace that lets launches of up to max_tokens tokens and max_rows output rows (gate + up rows
+// together for a fused GLU) take the split-K counts the planner wants: the counters plus partial
+// sums, capped at 32 MB (beyond that the planner picks fewer splits).
+size_t mma_q8_workspace_bytes(int64_t max_tokens, int64_t max_rows);
+void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream);
+
+// The launch plan for p (tests and benchmarks print it): split-K count, CTAs, k-stages per split.
+struct MmaQ8Plan {
+  int splits = 0, grid = 0, tiles = 0, kstages = 0, nt = 0;
+  size_t smem = 0;
+};
+MmaQ8Plan mma_q8_plan(const MmaQ8Params& p);
+
+}  // namespace fathom::cuda

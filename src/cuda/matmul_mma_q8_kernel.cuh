@@ -1,0 +1,833 @@
+// Device side of the tensor-core small-batch matmul (matmul_mma_q8.cu, contract in
+// matmul_mma_q8.cuh): the kernel template, its per-type stage code and the geometry the host
+// planner needs. The kernels are instantiated one weight type per file
+// (matmul_mma_q8_inst_<type>.cu: each takes ~20 s of nvcc, all of them in one file 2.5 min) and
+// reached through the mmq_kernel_* / mmq_launch_* functions declared at the end.
+//
+// Layout of the work (one CTA = 8 warps = 256 threads, one per SM: __launch_bounds__(256, 1)):
+//   - a tile is 256 weight rows (each warp 2 m16 tiles = 32 rows); with a fused GLU, 128 gate rows
+//     and the same 128 up rows (warp w: m-tile 0 = gate rows 16w.., m-tile 1 = up rows 16w..), so
+//     act(gate) * up is formed in registers;
+//   - the K range is split S ways (split-K); CTA c takes split c % S and the tiles c / S,
+//     c / S + G, ... (G = grid / S): persistent, so the weight ring never drains between tiles and
+//     x is quantized once per CTA for its K range;
+//   - x[all tokens][K range] is quantized once into shared memory as int8 rows, 2 planes per token
+//     interleaved (row 2t = plane 1 of token t, row 2t + 1 = plane 2): the mma's 8 columns of an
+//     n-tile are 4 tokens x 2 planes, so the accumulator pair (c0, c1) a thread holds is the two
+//     planes of one token and combines in registers (254 c0 + c1);
+//   - the weights stream through a ring of stages (256 rows x 256 k of raw GGUF bytes each) with
+//     16-byte cp.async, the first stages requested before griddepcontrol.wait (PDL);
+//   - split partials go to the workspace; the last CTA to finish a tile (arrival counter) adds the
+//     S partials in split order (bit-reproducible) and applies bias / residual / activation.
+//
+// Fragments (PTX ISA, mma.m16n8k32 .s8; g = lane / 4, t = lane % 4): A regs = rows (g, g+8) x
+// k (4t.., 16+4t..) in the order a0 (g, 4t), a1 (g+8, 4t), a2 (g, 16+4t), a3 (g+8, 16+4t); B regs
+// = k (4t.., 16+4t..) of column g; C = rows (g, g+8) x columns (2t, 2t+1). With the natural k order
+// every type's codes for a fragment register are 4 consecutive bytes of its block (nibbles of
+// Q4 / Q5 / Q6 code bytes), so no repack is needed: Q4_K / Q5_K code bytes are 16-byte aligned
+// runs and come in by ldmatrix; the 2-byte-aligned types (Q4_0 Q5_0 Q8_0 Q6_K) use 32-bit shared
+// loads, funnel-shifted where a word straddles. The mma accumulator starts at 0x4B400000, so the
+// int32 result read as fp32 is 1.5 * 2^23 + dot exactly (|dot| < 2^22): int-to-float for free.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/matmul_mma_q8.cuh"
+#include "cuda/pdl.cuh"
+
+namespace fathom::cuda::mmq {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileRows = 256;  // weight rows per tile: 8 warps x 2 m16 tiles
+constexpr int kStageK = 256;    // weights of a row per pipeline stage
+constexpr int kCounters = int(kMmaQ8WorkspaceCounterBytes / sizeof(int));
+constexpr int kMaxSplits = 64;
+constexpr int kPlaneScale = 254;          // x = u (254 q1 + q2)
+constexpr int kAccBias = 0x4B400000;      // fp32 bits of 1.5 * 2^23
+constexpr float kAccBiasF = 12582912.0f;  // 1.5 * 2^23
+constexpr uint32_t kM4 = 0x0F0F0F0Fu;
+
+// ---- per-type stage geometry ----------------------------------------------------------------
+// bytes: one row's 256 weights; copy: bytes copied per row and stage (Q6_K: from the 16-byte floor
+// of its 2-byte-aligned super-block, 14 pieces cover any offset); pitch: shared-memory row pitch,
+// an odd multiple of 16 bytes so 8 consecutive rows' 16-byte pieces hit distinct banks.
+template <GgmlType T> struct Fmt;
+template <> struct Fmt<GgmlType::Q4_0> { static constexpr int bytes = 144, copy = 144, pitch = 144; };
+template <> struct Fmt<GgmlType::Q4_1> { static constexpr int bytes = 160, copy = 160, pitch = 176; };
+template <> struct Fmt<GgmlType::Q5_0> { static constexpr int bytes = 176, copy = 176, pitch = 176; };
+template <> struct Fmt<GgmlType::Q5_1> { static constexpr int bytes = 192, copy = 192, pitch = 208; };
+template <> struct Fmt<GgmlType::Q8_0> { static constexpr int bytes = 272, copy = 272, pitch = 272; };
+template <> struct Fmt<GgmlType::Q4_K> { static constexpr int bytes = 144, copy = 144, pitch = 144; };
+template <> struct Fmt<GgmlType::Q5_K> { static constexpr int bytes = 176, copy = 176, pitch = 176; };
+template <> struct Fmt<GgmlType::Q6_K> { static constexpr int bytes = 210, copy = 224, pitch = 240; };
+
+// Ring stages: as many 256-row stages as fit a weight budget (less at many tokens, where x takes
+// more shared memory), 2..4. One stage is 36-70 KB, far more than the ~17 KB per SM in flight that
+// the DRAM latency needs, so 2 already keep the memory busy; the third smooths the tile changes.
+template <GgmlType T, int NT>
+constexpr int ring_stages() {
+  constexpr int budget = NT >= 8 ? 100 * 1024 : 128 * 1024;
+  constexpr int s = budget / (kTileRows * Fmt<T>::pitch);
+  return s < 2 ? 2 : s > 4 ? 4 : s;
+}
+template <GgmlType T, int NT>
+constexpr size_t ring_bytes() { return size_t(ring_stages<T, NT>()) * kTileRows * Fmt<T>::pitch; }
+
+// x in shared memory for a K range of kr weights: 8 NT rows (2 planes x 4 NT tokens) of kr + 16
+// bytes (the 16 make the pitch an odd multiple of 16: conflict-free ldmatrix), then (u, sum) per
+// token and 32-block, kr / 32 + 2 per token (even: 16-byte aligned pairs; +2 spreads the 4 tokens
+// a warp reads over distinct banks).
+__host__ __device__ constexpr int x_pitch(int kr) { return kr + 16; }
+__host__ __device__ constexpr int xs_stride(int kr) { return kr / 32 + 2; }
+__host__ __device__ constexpr size_t x_bytes(int nt, int kr) {
+  return size_t(8 * nt) * size_t(x_pitch(kr)) + size_t(4 * nt) * size_t(xs_stride(kr)) * 8;
+}
+
+// ---- small device helpers -----------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(addr));
+}
+// D = A B + 0x4B400000 (each int32 read as fp32 is 1.5 * 2^23 + dot).
+__device__ __forceinline__ void mma_k32(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%10,%10,%10};"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(kAccBias));
+}
+__device__ __forceinline__ void mma_k16(uint32_t a0, uint32_t a1, uint32_t b0, int (&d)[4]) {
+  asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%7,%7,%7};"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a0), "r"(a1), "r"(b0), "r"(kAccBias));
+}
+// The two planes of rows g (x) and g + 8 (y): 254 dot1 + dot2, exact ints < 2^22 each.
+__device__ __forceinline__ float2 planes(const int (&d)[4]) {
+  float2 v;
+  v.x = fmaf(float(kPlaneScale), __int_as_float(d[0]) - kAccBiasF, __int_as_float(d[1]) - kAccBiasF);
+  v.y = fmaf(float(kPlaneScale), __int_as_float(d[2]) - kAccBiasF, __int_as_float(d[3]) - kAccBiasF);
+  return v;
+}
+
+__device__ __forceinline__ float half_at(const uint8_t* p) {  // 2-byte aligned shared address
+  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
+}
+// A byte value (< 2^23) of `w` as float without I2F (quarter rate): 2^23 + b, minus 2^23.
+__device__ __forceinline__ float ubyte_f(uint32_t w, int byte) {
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u + unsigned(byte))) - 8388608.0f;
+}
+// Signed byte `byte` of w as float (shift to the top, arithmetic shift back, 1.5 * 2^23 bias).
+__device__ __forceinline__ float sbyte_f(uint32_t w, int byte) {
+  const int v = int(w << (24 - 8 * byte)) >> 24;
+  return __int_as_float(kAccBias + v) - kAccBiasF;
+}
+// 32-bit little-endian word at a shared address that is 4-byte aligned (A) or 2 mod 4 (!A).
+template <bool A>
+__device__ __forceinline__ uint32_t lds32(const uint8_t* p) {
+  if constexpr (A) {
+    return *reinterpret_cast<const uint32_t*>(p);
+  } else {
+    const uint32_t* q = reinterpret_cast<const uint32_t*>(p - 2);
+    return __funnelshift_r(q[0], q[1], 16);
+  }
+}
+// Bits 0..3 of v to bit 4 of bytes 0..3 (the Q5_0 / Q5_1 high bits).
+__device__ __forceinline__ uint32_t spread4(uint32_t v) {
+  return (((v & 0xFu) * 0x00204081u) & 0x01010101u) << 4;
+}
+// Unsigned codes c (< 128 per byte) minus `off` as int8, byte-wise without borrows:
+// (c + 128 - off) stays below 256, and flipping bit 7 subtracts 128.
+template <int Off>
+__device__ __forceinline__ uint32_t minus(uint32_t c) {
+  return (c + uint32_t(128 - Off) * 0x01010101u) ^ 0x80808080u;
+}
+
+// Q4_K / Q5_K scales and mins of sub-blocks 2p, 2p+1 (ggml get_scale_min_k4), from the header's
+// 12 scale bytes (hdr.y, hdr.z, hdr.w): 6-bit values as the low two bytes of sc and mn.
+template <int P>
+__device__ __forceinline__ void k4_pair(const uint4& hdr, uint32_t& sc, uint32_t& mn) {
+  constexpr int sel = (P & 1) ? 16 : 0;
+  const uint32_t Y = hdr.y >> sel, Z = hdr.z >> sel, W = hdr.w >> sel;
+  if constexpr (P < 2) {
+    sc = Y & 0x3F3Fu;
+    mn = Z & 0x3F3Fu;
+  } else {
+    sc = (W & 0x0F0Fu) | ((Y >> 2) & 0x3030u);
+    mn = ((W >> 4) & 0x0F0Fu) | ((Z >> 2) & 0x3030u);
+  }
+}
+
+// ---- x in shared memory -------------------------------------------------------------------------
+struct XCtx {
+  uint32_t xq_s;    // shared address of plane row 0 at the CTA's first k
+  uint32_t lane_b;  // this lane's ldmatrix row/column offset
+  int pitch;        // bytes per plane row
+  const float2* xs; // (u, sum) of token t, 32-block b (CTA-local): xs[t * stride + b]
+  int stride;
+};
+
+// B fragments of n-tiles 2 jp and 2 jp + 1 (NT == 1: tile 0 only) for the 32 k at CTA-local kx:
+// b[jj][0] = k 4t.., b[jj][1] = k 16+4t.. of column g of tile 2 jp + jj (plane row 8 (2 jp + jj) + g).
+template <int NT>
+__device__ __forceinline__ void load_b2(const XCtx& x, int kx, int jp, uint32_t (&b)[2][2]) {
+  const uint32_t addr = x.xq_s + x.lane_b + uint32_t(kx) + uint32_t(16 * jp * x.pitch);
+  if constexpr (NT == 1) {
+    ldsm_x2(addr, b[0][0], b[0][1]);
+    b[1][0] = b[1][1] = 0u;
+  } else {
+    ldsm_x4(addr, b[0][0], b[0][1], b[1][0], b[1][1]);
+  }
+}
+// n-tiles in pairs: (NT + 1) / 2 pairs of min(NT, 2) tiles. B and x scales are loaded per pair,
+// so only a pair's fragments are live (all NT at once spilled at NT = 8, 16).
+template <int NT> constexpr int kPairs = (NT + 1) / 2;
+template <int NT> constexpr int kPerPair = NT < 2 ? NT : 2;
+
+// ---- per-type stage compute ---------------------------------------------------------------------
+// One ring slot (256 rows x 256 k) for this warp's 32 rows: acc[m][h][j] += row (32 w + 16 m + 8 h
+// + g) . token (4 j + t) over the slot's k. wrow: the warp's first row in the slot (generic
+// pointer), wrow_s: its shared address plus this lane's ldmatrix offset. kk: the slot's stage
+// index within the CTA's K range. off: byte offset of the data in each row (Q6_K only).
+struct StageCtx {
+  const uint8_t* wrow;
+  uint32_t wrow_s;
+  int kk;
+  int off;
+};
+
+// Q4_K (Q5 false) / Q5_K (Q5 true): sub-block pair Pp (sub-blocks 2 Pp, 2 Pp + 1) of the stage.
+// Code bytes 32 Pp .. 32 Pp + 31 hold elements 64 Pp + l (low nibble) and 64 Pp + 32 + l (high
+// nibble): one ldmatrix.x4 of the 16 rows x 32 bytes is the packed A fragment of both.
+template <int NT, bool Q5, int Pp>
+__device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int t, const uint4 (&hdr)[2][2],
+                                         const float (&d)[2][2], const float (&dmin)[2][2],
+                                         const uint32_t (&qh)[2][4], float (&acc)[2][2][NT]) {
+  constexpr int P = Q5 ? 176 : 144;
+  constexpr int kQs = Q5 ? 48 : 16;
+  uint32_t q[2][4];
+  float S[2][2][2], M[2][2][2];  // [m][h][sub-block of the pair]
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    ldsm_x4(s.wrow_s + 16 * m * P + kQs + 32 * Pp, q[m][0], q[m][1], q[m][2], q[m][3]);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      uint32_t sc, mn;
+      k4_pair<Pp>(hdr[m][h], sc, mn);
+      S[m][h][0] = d[m][h] * ubyte_f(sc, 0);
+      S[m][h][1] = d[m][h] * ubyte_f(sc, 1);
+      M[m][h][0] = dmin[m][h] * ubyte_f(mn, 0);
+      M[m][h][1] = dmin[m][h] * ubyte_f(mn, 1);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int sb = 2 * Pp + e;
+    uint32_t a[2][4];
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        a[m][i] = e ? (q[m][i] >> 4) & kM4 : q[m][i] & kM4;
+        if constexpr (Q5) a[m][i] |= ((qh[m][i] >> sb) & 0x01010101u) << 4;
+      }
+#pragma unroll
+    for (int jp = 0; jp < kPairs<NT>; ++jp) {
+      uint32_t b[2][2];
+      load_b2<NT>(x, s.kk * kStageK + 32 * sb, jp, b);
+#pragma unroll
+      for (int jj = 0; jj < kPerPair<NT>; ++jj) {
+        const int j = 2 * jp + jj;
+        const float2 xv = x.xs[(4 * j + t) * x.stride + s.kk * 8 + sb];
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          int dd[4];
+          mma_k32(a[m], b[jj][0], b[jj][1], dd);
+          const float2 v = planes(dd);
+          acc[m][0][j] = fmaf(S[m][0][e] * xv.x, v.x, fmaf(-M[m][0][e], xv.y, acc[m][0][j]));
+          acc[m][1][j] = fmaf(S[m][1][e] * xv.x, v.y, fmaf(-M[m][1][e], xv.y, acc[m][1][j]));
+        }
+      }
+    }
+  }
+}
+
+template <int NT, bool Q5>
+__device__ __forceinline__ void stage_k45(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+  constexpr int P = Q5 ? 176 : 144;
+  const int g = lane >> 2, t = lane & 3;
+  uint4 hdr[2][2];
+  float d[2][2], dmin[2][2];
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      hdr[m][h] = *reinterpret_cast<const uint4*>(s.wrow + (16 * m + 8 * h + g) * P);
+      d[m][h] = __half2float(__ushort_as_half(static_cast<unsigned short>(hdr[m][h].x & 0xFFFFu)));
+      dmin[m][h] = __half2float(__ushort_as_half(static_cast<unsigned short>(hdr[m][h].x >> 16)));
+    }
+  uint32_t qh[2][4] = {};
+  if constexpr (Q5) {
+#pragma unroll
+    for (int m = 0; m < 2; ++m) ldsm_x4(s.wrow_s + 16 * m * P + 16, qh[m][0], qh[m][1], qh[m][2], qh[m][3]);
+  }
+  k45_pair<NT, Q5, 0>(s, x, t, hdr, d, dmin, qh, acc);
+  k45_pair<NT, Q5, 1>(s, x, t, hdr, d, dmin, qh, acc);
+  k45_pair<NT, Q5, 2>(s, x, t, hdr, d, dmin, qh, acc);
+  k45_pair<NT, Q5, 3>(s, x, t, hdr, d, dmin, qh, acc);
+}
+
+// Q6_K: super-block at s.wrow + row * 240 + s.off (s.off even; A: 4-byte aligned). Sub-block
+// j = 4 h + q is elements 128 h + 32 q + l: low nibble (q < 2) / high nibble of ql[64 h + 32 (q & 1)
+// + l], bits 2q..2q+1 of qh[32 h + l]; its halves l < 16 (e = 0) and l >= 16 (e = 1) have the int8
+// scales sc[8 h + 2 q + e]; codes minus 32. One m16n8k16 per half.
+template <int NT, bool A>
+__device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+  constexpr int P = 240;
+  const int g = lane >> 2, t = lane & 3;
+  const uint8_t* base[2][2];
+  float d[2][2];
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      base[m][r] = s.wrow + (16 * m + 8 * r + g) * P + s.off;
+      d[m][r] = half_at(base[m][r] + 208);
+    }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    uint32_t ql[2][2][2][2], qh[2][2][2], sw[2][2][2];  // [m][r][q & 1][e], [m][r][e], [m][r][word]
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const uint8_t* b0 = base[m][r];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          qh[m][r][e] = lds32<A>(b0 + 128 + 32 * h + 16 * e + 4 * t);
+#pragma unroll
+          for (int qq = 0; qq < 2; ++qq) ql[m][r][qq][e] = lds32<A>(b0 + 64 * h + 32 * qq + 16 * e + 4 * t);
+        }
+        sw[m][r][0] = lds32<A>(b0 + 192 + 8 * h);
+        sw[m][r][1] = lds32<A>(b0 + 196 + 8 * h);
+      }
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int sb = 4 * h + q;
+      uint32_t a[2][2][2];  // [m][e][r]
+      float S[2][2][2];     // [m][r][e]
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const uint32_t lo = (ql[m][r][q & 1][e] >> (4 * (q >> 1))) & kM4;
+            const uint32_t hi = ((qh[m][r][e] >> (2 * q)) & 0x03030303u) << 4;
+            a[m][e][r] = minus<32>(lo | hi);
+            const int bi = 2 * q + e;  // scale byte of the half's 8
+            S[m][r][e] = d[m][r] * sbyte_f(sw[m][r][bi >> 2], bi & 3);
+          }
+        }
+      }
+#pragma unroll
+      for (int jp = 0; jp < kPairs<NT>; ++jp) {
+        uint32_t b[2][2];
+        load_b2<NT>(x, s.kk * kStageK + 32 * sb, jp, b);
+#pragma unroll
+        for (int jj = 0; jj < kPerPair<NT>; ++jj) {
+          const int j = 2 * jp + jj;
+          const float u = x.xs[(4 * j + t) * x.stride + s.kk * 8 + sb].x;
+#pragma unroll
+          for (int m = 0; m < 2; ++m) {
+            int d0[4], d1[4];
+            mma_k16(a[m][0][0], a[m][0][1], b[jj][0], d0);
+            mma_k16(a[m][1][0], a[m][1][1], b[jj][1], d1);
+            const float2 v0 = planes(d0), v1 = planes(d1);
+            acc[m][0][j] = fmaf(u, fmaf(S[m][0][0], v0.x, S[m][0][1] * v1.x), acc[m][0][j]);
+            acc[m][1][j] = fmaf(u, fmaf(S[m][1][0], v0.y, S[m][1][1] * v1.y), acc[m][1][j]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Legacy 32-element blocks (8 per stage): Q4_0 Q4_1 Q5_0 Q5_1 Q8_0. Block b of a row at b * BB;
+// codes of elements l (low nibble / plain byte) and l + 16 (high nibble / byte 16 + l) for
+// l = 4t..4t+3 fill a0/a1 and a2/a3.
+template <GgmlType T> struct Legacy;
+template <> struct Legacy<GgmlType::Q4_0> { static constexpr int bb = 18, qs = 2; static constexpr bool has_min = false; };
+template <> struct Legacy<GgmlType::Q4_1> { static constexpr int bb = 20, qs = 4; static constexpr bool has_min = true; };
+template <> struct Legacy<GgmlType::Q5_0> { static constexpr int bb = 22, qs = 6; static constexpr bool has_min = false; };
+template <> struct Legacy<GgmlType::Q5_1> { static constexpr int bb = 24, qs = 8; static constexpr bool has_min = true; };
+template <> struct Legacy<GgmlType::Q8_0> { static constexpr int bb = 34, qs = 2; static constexpr bool has_min = false; };
+
+// Fragment registers of one row of block b: lo (elements 4t..) and hi (16 + 4t..), as int8.
+template <GgmlType T, int B>
+__device__ __forceinline__ void legacy_row(const uint8_t* blk, int t, uint32_t& lo, uint32_t& hi, float& d, float& mn) {
+  using L = Legacy<T>;
+  constexpr bool al = ((B * L::bb + L::qs) & 3) == 0;
+  d = half_at(blk);
+  mn = 0.0f;
+  if constexpr (T == GgmlType::Q8_0) {
+    lo = lds32<al>(blk + 2 + 4 * t);
+    hi = lds32<al>(blk + 18 + 4 * t);
+  } else {
+    const uint32_t w = lds32<al>(blk + L::qs + 4 * t);
+    lo = w & kM4;
+    hi = (w >> 4) & kM4;
+    if constexpr (T == GgmlType::Q5_0 || T == GgmlType::Q5_1) {
+      constexpr int qh_off = T == GgmlType::Q5_0 ? 2 : 4;
+      constexpr bool hal = ((B * L::bb + qh_off) & 3) == 0;
+      const uint32_t qh = lds32<hal>(blk + qh_off);
+      lo |= spread4(qh >> (4 * t));
+      hi |= spread4(qh >> (16 + 4 * t));
+    }
+    if constexpr (T == GgmlType::Q4_0) {
+      lo = minus<8>(lo);
+      hi = minus<8>(hi);
+    } else if constexpr (T == GgmlType::Q5_0) {
+      lo = minus<16>(lo);
+      hi = minus<16>(hi);
+    } else {
+      mn = half_at(blk + 2);  // Q4_1 / Q5_1: w = d q + m
+    }
+  }
+}
+
+template <GgmlType T, int NT, int B>
+__device__ __forceinline__ void legacy_block(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+  constexpr int P = Fmt<T>::pitch;
+  const int g = lane >> 2, t = lane & 3;
+  uint32_t a[2][4];
+  float d[2][2], mn[2][2];
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+      legacy_row<T, B>(s.wrow + (16 * m + 8 * r + g) * P + B * Legacy<T>::bb, t, a[m][r], a[m][2 + r], d[m][r],
+                       mn[m][r]);
+#pragma unroll
+  for (int jp = 0; jp < kPairs<NT>; ++jp) {
+    uint32_t b[2][2];
+    load_b2<NT>(x, s.kk * kStageK + 32 * B, jp, b);
+#pragma unroll
+    for (int jj = 0; jj < kPerPair<NT>; ++jj) {
+      const int j = 2 * jp + jj;
+      const float2 xv = x.xs[(4 * j + t) * x.stride + s.kk * 8 + B];
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        int dd[4];
+        mma_k32(a[m], b[jj][0], b[jj][1], dd);
+        const float2 v = planes(dd);
+        if constexpr (Legacy<T>::has_min) {
+          acc[m][0][j] = fmaf(d[m][0] * xv.x, v.x, fmaf(mn[m][0], xv.y, acc[m][0][j]));
+          acc[m][1][j] = fmaf(d[m][1] * xv.x, v.y, fmaf(mn[m][1], xv.y, acc[m][1][j]));
+        } else {
+          acc[m][0][j] = fmaf(d[m][0] * xv.x, v.x, acc[m][0][j]);
+          acc[m][1][j] = fmaf(d[m][1] * xv.x, v.y, acc[m][1][j]);
+        }
+      }
+    }
+  }
+}
+
+template <GgmlType T, int NT>
+__device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+  if constexpr (T == GgmlType::Q4_K) {
+    stage_k45<NT, false>(s, x, lane, acc);
+  } else if constexpr (T == GgmlType::Q5_K) {
+    stage_k45<NT, true>(s, x, lane, acc);
+  } else if constexpr (T == GgmlType::Q6_K) {
+    if (s.off & 2) stage_q6k<NT, false>(s, x, lane, acc);
+    else stage_q6k<NT, true>(s, x, lane, acc);
+  } else {
+    legacy_block<T, NT, 0>(s, x, lane, acc);
+    legacy_block<T, NT, 1>(s, x, lane, acc);
+    legacy_block<T, NT, 2>(s, x, lane, acc);
+    legacy_block<T, NT, 3>(s, x, lane, acc);
+    legacy_block<T, NT, 4>(s, x, lane, acc);
+    legacy_block<T, NT, 5>(s, x, lane, acc);
+    legacy_block<T, NT, 6>(s, x, lane, acc);
+    legacy_block<T, NT, 7>(s, x, lane, acc);
+  }
+}
+
+// ---- kernel arguments and tiles -----------------------------------------------------------------
+struct Seg {
+  const uint8_t* w;
+  float* y;
+  const float* bias;
+  int64_t rows;
+};
+
+struct Args {
+  Seg seg[3];
+  int n_seg;
+  int tile_begin[4];   // first tile of each segment; tile_begin[n_seg] = n_tiles, INT_MAX after
+  int n_tiles;
+  int64_t cols;
+  int64_t row_bytes;
+  const float* x;
+  int n_tokens;
+  const float* residual;
+  int glu;             // 0 none, 1 SwiGLU, 2 GeGLU
+  int splits;          // S
+  int n_kst;           // 256-weight stages per row
+  int kr_max;          // weights of the longest split (x staging size)
+  int* counters;       // (n_tiles) arrival counts, zero between launches (S > 1)
+  float* partials;     // (n_tiles, S, 1024 NT) (S > 1)
+};
+
+struct TileRef {
+  const uint8_t* w0;  // rows of the tile (glu: gate) ...
+  const uint8_t* w1;  // ... glu: up (same row indices)
+  int64_t r0;         // first row index
+  int64_t rows;       // rows of the matrix
+  int seg;
+};
+
+__device__ __forceinline__ TileRef tile_ref(const Args& a, int tile) {
+  TileRef r;
+  if (a.glu) {
+    r.seg = 0;
+    r.w0 = a.seg[0].w;
+    r.w1 = a.seg[1].w;
+    r.r0 = int64_t(tile) * (kTileRows / 2);
+    r.rows = a.seg[0].rows;
+    return r;
+  }
+  int s = 0;
+  if (tile >= a.tile_begin[1]) s = 1;
+  if (tile >= a.tile_begin[2]) s = 2;
+  r.seg = s;
+  r.w0 = r.w1 = a.seg[s].w;
+  r.r0 = int64_t(tile - a.tile_begin[s]) * kTileRows;
+  r.rows = a.seg[s].rows;
+  return r;
+}
+
+// Copies stage ks (global 256-k index) of tile `tr` into a ring slot: thread-consecutive 16-byte
+// pieces of consecutive rows (coalesced). Slot row sr = 32 w + 16 m + l holds matrix row r0 + sr,
+// or with glu (m = 0 gate, m = 1 up) row r0 + 16 w + l. Rows past the matrix are not copied (their
+// stale slot bytes feed accumulators that are never stored).
+template <GgmlType T>
+__device__ __forceinline__ void issue_stage(const Args& a, const TileRef& tr, int ks, uint32_t slot_s) {
+  constexpr int kPieces = Fmt<T>::copy / 16;
+  const int64_t stage_off = T == GgmlType::Q6_K ? (int64_t(ks) * 210) & ~int64_t(15) : int64_t(ks) * Fmt<T>::bytes;
+#pragma unroll
+  for (int i = 0; i < kPieces; ++i) {
+    const int idx = int(threadIdx.x) + kThreads * i;
+    const int sr = idx / kPieces;
+    const int c = idx - sr * kPieces;
+    int64_t row;
+    const uint8_t* w;
+    if (a.glu) {
+      row = tr.r0 + 16 * (sr >> 5) + (sr & 15);
+      w = (sr & 16) ? tr.w1 : tr.w0;
+    } else {
+      row = tr.r0 + sr;
+      w = tr.w0;
+    }
+    if (row < tr.rows)
+      cp_async16(slot_s + uint32_t(sr * Fmt<T>::pitch + 16 * c), w + row * a.row_bytes + stage_off + 16 * c);
+  }
+}
+
+__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float gelu_tanh_f(float g) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
+}
+
+template <int NT>
+__device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int warp, int lane,
+                                           const float (&acc)[2][2][NT]) {
+  const int g = lane >> 2, t = lane & 3;
+  if (a.glu) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = tr.r0 + 16 * warp + 8 * h + g;
+      if (row >= tr.rows) continue;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int tok = 4 * j + t;
+        if (tok >= a.n_tokens) continue;
+        const float gt = acc[0][h][j];
+        const float act = a.glu == 1 ? silu_f(gt) : gelu_tanh_f(gt);
+        a.seg[0].y[int64_t(tok) * tr.rows + row] = act * acc[1][h][j];
+      }
+    }
+    return;
+  }
+  const Seg& sg = a.seg[tr.seg];
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = tr.r0 + 32 * warp + 16 * m + 8 * h + g;
+      if (row >= tr.rows) continue;
+      const float bias = sg.bias ? sg.bias[row] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int tok = 4 * j + t;
+        if (tok >= a.n_tokens) continue;
+        const int64_t idx = int64_t(tok) * tr.rows + row;
+        float out = acc[m][h][j] + bias;
+        if (a.residual) out += a.residual[idx];
+        sg.y[idx] = out;
+      }
+    }
+}
+
+// Quantizes x[t][k0 .. k0 + kr) of every token into the two planes (8 threads per 32-element
+// block, shuffles for max and sum), as in matmul_gemv_q8.cu: u = max / (127 * 254),
+// q1 = rn(x / (254 u)), q2 = rn((x - 254 u q1) / u) clamped to +-127 (only a rounding tie of q1
+// could push it to 128), |x - u (254 q1 + q2)| <= u / 2. Tokens n_tokens .. 4 NT - 1 get zero
+// planes and scales.
+template <int NT>
+__device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t* xq, float2* xs) {
+  const int pitch = x_pitch(a.kr_max), stride = xs_stride(a.kr_max);
+  const int per_t = kr / 4;  // float4 per token
+  const int total = a.n_tokens * per_t;
+  constexpr int kXB = 4;
+  constexpr float kMagic = 12582912.0f;
+  for (int i0 = 0; i0 < total; i0 += kXB * kThreads) {
+    float4 v[kXB];
+    int tok[kXB], e4[kXB];
+#pragma unroll
+    for (int u = 0; u < kXB; ++u) {
+      const int i = i0 + u * kThreads + int(threadIdx.x);
+      v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      tok[u] = i / per_t;
+      e4[u] = i - tok[u] * per_t;
+      if (i < total) v[u] = *reinterpret_cast<const float4*>(a.x + int64_t(tok[u]) * a.cols + k0 + 4 * e4[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kXB; ++u) {
+      if (i0 + u * kThreads >= total) break;  // block-uniform; 8-thread groups are all in or all out
+      const bool act = i0 + u * kThreads + int(threadIdx.x) < total;
+      float am = fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w)));
+      float sm = (v[u].x + v[u].y) + (v[u].z + v[u].w);
+#pragma unroll
+      for (int off = 1; off < 8; off <<= 1) {
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+        sm += __shfl_xor_sync(0xffffffffu, sm, off);
+      }
+      const float d1 = am * (1.0f / 127.0f);
+      const float u1 = d1 * (1.0f / float(kPlaneScale));
+      const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
+      const float inv2 = am > 0.0f ? 1.0f / u1 : 0.0f;
+      const float vv[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+      uint32_t b1[4], b2[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float f1 = fmaf(vv[e], inv1, kMagic);
+        const float q1 = f1 - kMagic;
+        const float r = fmaf(-q1, d1, vv[e]);
+        const float f2 = fminf(fmaxf(fmaf(r, inv2, kMagic), kMagic - 127.0f), kMagic + 127.0f);
+        b1[e] = __float_as_uint(f1);
+        b2[e] = __float_as_uint(f2);
+      }
+      if (act) {
+        const uint32_t p1 = __byte_perm(__byte_perm(b1[0], b1[1], 0x0040), __byte_perm(b1[2], b1[3], 0x0040), 0x5410);
+        const uint32_t p2 = __byte_perm(__byte_perm(b2[0], b2[1], 0x0040), __byte_perm(b2[2], b2[3], 0x0040), 0x5410);
+        *reinterpret_cast<uint32_t*>(xq + (2 * tok[u]) * pitch + 4 * e4[u]) = p1;
+        *reinterpret_cast<uint32_t*>(xq + (2 * tok[u] + 1) * pitch + 4 * e4[u]) = p2;
+        if ((e4[u] & 7) == 0) xs[tok[u] * stride + (e4[u] >> 3)] = make_float2(u1, sm);
+      }
+    }
+  }
+  // Padding tokens: zero plane rows 2 n .. 8 NT - 1 and their scales.
+  const int zrow0 = 2 * a.n_tokens;
+  const int z16 = (8 * NT - zrow0) * (pitch / 16);
+  for (int i = int(threadIdx.x); i < z16; i += kThreads)
+    reinterpret_cast<uint4*>(xq + zrow0 * pitch)[i] = make_uint4(0u, 0u, 0u, 0u);
+  const int zs = (4 * NT - a.n_tokens) * stride;
+  for (int i = int(threadIdx.x); i < zs; i += kThreads) xs[a.n_tokens * stride + i] = make_float2(0.f, 0.f);
+}
+
+template <GgmlType T, int NT>
+__global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_constant__ Args a) {
+  extern __shared__ uint4 mmq_smem4[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_smem4);
+  constexpr int kSt = ring_stages<T, NT>();
+  constexpr int kPitch = Fmt<T>::pitch;
+  constexpr int kSlot = kTileRows * kPitch;
+  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const uint32_t ring_s = smem_u32(smem);
+  int8_t* xq = reinterpret_cast<int8_t*>(smem + ring_bytes<T, NT>());
+  float2* xs = reinterpret_cast<float2*>(xq + size_t(8 * NT) * x_pitch(a.kr_max));
+  int* s_last = reinterpret_cast<int*>(xs + size_t(4 * NT) * xs_stride(a.kr_max));
+
+  const int S = a.splits;
+  const int split = int(blockIdx.x) % S;
+  const int grp = int(blockIdx.x) / S;
+  const int G = int(gridDim.x) / S;
+  const int kst0 = int(int64_t(split) * a.n_kst / S);
+  const int nk = int(int64_t(split + 1) * a.n_kst / S) - kst0;
+  const int n_my = grp < a.n_tiles ? (a.n_tiles - 1 - grp) / G + 1 : 0;
+  const int n_items = n_my * nk;
+
+  // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % kSt.
+  int p_item = 0;
+  TileRef p_tile = tile_ref(a, grp < a.n_tiles ? grp : 0);
+  auto issue = [&]() {
+    const int ti = p_item / nk, kk = p_item - ti * nk;
+    if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
+    issue_stage<T>(a, p_tile, kst0 + kk, ring_s + uint32_t((p_item % kSt) * kSlot));
+    ++p_item;
+  };
+#pragma unroll
+  for (int s = 0; s < kSt - 1; ++s) {
+    if (p_item < n_items) issue();
+    cp_async_commit();
+  }
+
+  pdl_wait();  // x is written by the previous kernel; y / residual may still be read by it
+
+  quantize_x<NT>(a, kst0 * kStageK, nk * kStageK, xq, xs);
+
+  XCtx xc;
+  xc.xq_s = smem_u32(xq);
+  xc.pitch = x_pitch(a.kr_max);
+  xc.lane_b = uint32_t((8 * (lane >> 4) + (lane & 7)) * xc.pitch + 16 * ((lane >> 3) & 1));
+  xc.xs = xs;
+  xc.stride = xs_stride(a.kr_max);
+  const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
+
+  float acc[2][2][NT];
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
+
+  for (int it = 0; it < n_items; ++it) {
+    cp_async_wait<kSt - 2>();
+    __syncthreads();  // slot it % kSt landed for every thread; slot (it - 1) % kSt is free
+    if (p_item < n_items) issue();
+    cp_async_commit();
+
+    const int ti = it / nk, kk = it - ti * nk;
+    const int slot = it % kSt;
+    StageCtx sc;
+    sc.wrow = smem + size_t(slot) * kSlot + size_t(32 * warp) * kPitch;
+    sc.wrow_s = ring_s + uint32_t(slot * kSlot + 32 * warp * kPitch) + a_lane;
+    sc.kk = kk;
+    sc.off = T == GgmlType::Q6_K ? ((kst0 + kk) * 210) & 15 : 0;
+    stage_compute<T, NT>(sc, xc, lane, acc);
+
+    if (kk == nk - 1) {
+      // Tile done: store (S == 1) or hand the partial to the tile's last CTA.
+      const int tile = grp + ti * G;
+      const TileRef tr = tile_ref(a, tile);
+      bool store = true;
+      if (S > 1) {
+        float* part = a.partials + size_t(tile) * S * (1024 * NT);
+#pragma unroll
+        for (int m = 0; m < 2; ++m)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+              part[size_t(split) * (1024 * NT) + ((m * 2 + h) * NT + j) * kThreads + threadIdx.x] = acc[m][h][j];
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) *s_last = atomicAdd(&a.counters[tile], 1) == S - 1;
+        __syncthreads();
+        store = *s_last != 0;
+        if (store) {
+          __threadfence();
+#pragma unroll
+          for (int m = 0; m < 2; ++m)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+              for (int j = 0; j < NT; ++j) {
+                float v = 0.0f;
+                for (int s2 = 0; s2 < S; ++s2)
+                  v += __ldcg(part + size_t(s2) * (1024 * NT) + ((m * 2 + h) * NT + j) * kThreads + threadIdx.x);
+                acc[m][h][j] = v;
+              }
+          if (threadIdx.x == 0) a.counters[tile] = 0;  // ready for the next launch
+        }
+      }
+      if (store) store_tile<NT>(a, tr, warp, lane, acc);
+#pragma unroll
+      for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
+    }
+  }
+  cp_async_wait<0>();
+  pdl_trigger();
+}
+
+
+// ---- per-type entry points (defined in matmul_mma_q8_inst_<type>.cu) --------------------------
+template <GgmlType T>
+const void* kernel_of(int nt) {
+  switch (nt) {
+    case 1: return reinterpret_cast<const void*>(mma_q8_kernel<T, 1>);
+    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2>);
+    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4>);
+    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8>);
+    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16>);
+  }
+}
+template <GgmlType T>
+void launch_of(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+  switch (nt) {
+    case 1: launch_kernel(mma_q8_kernel<T, 1>, dim3(grid), dim3(kThreads), smem, stream, a); break;
+    case 2: launch_kernel(mma_q8_kernel<T, 2>, dim3(grid), dim3(kThreads), smem, stream, a); break;
+    case 4: launch_kernel(mma_q8_kernel<T, 4>, dim3(grid), dim3(kThreads), smem, stream, a); break;
+    case 8: launch_kernel(mma_q8_kernel<T, 8>, dim3(grid), dim3(kThreads), smem, stream, a); break;
+    default: launch_kernel(mma_q8_kernel<T, 16>, dim3(grid), dim3(kThreads), smem, stream, a); break;
+  }
+}
+
+#define FATHOM_MMQ_DECLARE(name)                   \
+  const void* mmq_kernel_##name(int nt);           \
+  void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
+FATHOM_MMQ_DECLARE(q4_0)
+FATHOM_MMQ_DECLARE(q4_1)
+FATHOM_MMQ_DECLARE(q5_0)
+FATHOM_MMQ_DECLARE(q5_1)
+FATHOM_MMQ_DECLARE(q8_0)
+FATHOM_MMQ_DECLARE(q4_k)
+FATHOM_MMQ_DECLARE(q5_k)
+FATHOM_MMQ_DECLARE(q6_k)
+#undef FATHOM_MMQ_DECLARE
+
+// The body of an instance file: the five token-count kernels of one weight type.
+#define FATHOM_MMQ_INSTANCE(name, TYPE)                                                               \
+  const void* mmq_kernel_##name(int nt) { return kernel_of<GgmlType::TYPE>(nt); }                     \
+  void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {    \
+    launch_of<GgmlType::TYPE>(nt, a, grid, smem, stream);                                            \
+  }
+
+}  // namespace fathom::cuda::mmq
