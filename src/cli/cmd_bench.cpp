@@ -7,7 +7,10 @@
 //   tgN @ dD     N greedy decode steps after a D-token prompt; batch B decodes B sequences per
 //                step (one graph replay); ms/token median and p95 over every step of every rep.
 // Times: device events around the engine's work (gpu_ms) and the host clock around the call
-// (wall_ms). Warm-up (one rep) excluded; -r repetitions; medians reported with the spread.
+// (wall_ms). Warm-up (--warmup reps, default 1) excluded; -r repetitions; medians reported with
+// the spread. A long prompt (-p 32768) is prefilled in the engine's chunks (--ubatch, default the
+// engine's pick under its workspace budget); "device used" is the most device memory in use at
+// load or after any test (the engine allocates nothing after load, so this is the peak).
 // Roofline: a decode step must read every weight once (the token-embedding table only for the
 // rows it gathers, unless tied to the output) plus each sequence's KV cache; its floor is those
 // bytes over the measured streaming-read ceiling. A prefill's floor is its flops over the
@@ -115,9 +118,17 @@ struct Plan {
   std::vector<long long> prompts, depths, batches;
   long long n_gen = 128;
   int reps = 5;
+  int warmup = 1;
+  long long ubatch = 0;  // prefill chunk; 0 = the engine's choice
   bool quiet = false;
   bool graphs = true;
 };
+
+// Device memory in use now (total - free), 0 when it cannot be read.
+double device_used_bytes() {
+  const GpuInfo g = query_gpu();
+  return g.present && g.total_mem >= g.free_mem ? double(g.total_mem - g.free_mem) : 0.0;
+}
 
 void progress(const Plan& plan, const std::string& what) {
   if (!plan.quiet) std::fprintf(stderr, "\rfathom bench: %-60s", what.c_str()), std::fflush(stderr);
@@ -125,7 +136,7 @@ void progress(const Plan& plan, const std::string& what) {
 
 Report bench_model(const Model& model, const std::string& label, const std::string& type_label,
                    const std::string& shape, uint64_t synthetic_seed, const Plan& plan, const GpuInfo& gpu,
-                   const Ceilings& ceil, long long ctx_opt) {
+                   const Ceilings& ceil, long long ctx_opt, long long* ubatch_out) {
   const ModelConfig& cfg = model.config;
   const long long max_batch = *std::max_element(plan.batches.begin(), plan.batches.end());
   long long need_ctx = 16;
@@ -138,6 +149,7 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
   opt.synthetic_seed = synthetic_seed;
   opt.use_graphs = plan.graphs;
   opt.progress = !plan.quiet;
+  opt.ubatch = plan.ubatch;
   CudaEngine engine(model, opt);
   FATHOM_CHECK(engine.n_ctx() >= need_ctx, "the benchmark needs a context of ", need_ctx,
                " tokens per sequence but the engine holds ", engine.n_ctx(), "; lower -p/-d/-n or --ctx");
@@ -154,6 +166,8 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
   r.mem_kv = double(mem.kv_cache);
   r.mem_workspace = double(mem.workspace);
   r.mem_peak_used = double(mem.total - mem.free_after);
+  if (ubatch_out) *ubatch_out = mem.ubatch;
+  auto note_peak = [&] { r.mem_peak_used = std::max(r.mem_peak_used, device_used_bytes()); };
   // The largest KV cache that fits next to these weights and this workspace: the free memory
   // after load plus the cache the engine already holds, over the fp16 bytes per token.
   r.max_kv_tokens = (long long)((mem.free_after + mem.kv_cache) / size_t(std::max<int64_t>(cfg.kv_bytes_per_token(2), 1)));
@@ -174,7 +188,7 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
       std::vector<int32_t> seqs{0};
       for (long long i = 1; i < b; ++i) seqs.push_back(engine.add_sequence());
       std::vector<double> gpu_ms, wall_ms;
-      for (int rep = -1; rep < plan.reps; ++rep) {
+      for (int rep = -plan.warmup; rep < plan.reps; ++rep) {
         progress(plan, str_cat(label, " pp", p, " b", b, " rep ", rep + 1, "/", plan.reps));
         double g = 0;
         const double w0 = now_ms();
@@ -194,6 +208,7 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
           wall_ms.push_back(w);
         }
       }
+      note_peak();
       for (size_t s = 1; s < seqs.size(); ++s) engine.remove_sequence(seqs[s]);
       engine.truncate(0);
       Result x;
@@ -218,7 +233,7 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
       std::vector<int32_t> seqs{0};
       for (long long i = 1; i < b; ++i) seqs.push_back(engine.add_sequence());
       std::vector<double> rep_gpu, rep_wall, step_ms;
-      for (int rep = -1; rep < plan.reps; ++rep) {
+      for (int rep = -plan.warmup; rep < plan.reps; ++rep) {
         progress(plan, str_cat(label, " tg", plan.n_gen, " d", d, " b", b, " rep ", rep + 1, "/", plan.reps));
         std::vector<int32_t> next(seqs.size());
         for (size_t s = 0; s < seqs.size(); ++s) {
@@ -245,6 +260,7 @@ Report bench_model(const Model& model, const std::string& label, const std::stri
           rep_wall.push_back(w);
         }
       }
+      note_peak();
       for (size_t s = 1; s < seqs.size(); ++s) engine.remove_sequence(seqs[s]);
       engine.truncate(0);
       Result x;
@@ -291,7 +307,9 @@ int cmd_bench(const std::vector<std::string>& argv) {
       .option("-n,--gen-tokens", "decode steps per repetition", "128")
       .option("-d,--depth", "prompt tokens before decoding", "0")
       .option("-b,--batch", "sequences decoded together", "1")
-      .option("-r,--reps", "repetitions (after one warm-up)", "5")
+      .option("-r,--reps", "repetitions (after the warm-up)", "5")
+      .option("--warmup", "warm-up repetitions before the timed ones (0 for a long -p)", "1")
+      .option("--ubatch", "prefill chunk in tokens (default: the engine's pick, printed with the memory)", "0")
       .option("--ctx", "KV cache tokens per sequence (default: what the tests need)", "0")
       .option("--json", "write every number and the environment to this file")
       .option("--baseline", "compare with a stored --json run; exit 1 on a regression")
@@ -308,6 +326,10 @@ int cmd_bench(const std::vector<std::string>& argv) {
   plan.batches = args.int_list("batch");
   plan.n_gen = args.integer("gen-tokens");
   plan.reps = int(args.integer("reps"));
+  plan.warmup = int(args.integer("warmup"));
+  plan.ubatch = args.integer("ubatch");
+  FATHOM_CHECK(plan.warmup >= 0, "--warmup must not be negative");
+  FATHOM_CHECK(plan.ubatch >= 0, "--ubatch must not be negative");
   plan.quiet = args.enabled("quiet");
   plan.graphs = !args.enabled("no-graphs");
   FATHOM_CHECK(plan.reps >= 1, "-r must be at least 1");
@@ -330,6 +352,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
   std::string command = "fathom bench";
   for (const auto& a : argv) command += " " + a;
   std::vector<Report> reports;
+  std::vector<long long> ubatches;  // per report: the engine's prefill chunk
   bool header_printed = false;
   auto emit = [&](Report r) {
     r.command = command;
@@ -344,8 +367,10 @@ int cmd_bench(const std::vector<std::string>& argv) {
     for (const auto& path : split_list(args.str("model"))) {
       std::unique_ptr<Model> model = load_model(path);
       const std::string type_label = file_type_name(model->file->get_int("general.file_type", -1));
+      long long ub = 0;
       Report r = bench_model(*model, path.substr(path.find_last_of('/') + 1), type_label, "", 0, plan, gpu, ceil,
-                             args.integer("ctx"));
+                             args.integer("ctx"), &ub);
+      ubatches.push_back(ub);
       r.model_sha256 = sha256_file(path);
       emit(std::move(r));
     }
@@ -354,18 +379,23 @@ int cmd_bench(const std::vector<std::string>& argv) {
     for (const auto& shape : split_list(args.str("synthetic"))) {
       for (const auto& type : split_list(args.str("type"))) {
         std::unique_ptr<Model> model = make_synthetic_model(shape, type);
-        emit(bench_model(*model, shape, type, shape, 42, plan, gpu, ceil, args.integer("ctx")));
+        long long ub = 0;
+        Report r = bench_model(*model, shape, type, shape, 42, plan, gpu, ceil, args.integer("ctx"), &ub);
+        ubatches.push_back(ub);
+        emit(std::move(r));
       }
     }
   }
-  std::printf("\nbuild %s (%s); %d reps after 1 warm-up; t/s from device-event medians; %% roofline: decode "
+  std::printf("\nbuild %s (%s); %d reps after %d warm-up; t/s from device-event medians; %% roofline: decode "
               "bytes/step over streaming read, prefill flops over bf16 GEMM.\n",
-              FATHOM_VERSION, FATHOM_GIT_COMMIT, plan.reps);
-  for (const auto& r : reports)
+              FATHOM_VERSION, FATHOM_GIT_COMMIT, plan.reps, plan.warmup);
+  for (size_t i = 0; i < reports.size(); ++i) {
+    const Report& r = reports[i];
     std::printf("memory %s %s: weights %.2f GB, KV cache %.2f GB, workspace %.1f MB, device used %.2f GB; "
-                "largest KV cache that fits: %lld tokens\n",
+                "largest KV cache that fits: %lld tokens; prefill chunks of %lld tokens\n",
                 r.shape.empty() ? r.model.c_str() : r.shape.c_str(), r.type.c_str(), r.mem_weights / 1e9,
-                r.mem_kv / 1e9, r.mem_workspace / 1e6, r.mem_peak_used / 1e9, r.max_kv_tokens);
+                r.mem_kv / 1e9, r.mem_workspace / 1e6, r.mem_peak_used / 1e9, r.max_kv_tokens, ubatches[i]);
+  }
 
   if (args.has("json")) {
     // One report per file when a single model is benchmarked; otherwise an array of reports.

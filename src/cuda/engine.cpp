@@ -73,8 +73,27 @@ struct DevMat {
   GgmlType type = GgmlType::F32;
   const void* w = nullptr;
   int64_t rows = 0, cols = 0;
+  int64_t ld = 0;  // elements between rows when a column slice of a wider matrix (0: cols)
   explicit operator bool() const { return w != nullptr; }
 };
+
+// Rows [r0, r0 + n) of m.
+DevMat row_slice(const DevMat& m, int64_t r0, int64_t n) {
+  DevMat s = m;
+  s.w = static_cast<const uint8_t*>(m.w) + size_t(r0) * ggml_row_bytes(m.type, m.ld > 0 ? m.ld : m.cols);
+  s.rows = n;
+  return s;
+}
+
+// Columns [c0, c0 + n) of m (c0 a multiple of the type's block size): rows keep their stride.
+DevMat col_slice(const DevMat& m, int64_t c0, int64_t n) {
+  const GgmlTypeTraits& t = ggml_type_traits(m.type);
+  DevMat s = m;
+  s.w = static_cast<const uint8_t*>(m.w) + size_t(c0 / t.block_elems) * t.block_bytes;
+  s.cols = n;
+  s.ld = m.ld > 0 ? m.ld : m.cols;
+  return s;
+}
 
 struct DevLayer {
   DevMat wq, wk, wv, wo, ffn_gate, ffn_up, ffn_down;
@@ -103,8 +122,8 @@ struct Activations {
   float* k = nullptr;       // (rows, n_head_kv * head_dim)
   float* v = nullptr;       // (rows, n_head_kv * head_dim)
   float* att = nullptr;     // (rows, n_head * head_dim)
-  float* gate = nullptr;    // (rows, n_ff)
-  float* up = nullptr;      // (rows, n_ff)
+  float* gate = nullptr;    // (rows, ffn_slice): (T, n_ff) whole, or one column slice (T, <= ffn_slice)
+  float* up = nullptr;      // (rows, ffn_slice)
   float* logits = nullptr;  // (max_batch, n_vocab)
   void* attn_ws = nullptr;
   size_t attn_ws_bytes = 0;
@@ -135,6 +154,16 @@ struct InLayout {
 };
 
 bool is_matrix_type_ok(GgmlType t) { return matmul_supports(t); }
+
+// The largest prefill chunk the engine picks by itself. cuBLASLt's bf16 GEMMs at the 8B shapes
+// gain little past M = 2048 (tests/gpu/test_prefill_bench.cu), and the activations grow with it.
+constexpr int64_t kMaxUbatch = 2048;
+// Prefill chunks of at least this many tokens may split the FFN intermediate into up to
+// kMaxFfnSlices column slices to fit the workspace budget (smaller chunks keep it whole: there the
+// extra passes over x and the extra launches per slice cost more than a larger chunk saves).
+constexpr int64_t kMinSlicedUbatch = 1024;
+constexpr int64_t kMaxFfnSlices = 4;
+constexpr int64_t kFfnSliceAlign = 256;  // slice starts stay on K-quant super-block boundaries
 
 constexpr size_t kLtWorkspace = size_t(4) << 20;  // cuBLASLt's recommendation for Hopper is 32 MiB
                                                    // for big GEMMs; 4 MiB suffices for our shapes
@@ -183,8 +212,17 @@ struct CudaEngine::Impl {
   int max_batch = 1;
   int64_t head_dim = 0;
   size_t work_budget = 0;     // the workspace's share of memory: 4.5% of the weight bytes
-  size_t dequant_cap = 0;     // bf16 bytes of the largest quantized matrix the GEMM may see
-  int64_t dequant_cols = 0;   // widest cols among those matrices
+  // Prefill FFN: the intermediate (T, n_ff) is computed in column slices of ffn_slice columns when
+  // T * n_ff exceeds rows * ffn_slice (the gate/up buffers); n_ff = never sliced.
+  int64_t ffn_slice = 0;
+  // Quantized matrices that take the dequantized-chunk GEMM: (rows, cols) and whether an FFN
+  // slice shrinks them (1: gate/up rows, 2: down cols; 3: the LM head, a GEMM only for decode
+  // batches over kGemvMaxTokens). dequant_need() -> the scratch's bounds.
+  struct DequantMat {
+    int64_t rows, cols;
+    int ffn;
+  };
+  std::vector<DequantMat> dequant_mats;
 
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
@@ -249,7 +287,13 @@ struct CudaEngine::Impl {
   void upload_file_data(const Model& model, uint8_t* dev, size_t data_bytes);
   // Workspace bytes for `rows_` activation rows; *dequant_bytes (optional) gets the share of
   // the bf16 weight-chunk scratch in it (what work_budget leaves, see the definition).
-  size_t plan_workspace(int64_t rows_, bool need_lt, size_t* dequant_bytes = nullptr) const;
+  // slice: the FFN slice width to plan for (0: ffn_slice).
+  size_t plan_workspace(int64_t rows_, bool need_lt, size_t* dequant_bytes = nullptr,
+                        int64_t slice = 0) const;
+  // bf16 bytes of the largest quantized matrix the GEMM sees with FFN slices of `slice` columns,
+  // and the widest of their column counts (layers_only: without the LM head).
+  void dequant_need(int64_t slice, size_t* cap, int64_t* cols, bool layers_only = false) const;
+  void choose_prefill_chunk(const Model& model, bool need_lt, int64_t dequant_min);
   size_t decode_attention_workspace() const;
   void alloc_workspace(bool need_lt);
 
@@ -325,22 +369,38 @@ size_t CudaEngine::Impl::decode_attention_workspace() const {
   return best;
 }
 
-size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant_bytes) const {
+void CudaEngine::Impl::dequant_need(int64_t slice, size_t* cap, int64_t* cols, bool layers_only) const {
+  *cap = 0;
+  *cols = 0;
+  for (const DequantMat& m : dequant_mats) {
+    if (layers_only && m.ffn == 3) continue;
+    const int64_t r = m.ffn == 1 ? std::min(m.rows, slice) : m.rows;
+    const int64_t k = m.ffn == 2 ? std::min(m.cols, slice) : m.cols;
+    *cap = std::max(*cap, size_t(r) * size_t(k) * 2);
+    *cols = std::max(*cols, k);
+  }
+}
+
+size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant_bytes,
+                                        int64_t slice) const {
   const ModelConfig& c = cfg;
   const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
+  const int64_t S = slice > 0 ? slice : (ffn_slice > 0 ? ffn_slice : c.n_ff);
   ArenaPlan p;
   for (int i = 0; i < 3; ++i) p.add(r * c.n_embd * 4);      // x, h, a
   p.add(r * qd * 4);                                         // q
   p.add(r * kvd * 4);                                        // k
   p.add(r * kvd * 4);                                        // v
   p.add(r * qd * 4);                                         // att
-  p.add(r * c.n_ff * 4);                                     // gate
-  p.add(r * c.n_ff * 4);                                     // up
+  p.add(r * S * 4);                                          // gate
+  p.add(r * S * 4);                                          // up
   p.add(int64_t(max_batch) * c.n_vocab * 4);                 // logits
   p.add(decode_attention_workspace());
   p.add(argmax_workspace_bytes(max_batch, c.n_vocab));
   if (need_lt) {
-    const int64_t max_cols = std::max({c.n_embd, c.n_ff, qd});
+    // x in 16 bits for the widest GEMM input: h, att, or the FFN intermediate (a slice of it,
+    // or all n_ff columns of fewer tokens: T * n_ff <= r * S).
+    const int64_t max_cols = std::max({c.n_embd, S, qd});
     p.add(r * max_cols * 2);
     p.add(kLtWorkspace);
   }
@@ -353,10 +413,13 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant
   p.add(max_batch * mbps * 4);
   // Prefill of quantized weights dequantizes one chunk of rows to bf16 and runs cuBLASLt on it
   // (matmul_gemm.cu): the chunk takes whatever work_budget leaves, at least 256 rows of the
-  // widest matrix, at most the largest matrix whole. Llama-3-8B Q4_K_M (4.9 GB, ubatch 512):
-  // ~95 MB, so ffn_gate/up/down (117 MB each in bf16) run as 2 chunks, the attention matrices whole.
-  // When the floor does not fit, the total exceeds the budget and load() halves the ubatch.
+  // widest matrix, at most the largest matrix (or FFN slice of one) whole. Llama-3-8B Q4_K_M
+  // (4.9 GB) at ubatch 1024 with FFN slices of 4864 columns: 39.8 MB, every matrix whole.
+  // When the floor does not fit, the total exceeds the budget and load() picks a smaller chunk.
   size_t dq = 0;
+  size_t dequant_cap = 0;
+  int64_t dequant_cols = 0;
+  dequant_need(S, &dequant_cap, &dequant_cols);
   if (need_lt && dequant_cap > 0) {
     const size_t left = work_budget > p.bytes ? (work_budget - p.bytes) & ~(DeviceArena::kAlign - 1) : 0;
     const size_t floor_bytes = size_t(256) * size_t(dequant_cols) * 2;
@@ -365,6 +428,87 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant
   }
   if (dequant_bytes) *dequant_bytes = dq;
   return p.bytes;
+}
+
+// Prefill chunk (ubatch) and FFN slice width (ffn_slice). Every chunk of a quantized model
+// dequantizes all its weights again (~18 GB of traffic for Llama-3-8B, ~4.5 ms on the H200), and
+// cuBLASLt runs faster at larger M, so a larger chunk pays -- but the activations grow with it
+// (~231 kB per token for the 8B shape with the FFN whole, ~125 kB with it in 4 slices).
+//   1. The largest ubatch in kMaxUbatch .. kMinSlicedUbatch (powers of two) whose workspace fits
+//      work_budget with the FFN whole, else in 2..kMaxFfnSlices column slices (widest first),
+//      with the dequant scratch holding the largest (sliced) quantized matrix whole.
+//   2. Else the largest power of two <= 512 (down to 64) that fits with the FFN whole, the
+//      dequant scratch taking what is left (row chunks).
+// Worked example, Llama-3-8B: F16 (16.1 GB, budget 722 MB): 2048 tokens, FFN whole, ~485 MB.
+// Q4_K_M (4.9 GB, budget 221 MB): 2048 does not fit even in 4 slices (~290 MB); 1024 tokens with
+// 3 slices of 4864 columns (+ a 39.8 MB dequant scratch), ~189 MB. Q8_0 (8.5 GB): 2048 tokens,
+// 3 slices. Models whose budget fits no 1024-token chunk keep the old rule (gemma3-270m, llama3.2-1b
+// Q4_K_M). opt.ubatch fixes the chunk (the widest slice that fits, else whole);
+// FATHOM_FFN_SLICE=N forces slices of N columns (a multiple of 256; tests, A/B runs).
+void CudaEngine::Impl::choose_prefill_chunk(const Model& model, bool need_lt, int64_t dequant_min) {
+  const int64_t F = cfg.n_ff;
+  auto rows_of = [&](int64_t ub) { return std::max<int64_t>(ub, max_batch); };
+  // Slicing needs GEMM-capable FFN weights (F32 ones take fp32 GEMV slices, which take no
+  // column slice), slices that stay on the dequantized path when the whole matrix is on it,
+  // and chunks the GEMV (<= kGemvMaxTokens tokens, never sliced) always fits whole.
+  bool sliceable = F >= 2 * kFfnSliceAlign && F % 32 == 0;
+  for (const LayerWeights& l : model.weights.layers)
+    for (const WeightRef* r : {&l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      sliceable = sliceable && *r && r->type() != GgmlType::F32;
+  auto slice_ok = [&](int64_t ub, int64_t S) {
+    if (S >= F) return true;
+    if (!sliceable || rows_of(ub) * S < kGemvMaxTokens * F) return false;
+    for (const DequantMat& m : dequant_mats)
+      if ((m.ffn == 1 && std::min(m.rows, S) * m.cols < dequant_min) ||
+          (m.ffn == 2 && m.rows * std::min(m.cols, S) < dequant_min))
+        return false;
+    return true;
+  };
+  std::vector<int64_t> slices{F};
+  int64_t forced = 0;
+  if (const char* e = std::getenv("FATHOM_FFN_SLICE"); e && *e) {
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    FATHOM_CHECK(end && *end == '\0' && v > 0 && v % kFfnSliceAlign == 0, "FATHOM_FFN_SLICE='", e,
+                 "' is not a positive multiple of ", kFfnSliceAlign, " (FFN columns per slice)");
+    forced = std::min<int64_t>(v, F);
+    slices = {forced};
+  } else {
+    for (int64_t k = 2; k <= kMaxFfnSlices; ++k) {
+      const int64_t S = ((F + k - 1) / k + kFfnSliceAlign - 1) / kFfnSliceAlign * kFfnSliceAlign;
+      if (S < slices.back()) slices.push_back(S);
+    }
+  }
+  auto fits = [&](int64_t ub, int64_t S, bool whole_dequant) {
+    if (!slice_ok(ub, S)) return false;
+    size_t dq = 0, cap = 0;
+    int64_t cols = 0;
+    if (plan_workspace(rows_of(ub), need_lt, &dq, S) > work_budget) return false;
+    dequant_need(S, &cap, &cols, true);
+    return !whole_dequant || dq >= cap;
+  };
+  if (opt.ubatch > 0) {
+    ubatch = opt.ubatch;
+    ffn_slice = F;
+    for (int64_t S : slices)
+      if (fits(ubatch, S, false) || (forced && slice_ok(ubatch, S))) {
+        ffn_slice = S;
+        break;
+      }
+    return;
+  }
+  for (int64_t ub = kMaxUbatch; ub >= kMinSlicedUbatch; ub /= 2)
+    for (int64_t S : slices)
+      if (fits(ub, S, true)) {
+        ubatch = ub;
+        ffn_slice = S;
+        return;
+      }
+  ffn_slice = forced && slice_ok(512, forced) ? forced : F;
+  ubatch = 512;
+  while (ubatch > 64 && plan_workspace(rows_of(ubatch), need_lt, nullptr, ffn_slice) > work_budget)
+    ubatch /= 2;
+  if (!slice_ok(ubatch, ffn_slice)) ffn_slice = F;
 }
 
 void CudaEngine::Impl::alloc_workspace(bool need_lt) {
@@ -379,14 +523,14 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   act.k = A.alloc_n<float>(r * kvd, "k");
   act.v = A.alloc_n<float>(r * kvd, "v");
   act.att = A.alloc_n<float>(r * qd, "att");
-  act.gate = A.alloc_n<float>(r * c.n_ff, "gate");
-  act.up = A.alloc_n<float>(r * c.n_ff, "up");
+  act.gate = A.alloc_n<float>(r * ffn_slice, "gate");
+  act.up = A.alloc_n<float>(r * ffn_slice, "up");
   act.logits = A.alloc_n<float>(int64_t(max_batch) * c.n_vocab, "logits");
   act.attn_ws_bytes = decode_attention_workspace();
   act.attn_ws = A.alloc(act.attn_ws_bytes, "attention workspace");
   act.argmax_ws = A.alloc(argmax_workspace_bytes(max_batch, c.n_vocab), "argmax workspace");
   if (need_lt) {
-    const int64_t max_cols = std::max({c.n_embd, c.n_ff, qd});
+    const int64_t max_cols = std::max({c.n_embd, ffn_slice, qd});
     act.gemm_scratch_bytes = size_t(r * max_cols * 2);
     act.gemm_scratch = A.alloc(act.gemm_scratch_bytes, "gemm scratch");
     act.lt_ws_bytes = kLtWorkspace;
@@ -611,22 +755,25 @@ void CudaEngine::Impl::load(const Model& model) {
     dequant_min = int64_t(v);
   }
   bool need_lt = false;
-  auto count_quant = [&](const WeightRef& r) {
+  dequant_mats.clear();
+  auto count_quant = [&](const WeightRef& r, int ffn) {
     if (!r || r.type() == GgmlType::F32 || r.type() == GgmlType::F16 || r.type() == GgmlType::BF16)
       return;
     if (r.rows() * r.cols() < dequant_min) return;
     need_lt = true;
-    dequant_cap = std::max(dequant_cap, size_t(r.rows()) * size_t(r.cols()) * 2);
-    dequant_cols = std::max(dequant_cols, r.cols());
+    dequant_mats.push_back(DequantMat{r.rows(), r.cols(), ffn});
   };
-  for (const LayerWeights& l : model.weights.layers)
-    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+  for (const LayerWeights& l : model.weights.layers) {
+    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
       if (*r && (r->type() == GgmlType::F16 || r->type() == GgmlType::BF16)) need_lt = true;
-      count_quant(*r);
-    }
+    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo}) count_quant(*r, 0);
+    count_quant(l.ffn_gate, 1);
+    count_quant(l.ffn_up, 1);
+    count_quant(l.ffn_down, 2);
+  }
   // The LM head runs on up to max_batch rows: a GEMM only above kGemvMaxTokens.
   if (max_batch > kGemvMaxTokens)
-    count_quant(model.weights.output ? model.weights.output : model.weights.tok_embd);
+    count_quant(model.weights.output ? model.weights.output : model.weights.tok_embd, 3);
 
   const int64_t bs = opt.kv_block_size;
   const size_t kv_bytes_per_block =
@@ -642,16 +789,9 @@ void CudaEngine::Impl::load(const Model& model) {
   // partials; plan with the cap first, then with the chosen context.
   n_ctx = opt.n_ctx > 0 ? opt.n_ctx : ctx_cap;
   FATHOM_CHECK(n_ctx <= INT32_MAX / 2, "context ", n_ctx, " is too large");
-  // Prefill chunk: the largest power of two <= 512 whose workspace stays under ~4.5% of the
-  // weights (the budget is 5%); tiny models get 64 regardless.
+  // Prefill chunk and FFN slice under ~4.5% of the weights (the budget is 5%).
   work_budget = size_t(0.045 * double(weight_bytes));
-  if (opt.ubatch > 0) {
-    ubatch = opt.ubatch;
-  } else {
-    ubatch = 512;
-    while (ubatch > 64 && plan_workspace(std::max<int64_t>(ubatch, max_batch), need_lt) > work_budget)
-      ubatch /= 2;
-  }
+  choose_prefill_chunk(model, need_lt, dequant_min);
   rows = std::max<int64_t>(ubatch, max_batch);
   in_layout = InLayout{rows, max_batch};
   size_t work_bytes = plan_workspace(rows, need_lt);
@@ -721,6 +861,7 @@ void CudaEngine::Impl::load(const Model& model) {
       p.w = m.w;
       p.rows = m.rows;
       p.cols = m.cols;
+      p.w_ld = m.ld;
       p.x = x;
       p.y = y;
       p.n_tokens = n;
@@ -739,10 +880,16 @@ void CudaEngine::Impl::load(const Model& model) {
         add(L.wv, act.h, act.v, n, L.bv, nullptr);
         if (L.post_attn_norm) add(L.wo, act.att, act.a, n, nullptr, nullptr);
         else add(L.wo, act.att, act.x, n, nullptr, act.x);
-        add(L.ffn_gate, act.h, act.gate, n, nullptr, nullptr);
-        add(L.ffn_up, act.h, act.up, n, nullptr, nullptr);
-        if (L.post_ffn_norm) add(L.ffn_down, act.gate, act.a, n, nullptr, nullptr);
-        else add(L.ffn_down, act.gate, act.x, n, nullptr, act.x);
+        // The FFN as forward() runs it: whole, or in column slices (see ffn_slice).
+        const int64_t S = n * cfg.n_ff <= rows * ffn_slice ? cfg.n_ff : ffn_slice;
+        for (int64_t c0 = 0; c0 < cfg.n_ff; c0 += S) {
+          const int64_t sw = std::min(S, cfg.n_ff - c0);
+          add(row_slice(L.ffn_gate, c0, sw), act.h, act.gate, n, nullptr, nullptr);
+          add(row_slice(L.ffn_up, c0, sw), act.h, act.up, n, nullptr, nullptr);
+          const DevMat down = S < cfg.n_ff ? col_slice(L.ffn_down, c0, sw) : L.ffn_down;
+          if (L.post_ffn_norm) add(down, act.gate, act.a, n, nullptr, c0 > 0 ? act.a : nullptr);
+          else add(down, act.gate, act.x, n, nullptr, act.x);
+        }
       }
     }
     if (max_batch > kGemvMaxTokens) add(output, act.h, act.logits, max_batch, nullptr, nullptr);
@@ -779,9 +926,17 @@ void CudaEngine::Impl::load(const Model& model) {
   mem.kv_tokens = n_blocks * bs;
   mem.n_ctx = n_ctx;
   mem.ubatch = ubatch;
-  if (opt.verbose)
+  if (opt.verbose) {
     std::fprintf(stderr, "fathom: CUDA engine on %s, device memory:\n%s", device_name.c_str(),
                  mem.describe().c_str());
+    std::fprintf(stderr,
+                 "fathom: prefill chunks of %lld tokens; FFN intermediate %s; dequantized-weight "
+                 "scratch %s (workspace budget %s)\n",
+                 (long long)ubatch,
+                 ffn_slice < cfg.n_ff ? str_cat("in column slices of ", ffn_slice, " of ", cfg.n_ff).c_str()
+                                      : str_cat("whole (", cfg.n_ff, " columns)").c_str(),
+                 format_bytes(act.gemm_dequant_bytes).c_str(), format_bytes(work_budget).c_str());
+  }
 }
 
 CudaEngine::Impl::~Impl() { release(); }
@@ -846,20 +1001,31 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     return !(e && std::strcmp(e, "0") == 0);
   }();
 
+  // reuse_x16: x is the previous matmul's x, unchanged since; when both GEMMs convert it to the
+  // same 16-bit type (gemm_x16_kind), this one reuses the conversion (k and v after q, up after
+  // gate: ~3 fewer passes over h per layer).
+  MatmulParams last_mm;
   auto matmul = [&](const DevMat& m, const float* x, float* y, int64_t n, const float* bias,
-                    const float* residual) {
+                    const float* residual, bool reuse_x16 = false) {
     MatmulParams p;
     p.type = m.type;
     p.w = m.w;
     p.rows = m.rows;
     p.cols = m.cols;
+    p.w_ld = m.ld;
     p.x = x;
     p.y = y;
     p.n_tokens = n;
     p.bias = bias;
     p.residual = residual;
     p.gemm = gctx;
+    if (reuse_x16 && last_mm.x == x && last_mm.n_tokens == n && last_mm.cols == m.cols) {
+      const int kind = gemm_x16_kind(p);
+      p.x16_ready = kind != 0 && kind == gemm_x16_kind(last_mm);
+    }
+    last_mm = p;
     if (m.type == GgmlType::F32 && n > kGemvMaxTokens) {
+      FATHOM_CHECK(m.ld == 0, "F32 weights take no column slice");
       // F32 weights keep fp32 arithmetic in prefill too: the tensor-core GEMM rounds operands to
       // bf16 (~2^-9 per product), enough to flip greedy near-ties against the fp32 reference.
       // Slices of kGemvMaxTokens rows through the GEMV re-read the weight n/16 times; F32 files
@@ -938,8 +1104,8 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       launch_gemv_q8(p, stream);
     } else {
       matmul(L.wq, act.h, act.q, T, L.bq, nullptr);
-      matmul(L.wk, act.h, act.k, T, L.bk, nullptr);
-      matmul(L.wv, act.h, act.v, T, L.bv, nullptr);
+      matmul(L.wk, act.h, act.k, T, L.bk, nullptr, true);
+      matmul(L.wv, act.h, act.v, T, L.bv, nullptr, true);
     }
     if (L.q_norm) rms(act.q, nullptr, L.q_norm, act.q, T * c.n_head, head_dim);
     if (L.k_norm) rms(act.k, nullptr, L.k_norm, act.k, T * c.n_head_kv, head_dim);
@@ -1004,6 +1170,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       emit(il, "softmax_row_sum", act.a, T, qd, last);
     }
 
+    bool ffn_down_done = false;  // the sliced FFN below ran the down projection itself
     const bool gateup_grouped = T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type &&
                                 L.ffn_gate.cols == L.ffn_up.cols && L.ffn_gate.rows == L.ffn_up.rows &&
                                 gemv_q8_supports(L.ffn_gate.type, T, L.ffn_gate.cols);
@@ -1048,29 +1215,45 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       p.glu_kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
       launch_gemv_q8(p, stream);
     } else {
-      matmul(L.ffn_gate, act.h, act.gate, T, nullptr, nullptr);
-      matmul(L.ffn_up, act.h, act.up, T, nullptr, nullptr);
-      GluParams p;
-      p.kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
-      p.gate = act.gate;
-      p.up = act.up;
-      p.out = act.gate;
-      p.n_tokens = T;
-      p.n = c.n_ff;
-      launch_glu(p, stream);
+      // The intermediate (T, n_ff) whole, or in column slices [c0, c0 + S) when it exceeds the
+      // gate/up buffers (rows x ffn_slice, see choose_prefill_chunk): gate/up of rows
+      // [c0, c0 + S) of W_gate/W_up, the activation, then the product with columns [c0, c0 + S)
+      // of W_down added into the output (x, or a with the first slice writing it).
+      const int64_t S = T * c.n_ff <= rows * ffn_slice ? c.n_ff : ffn_slice;
+      for (int64_t c0 = 0; c0 < c.n_ff; c0 += S) {
+        const int64_t sw = std::min(S, c.n_ff - c0);
+        const DevMat gate = S < c.n_ff ? row_slice(L.ffn_gate, c0, sw) : L.ffn_gate;
+        const DevMat up = S < c.n_ff ? row_slice(L.ffn_up, c0, sw) : L.ffn_up;
+        matmul(gate, act.h, act.gate, T, nullptr, nullptr);
+        matmul(up, act.h, act.up, T, nullptr, nullptr, true);
+        GluParams p;
+        p.kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
+        p.gate = act.gate;
+        p.up = act.up;
+        p.out = act.gate;
+        p.n_tokens = T;
+        p.n = sw;
+        launch_glu(p, stream);
+        if (S < c.n_ff) {
+          float* out = (L.post_ffn_norm || trace) ? act.a : act.x;
+          matmul(col_slice(L.ffn_down, c0, sw), act.gate, out, T, nullptr,
+                 out == act.x || c0 > 0 ? out : nullptr);
+          ffn_down_done = true;
+        }
+      }
     }
     if (L.post_ffn_norm) {
-      matmul(L.ffn_down, act.gate, act.a, T, nullptr, nullptr);
+      if (!ffn_down_done) matmul(L.ffn_down, act.gate, act.a, T, nullptr, nullptr);
       emit(il, "ffn_out", act.a, T, d, last);
       rms(act.a, nullptr, L.post_ffn_norm, act.a, T, d);
       emit(il, "ffn_post_norm", act.a, T, d, last);
       pending = act.a;  // added to x by the next norm
     } else if (trace) {
-      matmul(L.ffn_down, act.gate, act.a, T, nullptr, nullptr);
+      if (!ffn_down_done) matmul(L.ffn_down, act.gate, act.a, T, nullptr, nullptr);
       emit(il, "ffn_out", act.a, T, d, last);
       pending = act.a;
     } else {
-      matmul(L.ffn_down, act.gate, act.x, T, nullptr, act.x);  // x += g @ Wd^T
+      if (!ffn_down_done) matmul(L.ffn_down, act.gate, act.x, T, nullptr, act.x);  // x += g @ Wd^T
       emit(il, "l_out", act.x, T, d, last);
     }
   }

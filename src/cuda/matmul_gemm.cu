@@ -10,7 +10,11 @@
 // [r0, r0 + R) of y (a sub-matrix of y with leading dimension rows). R is as large as the scratch
 // holds (a multiple of kGemmChunkAlign), balanced over the chunks, so the whole matrix is never
 // expanded at once unless it fits the budget. Cost per chunk: read R * row_bytes, write and
-// re-read R * cols * 2 bytes, then a bf16 GEMM at cuBLASLt speed.
+// re-read R * cols * 2 bytes, then a bf16 GEMM at cuBLASLt speed. The dequantization is a
+// streaming kernel (one 16-byte store per thread, see dequantize_rows_bf16_kernel); its cost per
+// token falls with the prefill chunk (engine.cpp), which is why the engine makes that chunk large.
+// Paths 1 and 2 take W as a column slice of a wider matrix (MatmulParams::w_ld) and can skip
+// the x conversion when the previous call left the same x in the scratch (x16_ready).
 // cuBLASLt plans (paths 1 and 2): with GemmContext::plans, each GEMM shape's descriptors and
 // algorithm are made once (the heuristic's first pick, or the fastest of up to 8 candidates timed
 // by gemm_plan_tune at engine load) and looked up afterwards, so a call costs a hash lookup and
@@ -152,10 +156,27 @@ __global__ void __launch_bounds__(128) gemm_tile_kernel(const __grid_constant__ 
   }
 }
 
+// fp32 -> H, four elements per thread step (16-byte loads, 8-byte stores): n4 = n / 4, x and out
+// 16- and 8-byte aligned (convert_x checks, else n4 = 0); the scalar loop takes the rest.
 template <typename H>
-__global__ void convert_kernel(const float* x, H* out, int64_t n) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+__global__ void convert_kernel(const float* __restrict__ x, H* __restrict__ out, int64_t n, int64_t n4) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t i = first; i < n4; i += stride) {
+    const float4 f = reinterpret_cast<const float4*>(x)[i];
+    uint2 o;
+    if constexpr (std::is_same<H, __half>::value) {
+      __half2 a = __floats2half2_rn(f.x, f.y), b = __floats2half2_rn(f.z, f.w);
+      o.x = *reinterpret_cast<uint32_t*>(&a);
+      o.y = *reinterpret_cast<uint32_t*>(&b);
+    } else {
+      __nv_bfloat162 a = __floats2bfloat162_rn(f.x, f.y), b = __floats2bfloat162_rn(f.z, f.w);
+      o.x = *reinterpret_cast<uint32_t*>(&a);
+      o.y = *reinterpret_cast<uint32_t*>(&b);
+    }
+    reinterpret_cast<uint2*>(out)[i] = o;
+  }
+  for (int64_t i = 4 * n4 + first; i < n; i += stride) {
     if constexpr (std::is_same<H, __half>::value) out[i] = __float2half_rn(x[i]);
     else out[i] = __float2bfloat16(x[i]);
   }
@@ -168,27 +189,226 @@ __global__ void add_bias_kernel(float* y, const float* b, int64_t n_tokens, int6
     y[i] += b[i % rows];
 }
 
-// Rows [r0, r0 + n_rows) of W as bf16: out (n_rows, cols) row-major, cols = n_units * 32.
-// One thread per 32-element unit: dequant_unit in registers, then four 16-byte stores. Thread i
-// owns unit i of the chunk, so out + i * 32 is its destination (64-byte aligned when out is), and
-// a warp's stores cover 2 KB contiguous. Memory-bound: R * row_bytes read, R * cols * 2 written.
+// ---- dequantization of a chunk of rows to bf16 -----------------------------------------------
+// One thread per "octet" (8 consecutive elements of a row: one 16-byte bf16 store), so a warp's
+// stores cover 512 contiguous bytes and its loads one 256-element K-quant super-block (or eight
+// 32-element blocks of the legacy types) -- every byte read once per warp, header bytes broadcast.
+// The previous kernel gave a thread a whole 32-element unit: 64 bytes stored as four 16-byte
+// stores 64 bytes apart across the warp, and 2-4x fewer threads per byte in flight.
+// dequant_octet<T>(row, e, v): elements [e, e + 8) of the row (e a multiple of 8) -> v[0..7], with
+// the same arithmetic as dequant_unit<T> (quant_blocks.cuh), so results are unchanged.
+
+// 8 bytes from a 2-byte aligned address as two little-endian words.
+__device__ __forceinline__ uint2 ld8_a2(const uint8_t* p) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+  return make_uint2(uint32_t(h[0]) | (uint32_t(h[1]) << 16), uint32_t(h[2]) | (uint32_t(h[3]) << 16));
+}
+__device__ __forceinline__ uint2 ld8_a4(const uint8_t* p) {
+  const uint32_t* q = reinterpret_cast<const uint32_t*>(p);
+  return make_uint2(q[0], q[1]);
+}
+__device__ __forceinline__ uint2 ld8_a8(const uint8_t* p) { return *reinterpret_cast<const uint2*>(p); }
+__device__ __forceinline__ uint32_t byte8(uint2 w, int k) {
+  return ((k < 4 ? w.x : w.y) >> (8 * (k & 3))) & 0xFFu;
+}
+
+// Any type without its own version below: the whole 32-element unit, then the octet's 8 (with
+// constant indices, so the unit stays in registers); 4x the arithmetic, same loads.
 template <GgmlType T>
-__global__ void __launch_bounds__(256)
-    dequantize_rows_bf16_kernel(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t n_rows,
-                                int64_t n_units, __nv_bfloat16* out) {
-  const int64_t n = n_rows * n_units;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / n_units, u = i - r * n_units;
-    float v[32];
-    dequant_unit<T>(w + (r0 + r) * row_bytes, u, v);
-    __align__(16) __nv_bfloat162 h[16];
+__device__ __forceinline__ void dequant_octet(const uint8_t* row, int64_t e, float v[8]) {
+  float unit[32];
+  dequant_unit<T>(row, e >> 5, unit);
+  const int s = int(e >> 3) & 3;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-    const uint4* src = reinterpret_cast<const uint4*>(h);
-    uint4* dst = reinterpret_cast<uint4*>(out + i * kUnit);
+  for (int k = 0; k < 8; ++k)
+    v[k] = s == 0 ? unit[k] : s == 1 ? unit[8 + k] : s == 2 ? unit[16 + k] : unit[24 + k];
+}
+
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::F32>(const uint8_t* row, int64_t e, float v[8]) {
+  const float4* p = reinterpret_cast<const float4*>(row + e * 4);
+  const float4 a = p[0], b = p[1];
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::F16>(const uint8_t* row, int64_t e, float v[8]) {
+  const uint4 q = *reinterpret_cast<const uint4*>(row + e * 2);
+  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-    for (int q = 0; q < 4; ++q) dst[q] = src[q];
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[j]));
+    v[2 * j] = f.x; v[2 * j + 1] = f.y;
+  }
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::BF16>(const uint8_t* row, int64_t e, float v[8]) {
+  const uint4 q = *reinterpret_cast<const uint4*>(row + e * 2);
+  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = __uint_as_float(w[j] << 16);
+    v[2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+  }
+}
+// Legacy blocks of 32: element i < 16 is the low nibble of byte i, element 16 + i the high one;
+// octet s (0..3) reads bytes 8 (s & 1) .. + 8, nibble (s >> 1).
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q4_0>(const uint8_t* row, int64_t e, float v[8]) {
+  const int s = int(e >> 3) & 3;
+  const uint8_t* b = row + (e >> 5) * 18;
+  const float d = half_at(b);
+  const uint2 w = ld8_a2(b + 2 + 8 * (s & 1));
+  const int shift = (s >> 1) * 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = d * (float((byte8(w, k) >> shift) & 0xF) - 8.0f);
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q4_1>(const uint8_t* row, int64_t e, float v[8]) {
+  const int s = int(e >> 3) & 3;
+  const uint8_t* b = row + (e >> 5) * 20;
+  const float d = half_at(b), m = half_at(b + 2);
+  const uint2 w = ld8_a4(b + 4 + 8 * (s & 1));
+  const int shift = (s >> 1) * 4;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = d * float((byte8(w, k) >> shift) & 0xF) + m;
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q5_0>(const uint8_t* row, int64_t e, float v[8]) {
+  const int s = int(e >> 3) & 3;
+  const uint8_t* b = row + (e >> 5) * 22;
+  const float d = half_at(b);
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(b + 2);
+  const uint32_t qh = uint32_t(h[0]) | (uint32_t(h[1]) << 16);
+  const uint2 w = ld8_a2(b + 6 + 8 * (s & 1));
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t q = byte8(w, k);
+    const int j = 8 * (s & 1) + k;
+    const uint32_t x = s < 2 ? (q & 0xF) | (((qh >> j) << 4) & 0x10) : (q >> 4) | ((qh >> (j + 12)) & 0x10);
+    v[k] = d * (float(x) - 16.0f);
+  }
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q5_1>(const uint8_t* row, int64_t e, float v[8]) {
+  const int s = int(e >> 3) & 3;
+  const uint8_t* b = row + (e >> 5) * 24;
+  const float d = half_at(b), m = half_at(b + 2);
+  const uint32_t qh = *reinterpret_cast<const uint32_t*>(b + 4);
+  const uint2 w = ld8_a4(b + 8 + 8 * (s & 1));
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t q = byte8(w, k);
+    const int j = 8 * (s & 1) + k;
+    const uint32_t x = s < 2 ? (q & 0xF) | (((qh >> j) << 4) & 0x10) : (q >> 4) | ((qh >> (j + 12)) & 0x10);
+    v[k] = d * float(x) + m;
+  }
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q8_0>(const uint8_t* row, int64_t e, float v[8]) {
+  const int s = int(e >> 3) & 3;
+  const uint8_t* b = row + (e >> 5) * 34;
+  const float d = half_at(b);
+  const uint2 w = ld8_a2(b + 2 + 8 * s);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = d * float(int8_t(byte8(w, k)));
+}
+// K-quants: unit u = e / 32 is sub-block j = u & 7 of super-block u >> 3; element l of a unit
+// reads byte l of its 32-byte run, so octet s reads bytes 8s .. 8s + 8.
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q4_K>(const uint8_t* row, int64_t e, float v[8]) {
+  const int64_t u = e >> 5;
+  const int s = int(e >> 3) & 3, j = int(u & 7);
+  const uint8_t* b = row + (u >> 3) * 144;
+  const float d = half_at(b), dmin = half_at(b + 2);
+  float sc, m;
+  k4_scale_min(b + 4, j, sc, m);
+  const float d1 = d * sc, m1 = dmin * m;
+  const int shift = (j & 1) * 4;
+  const uint2 w = ld8_a8(b + 16 + 32 * (j >> 1) + 8 * s);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) v[k] = d1 * float((byte8(w, k) >> shift) & 0xF) - m1;
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q5_K>(const uint8_t* row, int64_t e, float v[8]) {
+  const int64_t u = e >> 5;
+  const int s = int(e >> 3) & 3, j = int(u & 7);
+  const uint8_t* b = row + (u >> 3) * 176;
+  const float d = half_at(b), dmin = half_at(b + 2);
+  float sc, m;
+  k4_scale_min(b + 4, j, sc, m);
+  const float d1 = d * sc, m1 = dmin * m;
+  const int shift = (j & 1) * 4;
+  const uint2 h = ld8_a8(b + 16 + 8 * s);
+  const uint2 w = ld8_a8(b + 48 + 32 * (j >> 1) + 8 * s);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t lo = (byte8(w, k) >> shift) & 0xF;
+    const uint32_t hi = (byte8(h, k) >> j) & 1u;
+    v[k] = d1 * float(lo | (hi << 4)) - m1;
+  }
+}
+template <>
+__device__ __forceinline__ void dequant_octet<GgmlType::Q6_K>(const uint8_t* row, int64_t e, float v[8]) {
+  const int64_t u = e >> 5;
+  const int s = int(e >> 3) & 3, j = int(u & 7);
+  const int half = j >> 2, k4 = j & 3;
+  const uint8_t* b = row + (u >> 3) * 210;
+  const float d = half_at(b + 208);
+  const int8_t* scales = reinterpret_cast<const int8_t*>(b + 192) + 8 * half + 2 * k4;
+  const float dd = d * float(scales[s >> 1]);  // elements 0..15 of the unit: scale 0, 16..31: 1
+  const int lshift = (k4 >> 1) * 4, hshift = 2 * k4;
+  const uint2 ql = ld8_a2(b + 64 * half + 32 * (k4 & 1) + 8 * s);
+  const uint2 qh = ld8_a2(b + 128 + 32 * half + 8 * s);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const uint32_t lo = (byte8(ql, k) >> lshift) & 0xF;
+    const uint32_t hi = (byte8(qh, k) >> hshift) & 3u;
+    v[k] = dd * (float(int(lo | (hi << 4))) - 32.0f);
+  }
+}
+
+__device__ __forceinline__ uint4 pack_bf16x8(const float v[8]) {
+  uint4 r;
+  __nv_bfloat162 h;
+  h = __floats2bfloat162_rn(v[0], v[1]); r.x = *reinterpret_cast<uint32_t*>(&h);
+  h = __floats2bfloat162_rn(v[2], v[3]); r.y = *reinterpret_cast<uint32_t*>(&h);
+  h = __floats2bfloat162_rn(v[4], v[5]); r.z = *reinterpret_cast<uint32_t*>(&h);
+  h = __floats2bfloat162_rn(v[6], v[7]); r.w = *reinterpret_cast<uint32_t*>(&h);
+  return r;
+}
+
+// Rows [r0, r0 + n_rows) of W as bf16: out (n_rows, cols) row-major, octets_per_row = cols / 8,
+// n_octets = n_rows * octets_per_row (< 2^31). A block iteration takes kDqThreads * kDqOctets
+// consecutive octets; thread t does octets base + t + k * kDqThreads (k < kDqOctets), so each of
+// its kDqOctets stores is a fully coalesced 512-byte warp store, and all its loads are issued
+// before the first store. Memory-bound: n_rows * row bytes read, n_rows * cols * 2 written.
+constexpr int kDqThreads = 256;
+constexpr int kDqOctets = 4;
+
+template <GgmlType T>
+__global__ void __launch_bounds__(kDqThreads)
+    dequantize_rows_bf16_kernel(const uint8_t* __restrict__ w, int64_t row_bytes, int64_t r0,
+                                uint32_t octets_per_row, uint32_t n_octets,
+                                uint4* __restrict__ out) {
+  const uint32_t per_block = uint32_t(kDqThreads) * kDqOctets;
+  for (uint32_t base = blockIdx.x * per_block + threadIdx.x; base < n_octets;
+       base += gridDim.x * per_block) {
+    uint4 packed[kDqOctets];
+#pragma unroll
+    for (int k = 0; k < kDqOctets; ++k) {
+      const uint32_t o = base + uint32_t(k) * kDqThreads;
+      if (o < n_octets) {
+        const uint32_t r = o / octets_per_row, c = o - r * octets_per_row;
+        float v[8];
+        dequant_octet<T>(w + (r0 + int64_t(r)) * row_bytes, int64_t(c) * 8, v);
+        packed[k] = pack_bf16x8(v);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kDqOctets; ++k) {
+      const uint32_t o = base + uint32_t(k) * kDqThreads;
+      if (o < n_octets) out[o] = packed[k];
+    }
   }
 }
 
@@ -205,13 +425,14 @@ uint32_t pointer_alignment(const void* ptr) {
 }
 
 // One cuBLASLt GEMM with fp32 accumulation and fp32 output, in cuBLAS's column-major terms:
-//   D (m x n, ld ldd) = op_T(A: k x m, ld k) * (B: k x n, ld k) + beta * C (same layout as D).
-// Row-major reading: A is W-rows (m, k), B is x16 (n, k), D is y (n, ldd) restricted to m columns,
-// i.e. y[:, 0:m] = x16 @ A^T (+ C). beta = 1 when c is a residual, else c = d and beta = 0.
+//   D (m x n, ld ldd) = op_T(A: k x m, ld lda) * (B: k x n, ld k) + beta * C (same layout as D).
+// Row-major reading: A is W-rows (m, k) with rows lda apart (lda > k: a column slice of a wider
+// W), B is x16 (n, k), D is y (n, ldd) restricted to m columns, i.e. y[:, 0:m] = x16 @ A^T (+ C).
+// beta = 1 when c is a residual, else c = d and beta = 0.
 struct LtGemm {
   cudaDataType_t dt;  // A and B: CUDA_R_16F or CUDA_R_16BF
   const void* a;
-  int64_t m, k;
+  int64_t m, k, lda;
   const void* b;
   int64_t n;
   const float* c;
@@ -298,7 +519,7 @@ PlanKey plan_key(const GemmContext& ctx, const LtGemm& g) {
   k.m = g.m;
   k.n = g.n;
   k.k = g.k;
-  k.lda = g.k;
+  k.lda = g.lda;
   k.ldb = g.k;
   k.ldd = g.ldd;
   k.ab_type = int32_t(g.dt);
@@ -403,6 +624,7 @@ LtPlan& cached_plan(const GemmContext& ctx, const PlanKey& k, const LtGemm& g, G
 }
 
 void lt_matmul(const GemmContext& ctx, const LtGemm& g, GgmlType type, cudaStream_t stream) {
+  FATHOM_CHECK(g.lda >= g.k, "matmul: leading dimension ", g.lda, " of W under its ", g.k, " columns");
   if (ctx.plans) {
     const LtPlan& p = cached_plan(ctx, plan_key(ctx, g), g, type, true);
     check_lt(run_plan(ctx, p, p.algo, g, stream), "Matmul");
@@ -426,16 +648,20 @@ void lt_matmul(const GemmContext& ctx, const LtGemm& g, GgmlType type, cudaStrea
   check_lt(s, "Matmul");
 }
 
-// x (n_tokens, cols) fp32 -> ctx.scratch in H (fp16 or bf16).
+// x (n_tokens, cols) fp32 -> ctx.scratch in H (fp16 or bf16); nothing when p.x16_ready says the
+// scratch already holds it.
 template <typename H>
 void convert_x(const MatmulParams& p, cudaStream_t stream) {
   const GemmContext& ctx = *p.gemm;
   const size_t need = size_t(p.n_tokens) * p.cols * 2;
   FATHOM_CHECK(ctx.scratch && ctx.scratch_bytes >= need, "matmul: GemmContext scratch of ",
                ctx.scratch_bytes, " bytes, ", need, " needed");
+  if (p.x16_ready) return;
   const int64_t n = p.n_tokens * p.cols;
-  const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, 4096));
-  convert_kernel<H><<<grid, 256, 0, stream>>>(p.x, static_cast<H*>(ctx.scratch), n);
+  const bool vec = reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && reinterpret_cast<uintptr_t>(ctx.scratch) % 8 == 0;
+  const int64_t n4 = vec ? n / 4 : 0;
+  const unsigned grid = unsigned(std::min<int64_t>((std::max(n4, n - 4 * n4) + 255) / 256, 4096));
+  convert_kernel<H><<<grid, 256, 0, stream>>>(p.x, static_cast<H*>(ctx.scratch), n, n4);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -459,10 +685,13 @@ __global__ void fill_pattern_kernel(H* out, int64_t n) {
   }
 }
 
+// Elements from one row of W to the next.
+int64_t w_ld(const MatmulParams& p) { return p.w_ld > 0 ? p.w_ld : p.cols; }
+
 // y (n_tokens, rows) = x16 (n_tokens, cols) @ W^T; in cuBLAS's column-major terms
-// D (rows x n_tokens, ld rows) = op_T(W: cols x rows, ld cols) * (x16: cols x n_tokens, ld cols).
+// D (rows x n_tokens, ld rows) = op_T(W: cols x rows, ld w_ld) * (x16: cols x n_tokens, ld cols).
 LtGemm half_gemm(const MatmulParams& p) {
-  return LtGemm{p.type == GgmlType::F16 ? CUDA_R_16F : CUDA_R_16BF, p.w, p.rows, p.cols,
+  return LtGemm{p.type == GgmlType::F16 ? CUDA_R_16F : CUDA_R_16BF, p.w, p.rows, p.cols, w_ld(p),
                 p.gemm->scratch, p.n_tokens, p.residual ? p.residual : p.y, p.y, p.rows,
                 p.residual ? 1.0f : 0.0f};
 }
@@ -481,24 +710,14 @@ void gemm_cublaslt(const MatmulParams& p, cudaStream_t stream) {
 // The chunks run in stream order, so chunk i+1's dequant overwrites the scratch only after
 // chunk i's GEMM has read it. The bias is added once over all of y at the end.
 LtGemm chunk_gemm(const MatmulParams& p, int64_t r0, int64_t nr) {
-  return LtGemm{CUDA_R_16BF, p.gemm->dequant, nr, p.cols, p.gemm->scratch, p.n_tokens,
+  return LtGemm{CUDA_R_16BF, p.gemm->dequant, nr, p.cols, p.cols, p.gemm->scratch, p.n_tokens,
                 (p.residual ? p.residual : p.y) + r0, p.y + r0, p.rows, p.residual ? 1.0f : 0.0f};
 }
 
 // Rows [r0, r0 + nr) of p.w -> bf16 (nr, cols) in ctx.dequant.
 void dequantize_chunk(const MatmulParams& p, int64_t r0, int64_t nr, cudaStream_t stream) {
-  const int64_t n_units = p.cols / kUnit;
-  const int64_t row_bytes = int64_t(ggml_row_bytes(p.type, p.cols));
-  const uint8_t* w = static_cast<const uint8_t*>(p.w);
-  __nv_bfloat16* wd = static_cast<__nv_bfloat16*>(p.gemm->dequant);
-  const int64_t n = nr * n_units;
-  const unsigned grid = unsigned(std::min<int64_t>((n + 255) / 256, 16384));
-  const bool ok = dispatch_qtype(p.type, [&](auto tc) {
-    dequantize_rows_bf16_kernel<decltype(tc)::value>
-        <<<grid, 256, 0, stream>>>(w, row_bytes, r0, nr, n_units, wd);
-    CUDA_CHECK_LAUNCH();
-  });
-  FATHOM_CHECK(ok, "matmul: weight type ", ggml_type_name(p.type), " is not supported on CUDA");
+  launch_dequantize_rows_bf16(p.type, p.w, int64_t(ggml_row_bytes(p.type, w_ld(p))), r0, nr, p.cols,
+                              p.gemm->dequant, stream);
 }
 
 void gemm_dequant_cublaslt(const MatmulParams& p, int64_t chunk, cudaStream_t stream) {
@@ -556,6 +775,33 @@ double time_candidate(const GemmContext& ctx, const LtPlan& plan, const cublasLt
 
 }  // namespace
 
+void launch_dequantize_rows_bf16(GgmlType type, const void* w, int64_t row_bytes, int64_t r0,
+                                 int64_t n_rows, int64_t cols, void* out, cudaStream_t stream) {
+  if (n_rows <= 0) return;
+  FATHOM_CHECK(cols > 0 && cols % kUnit == 0, "dequantize_rows_bf16: cols ", cols,
+               " is not a positive multiple of ", kUnit);
+  FATHOM_CHECK(reinterpret_cast<uintptr_t>(out) % 16 == 0, "dequantize_rows_bf16: output not 16-byte aligned");
+  const int64_t n_octets = n_rows * (cols / 8);
+  FATHOM_CHECK(n_octets < (int64_t(1) << 31), "dequantize_rows_bf16: ", n_rows, " x ", cols,
+               " elements in one launch (at most 2^34)");
+  const int64_t per_block = int64_t(kDqThreads) * kDqOctets;
+  const unsigned grid = unsigned(std::min<int64_t>((n_octets + per_block - 1) / per_block, 65535));
+  const bool ok = dispatch_qtype(type, [&](auto tc) {
+    dequantize_rows_bf16_kernel<decltype(tc)::value><<<grid, kDqThreads, 0, stream>>>(
+        static_cast<const uint8_t*>(w), row_bytes, r0, uint32_t(cols / 8), uint32_t(n_octets),
+        static_cast<uint4*>(out));
+    CUDA_CHECK_LAUNCH();
+  });
+  FATHOM_CHECK(ok, "matmul: weight type ", ggml_type_name(type), " is not supported on CUDA");
+}
+
+int gemm_x16_kind(const MatmulParams& p) {
+  if (p.n_tokens <= kGemvMaxTokens || !p.gemm || !p.gemm->lt) return 0;
+  if (p.type == GgmlType::F16) return 1;
+  if (p.type == GgmlType::BF16) return 2;
+  return gemm_dequant_chunk_rows(p) > 0 ? 2 : 0;
+}
+
 int64_t gemm_dequant_chunk_rows(const MatmulParams& p) {
   const GemmContext* ctx = p.gemm;
   if (!ctx || !ctx->lt || !ctx->dequant || p.rows <= 0 || p.cols <= 0) return 0;
@@ -582,6 +828,8 @@ void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream) {
                "matmul_gemm: cols ", p.cols, " must be a positive multiple of ",
                blk > kUnit ? blk : kUnit, " for ", ggml_type_name(p.type), " (rows ", p.rows, ")");
   FATHOM_CHECK(p.n_tokens / kBM < 65535, "matmul_gemm: n_tokens ", p.n_tokens, " too large");
+  FATHOM_CHECK(p.w_ld == 0 || (p.w_ld >= p.cols && p.w_ld % blk == 0 && p.w_ld % kUnit == 0),
+               "matmul_gemm: w_ld ", p.w_ld, " must be 0 or a multiple of ", blk, " >= cols ", p.cols);
   if ((p.type == GgmlType::F16 || p.type == GgmlType::BF16) && p.gemm && p.gemm->lt) {
     gemm_cublaslt(p, stream);
     return;
@@ -590,7 +838,7 @@ void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream) {
     gemm_dequant_cublaslt(p, chunk, stream);
     return;
   }
-  GemmArgs a{static_cast<const uint8_t*>(p.w), int64_t(ggml_row_bytes(p.type, p.cols)), p.rows,
+  GemmArgs a{static_cast<const uint8_t*>(p.w), int64_t(ggml_row_bytes(p.type, w_ld(p))), p.rows,
              p.cols / kUnit, p.x, p.y, p.bias, p.residual, p.n_tokens};
   const dim3 grid(unsigned((p.rows + kBN - 1) / kBN), unsigned((p.n_tokens + kBM - 1) / kBM));
   const bool ok = dispatch_qtype(p.type, [&](auto tc) {

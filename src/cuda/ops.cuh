@@ -172,6 +172,15 @@ struct MatmulParams {
   const float* bias = nullptr;     // (rows) nullable
   const float* residual = nullptr; // (n_tokens, rows) nullable; may alias y (y += x @ W^T)
   const GemmContext* gemm = nullptr;  // host pointer, nullable
+  // GEMM paths only (launch_matmul_gemm; launch_matmul_gemv ignores both, so only with
+  // n_tokens > kGemvMaxTokens):
+  // Elements from one row of W to the next; 0 = cols. Larger when W is the column slice
+  // [c0, c0 + cols) of a wider matrix: w points at column c0 of row 0, c0 and w_ld multiples of
+  // the type's block size (a slice of the FFN down projection, engine.cpp).
+  int64_t w_ld = 0;
+  // gemm->scratch already holds this x in the 16-bit type this call converts to (the previous
+  // launch_matmul_gemm had the same x and n_tokens and gemm_x16_kind): skip the conversion.
+  bool x16_ready = false;
 };
 void launch_matmul(const MatmulParams& p, cudaStream_t stream);
 // The two paths, callable directly (tests, bench). launch_matmul picks by n_tokens.
@@ -182,6 +191,15 @@ void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream);
 // the chunks; 0 when p takes another path (no context / no dequant scratch / F32 F16 BF16 /
 // scratch under kGemmChunkAlign rows).
 int64_t gemm_dequant_chunk_rows(const MatmulParams& p);
+// What launch_matmul(p) leaves in p.gemm->scratch: 0 nothing (GEMV, tiled kernel, F32),
+// 1 x as fp16 (F16 weights), 2 x as bf16 (BF16 weights, dequantized chunks). Two calls on the
+// same x with the same nonzero kind can share one conversion (MatmulParams::x16_ready).
+int gemm_x16_kind(const MatmulParams& p);
+// Rows [r0, r0 + n_rows) of a quantized W (rows row_bytes apart; columns [0, cols) of each) as
+// bf16 (n_rows, cols) row-major in out (16-byte aligned): the dequantization step of the chunked
+// cuBLASLt path, exposed for the prefill benchmark (tests/gpu/test_prefill_bench.cu).
+void launch_dequantize_rows_bf16(GgmlType type, const void* w, int64_t row_bytes, int64_t r0,
+                                 int64_t n_rows, int64_t cols, void* out, cudaStream_t stream);
 // True when the GEMV / GEMM kernels handle `type`.
 bool matmul_supports(GgmlType type);
 
