@@ -29,14 +29,16 @@
 //     a row are XOR-swizzled by (row & 7) so the cp.async stores and the ldmatrix reads of 8
 //     rows at one column hit 8 different bank groups.
 //   - S = Q K^T by mma.sync m16n8k16 (fp16 in, fp32 accumulate) with the 16 A rows holding the
-//     query heads twice: rows 0-7 = fp16(q), rows 8-15 = fp16(q - fp16(q)) for heads 0-7 of the
-//     group; a lane's c0 + c2 (rows gid and gid + 8) is the score of head gid to ~fp32 accuracy
-//     (K is fp16 already, products are exact, sums fp32). B = K^T fragments by ldmatrix from the
-//     [key][dim] rows.
+//     query heads twice: rows 0-7 = fp16(q), rows 8-15 = fp16((q - fp16(q)) 2^11) for heads 0-7
+//     of the group; a lane's c0 + 2^-11 c2 (rows gid and gid + 8) is the score of head gid to
+//     ~fp32 accuracy (K is fp16 already, products are exact, sums fp32). B = K^T fragments by
+//     ldmatrix from the [key][dim] rows.
 //   - online softmax in fp32 (exp2; m and l per head, l summed over the quad at the end).
-//   - O += P V: P split the same way (rows 0-7 fp16(p), rows 8-15 the remainder), the S layout
-//     of two 8-key n-tiles IS the A fragment of one 16-key k-step; V fragments by ldmatrix.trans.
-//     O keeps only the combined rows (c0 + c2) between tiles: D / 4 registers.
+//   - O += P V: P split the same way (rows 0-7 fp16(p), rows 8-15 the scaled remainder), the S
+//     layout of two 8-key n-tiles IS the A fragment of one 16-key k-step; V fragments by
+//     ldmatrix.trans. O keeps only the combined rows (c0 + 2^-11 c2) between tiles, D / 4
+//     registers, and is updated in fp32 FMAs (O * corr + the tile's P V), not through the mma
+//     accumulator.
 // Heads of a group beyond the real ones get q = 0 and are not written. More than 8 query heads
 // per kv head take more head groups (K/V re-read, from L2 mostly).
 //
@@ -127,12 +129,15 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// x0, x1 -> fp16 pairs (hi, lo) with x ~= hi + lo to ~2^-22 relative: hi = fp16(x),
-// lo = fp16(x - hi). The lower half of a packed register is the lower column.
+// x0, x1 -> fp16 pairs (hi, lo) with x ~= hi + lo * 2^-11 to ~2^-22 relative: hi = fp16(x),
+// lo = fp16((x - hi) * 2^11) (exact difference and scaling; the scaling keeps lo out of the fp16
+// subnormals for |x| >= 2^-14, so the split holds whether or not the tensor cores flush them).
+// The lower half of a packed register is the lower column.
+constexpr float kLoScale = 2048.0f, kLoUnscale = 1.0f / 2048.0f;
 __device__ __forceinline__ void split_pack(float x0, float x1, uint32_t& hi, uint32_t& lo) {
   const __half h0 = __float2half_rn(x0), h1 = __float2half_rn(x1);
-  const __half l0 = __float2half_rn(x0 - __half2float(h0));
-  const __half l1 = __float2half_rn(x1 - __half2float(h1));
+  const __half l0 = __float2half_rn((x0 - __half2float(h0)) * kLoScale);
+  const __half l1 = __float2half_rn((x1 - __half2float(h1)) * kLoScale);
   const __half2 hh = __halves2half2(h0, h1), ll = __halves2half2(l0, l1);
   hi = *reinterpret_cast<const uint32_t*>(&hh);
   lo = *reinterpret_cast<const uint32_t*>(&ll);
@@ -292,7 +297,9 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
   int fill = kDecStages - 1;           // slot of tile i + kDecStages - 1
   for (int i = 0; i < n_tiles; ++i) {
     cp_async_wait<kDecStages - 2>();  // this lane's copies of tile i have landed
-    __syncwarp();                     // ... everyone's; and tile i - 1's slot is no longer read
+    // ... and everyone's are visible; tile i - 1's slot is no longer read. The block is one warp:
+    // bar.sync costs what bar.warp.sync does and is the documented cp.async pairing.
+    __syncthreads();
     if (i + kDecStages - 1 < n_tiles) issue(fill);
     cp_async_commit();
     lookup(i + kDecStages);
@@ -321,8 +328,8 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
     float sc[NT][2];
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
-      sc[n][0] = s[n][0] + s[n][2];
-      sc[n][1] = s[n][1] + s[n][3];
+      sc[n][0] = fmaf(s[n][2], kLoUnscale, s[n][0]);
+      sc[n][1] = fmaf(s[n][3], kLoUnscale, s[n][1]);
     }
     if (p.softcap > 0.0f) {
       const float cap = p.softcap, inv = 1.0f / p.softcap;
@@ -362,11 +369,14 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
       split_pack(sc[2 * kk][0], sc[2 * kk][1], pa[kk][0], pa[kk][1]);
       split_pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1], pa[kk][2], pa[kk][3]);
     }
-    // O = O * corr + P V, two 8-dim n-tiles per V load; c[0..1] (p hi) + c[2..3] (p lo).
+    // O = O * corr + P V, two 8-dim n-tiles per V load; c[0..1] (p hi) + 2^-11 c[2..3] (p lo). The
+    // tile's P V starts from zero and is added to O in fp32 outside the mma: the tensor core's
+    // accumulator alignment may round toward zero, and O passed through it would collect that
+    // bias once per tile (up to 1024 tiles in an unsplit 32k context).
 #pragma unroll
     for (int d2 = 0; d2 < D / 16; ++d2) {
-      float c0[4] = {o[2 * d2][0] * corr, o[2 * d2][1] * corr, 0.0f, 0.0f};
-      float c1[4] = {o[2 * d2 + 1][0] * corr, o[2 * d2 + 1][1] * corr, 0.0f, 0.0f};
+      float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      float c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       const int chunk = 2 * d2 + v_chk;
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk) {
@@ -375,10 +385,10 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
         mma16816(c0, pa[kk], b0, b1);
         mma16816(c1, pa[kk], b2, b3);
       }
-      o[2 * d2][0] = c0[0] + c0[2];
-      o[2 * d2][1] = c0[1] + c0[3];
-      o[2 * d2 + 1][0] = c1[0] + c1[2];
-      o[2 * d2 + 1][1] = c1[1] + c1[3];
+      o[2 * d2][0] = fmaf(o[2 * d2][0], corr, fmaf(c0[2], kLoUnscale, c0[0]));
+      o[2 * d2][1] = fmaf(o[2 * d2][1], corr, fmaf(c0[3], kLoUnscale, c0[1]));
+      o[2 * d2 + 1][0] = fmaf(o[2 * d2 + 1][0], corr, fmaf(c1[2], kLoUnscale, c1[0]));
+      o[2 * d2 + 1][1] = fmaf(o[2 * d2 + 1][1], corr, fmaf(c1[3], kLoUnscale, c1[1]));
     }
   }
   cp_async_wait<0>();

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -131,7 +132,16 @@ void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint
   ldsm_impl(addr, r, true);
   r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
 }
-float h2f(uint32_t reg, int half) { return fathom::fp16_to_fp32(uint16_t(half ? reg >> 16 : reg & 0xFFFF)); }
+// EMU_FTZ=1: mma inputs that are fp16 subnormals count as zero (a tensor core that flushed them).
+const bool g_ftz = [] {
+  const char* e = std::getenv("EMU_FTZ");
+  return e && e[0] == '1';
+}();
+float h2f(uint32_t reg, int half) {
+  uint16_t b = uint16_t(half ? reg >> 16 : reg & 0xFFFF);
+  if (g_ftz && (b & 0x7C00) == 0) b &= 0x8000;
+  return fathom::fp16_to_fp32(b);
+}
 void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
   const int w = warp_id(), l = lane_id();
   uint64_t* mine = g_blk->x[w][l];
