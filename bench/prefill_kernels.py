@@ -8,6 +8,7 @@ import sys
 from collections import defaultdict
 
 t = json.load(open(sys.argv[1]))
+t = t.get("trace", t)  # `fathom profile --json` wraps the trace with its summary
 top = int(sys.argv[2]) if len(sys.argv) > 2 else 40
 ranges = t.get("ranges", [])
 pre = [r for r in ranges if r["name"].startswith("prefill")]

@@ -314,15 +314,32 @@ __device__ __forceinline__ void dequant_octet<GgmlType::Q8_0>(const uint8_t* row
 }
 // K-quants: unit u = e / 32 is sub-block j = u & 7 of super-block u >> 3; element l of a unit
 // reads byte l of its 32-byte run, so octet s reads bytes 8s .. 8s + 8.
+// Q4_K / Q5_K header (16-byte aligned): d, dmin, then the 12 bytes of packed 6-bit scales and
+// mins, read as one 16-byte load. The scale/min of sub-block j as k4_scale_min computes it, but
+// without its branch on j < 4: the 8 lanes of a warp that share a super-block take both sides.
+__device__ __forceinline__ void k4_header(const uint8_t* b, int j, float& d1, float& m1) {
+  const uint4 h = *reinterpret_cast<const uint4*>(b);
+  auto sbyte = [&h](int i) {  // scales[i], i < 12
+    const uint32_t w = i < 4 ? h.y : (i < 8 ? h.z : h.w);
+    return (w >> (8 * (i & 3))) & 0xFFu;
+  };
+  const uint32_t a = sbyte(j), c = sbyte(j + 4), lo = sbyte(j & 3);  // lo: scales[j - 4] for j >= 4
+  const bool first = j < 4;
+  const uint32_t sc = first ? (a & 63) : ((c & 0xF) | ((lo >> 6) << 4));
+  const uint32_t m = first ? (c & 63) : ((c >> 4) | ((a >> 6) << 4));
+  const float d = __half2float(__ushort_as_half(uint16_t(h.x & 0xFFFFu)));
+  const float dmin = __half2float(__ushort_as_half(uint16_t(h.x >> 16)));
+  d1 = d * float(sc);
+  m1 = dmin * float(m);
+}
+
 template <>
 __device__ __forceinline__ void dequant_octet<GgmlType::Q4_K>(const uint8_t* row, int64_t e, float v[8]) {
   const int64_t u = e >> 5;
   const int s = int(e >> 3) & 3, j = int(u & 7);
   const uint8_t* b = row + (u >> 3) * 144;
-  const float d = half_at(b), dmin = half_at(b + 2);
-  float sc, m;
-  k4_scale_min(b + 4, j, sc, m);
-  const float d1 = d * sc, m1 = dmin * m;
+  float d1, m1;
+  k4_header(b, j, d1, m1);
   const int shift = (j & 1) * 4;
   const uint2 w = ld8_a8(b + 16 + 32 * (j >> 1) + 8 * s);
 #pragma unroll
@@ -333,10 +350,8 @@ __device__ __forceinline__ void dequant_octet<GgmlType::Q5_K>(const uint8_t* row
   const int64_t u = e >> 5;
   const int s = int(e >> 3) & 3, j = int(u & 7);
   const uint8_t* b = row + (u >> 3) * 176;
-  const float d = half_at(b), dmin = half_at(b + 2);
-  float sc, m;
-  k4_scale_min(b + 4, j, sc, m);
-  const float d1 = d * sc, m1 = dmin * m;
+  float d1, m1;
+  k4_header(b, j, d1, m1);
   const int shift = (j & 1) * 4;
   const uint2 h = ld8_a8(b + 16 + 8 * s);
   const uint2 w = ld8_a8(b + 48 + 32 * (j >> 1) + 8 * s);
@@ -357,8 +372,14 @@ __device__ __forceinline__ void dequant_octet<GgmlType::Q6_K>(const uint8_t* row
   const int8_t* scales = reinterpret_cast<const int8_t*>(b + 192) + 8 * half + 2 * k4;
   const float dd = d * float(scales[s >> 1]);  // elements 0..15 of the unit: scale 0, 16..31: 1
   const int lshift = (k4 >> 1) * 4, hshift = 2 * k4;
-  const uint2 ql = ld8_a2(b + 64 * half + 32 * (k4 & 1) + 8 * s);
-  const uint2 qh = ld8_a2(b + 128 + 32 * half + 8 * s);
+  // 210-byte super-blocks start 2-, 4- or 8-byte aligned; the code offsets are multiples of 8,
+  // so one alignment test picks the widest loads (a warp's 32 octets are one super-block: no
+  // divergence).
+  const uint8_t* pl = b + 64 * half + 32 * (k4 & 1) + 8 * s;
+  const uint8_t* ph = b + 128 + 32 * half + 8 * s;
+  const uintptr_t al = reinterpret_cast<uintptr_t>(b) & 7;
+  const uint2 ql = al == 0 ? ld8_a8(pl) : ((al & 3) == 0 ? ld8_a4(pl) : ld8_a2(pl));
+  const uint2 qh = al == 0 ? ld8_a8(ph) : ((al & 3) == 0 ? ld8_a4(ph) : ld8_a2(ph));
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
     const uint32_t lo = (byte8(ql, k) >> lshift) & 0xF;

@@ -1,13 +1,16 @@
 // Prefill GEMM side (src/cuda/matmul_gemm.cu, engine.cpp's prefill chunk and FFN slices):
 //   GpuPrefill.DequantizeRowsMatchesCpu   the bf16 dequantization of a chunk of rows (whole rows
 //                                         and a column slice) against the CPU dequantizer;
+//   GpuPrefill.ColumnSliceGemm            launch_matmul_gemm on a column slice of W (w_ld) and
+//                                         with x16_ready, against a double-precision reference;
 //   GpuPrefill.EngineFfnSlicesMatchWhole  the engine with the FFN intermediate in column slices
 //                                         (FATHOM_FFN_SLICE) against the same engine without;
-//   GpuPrefill.DISABLED_BenchPrefillGemm  run with --gtest_also_run_disabled_tests: the dequant
+//   GpuPrefill.DISABLED_BenchDequant      run with --gtest_also_run_disabled_tests: the dequant
 //     kernel (this version and the previous one, kept below for the A/B) on 14336 x 4096
-//     Q4_K / Q6_K / Q8_0 against the copy bandwidth; cuBLASLt bf16 GEMM TFLOP/s at the Llama-3-8B
-//     shapes for M = 512..4096; one 8B layer's seven matmuls quantized vs BF16 per M; and the
-//     dequant chunk size (rows per dequant + GEMM step) at M = 512.
+//     Q4_K / Q6_K / Q8_0 against the copy bandwidth;
+//   GpuPrefill.DISABLED_BenchPrefillGemm  cuBLASLt bf16 GEMM TFLOP/s at the Llama-3-8B shapes for
+//     M = 512..4096; one 8B layer's seven matmuls quantized vs BF16 per M; and the dequant chunk
+//     size (rows per dequant + GEMM step) at M = 512 and 1024.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <gtest/gtest.h>
@@ -93,6 +96,88 @@ TEST(GpuPrefill, DequantizeRowsMatchesCpu) {
   }
 }
 
+// y (+)= x @ W[:, c0:c0+cols]^T for W (rows, full_cols) in `type`, through launch_matmul_gemm with
+// w_ld = full_cols, and then a second W (another slice, other rows) on the same x with x16_ready
+// (the scratch holds x from the first call). Reference in double from the CPU-dequantized W;
+// tolerance as tests/gpu/test_ops_matmul.cpp: 2^-8 sum|w x| for bf16 operands (2^-10 for F16).
+TEST(GpuPrefill, ColumnSliceGemm) {
+  FATHOM_REQUIRE_GPU();
+  cublasLtHandle_t lt = nullptr;
+  ASSERT_EQ(cublasLtCreate(&lt), CUBLAS_STATUS_SUCCESS);
+  const int64_t rows = 96, full_cols = 768, n = 40;
+  DeviceBuffer<uint8_t> workspace(size_t(4) << 20), scratch(size_t(n) * full_cols * 2);
+  DeviceBuffer<uint8_t> dequant(size_t(rows) * full_cols * 2);
+  GemmContext ctx;
+  ctx.lt = lt;
+  ctx.workspace = workspace.get();
+  ctx.workspace_bytes = workspace.size();
+  ctx.scratch = scratch.get();
+  ctx.scratch_bytes = scratch.size();
+  ctx.dequant = dequant.get();
+  ctx.dequant_bytes = size_t(64) * full_cols * 2;  // 96 rows = 2 chunks of 64 + 32 when 768 wide
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16,
+                        GgmlType::BF16}) {
+    const std::vector<float> wf = random_floats(size_t(rows * full_cols), uint32_t(7 + int(type)), 0.5f);
+    const size_t row_bytes = ggml_row_bytes(type, full_cols);
+    std::vector<uint8_t> wq(row_bytes * size_t(rows));
+    std::vector<float> wd(size_t(rows * full_cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      quantize_row(type, wf.data() + r * full_cols, wq.data() + r * row_bytes, full_cols);
+      dequantize_row(type, wq.data() + r * row_bytes, wd.data() + r * full_cols, full_cols);
+    }
+    DeviceBuffer<uint8_t> d_w(wq);
+    const GgmlTypeTraits& t = ggml_type_traits(type);
+    const double rel = type == GgmlType::F16 ? std::ldexp(1.0, -10) : std::ldexp(1.0, -8);
+    // Two calls: columns [256, 768) of all rows with a residual, then columns [0, 512) of rows
+    // [32, 96) reusing the converted x (x16_ready).
+    struct Call {
+      int64_t r0, nr, c0, cols;
+      bool residual, reuse;
+    };
+    const Call calls[2] = {{0, rows, 256, 512, true, false}, {32, 64, 0, 512, false, true}};
+    const std::vector<float> x = random_floats(size_t(n * 512), uint32_t(100 + int(type)));
+    DeviceBuffer<float> d_x(x);
+    for (const Call& c : calls) {
+      SCOPED_TRACE(std::string(ggml_type_name(type)) + " rows " + std::to_string(c.r0) + "+" +
+                   std::to_string(c.nr) + " cols " + std::to_string(c.c0) + "+" + std::to_string(c.cols) +
+                   (c.reuse ? " x16_ready" : ""));
+      const std::vector<float> res = random_floats(size_t(n * c.nr), uint32_t(200 + int(type)));
+      std::vector<double> want(size_t(n * c.nr)), tol(want.size());
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t r = 0; r < c.nr; ++r) {
+          double s = c.residual ? res[size_t(i * c.nr + r)] : 0.0, a = 0.0;
+          for (int64_t k = 0; k < c.cols; ++k) {
+            const double p = double(wd[size_t((c.r0 + r) * full_cols + c.c0 + k)]) * x[size_t(i * c.cols + k)];
+            s += p;
+            a += std::fabs(p);
+          }
+          want[size_t(i * c.nr + r)] = s;
+          tol[size_t(i * c.nr + r)] = rel * a + 1e-6;
+        }
+      DeviceBuffer<float> d_y(want.size());
+      if (c.residual) d_y.upload(res);
+      else d_y.poison();
+      MatmulParams p;
+      p.type = type;
+      p.w = d_w.get() + size_t(c.r0) * row_bytes + size_t(c.c0 / t.block_elems) * t.block_bytes;
+      p.rows = c.nr;
+      p.cols = c.cols;
+      p.w_ld = full_cols;
+      p.x = d_x.get();
+      p.y = d_y.get();
+      p.n_tokens = n;
+      p.residual = c.residual ? d_y.get() : nullptr;
+      p.gemm = &ctx;
+      p.x16_ready = c.reuse;
+      EXPECT_NE(cuda::gemm_x16_kind(p), 0);
+      cuda::launch_matmul_gemm(p, nullptr);
+      const std::vector<float> got = d_y.download();
+      FATHOM_EXPECT_CLOSE("column slice gemm", got, want, tol);
+    }
+  }
+  cublasLtDestroy(lt);
+}
+
 // Scoped environment variable (the engine reads FATHOM_* at load).
 struct ScopedEnv {
   std::string name;
@@ -130,10 +215,13 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 // The FFN in slices of 256 columns (tiny-llama n_ff 768: 3 slices; tiny-gemma3 512: 2, with its
 // post-FFN norm, where the first slice writes `a` and the others add to it) gives the logits of
-// the whole FFN: only the fp32 summation order of the down projection differs (bf16 operands
-// are the same), so 1e-4. Quantized types with FATHOM_DEQUANT_MIN_ELEMENTS=0 take the
-// dequantized-chunk cuBLASLt path, so the slices exercise its row slices and the strided
-// (w_ld) column slices of W_down; F16 takes the direct cuBLASLt path with lda = n_ff.
+// the whole FFN up to the rounding noise of bf16/fp16 operands: the down projection's fp32 sums
+// are ordered differently, which flips bf16 roundings of the next layer's inputs (H200,
+// 603e0e2: 2e-4 (tiny-llama F16) .. 3e-3 (tiny-gemma3 Q4_K_M) relative). A wrong slice offset or
+// stride changes a third of the FFN output: O(0.1) or more. Quantized types with
+// FATHOM_DEQUANT_MIN_ELEMENTS=0 take the dequantized-chunk cuBLASLt path, so the slices exercise
+// its row slices and the strided (w_ld) column slices of W_down; F16 takes the direct cuBLASLt
+// path with lda = n_ff. (The exact GEMM-level check is ColumnSliceGemm.)
 TEST(GpuPrefill, EngineFfnSlicesMatchWhole) {
   SKIP_WITHOUT_GPU();
   ScopedEnv all_dequant("FATHOM_DEQUANT_MIN_ELEMENTS", "0");
@@ -167,7 +255,8 @@ TEST(GpuPrefill, EngineFfnSlicesMatchWhole) {
       for (float f : step) ASSERT_TRUE(std::isfinite(f));
     }
     const double rel = rel_diff(sliced, whole);
-    EXPECT_LT(rel, 1e-4) << "sliced vs whole FFN logits";
+    EXPECT_LT(rel, 1e-2) << "sliced vs whole FFN logits";
+    std::printf("[prefill] %s %s: sliced vs whole FFN logits, relative %.3g\n", c.shape, c.type, rel);
   }
 }
 
@@ -251,19 +340,19 @@ struct Shape {
 const Shape kLayer[] = {{"q", 4096, 4096},   {"k", 1024, 4096},    {"v", 1024, 4096},  {"o", 4096, 4096},
                         {"gate", 14336, 4096}, {"up", 14336, 4096}, {"down", 4096, 14336}};
 
-TEST(GpuPrefill, DISABLED_BenchPrefillGemm) {
+constexpr size_t kPool = size_t(1) << 30;
+
+// -- 1. dequantization of a 14336 x 4096 matrix to bf16 (117 MB written): v1 vs this version.
+// Weights rotate over copies spread through the 1 GiB pool, so reads come from HBM; the output
+// (117 MB) is over twice the L2.
+TEST(GpuPrefill, DISABLED_BenchDequant) {
   FATHOM_REQUIRE_GPU();
-  constexpr size_t kPool = size_t(1) << 30;
   DeviceBuffer<uint8_t> pool(bench_bytes(kPool)), pool2(kPool);
   const double copy_us = median_us([&](int) {
     CUDA_CHECK(cudaMemcpyAsync(pool2.get(), pool.get(), kPool, cudaMemcpyDeviceToDevice));
   }, 1, 5, 1);
   const double copy_gbs = 2.0 * kPool / (copy_us * 1e-6) / 1e9;
   std::printf("\n[prefill] D2D copy 1 GiB: %.1f us, %.0f GB/s (read + write)\n", copy_us, copy_gbs);
-
-  // -- 1. dequantization of a 14336 x 4096 matrix to bf16 (117 MB written): v1 vs this version.
-  // Weights rotate over copies spread through the 1 GiB pool, so reads come from HBM; the
-  // output (117 MB) is over twice the L2.
   const int64_t R = 14336, K = 4096;
   DeviceBuffer<uint8_t> dq(size_t(R) * K * 2);
   std::printf("[prefill] dequant %lldx%lld -> bf16: %-5s %9s %9s %9s %8s %6s\n", (long long)R, (long long)K, "type",
@@ -285,6 +374,12 @@ TEST(GpuPrefill, DISABLED_BenchPrefillGemm) {
                   bytes / 1e6, double(R) * K * 2 / 1e6, us, gbs, 100.0 * gbs / copy_gbs);
     }
   }
+}
+
+TEST(GpuPrefill, DISABLED_BenchPrefillGemm) {
+  FATHOM_REQUIRE_GPU();
+  DeviceBuffer<uint8_t> pool(bench_bytes(kPool));
+  DeviceBuffer<uint8_t> dq(size_t(14336) * 4096 * 2);
 
   // -- 2. cuBLASLt bf16 GEMM (x already bf16: x16_ready) at the 8B shapes, M = 512 .. 4096.
   cublasLtHandle_t lt = nullptr;
