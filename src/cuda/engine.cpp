@@ -32,6 +32,7 @@
 #include "cuda/arena.h"
 #include "cuda/cuda_check.cuh"
 #include "cuda/matmul_gemv_q8.cuh"
+#include "cuda/matmul_mma_q8.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/synthetic.cuh"
 #include "diag/nvtx_range.h"
@@ -59,6 +60,17 @@ constexpr size_t kSmallModelBytes = size_t(512) << 20;
 using namespace fathom::cuda;
 
 namespace {
+
+// Matmuls of 2..64 tokens (decode batches, short prefill chunks) of the types it handles go to
+// the tensor-core kernel (matmul_mma_q8.cu); batch 1 keeps the dp4a GEMV. FATHOM_MMQ_MIN_TOKENS
+// moves the lower end (A/B runs), FATHOM_MMQ=0 switches the path off (mma_q8_supports).
+bool mmq_route(GgmlType type, int64_t n, int64_t cols) {
+  static const int64_t min_tokens = [] {
+    const char* e = std::getenv("FATHOM_MMQ_MIN_TOKENS");
+    return e && *e ? std::max<int64_t>(1, std::atoll(e)) : int64_t(2);
+  }();
+  return n >= min_tokens && n <= kMmaQ8MaxTokens && mma_q8_supports(type, n, cols);
+}
 
 #define LT_CHECK(expr)                                                                       \
   do {                                                                                       \
@@ -134,6 +146,8 @@ struct Activations {
   size_t gemm_dequant_bytes = 0;
   void* lt_ws = nullptr;
   size_t lt_ws_bytes = 0;
+  void* mmq_ws = nullptr;         // split-K partials and tile counters of launch_mma_q8 (zeroed once)
+  size_t mmq_ws_bytes = 0;
   uint64_t* rng_counter = nullptr;  // (max_seqs)
   // Step inputs: one header copied host -> device per step (layout below), and block tables.
   int32_t* in = nullptr;          // header: tokens (R) | pos (R) | slots (R) | seq_start (B+1) | kv_len (B)
@@ -396,6 +410,7 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant
   p.add(r * S * 4);                                          // up
   p.add(int64_t(max_batch) * c.n_vocab * 4);                 // logits
   p.add(decode_attention_workspace());
+  p.add(mma_q8_workspace_bytes(std::min<int64_t>(r, kMmaQ8MaxTokens), std::max({2 * c.n_ff, qd + 2 * kvd, c.n_embd})));
   p.add(argmax_workspace_bytes(max_batch, c.n_vocab));
   if (need_lt) {
     // x in 16 bits for the widest GEMM input: h, att, or the FFN intermediate (a slice of it,
@@ -528,6 +543,9 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   act.logits = A.alloc_n<float>(int64_t(max_batch) * c.n_vocab, "logits");
   act.attn_ws_bytes = decode_attention_workspace();
   act.attn_ws = A.alloc(act.attn_ws_bytes, "attention workspace");
+  act.mmq_ws_bytes = mma_q8_workspace_bytes(std::min<int64_t>(r, kMmaQ8MaxTokens),
+                                            std::max({2 * c.n_ff, qd + 2 * kvd, c.n_embd}));
+  act.mmq_ws = A.alloc(act.mmq_ws_bytes, "mma_q8 split-K workspace");  // zeroed with the arena below
   act.argmax_ws = A.alloc(argmax_workspace_bytes(max_batch, c.n_vocab), "argmax workspace");
   if (need_lt) {
     const int64_t max_cols = std::max({c.n_embd, ffn_slice, qd});
@@ -1007,6 +1025,19 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
   MatmulParams last_mm;
   auto matmul = [&](const DevMat& m, const float* x, float* y, int64_t n, const float* bias,
                     const float* residual, bool reuse_x16 = false) {
+    if (m.ld == 0 && mmq_route(m.type, n, m.cols)) {
+      MmaQ8Params q;
+      q.type = m.type;
+      q.cols = m.cols;
+      q.x = x;
+      q.n_tokens = n;
+      q.seg[0] = MmaQ8Segment{m.w, m.rows, y, bias};
+      q.residual = residual;
+      q.workspace = act.mmq_ws;
+      q.workspace_bytes = act.mmq_ws_bytes;
+      launch_mma_q8(q, stream);
+      return;
+    }
     MatmulParams p;
     p.type = m.type;
     p.w = m.w;
@@ -1074,7 +1105,9 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     const DevLayer& L = layers[size_t(il)];
     std::optional<NvtxRange> layer_range;
     if (opt.nvtx_layers) layer_range.emplace("layer", il);
-    const bool qkv_grouped = T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
+    const bool qkv_mmq = L.wq.type == L.wk.type && L.wk.type == L.wv.type && L.wq.cols == L.wk.cols &&
+                         L.wk.cols == L.wv.cols && mmq_route(L.wq.type, T, L.wq.cols);
+    const bool qkv_grouped = !qkv_mmq && T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
                              L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
                              gemv_q8_supports(L.wq.type, T, L.wq.cols);
     // The grouped Q/K/V launch normalizes x itself (no rms kernel, act.h not written) when there is
@@ -1086,7 +1119,21 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     pending = nullptr;
     emit(il, "attn_norm", act.h, T, d, last);
 
-    if (qkv_grouped) {
+    if (qkv_mmq) {
+      // Q, K and V in one tensor-core launch (x quantized once per CTA).
+      MmaQ8Params p;
+      p.type = L.wq.type;
+      p.cols = L.wq.cols;
+      p.x = act.h;
+      p.n_tokens = T;
+      p.n_seg = 3;
+      p.seg[0] = MmaQ8Segment{L.wq.w, L.wq.rows, act.q, L.bq};
+      p.seg[1] = MmaQ8Segment{L.wk.w, L.wk.rows, act.k, L.bk};
+      p.seg[2] = MmaQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
+      p.workspace = act.mmq_ws;
+      p.workspace_bytes = act.mmq_ws_bytes;
+      launch_mma_q8(p, stream);
+    } else if (qkv_grouped) {
       // Q, K and V in one int8-activation GEMV launch (one x staging, one kernel).
       GemvQ8Params p;
       p.type = L.wq.type;
@@ -1171,7 +1218,10 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     }
 
     bool ffn_down_done = false;  // the sliced FFN below ran the down projection itself
-    const bool gateup_grouped = T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type &&
+    const bool gateup_mmq = L.ffn_gate.type == L.ffn_up.type && L.ffn_gate.cols == L.ffn_up.cols &&
+                            L.ffn_gate.rows == L.ffn_up.rows && mmq_route(L.ffn_gate.type, T, L.ffn_gate.cols) &&
+                            T * c.n_ff <= rows * ffn_slice;
+    const bool gateup_grouped = !gateup_mmq && T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type &&
                                 L.ffn_gate.cols == L.ffn_up.cols && L.ffn_gate.rows == L.ffn_up.rows &&
                                 gemv_q8_supports(L.ffn_gate.type, T, L.ffn_gate.cols);
     // As for Q/K/V: the llama-style path (residual added by the Wo GEMV) lets the gate/up launch
@@ -1197,7 +1247,22 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     emit(il, "ffn_inp", act.x, T, d, last);
     emit(il, "ffn_norm", act.h, T, d, last);
 
-    if (gateup_grouped) {
+    if (gateup_mmq) {
+      // gate, up and the activation in one tensor-core launch: act.gate = act(h . gate) * (h . up).
+      MmaQ8Params p;
+      p.type = L.ffn_gate.type;
+      p.cols = L.ffn_gate.cols;
+      p.x = act.h;
+      p.n_tokens = T;
+      p.n_seg = 2;
+      p.seg[0] = MmaQ8Segment{L.ffn_gate.w, L.ffn_gate.rows, act.gate, nullptr};
+      p.seg[1] = MmaQ8Segment{L.ffn_up.w, L.ffn_up.rows, act.up, nullptr};
+      p.glu = true;
+      p.glu_kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
+      p.workspace = act.mmq_ws;
+      p.workspace_bytes = act.mmq_ws_bytes;
+      launch_mma_q8(p, stream);
+    } else if (gateup_grouped) {
       // gate, up and the activation in one launch: act.gate = act(h . gate) * (h . up).
       GemvQ8Params p;
       p.type = L.ffn_gate.type;
