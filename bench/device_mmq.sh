@@ -7,15 +7,15 @@
 source "$(dirname "$0")/device_lib.sh"
 device_begin "$1"
 stamp tests
-timeout 150 $T --gtest_filter='GpuMmaQ8.*:Tiny/EngineVsReference*:Engine.BatchedDecode*:Engine.MemoryBreakdown*' \
+timeout 120 $T --gtest_filter='GpuMmaQ8.*:Tiny/EngineVsReference*:Engine.BatchedDecode*:Engine.MemoryBreakdown*' \
   >"$OUT/tests.log" 2>&1
 echo "tests rc=$?"; grep -E "^\[  (PASSED|FAILED) |Failure|worst element|relative error" "$OUT/tests.log" | head -30
 stamp kernels
-timeout 150 $T --gtest_also_run_disabled_tests --gtest_filter='GpuMmaQ8.DISABLED_Bench' >"$OUT/kbench.log" 2>&1
+timeout 100 $T --gtest_also_run_disabled_tests --gtest_filter='GpuMmaQ8.DISABLED_Bench' >"$OUT/kbench.log" 2>&1
 echo "kbench rc=$?"; grep "mmq-bench" "$OUT/kbench.log"
 bench() {  # label, env..., -- args
   local label=$1; shift
-  env "$@" timeout 90 $B bench --synthetic llama3-8b --type Q4_K_M -p 16 -n 64 -r 2 -q $BARGS >"$OUT/bench_$label.md" 2>&1
+  env "$@" timeout 60 $B bench --synthetic llama3-8b --type Q4_K_M -p 16 -n 64 -r 2 -q $BARGS >"$OUT/bench_$label.md" 2>&1
   echo "== $label rc=$?"; grep -E "tg64" "$OUT/bench_$label.md" | awk -F'|' '{print $2, $4, $6, $7, $8, $9}'
 }
 stamp decode
