@@ -229,6 +229,14 @@ struct CudaEngine::Impl {
   // Prefill FFN: the intermediate (T, n_ff) is computed in column slices of ffn_slice columns when
   // T * n_ff exceeds rows * ffn_slice (the gate/up buffers); n_ff = never sliced.
   int64_t ffn_slice = 0;
+  // Whether the FFN of a T-token GEMM pass runs in slices: when the whole does not fit the gate/up
+  // buffers, and also when it does but its matrices are dequantized, because the dequant scratch
+  // was sized for a slice (whole gate/up/down would go through it in narrow row chunks: H200,
+  // Q8_0 pp512 at 16.8k tok/s unsliced vs Q4_K_M 17.2k sliced). Never for the GEMV (<= 16 tokens).
+  bool ffn_dequant = false;  // some FFN matrix takes the dequantized-chunk GEMM
+  bool ffn_sliced(int64_t T) const {
+    return ffn_slice < cfg.n_ff && T > kGemvMaxTokens && (T * cfg.n_ff > rows * ffn_slice || ffn_dequant);
+  }
   // Quantized matrices that take the dequantized-chunk GEMM: (rows, cols) and whether an FFN
   // slice shrinks them (1: gate/up rows, 2: down cols; 3: the LM head, a GEMM only for decode
   // batches over kGemvMaxTokens). dequant_need() -> the scratch's bounds.
@@ -810,6 +818,8 @@ void CudaEngine::Impl::load(const Model& model) {
   // Prefill chunk and FFN slice under ~4.5% of the weights (the budget is 5%).
   work_budget = size_t(0.045 * double(weight_bytes));
   choose_prefill_chunk(model, need_lt, dequant_min);
+  ffn_dequant = std::any_of(dequant_mats.begin(), dequant_mats.end(),
+                            [](const DequantMat& m) { return m.ffn == 1 || m.ffn == 2; });
   rows = std::max<int64_t>(ubatch, max_batch);
   in_layout = InLayout{rows, max_batch};
   size_t work_bytes = plan_workspace(rows, need_lt);
@@ -899,7 +909,7 @@ void CudaEngine::Impl::load(const Model& model) {
         if (L.post_attn_norm) add(L.wo, act.att, act.a, n, nullptr, nullptr);
         else add(L.wo, act.att, act.x, n, nullptr, act.x);
         // The FFN as forward() runs it: whole, or in column slices (see ffn_slice).
-        const int64_t S = n * cfg.n_ff <= rows * ffn_slice ? cfg.n_ff : ffn_slice;
+        const int64_t S = ffn_sliced(n) ? ffn_slice : cfg.n_ff;
         for (int64_t c0 = 0; c0 < cfg.n_ff; c0 += S) {
           const int64_t sw = std::min(S, cfg.n_ff - c0);
           add(row_slice(L.ffn_gate, c0, sw), act.h, act.gate, n, nullptr, nullptr);
@@ -1036,6 +1046,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       q.workspace = act.mmq_ws;
       q.workspace_bytes = act.mmq_ws_bytes;
       launch_mma_q8(q, stream);
+      last_mm = MatmulParams();  // the GEMM scratch is untouched, but x16_ready must not see a stale x
       return;
     }
     MatmulParams p;
@@ -1284,7 +1295,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       // gate/up buffers (rows x ffn_slice, see choose_prefill_chunk): gate/up of rows
       // [c0, c0 + S) of W_gate/W_up, the activation, then the product with columns [c0, c0 + S)
       // of W_down added into the output (x, or a with the first slice writing it).
-      const int64_t S = T * c.n_ff <= rows * ffn_slice ? c.n_ff : ffn_slice;
+      const int64_t S = ffn_sliced(T) ? ffn_slice : c.n_ff;
       for (int64_t c0 = 0; c0 < c.n_ff; c0 += S) {
         const int64_t sw = std::min(S, c.n_ff - c0);
         const DevMat gate = S < c.n_ff ? row_slice(L.ffn_gate, c0, sw) : L.ffn_gate;
