@@ -35,6 +35,16 @@ void matmul(GgmlType type, const void* w, int64_t rows, int64_t cols, const floa
 // Dequantizes a whole 1-D or 2-D weight to fp32: out (rows * cols).
 void dequantize_weight(const WeightRef& w, float* out);
 
+// Test-only operand hook: lets a test emulate a GPU's lower-precision matmul operands (bf16/fp16
+// tensor-core prefill) on the reference. When set, matmul passes a copy of x (weight = false,
+// n = n_tokens * cols) and every dequantized weight row (weight = true, n = cols) through it,
+// in place, before the dot products; type and n_tokens say which GPU path the call would take.
+// The hook is called from matmul's worker threads at once, so it must be a pure function.
+// Process-wide: set it only while no matmul runs; nullptr (the default) restores exact fp32.
+using MatmulOperandHook = void (*)(GgmlType type, int64_t n_tokens, bool weight, float* data,
+                                   int64_t n);
+void set_matmul_operand_hook(MatmulOperandHook hook);
+
 // ---- elementwise / row ops -------------------------------------------------------------------
 
 // RMS normalisation per row: out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w   (w nullable = 1).

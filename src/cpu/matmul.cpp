@@ -9,6 +9,11 @@
 
 namespace fathom {
 namespace cpu {
+namespace {
+MatmulOperandHook g_operand_hook = nullptr;  // test-only, see set_matmul_operand_hook
+}  // namespace
+
+void set_matmul_operand_hook(MatmulOperandHook hook) { g_operand_hook = hook; }
 
 void matmul(GgmlType type, const void* w, int64_t rows, int64_t cols, const float* x, float* y,
             int64_t n_tokens, int n_threads) {
@@ -16,6 +21,13 @@ void matmul(GgmlType type, const void* w, int64_t rows, int64_t cols, const floa
                " has no CPU dequantizer");
   const size_t row_bytes = ggml_row_bytes(type, cols);
   const auto* w_bytes = static_cast<const uint8_t*>(w);
+  const MatmulOperandHook hook = g_operand_hook;
+  std::vector<float> x_hooked;
+  if (hook) {
+    x_hooked.assign(x, x + n_tokens * cols);
+    hook(type, n_tokens, false, x_hooked.data(), n_tokens * cols);
+    x = x_hooked.data();
+  }
   // W (rows, cols) @ x[t] (cols,) -> y[t] (rows,). Each weight row is dequantized once and
   // dotted with every token (a prefill would otherwise dequantize it n_tokens times); the dot
   // accumulates in double so the oracle carries no fp32 summation error.
@@ -23,6 +35,7 @@ void matmul(GgmlType type, const void* w, int64_t rows, int64_t cols, const floa
     std::vector<float> w_row(static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
       dequantize_row(type, w_bytes + static_cast<size_t>(r) * row_bytes, w_row.data(), cols);
+      if (hook) hook(type, n_tokens, true, w_row.data(), cols);
       for (int64_t t = 0; t < n_tokens; ++t) {
         const float* xt = x + t * cols;
         double acc = 0.0;

@@ -23,9 +23,11 @@
 // tile at a time into shared memory as bf16 (quant_blocks.cuh), converts the matching 64 x 32 x
 // tile to bf16, and multiplies with wmma 16x16x16 bf16 -> fp32 fragments. 4 warps, 64 x 64
 // output tile, each warp 32 x 32 (2 x 2 fragments). The weight is never expanded in global memory.
-// bf16 operands (paths 2 and 3, and path 1 for BF16): relative error per product ~2^-8, so
+// bf16 operands (path 2, and path 1 for BF16): relative error per product ~2^-8, so
 // results match the fp32 reference to about 2^-8 * sum|w x| (tests derive their tolerance from
-// that). The tiled kernel is not pipelined (no cp.async / wgmma); see docs/perf/NOTES.md.
+// that). Path 3 splits both operands into bf16 hi + lo (three MMAs, see gemm_tile_kernel):
+// ~2^-16 per product. The tiled kernel is not pipelined (no cp.async / wgmma); see
+// docs/perf/NOTES.md.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -34,6 +36,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <tuple>
 #include <type_traits>
@@ -65,18 +68,40 @@ struct GemmArgs {
   int64_t n_tokens;
 };
 
-template <GgmlType T>
+// Operand precision (kSplit, the default; FATHOM_GEMM_TILE_SPLIT=0 gives the single-bf16 kernel
+// for A/B runs): each operand is split into two bf16 values, v = hi + lo with hi = bf16(v) and
+// lo = bf16(v - hi) (v - hi is exact in fp32), and three MMAs into the same fp32 accumulator add
+// xh wh + xl wh + xh wl. The dropped xl wl and the rounding of lo leave ~2^-16 relative per
+// product (x and w carry 16 significant bits) instead of bf16's 2^-8. The bf16 x bf16 error is
+// what the model inherits: emulated on the CPU reference (tests/test_operand_rounding.cpp), the
+// 40-token prefill of the tiny test models ends ~0.7-1.0e-2 relative from the fp32 logits, at the
+// engine test's 1e-2 tolerance; with the split ~1e-5 (docs/perf/q2k_prefill_bf16.md). Same
+// range as fp32 (no fp16 overflow of large activations). Cost: 3x the MMAs and twice the operand
+// tile stores; the fp32 epilogue tile reuses the operand tiles' shared memory.
+template <GgmlType T, bool kSplit>
 __global__ void __launch_bounds__(128) gemm_tile_kernel(const __grid_constant__ GemmArgs a) {
   using namespace nvcuda;
-  __shared__ __align__(128) __nv_bfloat16 xs[kBM * kLd];
-  __shared__ __align__(128) __nv_bfloat16 ws[kBN * kLd];
-  __shared__ __align__(128) float cs[kBM * kLdc];
+  constexpr int kTile = kBM * kLd;  // elements of one bf16 operand tile (kBM == kBN)
+  constexpr int kOperandBytes = (kSplit ? 4 : 2) * kTile * 2;
+  constexpr int kEpilogueBytes = kBM * kLdc * 4;
+  __shared__ __align__(128) unsigned char smem[kOperandBytes > kEpilogueBytes ? kOperandBytes : kEpilogueBytes];
+  // Tiles: x hi, w hi, then (kSplit) x lo, w lo; the lo tile of an operand is 2 kTile past its hi.
+  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(smem);
+  __nv_bfloat16* ws = xs + kTile;
+  float* cs = reinterpret_cast<float*>(smem);  // after the K loop only
 
   const int64_t m0 = int64_t(blockIdx.y) * kBM;  // token tile
   const int64_t n0 = int64_t(blockIdx.x) * kBN;  // weight-row tile
   const int warp = threadIdx.x >> 5;
   const int wm = warp >> 1, wn = warp & 1;
   const int64_t cols = a.n_units * kUnit;
+
+  // hi of v at dst[i] (and with kSplit lo at dst[i + 2 kTile], the lo tile of the same operand).
+  auto put = [](__nv_bfloat16* dst, int i, float v) {
+    const __nv_bfloat16 h = __float2bfloat16(v);
+    dst[i] = h;
+    if constexpr (kSplit) dst[i + 2 * kTile] = __float2bfloat16(v - __bfloat162float(h));
+  };
 
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
 #pragma unroll
@@ -95,14 +120,14 @@ __global__ void __launch_bounds__(128) gemm_tile_kernel(const __grid_constant__ 
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const float4 f = src[q];
-          dst[4 * q] = __float2bfloat16(f.x);
-          dst[4 * q + 1] = __float2bfloat16(f.y);
-          dst[4 * q + 2] = __float2bfloat16(f.z);
-          dst[4 * q + 3] = __float2bfloat16(f.w);
+          put(dst, 4 * q, f.x);
+          put(dst, 4 * q + 1, f.y);
+          put(dst, 4 * q + 2, f.z);
+          put(dst, 4 * q + 3, f.w);
         }
       } else {
 #pragma unroll
-        for (int q = 0; q < 16; ++q) dst[q] = __float2bfloat16(0.0f);
+        for (int q = 0; q < 16; ++q) put(dst, q, 0.0f);
       }
     }
     // weight tile: 64 rows x one unit; threads 0..63 dequantize one row's unit each.
@@ -118,7 +143,7 @@ __global__ void __launch_bounds__(128) gemm_tile_kernel(const __grid_constant__ 
       }
       __nv_bfloat16* dst = ws + r * kLd;
 #pragma unroll
-      for (int i = 0; i < 32; ++i) dst[i] = __float2bfloat16(v[i]);
+      for (int i = 0; i < 32; ++i) put(dst, i, v[i]);
     }
     __syncthreads();
 #pragma unroll
@@ -133,10 +158,27 @@ __global__ void __launch_bounds__(128) gemm_tile_kernel(const __grid_constant__ 
       for (int i = 0; i < 2; ++i)
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+      if constexpr (kSplit) {
+        // xl wh, then xh wl: the lo fragments replace the hi ones they are multiplied against.
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fl[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fl[i], xs + 2 * kTile + (wm * 32 + i * 16) * kLd + kk, kLd);
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fl[i], fb[j], acc[i][j]);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], ws + 2 * kTile + (wn * 32 + j * 16) * kLd + kk, kLd);
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+      }
     }
     __syncthreads();
   }
 
+  // The last __syncthreads above ends every read of the operand tiles: cs may overwrite them.
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -858,8 +900,13 @@ void launch_matmul_gemm(const MatmulParams& p, cudaStream_t stream) {
   GemmArgs a{static_cast<const uint8_t*>(p.w), int64_t(ggml_row_bytes(p.type, w_ld(p))), p.rows,
              p.cols / kUnit, p.x, p.y, p.bias, p.residual, p.n_tokens};
   const dim3 grid(unsigned((p.rows + kBN - 1) / kBN), unsigned((p.n_tokens + kBM - 1) / kBM));
+  static const bool split = [] {  // FATHOM_GEMM_TILE_SPLIT=0: single bf16 operands (A/B runs)
+    const char* e = std::getenv("FATHOM_GEMM_TILE_SPLIT");
+    return !(e && e[0] == '0' && e[1] == '\0');
+  }();
   const bool ok = dispatch_qtype(p.type, [&](auto tc) {
-    gemm_tile_kernel<decltype(tc)::value><<<grid, 128, 0, stream>>>(a);
+    if (split) gemm_tile_kernel<decltype(tc)::value, true><<<grid, 128, 0, stream>>>(a);
+    else gemm_tile_kernel<decltype(tc)::value, false><<<grid, 128, 0, stream>>>(a);
     CUDA_CHECK_LAUNCH();
   });
   FATHOM_CHECK(ok, "matmul: weight type ", ggml_type_name(p.type), " is not supported on CUDA");

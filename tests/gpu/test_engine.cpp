@@ -67,9 +67,12 @@ std::string describe(const RelErr& e) {
 // The tolerance of the issue for logits; observed errors are ~1e-4..1e-3 (fp16 KV cache).
 // It holds for every weight type alike, Q2_K / Q3_K included: both sides multiply the same
 // dequantized weights, so the GPU's error comes from rounding activations (int8 x of the decode
-// GEMV, <= max|x_block| / 64516 per element; bf16 GEMM operands in prefill, 2^-9; the fp16 KV
+// GEMV, <= max|x_block| / 64516 per element; 16-bit GEMM operands in prefill; the fp16 KV
 // cache), relative to sum |w x| / |y| -- set by the random N(0, 1/cols) matrices, not by how
-// coarsely they were quantized.
+// coarsely they were quantized. Plain bf16 x bf16 prefill GEMMs would not fit it: emulated on
+// the CPU (tests/test_operand_rounding.cpp) they alone put step 0 at 0.7-1.0e-2 on these models
+// (tiny-llama Q2_K 1.02e-2; the H200 measured 1.15e-2 at a58da61), so the tiled GEMM splits both
+// operands into bf16 hi + lo (~1e-5 emulated).
 constexpr double kLogitTol = 1e-2;
 
 struct Case {
