@@ -245,8 +245,10 @@ Prepared prepare(const MmaQ8Params& p) {
     });
   });
   FATHOM_CHECK(ok, "mma_q8: weight type ", ggml_type_name(p.type), " has no tensor-core kernel");
-  FATHOM_CHECK(r.plan.splits > 0, "mma_q8: no launch plan fits ", dev.max_smem_optin, " bytes of shared memory (",
-               ggml_type_name(p.type), ", cols ", p.cols, ", ", p.n_tokens, " tokens)");
+  // splits == 0: x of this many tokens fits shared memory only with more splits than the
+  // workspace holds partials for; launch_mma_q8 then runs the tokens in chunks.
+  FATHOM_CHECK(r.plan.splits > 0 || p.n_tokens > 1, "mma_q8: no launch plan fits ", dev.max_smem_optin,
+               " bytes of shared memory (", ggml_type_name(p.type), ", cols ", p.cols, ")");
   a.splits = r.plan.splits;
   a.kr_max = r.plan.kstages * kStageK;
   return r;
@@ -273,10 +275,38 @@ size_t mma_q8_workspace_bytes(int64_t max_tokens, int64_t max_rows) {
   return kMmaQ8WorkspaceCounterBytes + std::min<size_t>(partial, size_t(32) << 20);
 }
 
-MmaQ8Plan mma_q8_plan(const MmaQ8Params& p) { return prepare(p).plan; }
+namespace {
+// Tokens of the first chunk when p has no plan: about half, rounded up to a multiple of 4 (the
+// tokens of an n-tile). Example: the Llama-3-8B LM head (Q6_K, 501 tiles) at 32 tokens needs 2
+// splits (x of 32 x 4096 tokens does not fit beside the ring) and 33 MB of partials, over the
+// engine's 32 MB: it runs as 2 x 16 tokens (2 splits, 16 MB each), reading the weights twice.
+int64_t first_chunk(int64_t n) {
+  const int64_t h = ((n + 1) / 2 + 3) / 4 * 4;
+  return h < n ? h : n / 2;
+}
+MmaQ8Params token_chunk(const MmaQ8Params& p, int64_t t0, int64_t n) {
+  MmaQ8Params c = p;
+  c.n_tokens = n;
+  c.x = p.x + t0 * p.cols;
+  for (int s = 0; s < p.n_seg; ++s) c.seg[s].y = p.seg[s].y + t0 * p.seg[s].rows;
+  if (p.residual) c.residual = p.residual + t0 * p.seg[0].rows;
+  return c;
+}
+}  // namespace
+
+MmaQ8Plan mma_q8_plan(const MmaQ8Params& p) {
+  const MmaQ8Plan plan = prepare(p).plan;
+  return plan.splits > 0 ? plan : mma_q8_plan(token_chunk(p, 0, first_chunk(p.n_tokens)));
+}
 
 void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream) {
   const Prepared r = prepare(p);
+  if (r.plan.splits == 0) {
+    const int64_t h = first_chunk(p.n_tokens);
+    launch_mma_q8(token_chunk(p, 0, h), stream);
+    launch_mma_q8(token_chunk(p, h, p.n_tokens - h), stream);
+    return;
+  }
   double wbytes = 0.0, rows_total = 0.0;
   for (int s = 0; s < p.n_seg; ++s) {
     wbytes += double(p.seg[s].rows) * double(r.a.row_bytes);
