@@ -3,7 +3,7 @@
 # source tarball, its GPU tests and the engine end-to-end tests, the kernel bench (next to the
 # dp4a GEMV), then decode benches of synthetic Llama-3-8B Q4_K_M with the path on and off
 # (FATHOM_MMQ=0). Usage (device tool, carry [".devdeps", ".devsrc-mmq"]):
-#   bash bench/device_mmq.sh .devsrc-mmq/head.tgz [batches-with-A/B]   (default "1,2,4,8")
+#   bash bench/device_mmq.sh .devsrc-mmq/head.tgz [batches (default 1,2,4,8)] [ab: also with the path off]
 source "$(dirname "$0")/device_lib.sh"
 device_begin "$1"
 stamp tests
@@ -22,7 +22,7 @@ bench() {  # label, env..., (batches in $BARGS)
 }
 stamp decode
 BARGS="-b ${2:-1,2,4,8}" bench ab_mmq FATHOM_MMQ=1
-BARGS="-b ${2:-1,2,4,8}" bench ab_off FATHOM_MMQ=0
+[ -n "${3:-}" ] && BARGS="-b ${2:-1,2,4,8}" bench ab_off FATHOM_MMQ=0
 BARGS="-b 32" bench b32_mmq FATHOM_MMQ=1
 BARGS="-b 32" bench b32_off FATHOM_MMQ=0
 stamp done
