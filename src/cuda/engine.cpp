@@ -61,15 +61,20 @@ using namespace fathom::cuda;
 
 namespace {
 
-// Matmuls of 2..64 tokens (decode batches, short prefill chunks) of the types it handles go to
-// the tensor-core kernel (matmul_mma_q8.cu); batch 1 keeps the dp4a GEMV. FATHOM_MMQ_MIN_TOKENS
-// moves the lower end (A/B runs), FATHOM_MMQ=0 switches the path off (mma_q8_supports).
+// Matmuls of 2..16 tokens (decode batches, short prefill chunks) of the types it handles go to
+// the tensor-core kernel (matmul_mma_q8.cu). Measured on the H200 (docs/perf/mma_q8.md), synthetic
+// llama3-8b Q4_K_M: batch 2/4/8 452/883/1166 tok/s against 401/533/606 on the dp4a GEMV; batch 1
+// stays on the GEMV (faster at 1 token on most shapes); at 32 tokens the dequantized-bf16 cuBLASLt
+// path wins (2292 against 1922 tok/s), so larger batches keep it. FATHOM_MMQ_MIN_TOKENS /
+// FATHOM_MMQ_MAX_TOKENS move the ends (A/B runs, up to 64), FATHOM_MMQ=0 switches the path off.
 bool mmq_route(GgmlType type, int64_t n, int64_t cols) {
-  static const int64_t min_tokens = [] {
-    const char* e = std::getenv("FATHOM_MMQ_MIN_TOKENS");
-    return e && *e ? std::max<int64_t>(1, std::atoll(e)) : int64_t(2);
-  }();
-  return n >= min_tokens && n <= kMmaQ8MaxTokens && mma_q8_supports(type, n, cols);
+  auto env = [](const char* name, int64_t dflt) {
+    const char* e = std::getenv(name);
+    return e && *e ? std::max<int64_t>(1, std::atoll(e)) : dflt;
+  };
+  static const int64_t min_tokens = env("FATHOM_MMQ_MIN_TOKENS", 2);
+  static const int64_t max_tokens = std::min<int64_t>(env("FATHOM_MMQ_MAX_TOKENS", 16), kMmaQ8MaxTokens);
+  return n >= min_tokens && n <= max_tokens && mma_q8_supports(type, n, cols);
 }
 
 #define LT_CHECK(expr)                                                                       \
