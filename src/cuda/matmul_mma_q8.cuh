@@ -19,7 +19,11 @@
 //   - gate + up with the activation fused (glu): seg[0].y[t][r] = act(x . gate[r]) * (x . up[r]);
 //     seg[1].y is not written.
 // The launch allocates nothing and never synchronizes the host (CUDA-graph capturable); split-K
-// partials and the per-tile arrival counters live in the caller's workspace.
+// partials and the per-tile arrival counters live in the caller's workspace. When x of n_tokens
+// fits shared memory only with more splits than the workspace holds partials for (the 8B LM head
+// at 32 tokens; 40+ tokens without a workspace), the tokens run as consecutive launches of about
+// half as many, each reading W again. Speed and routing: docs/perf/mma_q8.md (the engine uses it
+// for 2..16 tokens).
 #pragma once
 
 #include <cuda_runtime.h>
