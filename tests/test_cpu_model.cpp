@@ -1,6 +1,7 @@
 // The CPU reference forward pass: against Hugging Face transformers goldens (tests/golden/, made by
 // tools/make_goldens.py), incremental decoding against a full recompute, and the real default model.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -169,7 +170,9 @@ class CpuModelGenerated : public ::testing::TestWithParam<GeneratedCase> {};
 
 TEST_P(CpuModelGenerated, IncrementalEqualsFullRecompute) {
   const GeneratedCase c = GetParam();
-  const std::string path = ::testing::TempDir() + "fathom_cpu_" + c.shape + "_" + c.type + ".gguf";
+  // The pid keeps two test processes (two build trees' ctest runs at once) off one file.
+  const std::string path = ::testing::TempDir() + "fathom_cpu_" + c.shape + "_" + c.type + "_" +
+                           std::to_string(::getpid()) + ".gguf";
   TestModelSpec spec;
   spec.shape = c.shape;
   spec.type = c.type;
