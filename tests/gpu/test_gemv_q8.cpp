@@ -355,22 +355,10 @@ TEST(GpuGemvQ8, DISABLED_BenchOne) {
   p.x = dx.get();
   p.n_tokens = n;
   p.seg[0] = GemvQ8Segment{dw.get(), rows, dy.get(), nullptr};
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
-  for (int i = 0; i < 5; ++i) fathom::cuda::launch_gemv_q8(p, nullptr);
-  CUDA_CHECK(cudaEventRecord(e0));
-  const int reps = 50;
-  for (int i = 0; i < reps; ++i) fathom::cuda::launch_gemv_q8(p, nullptr);
-  CUDA_CHECK(cudaEventRecord(e1));
-  CUDA_CHECK(cudaEventSynchronize(e1));
-  float ms = 0.0f;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  const double us = 1000.0 * ms / reps;
+  // 5 warm-up launches, then the mean of 50 back to back (one event pair: test_ops_util.h).
+  const double us = median_launch_us([&](int) { fathom::cuda::launch_gemv_q8(p, nullptr); }, 5, 1, 50);
   std::printf("[bench-one] %s %ldx%ld n=%ld: %.2f us, %.0f GB/s\n", tname, rows, cols, n, us,
               double(rb) * rows / (us * 1e3));
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
 }
 
 }  // namespace

@@ -355,27 +355,11 @@ std::vector<uint8_t> bench_weights(GgmlType type, int64_t rows, int64_t cols) {
   return w;
 }
 
+// Per-launch time, rotating through `copies` copies of the data: 7 groups of 20 launches, median
+// (test_ops_util.h).
 template <typename Launch>
 double time_us(Launch&& launch, int copies) {
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
-  for (int i = 0; i < 3; ++i) launch(i % copies);
-  std::vector<double> groups;
-  const int per = 20;
-  for (int gi = 0; gi < 7; ++gi) {
-    CUDA_CHECK(cudaEventRecord(e0));
-    for (int i = 0; i < per; ++i) launch((gi * per + i) % copies);
-    CUDA_CHECK(cudaEventRecord(e1));
-    CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0.0f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    groups.push_back(1000.0 * ms / per);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(groups.begin(), groups.end());
-  return groups[groups.size() / 2];
+  return median_launch_us([&](int k) { launch(k % copies); }, 3, 7, 20);
 }
 
 TEST(GpuMmaQ8, DISABLED_Bench) {

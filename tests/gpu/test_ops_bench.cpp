@@ -22,29 +22,10 @@ namespace {
 
 constexpr size_t kPoolBytes = size_t(1) << 30;
 
-// Per-launch time: `inner` launches back to back between two events (so host enqueue gaps do
-// not count: a single launch per event pair measured ~12 us for 2 us kernels), median over reps.
+// Per-launch time, 20 launches per event pair, median of 15 (test_ops_util.h).
 template <typename F>
 float median_us(F&& launch, int warmup = 5, int reps = 15, int inner = 20) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  int k = 0;
-  for (int i = 0; i < warmup; ++i) launch(k++);
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(a));
-    for (int j = 0; j < inner; ++j) launch(k++);
-    CUDA_CHECK(cudaEventRecord(b));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1000.0f / float(inner));
-  }
-  cudaEvent_t* evs[] = {&a, &b};
-  for (cudaEvent_t* e : evs) cudaEventDestroy(*e);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return float(median_launch_us(launch, warmup, reps, inner));
 }
 
 // Random bytes everywhere; fp16 scales made finite by clearing the top exponent bit pattern

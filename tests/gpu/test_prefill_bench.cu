@@ -296,29 +296,10 @@ void launch_dequant_v1(GgmlType type, const void* w, int64_t row_bytes, int64_t 
   CUDA_CHECK(cudaGetLastError());
 }
 
-// Per-launch time: `inner` launches between two events, median over `reps`.
+// Per-launch time: `inner` launches between two events, median over `reps` (test_ops_util.h).
 template <typename F>
 double median_us(F&& launch, int warmup = 3, int reps = 11, int inner = 5) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  int k = 0;
-  for (int i = 0; i < warmup; ++i) launch(k++);
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(a));
-    for (int j = 0; j < inner; ++j) launch(k++);
-    CUDA_CHECK(cudaEventRecord(b));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(double(ms) * 1000.0 / inner);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  CUDA_CHECK(cudaGetLastError());
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median_launch_us(launch, warmup, reps, inner);
 }
 
 // Random bytes with fp16/bf16 exponents kept moderate (no inf/NaN scales, no zeros).
