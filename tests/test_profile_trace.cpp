@@ -821,5 +821,234 @@ TEST(ProfileRanges, MarkersWhenNoStepRanges) {
   EXPECT_EQ(a.ranges[0].name, "forward");
 }
 
+// ---- the prefill section ----------------------------------------------------------------------
+
+const char* kNvjet = "nvjet_sm90_hss_128x256_64x4_1x2_h_bz_coopA_TNT";
+const char* kAttnPrefill = "void attention_prefill_kernel<128>(fathom::cuda::AttentionParams)";
+const char* kSplitK =
+    "void splitKreduce_kernel<32, 16, int, float, __half, float, __half, true, false, false>"
+    "(cublasSplitKParams<float>, float const*, __half const*, __half*, float const*, float const*, __half const*, "
+    "float const*, __half*, void*, long, float*, int*)";
+const char* kConvert = "void convert_kernel<__half>(float const*, __half*, long)";
+const char* kArgmax = "argmax_kernel(float const*, int*, int)";
+
+// Timeline (ns), NVTX ranges "prefill" [1000, 21000) and "decode step 512" [30000, 32000); the
+// prefill phase runs to 30000:
+//   stream 7: nvjet [2000,6000), nvjet [7000,11000), attention [11000,13000), splitKreduce
+//             [13500,14000), convert [14000,14500), D2H [16000,16100), argmax [18000,18500)
+//   stream 9: rms_norm [5000,6500)
+//   decode:   gemv [30500,31000)
+// Union of the prefill's operations: [2000,6500) [7000,13000) [13500,14500) [16000,16100)
+// [18000,18500): idle 0.5 + 0.5 + 1.5 + 1.9 = 4.4 us in 4 gaps over a 16.5 us span.
+Trace prefill_trace() {
+  Trace t;
+  t.source = "engine";
+  t.device = "NVIDIA H200";
+  t.model = "llama3-8b F16 (synthetic)";
+  t.n_prompt = 512;
+  t.n_decode = 1;
+  t.read_gbps = 4000;
+  t.bf16_tflops = 800;
+  t.limits = h100_limits();
+  t.begin_ns = 1000;
+  t.end_ns = 32000;
+  t.ranges = {{"prefill", "fathom", 1000, 21000}, {"decode step 512", "fathom", 30000, 32000}};
+  t.kernels = {kernel(kNvjet, 2000, 6000),        kernel(kNvjet, 7000, 11000),
+               kernel(kAttnPrefill, 11000, 13000), kernel(kSplitK, 13500, 14000),
+               kernel(kConvert, 14000, 14500),     kernel(kArgmax, 18000, 18500),
+               kernel(kNorm, 5000, 6500, 9),       kernel(kGemv, 30500, 31000)};
+  t.memcpys = {MemcpyEvent{CopyKind::D2H, 4, 16000, 16100, 7, false}};
+  // The prefill's own hint for the attention kernel (4 MB, 4 MFLOP a launch); the decode steps'
+  // table has another figure under the same name, which the prefill must not use.
+  t.prefill_costs = {KernelCost{"attention_prefill_kernel<128>", 1, 1, 4e6, 4e6}};
+  t.costs = {KernelCost{"attention_prefill_kernel<128>", 1, 1, 1e3, 1e3},
+             KernelCost{"gemv_kernel<(fathom::GgmlType)12>", 1, 1, 2e6, 4e6}};
+  return t;
+}
+
+TEST(ProfilePrefill, KernelsIdleAndTokensPerSecond) {
+  const Trace t = prefill_trace();
+  const TraceAnalysis a = analyze(t, 2);  // top_n cuts the phase tables, not the prefill's list
+  const PrefillStats& p = a.prefill;
+  ASSERT_TRUE(p.present);
+  const double eps = 1e-9;
+  EXPECT_EQ(p.ranges, 1);
+  EXPECT_EQ(p.tokens, 512);
+  EXPECT_NEAR(p.wall_us, 20.0, eps);
+  EXPECT_NEAR(p.tokens_per_s, 512 / 20e-6, 1e-3);
+  EXPECT_EQ(p.kernels, 7);
+  EXPECT_NEAR(p.kernel_us, 8 + 2 + 0.5 + 0.5 + 0.5 + 1.5, eps);
+  EXPECT_NEAR(p.busy_us, 12.1, eps);
+  EXPECT_NEAR(p.gpu_span_us, 16.5, eps);
+  EXPECT_NEAR(p.idle_us, 4.4, eps);
+  EXPECT_EQ(p.idle_gaps, 4);
+  EXPECT_NEAR(p.median_idle_us, 1.0, eps);
+  EXPECT_NEAR(p.max_idle_us, 1.9, eps);
+  EXPECT_EQ(p.long_idle_gaps, 0);
+
+  // Every kernel by total time (ties by name); the decode step's gemv is not among them.
+  ASSERT_EQ(p.kernel_list.size(), 6u);
+  const std::vector<std::string> names = {kNvjet,
+                                          "attention_prefill_kernel<128>",
+                                          "rms_norm_kernel",
+                                          "argmax_kernel",
+                                          "convert_kernel<__half>",
+                                          kernel_display_name(kSplitK)};
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(p.kernel_list[i].name, names[i]) << i;
+  const KernelStat& gemm = p.kernel_list[0];
+  EXPECT_EQ(gemm.count, 2);
+  EXPECT_NEAR(gemm.total_us, 8.0, eps);
+  EXPECT_NEAR(gemm.mean_us, 4.0, eps);
+  EXPECT_NEAR(gemm.pct_gpu, 100.0 * 8 / 13, eps);
+  EXPECT_FALSE(gemm.has_cost);  // cuBLASLt's kernels carry no hint
+  // The prefill's hint: 4 MB and 4 MFLOP in 2 us = 2000 GB/s (50%), 2 TFLOP/s (0.25%).
+  const KernelStat& attn = p.kernel_list[1];
+  EXPECT_TRUE(attn.has_cost);
+  EXPECT_NEAR(attn.gbps, 2000, eps);
+  EXPECT_NEAR(attn.tflops, 2.0, eps);
+  EXPECT_NEAR(attn.pct_bw, 50, eps);
+  EXPECT_NEAR(attn.pct_flops, 0.25, eps);
+  EXPECT_DOUBLE_EQ(p.hinted_bytes, 4e6);
+  EXPECT_DOUBLE_EQ(p.hinted_us, 2.0);
+  // The prefill phase's own table uses the prefill's hints too; the decode phase keeps its own.
+  const PhaseStats* pre = a.phase("prefill");
+  ASSERT_NE(pre, nullptr);
+  ASSERT_EQ(pre->top_kernels.size(), 2u);
+  EXPECT_TRUE(pre->top_kernels[1].has_cost);
+  EXPECT_NEAR(pre->top_kernels[1].gbps, 2000, eps);
+  // The NVTX range table's byte figure of the prefill range: its one hinted launch.
+  for (const RangeStat& r : a.ranges)
+    if (r.name == "prefill") EXPECT_DOUBLE_EQ(r.bytes, 4e6);
+}
+
+TEST(ProfilePrefill, LayoutKernelsAreFlagged) {
+  const Trace t = prefill_trace();
+  const TraceAnalysis a = analyze(t);
+  const PrefillStats& p = a.prefill;
+  ASSERT_EQ(p.layout_kernels.size(), 2u);
+  EXPECT_EQ(p.layout_kernels[0].name, "convert_kernel<__half>");
+  EXPECT_EQ(p.layout_kernels[1].name, kernel_display_name(kSplitK));
+  EXPECT_NEAR(p.layout_us, 1.0, 1e-9);
+  EXPECT_NEAR(p.layout_pct, 100.0 / 13, 1e-9);
+
+  const std::string r = format_report(t, a);
+  EXPECT_NE(r.find("prefill (NVTX range \"prefill\"): 512 tokens in 0.02 ms = 25600000 tok/s"), std::string::npos) << r;
+  EXPECT_NE(r.find("GPU idle between the prefill's kernels/copies: 4.4 us of its 16.5 us"), std::string::npos) << r;
+  EXPECT_NE(r.find("in 4 gaps"), std::string::npos) << r;
+  EXPECT_NE(r.find("layout kernels (transpose/reformat/convert/copy/split-K reduce): 1.0 us = 7.7%"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("convert_kernel<__half> (layout, 1 calls, 0.5 us)"), std::string::npos) << r;
+  EXPECT_NE(r.find("splitKreduce_kernel<32, 16, int, float, __half, float, __half, true, false, false> (split-K reduce"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("prefill kernels (by total time"), std::string::npos) << r;
+  EXPECT_NE(r.find(kNvjet), std::string::npos) << r;
+  // The attention row with its achieved figures.
+  const size_t row = r.find("attention_prefill_kernel<128>", r.find("prefill kernels (by total time"));
+  ASSERT_NE(row, std::string::npos) << r;
+  const std::string line = r.substr(r.rfind('\n', row) + 1, row - r.rfind('\n', row) - 1);
+  EXPECT_NE(line.find(" 2000 "), std::string::npos) << line;
+  EXPECT_NE(line.find(" 2.00 "), std::string::npos) << line;
+
+  // A prefill without layout kernels says so.
+  Trace clean = t;
+  clean.kernels.erase(clean.kernels.begin() + 3, clean.kernels.begin() + 5);
+  const TraceAnalysis c = analyze(clean);
+  EXPECT_TRUE(c.prefill.layout_kernels.empty());
+  const std::string rc = format_report(clean, c);
+  EXPECT_NE(rc.find("split-K reduce): none among the 4 distinct kernels"), std::string::npos) << rc;
+}
+
+TEST(ProfilePrefill, LayoutMatcherIsTheDoctors) {
+  for (const char* n : {"void cublasLt::reformat_kernel<float>(int)", "transpose_kernel<__half>", "matrixLayoutConvert",
+                        "void at::native::elementwise_kernel<128, 4, copy_kernel>()", "convert_kernel<__half>",
+                        "cpy_f32_f16", "cat_array_batched_copy", "permute_dims"})
+    EXPECT_TRUE(is_layout_kernel(n)) << n;
+  for (const char* n : {kNvjet, "embedding_kernel<__half>", "k_get_rows_float", "attention_prefill_kernel<128>",
+                        "rms_norm_kernel", "splitKreduce_kernel",
+                        // layouts and converters in a GEMM's / attention kernel's template arguments
+                        "void cutlass::Kernel<cutlass::gemm::kernel::Gemm<cutlass::half_t, cutlass::layout::RowMajor, "
+                        "cutlass::epilogue::thread::LinearCombination<float, 4, cutlass::NumericConverter<float>>>>"
+                        "(Params)",
+                        "void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, cutlass::layout::RowMajor>>(Params)"})
+    EXPECT_FALSE(is_layout_kernel(n)) << n;
+  EXPECT_TRUE(is_splitk_reduce_kernel(kSplitK));
+  EXPECT_FALSE(is_splitk_reduce_kernel(kNvjet));
+}
+
+TEST(ProfilePrefill, LongIdleIsHostWork) {
+  Trace t = prefill_trace();
+  // A first-pass plan build: the argmax starts 2 ms after the D2H copy.
+  t.ranges[0].end_ns = 3000000;
+  t.ranges[1] = {"decode step 512", "fathom", 3000000, 3002000};
+  t.kernels[5] = kernel(kArgmax, 2016100, 2016600);
+  t.kernels.pop_back();
+  t.end_ns = 3002000;
+  const PrefillStats p = analyze(t).prefill;
+  EXPECT_EQ(p.idle_gaps, 4);
+  EXPECT_EQ(p.long_idle_gaps, 1);
+  EXPECT_NEAR(p.long_idle_us, 2000.0, 1e-9);
+  EXPECT_NEAR(p.max_idle_us, 2000.0, 1e-9);
+  EXPECT_NEAR(p.idle_us, 0.5 + 0.5 + 1.5 + 2000.0, 1e-9);
+  EXPECT_NE(format_report(t, analyze(t)).find("1 over 1000 us (2000.0 us: host work"), std::string::npos);
+}
+
+TEST(ProfilePrefill, AbsentWithoutAPrefillRange) {
+  // Host step markers only (no NVTX ranges), and NVTX decode ranges without a prefill range.
+  Trace markers = sample_trace();
+  Trace decode_only = prefill_trace();
+  decode_only.ranges.erase(decode_only.ranges.begin());
+  for (const Trace& t : {markers, decode_only}) {
+    const TraceAnalysis a = analyze(t);
+    EXPECT_FALSE(a.prefill.present);
+    EXPECT_TRUE(a.prefill.kernel_list.empty());
+    const std::string r = format_report(t, a);
+    EXPECT_EQ(r.find("prefill (NVTX range"), std::string::npos) << r;
+    EXPECT_EQ(r.find("layout kernels"), std::string::npos) << r;
+    const nlohmann::json j = nlohmann::json::parse(analysis_to_json(a));
+    EXPECT_FALSE(j.contains("prefill"));
+  }
+}
+
+TEST(ProfilePrefill, JsonKeys) {
+  const Trace t = prefill_trace();
+  const TraceAnalysis a = analyze(t);
+  const nlohmann::json j = nlohmann::json::parse(analysis_to_json(a));
+  // The existing keys are all still there, the phase tables' kernels unchanged.
+  for (const char* k : {"overall", "phases", "step_source", "ranges"}) EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_FALSE(j["phases"][0]["top_kernels"][0].contains("flag"));
+  ASSERT_TRUE(j.contains("prefill"));
+  const nlohmann::json& p = j["prefill"];
+  for (const char* k : {"ranges", "tokens", "wall_us", "tokens_per_s", "kernels", "kernel_us", "busy_us",
+                        "gpu_span_us", "idle_us", "idle_gaps", "median_idle_us", "max_idle_us", "long_idle_gaps",
+                        "long_idle_us", "hinted_bytes", "hinted_flops", "hinted_us", "kernel_list", "layout_kernels",
+                        "layout_us", "layout_pct"})
+    EXPECT_TRUE(p.contains(k)) << k;
+  EXPECT_EQ(p["tokens"], 512);
+  EXPECT_NEAR(p["idle_us"].get<double>(), 4.4, 1e-9);
+  ASSERT_EQ(p["kernel_list"].size(), 6u);
+  const nlohmann::json& attn = p["kernel_list"][1];
+  EXPECT_EQ(attn["name"], "attention_prefill_kernel<128>");
+  EXPECT_EQ(attn["count"], 1);
+  EXPECT_EQ(attn["flag"], "");
+  EXPECT_EQ(attn["has_cost"], true);
+  EXPECT_NEAR(attn["tflops"].get<double>(), 2.0, 1e-9);
+  EXPECT_NEAR(attn["pct_gpu"].get<double>(), 100.0 * 2 / 13, 1e-9);
+  EXPECT_EQ(p["kernel_list"][4]["flag"], "layout");
+  EXPECT_EQ(p["kernel_list"][5]["flag"], "split-K reduce");
+  ASSERT_EQ(p["layout_kernels"].size(), 2u);
+  EXPECT_EQ(p["layout_kernels"][0]["name"], "convert_kernel<__half>");
+  EXPECT_EQ(p["layout_kernels"][1]["flag"], "split-K reduce");
+  // The trace's prefill hints survive the JSON round trip (and an old trace without them reads).
+  const Trace u = trace_from_json(trace_to_json(t));
+  ASSERT_EQ(u.prefill_costs.size(), 1u);
+  EXPECT_DOUBLE_EQ(u.prefill_costs[0].flops, 4e6);
+  EXPECT_EQ(analysis_to_json(analyze(u)), analysis_to_json(a));
+  nlohmann::json old = nlohmann::json::parse(trace_to_json(t));
+  old.erase("prefill_costs");
+  EXPECT_TRUE(trace_from_json(old.dump()).prefill_costs.empty());
+}
+
 }  // namespace
 }  // namespace fathom

@@ -93,7 +93,8 @@ struct RangeEvent {
 // summed over the launches noted during the profiled decode steps. Only the means per launch are
 // meaningful: a step captured into a CUDA graph notes its launches once more at capture, and a
 // replayed graph notes none, so per-step figures come from the kernel records' counts. Noted
-// during decode steps, they are applied to the phases whose name starts with "decode".
+// during decode steps, they are applied to the phases whose name starts with "decode"; those
+// noted during the prefill (Trace::prefill_costs, the prefill's own shapes) to the prefill.
 struct KernelCost {
   std::string name;            // kernel_display_name of the demangled name
   int64_t launches = 0;        // launches noted
@@ -165,6 +166,7 @@ struct Trace {
   std::vector<StepMark> steps;
   std::vector<RangeEvent> ranges;
   std::vector<KernelCost> costs;   // fathom's launch-cost hints (engine mode), by kernel name
+  std::vector<KernelCost> prefill_costs;  // the same, noted during the prefill (JSON "prefill_costs")
 };
 
 // JSON: {"source":..., "kernels":[{...}], ...}; every field above, named as in the structs.
@@ -185,6 +187,15 @@ enum class KernelCategory { SAMPLING, ATTENTION, GEMM, QUANT, NORM, COPY, ELEMEN
 constexpr int kNumKernelCategories = 8;
 const char* kernel_category_name(KernelCategory c);  // "sampling" "attention" "gemm" "quant" ...
 KernelCategory classify_kernel(const std::string& name);  // demangled name, with or without params
+
+// Kernels that only move or re-lay-out data, by name (case-insensitive): transposes, permutes,
+// contiguous copies, dtype conversions, concatenations, cuBLAS/cuBLASLt reformat and layout
+// kernels; an embedding gather is a real op. The doctor's "layout" rule and the profile's prefill
+// section both use it.
+bool is_layout_kernel(const std::string& name);
+// cuBLAS's separate split-K reduction pass ("splitKreduce_kernel"): a second trip through memory
+// for a GEMM's partial sums. Flagged next to the layout kernels in the prefill section.
+bool is_splitk_reduce_kernel(const std::string& name);
 
 struct CategoryStat {
   KernelCategory category = KernelCategory::OTHER;
@@ -271,6 +282,39 @@ struct PhaseStats {
   double per_step(double v) const { return n_steps > 0 ? v / double(n_steps) : 0; }
 };
 
+// The prefill section: present when the trace has an NVTX range named "prefill" (fathom's engine
+// wraps every prefill call in one). Its scope is the "prefill" phase: each prefill range's start
+// to the next step range's start (or the window's end), kernels by GPU start, as in the phases.
+struct PrefillStats {
+  bool present = false;
+  int64_t ranges = 0;          // "prefill" ranges
+  int64_t tokens = 0;          // Trace::n_prompt (0: unknown, e.g. a traced program)
+  double wall_us = 0;          // summed host durations of the prefill ranges
+  double tokens_per_s = 0;     // tokens / wall_us (0 when tokens is unknown)
+  int64_t kernels = 0;
+  double kernel_us = 0;        // summed kernel durations
+  double busy_us = 0;          // union of kernel, memcpy and memset intervals
+  // GPU idle between the prefill's operations (kernels, copies, memsets, any stream): from its
+  // first operation's start to its last one's end, per range, the time nothing ran. Idle
+  // stretches over kLongGapUs are host work (e.g. building GEMM plans on a first pass): counted
+  // in idle_us and again in long_idle_*.
+  double gpu_span_us = 0;
+  double idle_us = 0;
+  int64_t idle_gaps = 0;       // idle stretches (> 0 ns)
+  double median_idle_us = 0, max_idle_us = 0;
+  int64_t long_idle_gaps = 0;
+  double long_idle_us = 0;
+  // Kernels with launch-cost hints noted during the prefill (Trace::prefill_costs).
+  double hinted_bytes = 0, hinted_flops = 0, hinted_us = 0;
+  // Every kernel of the prefill by name, by total time, descending (not cut to top_n); pct_gpu is
+  // the share of the prefill's kernel time; the hints give gbps / tflops where they exist.
+  std::vector<KernelStat> kernel_list;
+  // Layout-change kernels (is_layout_kernel) and split-K reductions among them, by total time.
+  std::vector<KernelStat> layout_kernels;
+  double layout_us = 0;
+  double layout_pct = 0;       // of the prefill's kernel time
+};
+
 struct TraceAnalysis {
   // Phase "all": the whole window as one interval; with markers n_steps is their number and
   // median_step_us the mean step (wall / n_steps), else n_steps = 1.
@@ -279,6 +323,7 @@ struct TraceAnalysis {
   const PhaseStats* phase(const std::string& name) const;  // nullptr when absent
   std::string step_source;          // "nvtx" (fathom-named NVTX ranges), "markers" or "" (none)
   std::vector<RangeStat> ranges;    // by total host time, descending; empty without NVTX ranges
+  PrefillStats prefill;             // present only with an NVTX range "prefill"
   // The decode phase when present (fathom engine traces), else the whole run.
   const PhaseStats& steady() const;
 };
@@ -302,9 +347,11 @@ std::vector<StepMark> step_marks_from_ranges(const std::vector<RangeEvent>& rang
 // "void gemv_kernel<(GgmlType)12>(GemvParams)" -> "gemv_kernel<(GgmlType)12>".
 std::string kernel_display_name(const std::string& demangled);
 
-// The human report: per phase, then the top kernels table of the steady phase.
+// The human report: per phase, then the top kernels table of the steady phase; last, with a
+// "prefill" NVTX range, the prefill section (tok/s, every kernel, GPU idle, layout kernels).
 std::string format_report(const Trace& t, const TraceAnalysis& a);
-// {"phases":[...], "overall":{...}}: the numbers of format_report.
+// {"phases":[...], "overall":{...}}: the numbers of format_report; "prefill":{...} only when the
+// trace has a "prefill" NVTX range.
 std::string analysis_to_json(const TraceAnalysis& a, int indent = 2);
 
 // The Chrome Trace Event format (Perfetto, chrome://tracing): {"traceEvents":[...]}. One "X"

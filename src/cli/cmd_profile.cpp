@@ -4,7 +4,8 @@
 //   fathom profile -- CMD ARGS...                 any CUDA program, through libfathom_inject.so
 //                                                 (CUDA_INJECTION64_PATH); no step markers.
 // Prints the phases (syncs, copies, allocations per token step, GPU busy and idle-gap shares) and
-// the top kernels and the time by kernel category; --json FILE writes the summary and the whole
+// the top kernels and the time by kernel category, then the prefill's kernels, idle time and
+// layout kernels (with an NVTX range "prefill"); --json FILE writes the summary and the whole
 // trace (input to `fathom doctor`); --chrome FILE the timeline for Perfetto / chrome://tracing.
 #include <cstdio>
 #include <string>
@@ -31,6 +32,9 @@ int cmd_profile(const std::vector<std::string>& argv) {
       "GPU busy share, idle gaps between kernels, syncs/copies/allocations per token, and the top\n"
       "kernels and the time by kernel category (GEMM, attention, norm, ...) of the decode phase, with\n"
       "achieved GB/s / TFLOP/s (fathom's kernels) and theoretical occupancy per kernel, and NVTX ranges.\n"
+      "With an NVTX range \"prefill\": the prefill's tok/s, every kernel it ran (calls, time, share, GB/s /\n"
+      "TFLOP/s), GPU idle between them, and a line naming any layout kernel (transpose, reformat,\n"
+      "convert, copy, split-K reduce).\n"
       "Steps come from NVTX ranges \"prefill\" / \"decode step N\" when present. With '-- CMD', runs CMD under libfathom_inject.so\n"
       "(CUDA_INJECTION64_PATH; found in <fathom's dir>/../lib or next to fathom, or $FATHOM_INJECT_LIB)\n"
       "and reports the whole run. --trace prints the report of a saved trace (no GPU needed).");

@@ -60,16 +60,9 @@ bool is_matmul_kernel(const std::string& name) {
 }
 
 // Kernels that only move or re-lay-out data (transposes, contiguous copies, dtype conversions,
-// concatenations), by name: the "layout" rule's reformats. An embedding gather is a real op.
-bool is_reformat_kernel(const KernelStat& k) {
-  std::string n = k.name;
-  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  if (n.find("embedding") != std::string::npos || n.find("get_rows") != std::string::npos) return false;
-  for (const char* key : {"transpose", "permute", "contiguous", "copy", "cpy", "convert", "cat_array", "catarray",
-                          "concat", "reformat", "layout"})
-    if (n.find(key) != std::string::npos) return true;
-  return false;
-}
+// concatenations), by name: the "layout" rule's reformats (profiler.h is_layout_kernel, which the
+// profile's prefill section shares).
+bool is_reformat_kernel(const KernelStat& k) { return is_layout_kernel(k.name); }
 
 // A softmax that is its own kernel: the scores went to memory between the two matmuls.
 bool is_unfused_softmax(const KernelStat& k) {

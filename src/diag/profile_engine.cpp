@@ -1,7 +1,8 @@
 // `fathom profile -m` / `fathom doctor -m`: the CUDA engine on a prompt and N greedy decode steps,
 // recorded by the Profiler with one step marker per engine call (the engine's own NVTX ranges,
 // "prefill" / "decode step N", define the steps when CUPTI records them), plus the launch-cost
-// hints of fathom's kernels during the decode steps and the device's occupancy limits.
+// hints of fathom's kernels during the decode steps and, apart, during the prefill, and the
+// device's occupancy limits.
 #include <cstdio>
 
 #include "fathom/cuda_engine.h"
@@ -62,16 +63,18 @@ Trace profile_engine(const Model& model, const std::string& model_path, const st
   eo.verbose = opt.verbose;
   CudaEngine engine(model, eo);
 
-  cuda::LaunchCostRecorder costs;  // decode steps only: a prefill's shapes differ
+  // The prefill's hints and the decode steps' are kept apart: a prefill's shapes differ.
+  cuda::LaunchCostRecorder costs;
+  std::vector<KernelCost> prefill_costs;
   Profiler prof;
   prof.start();
   try {
     prof.mark_step("prefill");
-    // A one-token prompt already runs the decode path (and captures its graph, whose replays note
-    // no launches): record from the start then, or the decode steps would carry no costs.
-    if (prompt.size() == 1) costs.set_recording(true);
-    int32_t id = engine.eval_greedy(prompt.data(), int64_t(prompt.size()));
     costs.set_recording(true);
+    int32_t id = engine.eval_greedy(prompt.data(), int64_t(prompt.size()));
+    // A one-token prompt already runs the decode path (and captures its graph, whose replays note
+    // no launches): its launches stay with the decode steps', or those would carry no costs.
+    if (prompt.size() > 1) prefill_costs = costs.take();
     for (int i = 0; i < opt.n_decode; ++i) {
       // The first decode step runs eagerly and captures the graph: its own phase, so it does not
       // skew the steady-state figures.
@@ -95,6 +98,7 @@ Trace profile_engine(const Model& model, const std::string& model_path, const st
   t.bf16_tflops = ceil.bf16_tflops;
   t.limits = limits;
   t.costs = costs.take();
+  t.prefill_costs = std::move(prefill_costs);
   return t;
 #endif
 }

@@ -132,10 +132,15 @@ std::string trace_to_json(const Trace& t, int indent) {
   json& rs = j["ranges"] = json::array();
   for (const RangeEvent& r : t.ranges)
     rs.push_back({{"name", r.name}, {"domain", r.domain}, {"start_ns", r.start_ns}, {"end_ns", r.end_ns}});
-  json& cs = j["costs"] = json::array();
-  for (const KernelCost& c : t.costs)
-    cs.push_back({{"name", c.name}, {"launches", c.launches}, {"hinted", c.hinted}, {"bytes", c.bytes},
-                  {"flops", c.flops}});
+  auto costs_json = [](const std::vector<KernelCost>& v) {
+    json cs = json::array();
+    for (const KernelCost& c : v)
+      cs.push_back({{"name", c.name}, {"launches", c.launches}, {"hinted", c.hinted}, {"bytes", c.bytes},
+                    {"flops", c.flops}});
+    return cs;
+  };
+  j["costs"] = costs_json(t.costs);
+  j["prefill_costs"] = costs_json(t.prefill_costs);
   return j.dump(indent);
 }
 
@@ -247,16 +252,23 @@ Trace trace_from(const json& j) {
     r.end_ns = field<uint64_t>(e, "end_ns", w);
     t.ranges.push_back(std::move(r));
   }
-  i = 0;
-  for (const json& e : array_field(j, "costs")) {
-    const std::string w = str_cat("cost ", i++);
-    KernelCost c;
-    c.name = field<std::string>(e, "name", w);
-    c.launches = field<int64_t>(e, "launches", w);
-    c.hinted = optional_field<int64_t>(e, "hinted", c.launches);
-    c.bytes = field<double>(e, "bytes", w);
-    c.flops = field<double>(e, "flops", w);
-    t.costs.push_back(std::move(c));
+  const struct {
+    const char* key;
+    const char* what;
+    std::vector<KernelCost>* out;
+  } cost_tables[] = {{"costs", "cost ", &t.costs}, {"prefill_costs", "prefill cost ", &t.prefill_costs}};
+  for (const auto& [key, what, out] : cost_tables) {
+    i = 0;
+    for (const json& e : array_field(j, key)) {
+      const std::string w = str_cat(what, i++);
+      KernelCost c;
+      c.name = field<std::string>(e, "name", w);
+      c.launches = field<int64_t>(e, "launches", w);
+      c.hinted = optional_field<int64_t>(e, "hinted", c.launches);
+      c.bytes = field<double>(e, "bytes", w);
+      c.flops = field<double>(e, "flops", w);
+      out->push_back(std::move(c));
+    }
   }
   return t;
 }
@@ -359,6 +371,42 @@ KernelCategory classify_kernel(const std::string& name) {
            "act_and_mul", "activation", "softcap"}))
     return KernelCategory::ELEMENTWISE;
   return KernelCategory::OTHER;
+}
+
+namespace {
+std::string lower_name(const std::string& name) {
+  std::string n = name;
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return n;
+}
+}  // namespace
+
+bool is_layout_kernel(const std::string& name) {
+  std::string n = lower_name(kernel_display_name(name));
+  if (n.find("embedding") != std::string::npos || n.find("get_rows") != std::string::npos) return false;
+  // A GEMM's or an attention kernel's template arguments name layouts and converters
+  // ("cutlass::layout::RowMajor", "NumericConverter"): for those only the kernel's own name counts
+  // ("cublasLt::reformat_kernel<...>" still does). PyTorch's copies name themselves only in their
+  // template arguments ("elementwise_kernel<..., direct_copy_kernel_cuda...>"), so others keep them.
+  const KernelCategory c = classify_kernel(name);
+  if (c == KernelCategory::GEMM || c == KernelCategory::ATTENTION) {
+    std::string outer;
+    int depth = 0;
+    for (char ch : n) {
+      if (ch == '<') ++depth;
+      if (depth == 0) outer += ch;
+      if (ch == '>' && depth > 0) --depth;
+    }
+    n = outer;
+  }
+  for (const char* key : {"transpose", "permute", "contiguous", "copy", "cpy", "convert", "cat_array", "catarray",
+                          "concat", "reformat", "layout"})
+    if (n.find(key) != std::string::npos) return true;
+  return false;
+}
+
+bool is_splitk_reduce_kernel(const std::string& name) {
+  return lower_name(kernel_display_name(name)).find("splitkreduce") != std::string::npos;
 }
 
 const char* occupancy_limiter_name(OccupancyLimiter l) {
@@ -698,10 +746,13 @@ PhaseStats compute(const Trace& t, const std::vector<Interval>& iv, const std::s
   p.busy_pct = p.wall_us > 0 ? 100.0 * p.busy_us / p.wall_us : 0;
   p.gap_pct = p.wall_us > 0 ? 100.0 * p.gap_us / p.wall_us : 0;
 
-  // The hints were noted during decode steps: they describe the decode phases' launches only.
+  // The hints were noted during decode steps (t.costs): they describe the decode phases' launches
+  // only; those noted during the prefill (t.prefill_costs) the prefill's.
   std::map<std::string, const KernelCost*> costs;
   if (name.rfind("decode", 0) == 0)
     for (const KernelCost& c : t.costs) costs[c.name] = &c;
+  if (name == "prefill")
+    for (const KernelCost& c : t.prefill_costs) costs[c.name] = &c;
   for (auto& [n, ks] : by_name) {
     ks.mean_us = ks.total_us / double(ks.count);
     ks.pct_gpu = p.kernel_us > 0 ? 100.0 * ks.total_us / p.kernel_us : 0;
@@ -736,8 +787,9 @@ std::vector<RangeStat> range_stats(const Trace& t) {
   std::map<uint32_t, uint64_t> launch_time;  // correlation id -> host start of the launching call
   for (const ApiEvent& a : t.api)
     if (a.correlation) launch_time[a.correlation] = a.start_ns;
-  std::map<std::string, const KernelCost*> costs;
+  std::map<std::string, const KernelCost*> costs, prefill_costs;
   for (const KernelCost& c : t.costs) costs[c.name] = &c;
+  for (const KernelCost& c : t.prefill_costs) prefill_costs[c.name] = &c;
   const bool have_sync_records = !t.syncs.empty();
 
   std::vector<RangeStat> out;
@@ -757,11 +809,14 @@ std::vector<RangeStat> range_stats(const Trace& t) {
       if (!inside(lt != launch_time.end() ? lt->second : k.start_ns)) continue;
       ++r.kernels;
       r.kernel_us += span_us(k.start_ns, k.end_ns);
-      // The hints are per-launch means of the DECODE step's launches: prefill and other ranges
-      // launch the same kernels on other shapes, so they get no byte figure.
-      if (step_range_kind(name) != StepRange::DECODE) continue;
-      auto c = costs.find(kernel_display_name(k.name));
-      if (c != costs.end()) r.bytes += c->second->bytes_per_launch();
+      // The hints are per-launch means of the DECODE step's launches (t.costs) or of the
+      // prefill's (t.prefill_costs): other ranges launch the same kernels on other shapes, so
+      // they get no byte figure.
+      const StepRange kind = step_range_kind(name);
+      if (kind == StepRange::NONE) continue;
+      const auto& table = kind == StepRange::DECODE ? costs : prefill_costs;
+      auto c = table.find(kernel_display_name(k.name));
+      if (c != table.end()) r.bytes += c->second->bytes_per_launch();
     }
     for (const MemcpyEvent& m : t.memcpys) {
       if (!inside(m.start_ns)) continue;
@@ -781,6 +836,71 @@ std::vector<RangeStat> range_stats(const Trace& t) {
   }
   std::stable_sort(out.begin(), out.end(), [](const RangeStat& a, const RangeStat& b) { return a.total_us > b.total_us; });
   return out;
+}
+
+// The prefill section over the "prefill" phase's intervals (`scope`).
+PrefillStats prefill_stats(const Trace& t, const std::vector<Interval>& scope) {
+  PrefillStats s;
+  for (const RangeEvent& r : t.ranges) {
+    if (step_range_kind(r.name) != StepRange::PREFILL) continue;
+    s.present = true;
+    ++s.ranges;
+    s.wall_us += span_us(r.start_ns, r.end_ns);
+  }
+  if (!s.present) return s;
+  s.tokens = t.n_prompt;
+  s.tokens_per_s = s.tokens > 0 && s.wall_us > 0 ? double(s.tokens) / (s.wall_us * 1e-6) : 0;
+  if (scope.empty()) return s;
+
+  // The kernels by name, every one of them, with the prefill's hints (compute() picks
+  // t.prefill_costs for the phase "prefill").
+  PhaseStats p = compute(t, scope, "prefill", 0);
+  s.kernels = p.kernels;
+  s.kernel_us = p.kernel_us;
+  s.busy_us = p.busy_us;
+  s.hinted_bytes = p.hinted_bytes;
+  s.hinted_flops = p.hinted_flops;
+  s.hinted_us = p.hinted_us;
+  s.kernel_list = std::move(p.top_kernels);
+  for (const KernelStat& k : s.kernel_list) {
+    if (!is_layout_kernel(k.name) && !is_splitk_reduce_kernel(k.name)) continue;
+    s.layout_kernels.push_back(k);
+    s.layout_us += k.total_us;
+  }
+  s.layout_pct = s.kernel_us > 0 ? 100.0 * s.layout_us / s.kernel_us : 0;
+
+  // GPU idle: per scope interval, the operations that start in it, merged over every stream.
+  std::vector<std::vector<Interval>> ops(scope.size());
+  auto add = [&](uint64_t b, uint64_t e) {
+    const int idx = find_interval(scope, b);
+    if (idx >= 0) ops[size_t(idx)].push_back({b, std::max(b, e)});
+  };
+  for (const KernelEvent& k : t.kernels) add(k.start_ns, k.end_ns);
+  for (const MemcpyEvent& m : t.memcpys) add(m.start_ns, m.end_ns);
+  for (const MemsetEvent& m : t.memsets) add(m.start_ns, m.end_ns);
+  std::vector<double> idle;
+  for (std::vector<Interval>& v : ops) {
+    if (v.empty()) continue;
+    std::sort(v.begin(), v.end(), [](const Interval& a, const Interval& b) { return a.begin < b.begin; });
+    uint64_t first = v.front().begin, reach = v.front().end;
+    for (const Interval& o : v) {
+      if (o.begin > reach) {
+        const double g = span_us(reach, o.begin);
+        idle.push_back(g);
+        s.idle_us += g;
+        if (g > kLongGapUs) {
+          ++s.long_idle_gaps;
+          s.long_idle_us += g;
+        }
+        s.max_idle_us = std::max(s.max_idle_us, g);
+      }
+      reach = std::max(reach, o.end);
+    }
+    s.gpu_span_us += span_us(first, reach);
+  }
+  s.idle_gaps = int64_t(idle.size());
+  s.median_idle_us = median(idle);
+  return s;
 }
 
 }  // namespace
@@ -837,6 +957,7 @@ TraceAnalysis analyze(const Trace& t, size_t top_n) {
     PhaseStats p = compute(t, by_phase[ph], ph, top_n);
     a.phases.push_back(std::move(p));
   }
+  if (a.step_source == "nvtx") a.prefill = prefill_stats(t, by_phase["prefill"]);
   return a;
 }
 
@@ -856,6 +977,84 @@ std::string phase_row(const PhaseStats& p) {
              (long long)p.n_steps, p.median_step_us, p.busy_pct, p.per_step(double(p.kernels)), p.gap_pct,
              p.median_gap_us, p.per_step(double(p.host_syncs)), p.per_step(double(p.h2d)),
              p.per_step(double(p.d2h)), p.per_step(double(p.allocs)), p.per_step(double(p.graph_launches)));
+}
+
+// "layout" / "split-K reduce" for a kernel the prefill section flags, else "".
+const char* prefill_flag(const std::string& name) {
+  if (is_splitk_reduce_kernel(name)) return "split-K reduce";
+  if (is_layout_kernel(name)) return "layout";
+  return "";
+}
+
+// Kernels the prefill table lists; the rest get one summary line (--json lists every kernel).
+constexpr size_t kPrefillRows = 40;
+
+std::string format_prefill(const Trace& t, const PrefillStats& p) {
+  std::string s = "\n  prefill (NVTX range \"prefill\"";
+  s += p.ranges > 1 ? str_printf(", %lld ranges)", (long long)p.ranges) : ")";
+  if (p.tokens > 0)
+    s += str_printf(": %lld tokens in %.2f ms = %.0f tok/s", (long long)p.tokens, p.wall_us / 1e3, p.tokens_per_s);
+  else
+    s += str_printf(": %.2f ms", p.wall_us / 1e3);
+  s += str_printf("; %lld kernels (%zu distinct), %.2f ms of kernel time, GPU busy %.2f ms\n", (long long)p.kernels,
+                  p.kernel_list.size(), p.kernel_us / 1e3, p.busy_us / 1e3);
+  if (p.kernels > 0) {
+    s += str_printf("  GPU idle between the prefill's kernels/copies: %.1f us of its %.1f us on the GPU (%.1f%%) in %lld "
+                    "gaps, median %.2f us, largest %.1f us",
+                    p.idle_us, p.gpu_span_us, p.gpu_span_us > 0 ? 100.0 * p.idle_us / p.gpu_span_us : 0.0,
+                    (long long)p.idle_gaps, p.median_idle_us, p.max_idle_us);
+    if (p.long_idle_gaps > 0)
+      s += str_printf("; %lld over %.0f us (%.1f us: host work, e.g. building GEMM plans on a first pass)",
+                      (long long)p.long_idle_gaps, kLongGapUs, p.long_idle_us);
+    s += "\n";
+  }
+  if (p.hinted_us > 0)
+    s += str_printf("  launch-cost hints (the prefill's own launches): %s and %.3f GFLOP in %.1f us of hinted kernels\n",
+                    bytes_str(p.hinted_bytes).c_str(), p.hinted_flops / 1e9, p.hinted_us);
+  // The flag line: layout-change kernels (transposes, reformats, conversions, copies) and split-K
+  // reductions, which a well-laid-out prefill does not need.
+  if (p.layout_kernels.empty()) {
+    s += str_printf("  layout kernels (transpose/reformat/convert/copy/split-K reduce): none among the %zu distinct kernels\n",
+                    p.kernel_list.size());
+  } else {
+    s += str_printf("  layout kernels (transpose/reformat/convert/copy/split-K reduce): %.1f us = %.1f%% of the prefill's "
+                    "kernel time:",
+                    p.layout_us, p.layout_pct);
+    const char* sep = " ";
+    for (const KernelStat& k : p.layout_kernels) {
+      s += str_printf("%s%s (%s, %lld calls, %.1f us)", sep, k.name.c_str(), prefill_flag(k.name), (long long)k.count,
+                      k.total_us);
+      sep = ", ";
+    }
+    s += "\n";
+  }
+  if (p.kernel_list.empty()) return s;
+  bool any_cost = false;
+  for (const KernelStat& k : p.kernel_list) any_cost |= k.has_cost;
+  s += str_printf("\n  prefill kernels (by total time; %% of the prefill's kernel time%s)\n",
+                  any_cost ? "; GB/s and TFLOP/s from the prefill's launch-cost hints" : "");
+  s += "     #  time%   total ms    calls   mean us    GB/s  TFLOP/s  grid x block  flag            name\n";
+  int rank = 0;
+  double rest_us = 0;
+  size_t rest = 0;
+  for (const KernelStat& k : p.kernel_list) {
+    if (size_t(rank) >= kPrefillRows) {
+      ++rest;
+      rest_us += k.total_us;
+      continue;
+    }
+    std::string launch = str_printf("%dx%dx%d x %dx%dx%d", k.grid[0], k.grid[1], k.grid[2], k.block[0], k.block[1], k.block[2]);
+    std::string name = k.name.size() > 90 ? k.name.substr(0, 87) + "..." : k.name;
+    s += str_printf("  %4d %6.1f %10.3f %8lld %9.2f %7s %8s  %s  %-14s  %s\n", ++rank, k.pct_gpu, k.total_us / 1e3,
+                    (long long)k.count, k.mean_us, k.has_cost ? str_printf("%.0f", k.gbps).c_str() : "-",
+                    k.has_cost ? str_printf("%.2f", k.tflops).c_str() : "-", launch.c_str(), prefill_flag(k.name),
+                    name.c_str());
+  }
+  if (rest > 0)
+    s += str_printf("     (%zu more kernels, %.1f us: --json lists every one)\n", rest, rest_us);
+  if (!any_cost && t.source == "engine")
+    s += "     (no launch-cost hints for the prefill in this trace: cuBLASLt's kernels never have any)\n";
+  return s;
 }
 
 }  // namespace
@@ -998,15 +1197,14 @@ std::string format_report(const Trace& t, const TraceAnalysis& a) {
                       r.bytes > 0 ? bytes_str(r.per_range(r.bytes)).c_str() : "-");
     }
   }
+  if (a.prefill.present) s += format_prefill(t, a.prefill);
   return s;
 }
 
 namespace {
 
-json phase_json(const PhaseStats& p) {
-  json k = json::array();
-  for (const KernelStat& s : p.top_kernels)
-    k.push_back({{"name", s.name}, {"count", s.count}, {"total_us", s.total_us}, {"mean_us", s.mean_us},
+json kernel_json(const KernelStat& s) {
+  return {{"name", s.name}, {"count", s.count}, {"total_us", s.total_us}, {"mean_us", s.mean_us},
                  {"min_us", s.min_us}, {"max_us", s.max_us}, {"pct_gpu", s.pct_gpu},
                  {"grid", {s.grid[0], s.grid[1], s.grid[2]}}, {"block", {s.block[0], s.block[1], s.block[2]}},
                  {"registers", s.registers}, {"smem", s.smem}, {"category", kernel_category_name(s.category)},
@@ -1017,7 +1215,12 @@ json phase_json(const PhaseStats& p) {
                                 {"limiter", occupancy_limiter_name(s.occupancy.limiter)},
                                 {"limit_warps", s.occupancy.limit_warps}, {"limit_blocks", s.occupancy.limit_blocks},
                                 {"limit_regs", s.occupancy.limit_regs}, {"limit_smem", s.occupancy.limit_smem}}},
-                 {"waves", s.waves}});
+                 {"waves", s.waves}};
+}
+
+json phase_json(const PhaseStats& p) {
+  json k = json::array();
+  for (const KernelStat& s : p.top_kernels) k.push_back(kernel_json(s));
   json c = json::array();
   for (const CategoryStat& s : p.categories)
     c.push_back({{"category", kernel_category_name(s.category)}, {"count", s.count}, {"total_us", s.total_us},
@@ -1035,6 +1238,26 @@ json phase_json(const PhaseStats& p) {
           {"hinted_us", p.hinted_us}, {"top_kernels", k}, {"categories", c}};
 }
 
+json prefill_json(const PrefillStats& p) {
+  json k = json::array();
+  for (const KernelStat& s : p.kernel_list) {
+    json e = kernel_json(s);
+    e["flag"] = prefill_flag(s.name);
+    k.push_back(std::move(e));
+  }
+  json l = json::array();
+  for (const KernelStat& s : p.layout_kernels)
+    l.push_back({{"name", s.name}, {"flag", prefill_flag(s.name)}, {"count", s.count}, {"total_us", s.total_us},
+                 {"pct_gpu", s.pct_gpu}});
+  return {{"ranges", p.ranges}, {"tokens", p.tokens}, {"wall_us", p.wall_us}, {"tokens_per_s", p.tokens_per_s},
+          {"kernels", p.kernels}, {"kernel_us", p.kernel_us}, {"busy_us", p.busy_us},
+          {"gpu_span_us", p.gpu_span_us}, {"idle_us", p.idle_us}, {"idle_gaps", p.idle_gaps},
+          {"median_idle_us", p.median_idle_us}, {"max_idle_us", p.max_idle_us},
+          {"long_idle_gaps", p.long_idle_gaps}, {"long_idle_us", p.long_idle_us},
+          {"hinted_bytes", p.hinted_bytes}, {"hinted_flops", p.hinted_flops}, {"hinted_us", p.hinted_us},
+          {"kernel_list", k}, {"layout_kernels", l}, {"layout_us", p.layout_us}, {"layout_pct", p.layout_pct}};
+}
+
 }  // namespace
 
 std::string analysis_to_json(const TraceAnalysis& a, int indent) {
@@ -1049,6 +1272,7 @@ std::string analysis_to_json(const TraceAnalysis& a, int indent) {
                            {"kernels", r.kernels}, {"kernel_us", r.kernel_us}, {"launch_calls", r.launch_calls},
                            {"graph_launches", r.graph_launches}, {"host_syncs", r.host_syncs}, {"allocs", r.allocs},
                            {"copies", r.copies}, {"copy_bytes", r.copy_bytes}, {"bytes", r.bytes}});
+  if (a.prefill.present) j["prefill"] = prefill_json(a.prefill);
   return j.dump(indent);
 }
 
