@@ -1,6 +1,10 @@
 // The tensor-core small-batch matmul (src/cuda/matmul_mma_q8.cu): every supported type at 1..64
 // tokens, odd row counts, split-K with and without a workspace, bias / residual (aliasing y),
-// grouped Q/K/V, fused gate/up activation, many tiles per CTA, long rows, bit-identical reruns.
+// grouped Q/K/V, fused gate/up activation, many tiles per CTA, long rows, bit-identical reruns;
+// and the shapes a code review listed: the LM head (128256 x 4096) with the engine's workspace,
+// Q6_K's cols % 2048 rule, CUDA-graph replays against eager launches, fused GLU with split-K at
+// 17..64 tokens, > 20 tiles with workspaces too small for the wanted splits (GPU run:
+// bench/device_sanitize_new.sh, with compute-sanitizer).
 // Reference: double precision from the CPU dequantizer (src/quant). Tolerance: the bound of
 // matmul_mma_q8.cuh, sum_i |e_i| max|x_block(i)| / 64516 with e_i = w_i - o_i (o_i = the weight
 // of code 0, taken from the CPU dequantizer on a copy of the row with every code zeroed) for the
@@ -234,48 +238,69 @@ TEST(GpuMmaQ8, GroupedQkv) {
     }
 }
 
+// act(gate) * up and its tolerance from the gate / up references (the first `count` entries).
+void glu_expect(GluKind kind, const std::vector<double>& wg, const std::vector<double>& tg,
+                const std::vector<double>& wu, const std::vector<double>& tu, size_t count,
+                std::vector<double>& want, std::vector<double>& tol) {
+  want.resize(count);
+  tol.resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    const double a = wg[i];
+    const double act = kind == GluKind::SWIGLU
+                           ? a / (1.0 + std::exp(-a))
+                           : 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
+    want[i] = act * wu[i];
+    // |d act/da| <= 1.2 for both on the real line: error of act(g) u + act(g) err(u).
+    tol[i] = 1.2 * tg[i] * (std::fabs(wu[i]) + tu[i]) + std::fabs(act) * tu[i] + 1e-5 * std::fabs(want[i]) + 1e-6;
+  }
+}
+
+// One fused gate/up launch of n tokens (x holds at least n tokens; wg.. the references of at least
+// n tokens) with an engine-sized workspace; returns the plan it ran with.
+fathom::cuda::MmaQ8Plan check_glu(GluKind kind, const HostMat& g, const HostMat& u, const std::vector<float>& x,
+                                  int64_t n, const std::vector<double>& wg, const std::vector<double>& tg,
+                                  const std::vector<double>& wu, const std::vector<double>& tu) {
+  const int64_t rows = g.rows, cols = g.cols;
+  const std::string name = label(kind == GluKind::SWIGLU ? "swiglu" : "geglu", g.type, rows, cols, n);
+  SCOPED_TRACE(name);
+  std::vector<double> want, tol;
+  glu_expect(kind, wg, tg, wu, tu, size_t(n * rows), want, tol);
+  DeviceBuffer<uint8_t> dg(g.q), du(u.q);
+  DeviceBuffer<float> dx(x), dout(size_t(n * rows)), dup(size_t(n * rows));
+  dout.poison();
+  dup.poison();
+  Workspace ws(n, 2 * rows);
+  MmaQ8Params p;
+  p.type = g.type;
+  p.cols = cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.n_seg = 2;
+  p.seg[0] = MmaQ8Segment{dg.get(), rows, dout.get(), nullptr};
+  p.seg[1] = MmaQ8Segment{du.get(), rows, dup.get(), nullptr};
+  p.glu = true;
+  p.glu_kind = kind;
+  p.workspace = ws.buf.get();
+  p.workspace_bytes = ws.buf.size();
+  const fathom::cuda::MmaQ8Plan plan = fathom::cuda::mma_q8_plan(p);
+  fathom::cuda::launch_mma_q8(p, nullptr);
+  FATHOM_EXPECT_CLOSE(name, dout.download(), want, tol);
+  return plan;
+}
+
 TEST(GpuMmaQ8, FusedGateUpActivation) {
   FATHOM_REQUIRE_GPU();
   for (GluKind kind : {GluKind::SWIGLU, GluKind::GEGLU})
     for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0})
       for (int64_t n : {1, 8, 33}) {
         const int64_t rows = 333, cols = 2048;
-        SCOPED_TRACE(label(kind == GluKind::SWIGLU ? "swiglu" : "geglu", type, rows, cols, n));
         const HostMat g = make_mat(type, rows, cols, 11u + uint32_t(type));
         const HostMat u = make_mat(type, rows, cols, 12u + uint32_t(type));
         const std::vector<float> x = random_floats(size_t(n * cols), 13u + uint32_t(n));
         std::vector<double> wg, tg, wu, tu;
         reference(g, x, n, wg, tg);
         reference(u, x, n, wu, tu);
-        std::vector<double> want(wg.size()), tol(wg.size());
-        for (size_t i = 0; i < wg.size(); ++i) {
-          const double a = wg[i];
-          const double act = kind == GluKind::SWIGLU
-                                 ? a / (1.0 + std::exp(-a))
-                                 : 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
-          want[i] = act * wu[i];
-          // |d act/da| <= 1.2 for both on the real line: error of act(g) u + act(g) err(u).
-          tol[i] = 1.2 * tg[i] * (std::fabs(wu[i]) + tu[i]) + std::fabs(act) * tu[i] + 1e-5 * std::fabs(want[i]) + 1e-6;
-        }
-        DeviceBuffer<uint8_t> dg(g.q), du(u.q);
-        DeviceBuffer<float> dx(x), dout(size_t(n * rows)), dup(size_t(n * rows));
-        dout.poison();
-        dup.poison();
-        Workspace ws(n, 2 * rows);
-        MmaQ8Params p;
-        p.type = type;
-        p.cols = cols;
-        p.x = dx.get();
-        p.n_tokens = n;
-        p.n_seg = 2;
-        p.seg[0] = MmaQ8Segment{dg.get(), rows, dout.get(), nullptr};
-        p.seg[1] = MmaQ8Segment{du.get(), rows, dup.get(), nullptr};
-        p.glu = true;
-        p.glu_kind = kind;
-        p.workspace = ws.buf.get();
-        p.workspace_bytes = ws.buf.size();
-        fathom::cuda::launch_mma_q8(p, nullptr);
-        FATHOM_EXPECT_CLOSE("glu", dout.download(), want, tol);
+        check_glu(kind, g, u, x, n, wg, tg, wu, tu);
       }
 }
 
@@ -319,6 +344,370 @@ TEST(GpuMmaQ8, SupportsAndRejects) {
   p.cols = 256;
   p.n_tokens = 65;
   EXPECT_THROW(fathom::cuda::launch_mma_q8(p, nullptr), fathom::Error);
+}
+
+// ---- shapes from the code review: LM head, Q6_K column rule, CUDA graphs, GLU split-K, many
+// tiles with small workspaces ------------------------------------------------------------------
+
+// The engine's workspace rows for Llama-3-8B: max(2 n_ff, q + 2 kv, n_embd) = 2 x 14336 (engine.cpp).
+constexpr int64_t kEngineWsRows = 2 * 14336;
+
+// A workspace of exactly `bytes` bytes, zeroed (cudaMalloc: 256-byte aligned).
+struct RawWorkspace {
+  DeviceBuffer<uint8_t> buf;
+  explicit RawWorkspace(size_t bytes) {
+    buf.resize(bytes);
+    CUDA_CHECK(cudaMemset(buf.get(), 0, buf.size()));
+  }
+};
+// Bytes of a workspace with room for `splits` partials of `tiles` tiles at `nt` n-tiles.
+size_t ws_bytes_for(int64_t tiles, int splits, int nt) {
+  return fathom::cuda::kMmaQ8WorkspaceCounterBytes + size_t(tiles) * size_t(splits) * 1024 * size_t(nt) * sizeof(float);
+}
+
+// The arrival counters must be zero again after every launch (the workspace contract).
+void expect_counters_zero(const void* ws, const std::string& when) {
+  std::vector<int> c(fathom::cuda::kMmaQ8WorkspaceCounterBytes / sizeof(int));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemcpy(c.data(), ws, fathom::cuda::kMmaQ8WorkspaceCounterBytes, cudaMemcpyDeviceToHost));
+  const auto nonzero = std::count_if(c.begin(), c.end(), [](int v) { return v != 0; });
+  EXPECT_EQ(nonzero, 0) << when << ": split-K arrival counters left non-zero";
+}
+
+// Device copy of a rows x cols matrix whose row r is m's row r % m.rows: m.rows distinct rows are
+// uploaded once and doubled by device-to-device copies, so the LM head and the many-tile shapes
+// need no host quantization or reference of all their rows. With m.rows not a multiple of 256 the
+// tiles hold different rows, so a partial added to the wrong tile still shows.
+void upload_replicated(const HostMat& m, int64_t rows, DeviceBuffer<uint8_t>& dw) {
+  const size_t rb = ggml_row_bytes(m.type, m.cols);
+  const size_t total = rb * size_t(rows);
+  dw.resize(total);
+  size_t have = rb * size_t(std::min(rows, m.rows));
+  CUDA_CHECK(cudaMemcpy(dw.get(), m.q.data(), have, cudaMemcpyHostToDevice));
+  while (have < total) {  // [0, have) is a whole number of m.rows periods
+    const size_t c = std::min(have, total - have);
+    CUDA_CHECK(cudaMemcpy(dw.get() + have, dw.get(), c, cudaMemcpyDeviceToDevice));
+    have += c;
+  }
+}
+
+// (n, rows) from a reference (at least n tokens) of the base_rows distinct rows.
+std::vector<double> expand_replicated(const std::vector<double>& base, int64_t base_rows, int64_t rows, int64_t n) {
+  std::vector<double> out(size_t(n * rows));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) out[size_t(t * rows + r)] = base[size_t(t * base_rows + r % base_rows)];
+  return out;
+}
+
+std::string plan_text(const fathom::cuda::MmaQ8Plan& pl) {
+  return "S=" + std::to_string(pl.splits) + " grid=" + std::to_string(pl.grid) + " nt=" + std::to_string(pl.nt) +
+         " kstages=" + std::to_string(pl.kstages);
+}
+
+// y = x W (+ bias) over a replicated matrix (upload_replicated) with the given workspace (nullable);
+// compares every output and checks the counters; returns the plan.
+fathom::cuda::MmaQ8Plan check_replicated(const std::string& name, const HostMat& m, const DeviceBuffer<uint8_t>& dw,
+                                         int64_t rows, const DeviceBuffer<float>& dx, int64_t n,
+                                         const std::vector<double>& want_base, const std::vector<double>& tol_base,
+                                         const DeviceBuffer<float>* dbias, const std::vector<float>& bias, void* ws,
+                                         size_t ws_bytes) {
+  SCOPED_TRACE(name);
+  std::vector<double> want = expand_replicated(want_base, m.rows, rows, n);
+  const std::vector<double> tol = expand_replicated(tol_base, m.rows, rows, n);
+  if (dbias)
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < rows; ++r) want[size_t(t * rows + r)] += bias[size_t(r)];
+  DeviceBuffer<float> dy(size_t(n * rows));
+  dy.poison();
+  MmaQ8Params p;
+  p.type = m.type;
+  p.cols = m.cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.seg[0] = MmaQ8Segment{dw.get(), rows, dy.get(), dbias ? dbias->get() : nullptr};
+  p.workspace = ws;
+  p.workspace_bytes = ws ? ws_bytes : 0;
+  EXPECT_TRUE(fathom::cuda::mma_q8_supports(m.type, n, m.cols));
+  const fathom::cuda::MmaQ8Plan plan = fathom::cuda::mma_q8_plan(p);
+  fathom::cuda::launch_mma_q8(p, nullptr);
+  FATHOM_EXPECT_CLOSE(name, dy.download(), want, tol);
+  if (ws) expect_counters_zero(ws, name);
+  std::printf("[mmq-shape] %s: workspace %zu bytes, %s\n", name.c_str(), ws ? ws_bytes : size_t(0),
+              plan_text(plan).c_str());
+  return plan;
+}
+
+TEST(GpuMmaQ8, LmHeadShape) {
+  // The Llama-3-8B LM head, 128256 x 4096 (501 tiles), Q6_K and Q8_0, at 2, 16 and 32 tokens with
+  // the engine's workspace: mma_q8_workspace_bytes(min(rows of a batch, 64), 2 n_ff) -- the LM
+  // head's rows are not in it, so its 32 MB cap decides (at 32 tokens the tokens run in chunks) --
+  // and with the workspace of an engine sized for exactly n tokens. Rows replicate 509 distinct ones.
+  FATHOM_REQUIRE_GPU();
+  const int64_t rows = 128256, cols = 4096, base_rows = 509, max_n = 32;
+  const std::vector<float> x = random_floats(size_t(max_n * cols), 4242);
+  DeviceBuffer<float> dx(x);
+  Workspace ws64(64, kEngineWsRows);
+  for (GgmlType type : {GgmlType::Q6_K, GgmlType::Q8_0}) {
+    const HostMat m = make_mat(type, base_rows, cols, 77u + uint32_t(type));
+    std::vector<double> want, tol;
+    reference(m, x, max_n, want, tol);
+    DeviceBuffer<uint8_t> dw;
+    upload_replicated(m, rows, dw);
+    for (int64_t n : {2, 16, 32}) {
+      Workspace wsn(n, kEngineWsRows);
+      check_replicated(label("lm_head", type, rows, cols, n) + ",ws=engine(64)", m, dw, rows, dx, n, want, tol,
+                       nullptr, {}, ws64.buf.get(), ws64.buf.size());
+      check_replicated(label("lm_head", type, rows, cols, n) + ",ws=engine(n)", m, dw, rows, dx, n, want, tol,
+                       nullptr, {}, wsn.buf.get(), wsn.buf.size());
+    }
+  }
+}
+
+TEST(GpuMmaQ8, Q6KColumnRule) {
+  // Q6_K rows are 210 bytes per 256 weights, so 16-byte rows need cols % 2048 == 0.
+  FATHOM_REQUIRE_GPU();
+  for (int64_t cols : {2048, 4096, 6144, 14336})
+    EXPECT_TRUE(fathom::cuda::mma_q8_supports(GgmlType::Q6_K, 8, cols)) << "cols " << cols;
+  for (int64_t cols : {256, 1024, 2560, 3072, 4352, 5120, 7168})
+    EXPECT_FALSE(fathom::cuda::mma_q8_supports(GgmlType::Q6_K, 8, cols)) << "cols " << cols;
+  MmaQ8Params p;  // launch refuses what supports rejects, before it looks at any pointer
+  p.type = GgmlType::Q6_K;
+  p.cols = 3072;
+  p.n_tokens = 4;
+  EXPECT_THROW(fathom::cuda::launch_mma_q8(p, nullptr), fathom::Error);
+  // 4096 columns (the Llama-3-8B Q6_K attention / FFN-input rows): every n-tile class.
+  for (int64_t n : {1, 2, 8, 17, 33, 64}) check_plain(GgmlType::Q6_K, 333, 4096, n, false, false);
+  check_plain(GgmlType::Q6_K, 129, 4096, 5, true, true);
+}
+
+TEST(GpuMmaQ8, FusedGateUpSplitK) {
+  // 200 gate + 200 up rows over 4096 columns: 2 GLU tiles of 16 stages, so the planner splits K at
+  // 17, 33 and 64 tokens (64: x needs several splits to fit shared memory anyway).
+  FATHOM_REQUIRE_GPU();
+  const int64_t rows = 200, cols = 4096, max_n = 64;
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
+    const HostMat g = make_mat(type, rows, cols, 21u + uint32_t(type));
+    const HostMat u = make_mat(type, rows, cols, 22u + uint32_t(type));
+    const std::vector<float> x = random_floats(size_t(max_n * cols), 23u + uint32_t(type));
+    std::vector<double> wg, tg, wu, tu;  // 64 tokens; n < 64 uses the first n tokens' entries
+    reference(g, x, max_n, wg, tg);
+    reference(u, x, max_n, wu, tu);
+    for (GluKind kind : {GluKind::SWIGLU, GluKind::GEGLU})
+      for (int64_t n : {17, 33, 64}) {
+        const fathom::cuda::MmaQ8Plan plan = check_glu(kind, g, u, x, n, wg, tg, wu, tu);
+        EXPECT_GT(plan.splits, 1) << label("glu", type, rows, cols, n) << " should split K: " << plan_text(plan);
+      }
+  }
+}
+
+TEST(GpuMmaQ8, ManyTilesAndSmallWorkspace) {
+  // More than 20 row tiles (rows replicate 300 distinct ones; 40000 rows: several tiles per CTA)
+  // with (a) the engine-sized workspace, (b) room for half the splits the planner wanted with it
+  // (it must take fewer, or run the tokens in chunks), and at 64 tokens (c) room for 3 splits
+  // (x of 64 tokens fits shared memory only with 4+ splits, so the tokens run in chunks) and
+  // (d) no workspace (chunks down to where one split fits).
+  FATHOM_REQUIRE_GPU();
+  struct Case {
+    GgmlType type;
+    int64_t rows, cols, n;
+  };
+  const Case cases[] = {{GgmlType::Q4_K, 6000, 4096, 8},  {GgmlType::Q6_K, 6000, 4096, 17},
+                        {GgmlType::Q8_0, 5400, 2048, 33}, {GgmlType::Q4_K, 40000, 4096, 4},
+                        {GgmlType::Q4_K, 6000, 4096, 64}, {GgmlType::Q6_K, 6000, 4096, 64}};
+  const int64_t base_rows = 300;
+  for (const Case& c : cases) {
+    const uint32_t seed = uint32_t(c.rows + c.n * 7 + int(c.type) * 100);
+    const HostMat m = make_mat(c.type, base_rows, c.cols, seed);
+    const std::vector<float> x = random_floats(size_t(c.n * c.cols), seed + 1);
+    const std::vector<float> bias = random_floats(size_t(c.rows), seed + 2);
+    std::vector<double> want, tol;
+    reference(m, x, c.n, want, tol);
+    DeviceBuffer<uint8_t> dw;
+    upload_replicated(m, c.rows, dw);
+    DeviceBuffer<float> dx(x), db(bias);
+    const int64_t tiles = (c.rows + 255) / 256;
+    const std::string name = label("many_tiles", c.type, c.rows, c.cols, c.n);
+    Workspace ws(c.n, c.rows);
+    const fathom::cuda::MmaQ8Plan full =
+        check_replicated(name + ",ws=engine", m, dw, c.rows, dx, c.n, want, tol, &db, bias, ws.buf.get(), ws.buf.size());
+    if (full.splits > 1) {
+      RawWorkspace half(ws_bytes_for(tiles, std::max(1, full.splits / 2), full.nt));
+      const fathom::cuda::MmaQ8Plan pl = check_replicated(name + ",ws=half", m, dw, c.rows, dx, c.n, want, tol, &db,
+                                                          bias, half.buf.get(), half.buf.size());
+      EXPECT_TRUE(pl.splits < full.splits || pl.nt < full.nt)
+          << name << ": half the workspace, yet " << plan_text(pl) << " (engine workspace: " << plan_text(full) << ")";
+    }
+    if (c.n == 64) {
+      RawWorkspace three(ws_bytes_for(tiles, 3, 16));
+      const fathom::cuda::MmaQ8Plan pl = check_replicated(name + ",ws=3-splits", m, dw, c.rows, dx, c.n, want, tol,
+                                                          nullptr, bias, three.buf.get(), three.buf.size());
+      EXPECT_LT(pl.nt, 16) << name << ": expected the tokens in chunks, got " << plan_text(pl);
+      const fathom::cuda::MmaQ8Plan none =
+          check_replicated(name + ",no-workspace", m, dw, c.rows, dx, c.n, want, tol, &db, bias, nullptr, 0);
+      EXPECT_EQ(none.splits, 1);
+    }
+  }
+}
+
+TEST(GpuMmaQ8, CudaGraphReplaysMatchEager) {
+  // The engine captures its decode step in a CUDA graph. Four launches -- split-K with bias and
+  // residual (Q4_K 1024 x 4096, 12 tokens), split-K fused SwiGLU (Q6_K 200 + 200 x 4096, 17
+  // tokens), grouped Q/K/V (Q8_0, 5 tokens) on one shared workspace, and a launch whose 64 tokens
+  // run in chunks on a small second workspace (Q4_K 300 x 4096) -- captured once (PDL as the engine
+  // launches) and replayed 4 times with new x each time. After every replay the arrival counters are
+  // zero, the outputs equal eager launches of the same x bit for bit and differ from the previous
+  // replay's; the first replay is also checked against the CPU reference.
+  FATHOM_REQUIRE_GPU();
+  const int64_t cols = 4096, max_n = 64;
+  const int64_t n1 = 12, n2 = 17, n3 = 64, n4 = 5;
+  const int64_t r1 = 1024, r2 = 200, r3 = 300;
+  const int64_t rq[3] = {512, 128, 128};
+  const HostMat m1 = make_mat(GgmlType::Q4_K, r1, cols, 31);
+  const HostMat g2 = make_mat(GgmlType::Q6_K, r2, cols, 32);
+  const HostMat u2 = make_mat(GgmlType::Q6_K, r2, cols, 33);
+  const HostMat m3 = make_mat(GgmlType::Q4_K, r3, cols, 34);
+  std::vector<HostMat> mq;
+  for (int s = 0; s < 3; ++s) mq.push_back(make_mat(GgmlType::Q8_0, rq[s], cols, 35u + uint32_t(s)));
+  const std::vector<float> b1 = random_floats(size_t(r1), 40), res1 = random_floats(size_t(n1 * r1), 41);
+  const std::vector<float> bq0 = random_floats(size_t(rq[0]), 42);
+  DeviceBuffer<uint8_t> dw1(m1.q), dg2(g2.q), du2(u2.q), dw3(m3.q), dq0(mq[0].q), dq1(mq[1].q), dq2(mq[2].q);
+  DeviceBuffer<float> dx(size_t(max_n * cols)), db1(b1), dres1(res1), dbq0(bq0);
+  Workspace ws(max_n, r1);
+  RawWorkspace ws2(ws_bytes_for((r3 + 255) / 256, 3, 16));
+  // Outputs: [0] = graph, [1] = eager; y1, gate out, up scratch, y3, q, k, v.
+  constexpr int kOuts = 7;
+  const int64_t out_n[kOuts] = {n1 * r1, n2 * r2, n2 * r2, n3 * r3, n4 * rq[0], n4 * rq[1], n4 * rq[2]};
+  DeviceBuffer<float> out[2][kOuts];
+  for (auto& set : out)
+    for (int k = 0; k < kOuts; ++k) set[k].resize(size_t(out_n[k]));
+
+  auto params = [&](int set) {
+    std::vector<MmaQ8Params> ps(4);
+    DeviceBuffer<float>* o = out[set];
+    MmaQ8Params& p1 = ps[0];
+    p1.type = GgmlType::Q4_K;
+    p1.cols = cols;
+    p1.x = dx.get();
+    p1.n_tokens = n1;
+    p1.seg[0] = MmaQ8Segment{dw1.get(), r1, o[0].get(), db1.get()};
+    p1.residual = dres1.get();
+    p1.workspace = ws.buf.get();
+    p1.workspace_bytes = ws.buf.size();
+    MmaQ8Params& p2 = ps[1];
+    p2.type = GgmlType::Q6_K;
+    p2.cols = cols;
+    p2.x = dx.get();
+    p2.n_tokens = n2;
+    p2.n_seg = 2;
+    p2.seg[0] = MmaQ8Segment{dg2.get(), r2, o[1].get(), nullptr};
+    p2.seg[1] = MmaQ8Segment{du2.get(), r2, o[2].get(), nullptr};
+    p2.glu = true;
+    p2.glu_kind = GluKind::SWIGLU;
+    p2.workspace = ws.buf.get();
+    p2.workspace_bytes = ws.buf.size();
+    MmaQ8Params& p3 = ps[2];
+    p3.type = GgmlType::Q8_0;
+    p3.cols = cols;
+    p3.x = dx.get();
+    p3.n_tokens = n4;
+    p3.n_seg = 3;
+    p3.seg[0] = MmaQ8Segment{dq0.get(), rq[0], o[4].get(), dbq0.get()};
+    p3.seg[1] = MmaQ8Segment{dq1.get(), rq[1], o[5].get(), nullptr};
+    p3.seg[2] = MmaQ8Segment{dq2.get(), rq[2], o[6].get(), nullptr};
+    p3.workspace = ws.buf.get();
+    p3.workspace_bytes = ws.buf.size();
+    MmaQ8Params& p4 = ps[3];
+    p4.type = GgmlType::Q4_K;
+    p4.cols = cols;
+    p4.x = dx.get();
+    p4.n_tokens = n3;
+    p4.seg[0] = MmaQ8Segment{dw3.get(), r3, o[3].get(), nullptr};
+    p4.workspace = ws2.buf.get();
+    p4.workspace_bytes = ws2.buf.size();
+    return ps;
+  };
+  {
+    const std::vector<MmaQ8Params> ps = params(0);
+    const char* what[4] = {"plain", "glu", "qkv", "chunked"};
+    for (int i = 0; i < 4; ++i)
+      std::printf("[mmq-graph] %s: %s\n", what[i], plan_text(fathom::cuda::mma_q8_plan(ps[size_t(i)])).c_str());
+    EXPECT_GT(fathom::cuda::mma_q8_plan(ps[0]).splits, 1) << "the plain launch should split K";
+    EXPECT_GT(fathom::cuda::mma_q8_plan(ps[1]).splits, 1) << "the GLU launch should split K";
+    EXPECT_LT(fathom::cuda::mma_q8_plan(ps[3]).nt, 16) << "64 tokens on 3 splits' room should run in chunks";
+  }
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto launch_all = [&](int set) {
+    for (const MmaQ8Params& p : params(set)) fathom::cuda::launch_mma_q8(p, stream);
+  };
+  auto poison = [&](int set) {
+    for (int k = 0; k < kOuts; ++k) out[set][k].poison();
+    CUDA_CHECK(cudaDeviceSynchronize());  // the memsets run on the legacy stream
+  };
+  // Eager first, outside capture (module loading, the shared-memory opt-in and the planner's
+  // caches), as the engine's first eager step does.
+  dx.upload(random_floats(size_t(max_n * cols), 999));
+  launch_all(1);
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  launch_all(0);
+  CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+
+  std::vector<std::vector<float>> prev;
+  for (int replay = 0; replay < 4; ++replay) {
+    SCOPED_TRACE("replay " + std::to_string(replay));
+    const std::vector<float> x = random_floats(size_t(max_n * cols), 1000u + uint32_t(replay));
+    dx.upload(x);
+    poison(0);
+    CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    CUDA_CHECK(cudaGetLastError());
+    expect_counters_zero(ws.buf.get(), "graph replay " + std::to_string(replay) + ", shared workspace");
+    expect_counters_zero(ws2.buf.get(), "graph replay " + std::to_string(replay) + ", small workspace");
+    std::vector<std::vector<float>> got(kOuts);
+    for (int k = 0; k < kOuts; ++k) got[size_t(k)] = out[0][k].download();
+    poison(1);
+    launch_all(1);
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    expect_counters_zero(ws.buf.get(), "eager after replay " + std::to_string(replay) + ", shared workspace");
+    expect_counters_zero(ws2.buf.get(), "eager after replay " + std::to_string(replay) + ", small workspace");
+    for (int k = 0; k < kOuts; ++k) {
+      if (k == 2) continue;  // the GLU's up scratch is not written
+      const std::vector<float> eager = out[1][k].download();
+      EXPECT_EQ(0, std::memcmp(got[size_t(k)].data(), eager.data(), eager.size() * sizeof(float)))
+          << "output " << k << ": graph replay differs from the eager launch";
+      if (!prev.empty())
+        EXPECT_NE(0, std::memcmp(got[size_t(k)].data(), prev[size_t(k)].data(), eager.size() * sizeof(float)))
+            << "output " << k << ": replay did not see the new x";
+    }
+    if (replay == 0) {
+      std::vector<double> want, tol, wg, tg, wu, tu;
+      reference(m1, x, n1, want, tol);
+      for (int64_t t = 0; t < n1; ++t)
+        for (int64_t r = 0; r < r1; ++r) want[size_t(t * r1 + r)] += b1[size_t(r)] + res1[size_t(t * r1 + r)];
+      FATHOM_EXPECT_CLOSE("graph plain", got[0], want, tol);
+      reference(g2, x, n2, wg, tg);
+      reference(u2, x, n2, wu, tu);
+      glu_expect(GluKind::SWIGLU, wg, tg, wu, tu, size_t(n2 * r2), want, tol);
+      FATHOM_EXPECT_CLOSE("graph glu", got[1], want, tol);
+      reference(m3, x, n3, want, tol);
+      FATHOM_EXPECT_CLOSE("graph chunked", got[3], want, tol);
+      for (int s = 0; s < 3; ++s) {
+        reference(mq[size_t(s)], x, n4, want, tol);
+        if (s == 0)
+          for (int64_t t = 0; t < n4; ++t)
+            for (int64_t r = 0; r < rq[0]; ++r) want[size_t(t * rq[0] + r)] += bq0[size_t(r)];
+        FATHOM_EXPECT_CLOSE("graph qkv segment " + std::to_string(s), got[size_t(4 + s)], want, tol);
+      }
+    }
+    prev = std::move(got);
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 // ---- benchmark ------------------------------------------------------------------------------
