@@ -53,6 +53,7 @@
 
 #include "cuda/attention_decode.cuh"
 #include "cuda/cuda_check.cuh"
+#include "cuda/device_info.h"
 #include "cuda/ops.cuh"
 #include "cuda/pdl.cuh"
 
@@ -478,12 +479,7 @@ __global__ void __launch_bounds__(128) attention_prefill_kernel(const __grid_con
   }
 }
 
-int sm_count() {
-  int dev = 0, n = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  return n;
-}
+int sm_count() { return device_info().sm_count; }
 
 // Decode split plan from host-side bounds only (same answer at capture and replay).
 // Target 4 blocks per SM (about the register-limited residency of the G = 4 kernels).

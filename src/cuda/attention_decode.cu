@@ -61,6 +61,7 @@
 #include <utility>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/device_info.h"
 #include "cuda/pdl.cuh"
 
 namespace fathom::cuda {
@@ -512,7 +513,7 @@ DecodeDevice decode_device(int head_dim) {
   auto it = cache.find({dev, head_dim});
   if (it != cache.end()) return it->second;
   DecodeDevice info;
-  CUDA_CHECK(cudaDeviceGetAttribute(&info.n_sms, cudaDevAttrMultiProcessorCount, dev));
+  info.n_sms = device_info().sm_count;
   auto query = [&](auto kernel) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                     int(cudaSharedmemCarveoutMaxShared)));

@@ -45,6 +45,7 @@
 #include <unordered_map>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/device_info.h"
 #include "cuda/pdl.cuh"
 #include "fathom/error.h"
 
@@ -874,23 +875,6 @@ bool dispatch_q8(GgmlType t, F&& f) {
     case GgmlType::Q6_K: f(std::integral_constant<GgmlType, GgmlType::Q6_K>{}); return true;
     default: return false;
   }
-}
-
-struct DeviceInfo {
-  int device = -1;
-  int sm_count = 0;
-  int max_smem_optin = 0;
-};
-DeviceInfo device_info() {
-  static thread_local DeviceInfo info;
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev != info.device) {
-    CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&info.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    info.device = dev;
-  }
-  return info;
 }
 
 template <GgmlType T, int NB>

@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/device_info.h"
 #include "cuda/matmul_mma_q8_kernel.cuh"
 #include "cuda/pdl.cuh"
 #include "fathom/error.h"
@@ -83,23 +84,6 @@ void type_launch(GgmlType t, int nt, const Args& a, unsigned grid, size_t smem, 
     case GgmlType::Q6_K: mmq_launch_q6_k(nt, a, grid, smem, stream); break;
     default: FATHOM_CHECK(false, "mma_q8: weight type ", ggml_type_name(t), " has no tensor-core kernel");
   }
-}
-
-struct DeviceInfo {
-  int device = -1;
-  int sm_count = 0;
-  int max_smem_optin = 0;
-};
-DeviceInfo device_info() {
-  static thread_local DeviceInfo info;
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev != info.device) {
-    CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&info.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    info.device = dev;
-  }
-  return info;
 }
 
 // CTAs per SM for a kernel and shared-memory size (cached; also opts the kernel in to the device's
