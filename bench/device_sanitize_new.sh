@@ -25,6 +25,14 @@ stamp "tests (old)"
 timeout 45 $T --gtest_filter="GpuMmaQ8.*-$NEW" >"$OUT/tests_old.log" 2>&1
 echo "old GpuMmaQ8 tests rc=$?"; summary "$OUT/tests_old.log" 20
 
+# The profile's prefill section (it had run only on hand-built traces) and the decode step's kernel
+# table that the batch-1 GEMV work starts from.
+stamp "profiles"
+timeout 45 $B profile --synthetic llama3-8b --type F16 --prefill 512 -n 1 >"$OUT/profile_prefill_f16.txt" 2>&1
+echo "profile prefill rc=$?"; grep -A25 -i "prefill" "$OUT/profile_prefill_f16.txt" | head -40
+timeout 45 $B profile --synthetic llama3-8b --type Q4_K_M -n 16 >"$OUT/profile_decode_q4km.txt" 2>&1
+echo "profile decode rc=$?"; head -45 "$OUT/profile_decode_q4km.txt"
+
 # Sanitizers in parallel: each process gets its own gtest TempDir (the engine tests write their
 # tiny GGUF models there under fixed names).
 san() {  # name tool timeout filter
@@ -35,12 +43,12 @@ san() {  # name tool timeout filter
   echo "rc=$?" >>"$OUT/$name.log"
 }
 stamp "sanitizers (parallel)"
-san memcheck_mmq memcheck 300 "$MMQ" &
-san memcheck_others memcheck 300 "$OTHERS" &
+san memcheck_mmq memcheck 270 "$MMQ" &
+san memcheck_others memcheck 270 "$OTHERS" &
 san memcheck_lmhead memcheck 120 'GpuMmaQ8.LmHeadShape' &
-san racecheck_mmq racecheck 300 "$MMQ" &
-san racecheck_gemmsplit racecheck 300 'GpuGemmSplit.*' &
-san initcheck_mmq initcheck 300 "$MMQ" &
+san racecheck_mmq racecheck 270 "$MMQ" &
+san racecheck_gemmsplit racecheck 270 'GpuGemmSplit.*' &
+san initcheck_mmq initcheck 270 "$MMQ" &
 wait
 stamp "sanitizers done"
 for name in memcheck_mmq memcheck_others memcheck_lmhead racecheck_mmq racecheck_gemmsplit initcheck_mmq; do
