@@ -88,7 +88,7 @@ void type_launch(GgmlType t, int nt, const Args& a, unsigned grid, size_t smem, 
 
 // CTAs per SM for a kernel and shared-memory size (cached; also opts the kernel in to the device's
 // whole shared memory once per device).
-int blocks_per_sm(const void* kernel, size_t smem, const DeviceInfo& dev) {
+int blocks_per_sm(const void* kernel, int threads, size_t smem, const DeviceInfo& dev) {
   static std::mutex mu;
   static std::unordered_map<uint64_t, bool> opted;
   static std::unordered_map<uint64_t, int> occ;
@@ -102,7 +102,7 @@ int blocks_per_sm(const void* kernel, size_t smem, const DeviceInfo& dev) {
   auto it = occ.find(key);
   if (it == occ.end()) {
     int b = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kThreads, smem));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, threads, smem));
     it = occ.emplace(key, b > 0 ? b : 1).first;
   }
   return it->second;
@@ -116,7 +116,7 @@ int blocks_per_sm(const void* kernel, size_t smem, const DeviceInfo& dev) {
 // Worked example, H200 (132 SMs), Q4_K 4096 x 4096 at 8 tokens (16 tiles, 16 stages): S = 8 runs
 // 128 CTAs of 2 stages each (cost 2.7); S = 4 leaves half the SMs idle (cost 4.9).
 struct PlanIn {
-  int n_tiles, n_kst, nt, n_tokens, row_stage_bytes;
+  int n_tiles, n_kst, nt, n_tokens, row_stage_bytes, threads;
   size_t ring, smem_limit, partial_floats;
   const void* kernel;
 };
@@ -131,12 +131,13 @@ MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
   for (int S = 1; S <= s_max; ++S) {
     if (forced > 0 && S != std::min(forced, s_max)) continue;
     const int kst = (in.n_kst + S - 1) / S;
-    const size_t smem = in.ring + x_bytes(in.nt, kst * kStageK) + 16;  // + the last-CTA flag
+    // ring, x planes and scales, the warps' decoded-scale buffers, the last-CTA flag
+    const size_t smem = in.ring + x_bytes(in.nt, kst * kStageK) + kScaleBytes + 16;
     if (smem > in.smem_limit) continue;
     if (S > 1 && (in.n_tiles > kCounters ||
                   size_t(in.n_tiles) * size_t(S) * 1024 * size_t(in.nt) > in.partial_floats))
       continue;
-    const int bps = blocks_per_sm(in.kernel, smem, dev);
+    const int bps = blocks_per_sm(in.kernel, in.threads, smem, dev);
     const int slots = dev.sm_count * bps;
     const int G = std::max(1, std::min(in.n_tiles, slots / S));
     const int grid = G * S;
@@ -218,6 +219,7 @@ Prepared prepare(const MmaQ8Params& p) {
       in.n_tiles = tiles;
       in.n_kst = a.n_kst;
       in.nt = NT;
+      in.threads = kThreadsOf<NT>;
       in.n_tokens = int(p.n_tokens);
       in.row_stage_bytes = Fmt<T>::bytes;
       in.ring = ring_bytes<T, NT>();

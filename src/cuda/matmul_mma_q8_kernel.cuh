@@ -42,9 +42,14 @@
 
 namespace fathom::cuda::mmq {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kTileRows = 256;  // weight rows per tile: 8 warps x 2 m16 tiles
+constexpr int kTileRows = 256;  // weight rows per tile: 16 warps x 1 m16 tile, or 8 x 2
+// m16 tiles per warp: 1 (16 warps, <= 128 registers: 4 warps per scheduler to hide the ldmatrix /
+// mma / shared-load chains) at <= 16 tokens; 2 (8 warps) at 32-64 tokens, whose accumulators and
+// B fragments need 200-255 registers. (8 warps everywhere measured ~1 instruction per SM cycle at
+// 1 token, a quarter of the issue rate: docs/perf/mma_q8.md.)
+template <int NT> constexpr int kMT = NT <= 4 ? 1 : 2;
+template <int NT> constexpr int kWarpsOf = 8 * 2 / kMT<NT>;
+template <int NT> constexpr int kThreadsOf = 32 * kWarpsOf<NT>;
 constexpr int kStageK = 256;    // weights of a row per pipeline stage
 constexpr int kCounters = int(kMmaQ8WorkspaceCounterBytes / sizeof(int));
 constexpr int kMaxSplits = 64;
@@ -204,47 +209,107 @@ template <int NT> constexpr int kPairs = (NT + 1) / 2;
 template <int NT> constexpr int kPerPair = NT < 2 ? NT : 2;
 
 // ---- per-type stage compute ---------------------------------------------------------------------
-// One ring slot (256 rows x 256 k) for this warp's 32 rows: acc[m][h][j] += row (32 w + 16 m + 8 h
-// + g) . token (4 j + t) over the slot's k. wrow: the warp's first row in the slot (generic
+// One ring slot (256 rows x 256 k) for this warp's 16 MT rows: acc[m][h][j] += row (16 MT w + 16 m
+// + 8 h + g) . token (4 j + t) over the slot's k. wrow: the warp's first row in the slot (generic
 // pointer), wrow_s: its shared address plus this lane's ldmatrix offset. kk: the slot's stage
-// index within the CTA's K range. off: byte offset of the data in each row (Q6_K only).
+// index within the CTA's K range. off: byte offset of the data in each row (Q6_K only). scl: the
+// warp's decoded-scale rows (below).
 struct StageCtx {
   const uint8_t* wrow;
   uint32_t wrow_s;
   int kk;
   int off;
+  float* scl;
 };
+
+// Decoded scales: at the start of each stage the warp turns its rows' packed scales into fp32
+// products once (lanes < 16 MT, one row each) in a private shared buffer, which the fragment code
+// then reads with one vector load per row and scale pair. Before, each of the 4 lanes of a quad
+// decoded the same 6-bit scales for every (row, sub-block) it touched: ~290 of the ~630
+// instructions per warp-stage at 1 token for Q4_K (docs/perf/mma_q8.md).
+//   Q4_K / Q5_K: per row, per sub-block pair p: float4 {d sc[2p], d sc[2p+1], dmin m[2p],
+//     dmin m[2p+1]}: 64-byte rows (the 8 lanes of a 16-byte-load phase read 2 rows: no conflict).
+//   Q6_K: per row the 16 products d sc[i], 72-byte rows (float2 reads of 4 rows per phase hit
+//     distinct banks).
+constexpr int kScaleRowBytes = 72;
+constexpr int kScaleBytes = kTileRows * kScaleRowBytes;  // the CTA's buffers (16 MT rows per warp)
+
+__device__ __forceinline__ float half_lo(uint32_t w) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xFFFFu)));
+}
+__device__ __forceinline__ float half_hi(uint32_t w) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+}
+
+template <int P>
+__device__ __forceinline__ float4 k4_pair_f(const uint4& hdr, float d, float dmin) {
+  uint32_t sc, mn;
+  k4_pair<P>(hdr, sc, mn);
+  return make_float4(d * ubyte_f(sc, 0), d * ubyte_f(sc, 1), dmin * ubyte_f(mn, 0), dmin * ubyte_f(mn, 1));
+}
+
+template <int MT, bool Q5>
+__device__ __forceinline__ void k45_scales(const StageCtx& s, int lane) {
+  constexpr int P = Q5 ? 176 : 144;
+  __syncwarp();  // every lane is done reading the previous stage's scales
+  if (lane < 16 * MT) {
+    const uint4 hdr = *reinterpret_cast<const uint4*>(s.wrow + lane * P);
+    const float d = half_lo(hdr.x), dmin = half_hi(hdr.x);
+    float4* o = reinterpret_cast<float4*>(s.scl) + 4 * lane;
+    o[0] = k4_pair_f<0>(hdr, d, dmin);
+    o[1] = k4_pair_f<1>(hdr, d, dmin);
+    o[2] = k4_pair_f<2>(hdr, d, dmin);
+    o[3] = k4_pair_f<3>(hdr, d, dmin);
+  }
+  __syncwarp();
+}
+
+template <int MT, bool A>
+__device__ __forceinline__ void q6k_scales(const StageCtx& s, int lane) {
+  __syncwarp();
+  if (lane < 16 * MT) {
+    const uint8_t* b = s.wrow + lane * 240 + s.off;
+    const float d = half_at(b + 208);
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = lds32<A>(b + 192 + 4 * i);
+    float2* o = reinterpret_cast<float2*>(s.scl + lane * (kScaleRowBytes / 4));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = make_float2(d * sbyte_f(w[i >> 1], 2 * (i & 1)), d * sbyte_f(w[i >> 1], 2 * (i & 1) + 1));
+  }
+  __syncwarp();
+}
 
 // Q4_K (Q5 false) / Q5_K (Q5 true): sub-block pair Pp (sub-blocks 2 Pp, 2 Pp + 1) of the stage.
 // Code bytes 32 Pp .. 32 Pp + 31 hold elements 64 Pp + l (low nibble) and 64 Pp + 32 + l (high
 // nibble): one ldmatrix.x4 of the 16 rows x 32 bytes is the packed A fragment of both.
 template <int NT, bool Q5, int Pp>
-__device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int t, const uint4 (&hdr)[2][2],
-                                         const float (&d)[2][2], const float (&dmin)[2][2],
-                                         const uint32_t (&qh)[2][4], float (&acc)[2][2][NT]) {
+__device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int g, int t,
+                                         const uint32_t (&qh)[kMT<NT>][4], float (&acc)[kMT<NT>][2][NT]) {
+  constexpr int MT = kMT<NT>;
   constexpr int P = Q5 ? 176 : 144;
   constexpr int kQs = Q5 ? 48 : 16;
-  uint32_t q[2][4];
-  float S[2][2][2], M[2][2][2];  // [m][h][sub-block of the pair]
+  uint32_t q[MT][4];
+  float S[MT][2][2], M[MT][2][2];  // [m][h][sub-block of the pair]
+  const float4* scl = reinterpret_cast<const float4*>(s.scl);
 #pragma unroll
-  for (int m = 0; m < 2; ++m) {
+  for (int m = 0; m < MT; ++m) {
     ldsm_x4(s.wrow_s + 16 * m * P + kQs + 32 * Pp, q[m][0], q[m][1], q[m][2], q[m][3]);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      uint32_t sc, mn;
-      k4_pair<Pp>(hdr[m][h], sc, mn);
-      S[m][h][0] = d[m][h] * ubyte_f(sc, 0);
-      S[m][h][1] = d[m][h] * ubyte_f(sc, 1);
-      M[m][h][0] = dmin[m][h] * ubyte_f(mn, 0);
-      M[m][h][1] = dmin[m][h] * ubyte_f(mn, 1);
+      const float4 f = scl[4 * (16 * m + 8 * h + g) + Pp];
+      S[m][h][0] = f.x;
+      S[m][h][1] = f.y;
+      M[m][h][0] = f.z;
+      M[m][h][1] = f.w;
     }
   }
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
     const int sb = 2 * Pp + e;
-    uint32_t a[2][4];
+    uint32_t a[MT][4];
 #pragma unroll
-    for (int m = 0; m < 2; ++m)
+    for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         a[m][i] = e ? (q[m][i] >> 4) & kM4 : q[m][i] & kM4;
@@ -259,7 +324,7 @@ __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int t
         const int j = 2 * jp + jj;
         const float2 xv = x.xs[(4 * j + t) * x.stride + s.kk * 8 + sb];
 #pragma unroll
-        for (int m = 0; m < 2; ++m) {
+        for (int m = 0; m < MT; ++m) {
           int dd[4];
           mma_k32(a[m], b[jj][0], b[jj][1], dd);
           const float2 v = planes(dd);
@@ -272,28 +337,20 @@ __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int t
 }
 
 template <int NT, bool Q5>
-__device__ __forceinline__ void stage_k45(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+__device__ __forceinline__ void stage_k45(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
+  constexpr int MT = kMT<NT>;
   constexpr int P = Q5 ? 176 : 144;
   const int g = lane >> 2, t = lane & 3;
-  uint4 hdr[2][2];
-  float d[2][2], dmin[2][2];
-#pragma unroll
-  for (int m = 0; m < 2; ++m)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      hdr[m][h] = *reinterpret_cast<const uint4*>(s.wrow + (16 * m + 8 * h + g) * P);
-      d[m][h] = __half2float(__ushort_as_half(static_cast<unsigned short>(hdr[m][h].x & 0xFFFFu)));
-      dmin[m][h] = __half2float(__ushort_as_half(static_cast<unsigned short>(hdr[m][h].x >> 16)));
-    }
-  uint32_t qh[2][4] = {};
+  k45_scales<MT, Q5>(s, lane);
+  uint32_t qh[MT][4] = {};
   if constexpr (Q5) {
 #pragma unroll
-    for (int m = 0; m < 2; ++m) ldsm_x4(s.wrow_s + 16 * m * P + 16, qh[m][0], qh[m][1], qh[m][2], qh[m][3]);
+    for (int m = 0; m < MT; ++m) ldsm_x4(s.wrow_s + 16 * m * P + 16, qh[m][0], qh[m][1], qh[m][2], qh[m][3]);
   }
-  k45_pair<NT, Q5, 0>(s, x, t, hdr, d, dmin, qh, acc);
-  k45_pair<NT, Q5, 1>(s, x, t, hdr, d, dmin, qh, acc);
-  k45_pair<NT, Q5, 2>(s, x, t, hdr, d, dmin, qh, acc);
-  k45_pair<NT, Q5, 3>(s, x, t, hdr, d, dmin, qh, acc);
+  k45_pair<NT, Q5, 0>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 1>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 2>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 3>(s, x, g, t, qh, acc);
 }
 
 // Q6_K: super-block at s.wrow + row * 240 + s.off (s.off even; A: 4-byte aligned). Sub-block
@@ -301,23 +358,25 @@ __device__ __forceinline__ void stage_k45(const StageCtx& s, const XCtx& x, int 
 // + l], bits 2q..2q+1 of qh[32 h + l]; its halves l < 16 (e = 0) and l >= 16 (e = 1) have the int8
 // scales sc[8 h + 2 q + e]; codes minus 32. One m16n8k16 per half.
 template <int NT, bool A>
-__device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+__device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
+  constexpr int MT = kMT<NT>;
   constexpr int P = 240;
   const int g = lane >> 2, t = lane & 3;
-  const uint8_t* base[2][2];
-  float d[2][2];
+  q6k_scales<MT, A>(s, lane);
+  const uint8_t* base[MT][2];
+  const float* srow[MT][2];
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+  for (int m = 0; m < MT; ++m)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       base[m][r] = s.wrow + (16 * m + 8 * r + g) * P + s.off;
-      d[m][r] = half_at(base[m][r] + 208);
+      srow[m][r] = s.scl + (16 * m + 8 * r + g) * (kScaleRowBytes / 4);
     }
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    uint32_t ql[2][2][2][2], qh[2][2][2], sw[2][2][2];  // [m][r][q & 1][e], [m][r][e], [m][r][word]
+    uint32_t ql[MT][2][2][2], qh[MT][2][2];  // [m][r][q & 1][e], [m][r][e]
 #pragma unroll
-    for (int m = 0; m < 2; ++m)
+    for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const uint8_t* b0 = base[m][r];
@@ -327,16 +386,14 @@ __device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int 
 #pragma unroll
           for (int qq = 0; qq < 2; ++qq) ql[m][r][qq][e] = lds32<A>(b0 + 64 * h + 32 * qq + 16 * e + 4 * t);
         }
-        sw[m][r][0] = lds32<A>(b0 + 192 + 8 * h);
-        sw[m][r][1] = lds32<A>(b0 + 196 + 8 * h);
       }
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int sb = 4 * h + q;
-      uint32_t a[2][2][2];  // [m][e][r]
-      float S[2][2][2];     // [m][r][e]
+      uint32_t a[MT][2][2];  // [m][e][r]
+      float S[MT][2][2];     // [m][r][e]
 #pragma unroll
-      for (int m = 0; m < 2; ++m) {
+      for (int m = 0; m < MT; ++m) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
 #pragma unroll
@@ -344,9 +401,11 @@ __device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int 
             const uint32_t lo = (ql[m][r][q & 1][e] >> (4 * (q >> 1))) & kM4;
             const uint32_t hi = ((qh[m][r][e] >> (2 * q)) & 0x03030303u) << 4;
             a[m][e][r] = minus<32>(lo | hi);
-            const int bi = 2 * q + e;  // scale byte of the half's 8
-            S[m][r][e] = d[m][r] * sbyte_f(sw[m][r][bi >> 2], bi & 3);
           }
+          // d sc of the sub-block's halves: scales 8 h + 2 q + e.
+          const float2 sv = *reinterpret_cast<const float2*>(srow[m][r] + 8 * h + 2 * q);
+          S[m][r][0] = sv.x;
+          S[m][r][1] = sv.y;
         }
       }
 #pragma unroll
@@ -358,7 +417,7 @@ __device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int 
           const int j = 2 * jp + jj;
           const float u = x.xs[(4 * j + t) * x.stride + s.kk * 8 + sb].x;
 #pragma unroll
-          for (int m = 0; m < 2; ++m) {
+          for (int m = 0; m < MT; ++m) {
             int d0[4], d1[4];
             mma_k16(a[m][0][0], a[m][0][1], b[jj][0], d0);
             mma_k16(a[m][1][0], a[m][1][1], b[jj][1], d1);
@@ -416,13 +475,14 @@ __device__ __forceinline__ void legacy_row(const uint8_t* blk, int t, uint32_t& 
 }
 
 template <GgmlType T, int NT, int B>
-__device__ __forceinline__ void legacy_block(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+__device__ __forceinline__ void legacy_block(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
+  constexpr int MT = kMT<NT>;
   constexpr int P = Fmt<T>::pitch;
   const int g = lane >> 2, t = lane & 3;
-  uint32_t a[2][4];
-  float d[2][2], mn[2][2];
+  uint32_t a[MT][4];
+  float d[MT][2], mn[MT][2];
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+  for (int m = 0; m < MT; ++m)
 #pragma unroll
     for (int r = 0; r < 2; ++r)
       legacy_row<T, B>(s.wrow + (16 * m + 8 * r + g) * P + B * Legacy<T>::bb, t, a[m][r], a[m][2 + r], d[m][r],
@@ -436,7 +496,7 @@ __device__ __forceinline__ void legacy_block(const StageCtx& s, const XCtx& x, i
       const int j = 2 * jp + jj;
       const float2 xv = x.xs[(4 * j + t) * x.stride + s.kk * 8 + B];
 #pragma unroll
-      for (int m = 0; m < 2; ++m) {
+      for (int m = 0; m < MT; ++m) {
         int dd[4];
         mma_k32(a[m], b[jj][0], b[jj][1], dd);
         const float2 v = planes(dd);
@@ -453,7 +513,7 @@ __device__ __forceinline__ void legacy_block(const StageCtx& s, const XCtx& x, i
 }
 
 template <GgmlType T, int NT>
-__device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, int lane, float (&acc)[2][2][NT]) {
+__device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
   if constexpr (T == GgmlType::Q4_K) {
     stage_k45<NT, false>(s, x, lane, acc);
   } else if constexpr (T == GgmlType::Q5_K) {
@@ -528,23 +588,34 @@ __device__ __forceinline__ TileRef tile_ref(const Args& a, int tile) {
 }
 
 // Copies stage ks (global 256-k index) of tile `tr` into a ring slot: thread-consecutive 16-byte
-// pieces of consecutive rows (coalesced). Slot row sr = 32 w + 16 m + l holds matrix row r0 + sr,
-// or with glu (m = 0 gate, m = 1 up) row r0 + 16 w + l. Rows past the matrix are not copied (their
-// stale slot bytes feed accumulators that are never stored).
-template <GgmlType T>
+// pieces of consecutive rows (coalesced). Slot row sr holds matrix row r0 + sr, or with glu the
+// gate / up row of the warp's pairing: MT = 2, sr = 32 w + 16 m + l: m = 0 gate, m = 1 up, row
+// r0 + 16 w + l; MT = 1, sr = 16 w + 8 h + l: h = 0 gate, h = 1 up, row r0 + 8 w + l (so the
+// gate and up accumulators of one output row sit in one thread). Rows past the matrix are not
+// copied (their stale slot bytes feed accumulators that are never stored).
+template <GgmlType T, int NT>
 __device__ __forceinline__ void issue_stage(const Args& a, const TileRef& tr, int ks, uint32_t slot_s) {
+  constexpr int kThreads = kThreadsOf<NT>;
   constexpr int kPieces = Fmt<T>::copy / 16;
+  constexpr int kTotal = kTileRows * kPieces;  // 16-byte pieces of the slot
+  constexpr int kIters = (kTotal + kThreads - 1) / kThreads;
   const int64_t stage_off = T == GgmlType::Q6_K ? (int64_t(ks) * 210) & ~int64_t(15) : int64_t(ks) * Fmt<T>::bytes;
 #pragma unroll
-  for (int i = 0; i < kPieces; ++i) {
+  for (int i = 0; i < kIters; ++i) {
     const int idx = int(threadIdx.x) + kThreads * i;
+    if (kTotal % kThreads != 0 && idx >= kTotal) break;
     const int sr = idx / kPieces;
     const int c = idx - sr * kPieces;
     int64_t row;
     const uint8_t* w;
     if (a.glu) {
-      row = tr.r0 + 16 * (sr >> 5) + (sr & 15);
-      w = (sr & 16) ? tr.w1 : tr.w0;
+      if constexpr (kMT<NT> == 2) {
+        row = tr.r0 + 16 * (sr >> 5) + (sr & 15);
+        w = (sr & 16) ? tr.w1 : tr.w0;
+      } else {
+        row = tr.r0 + 8 * (sr >> 4) + (sr & 7);
+        w = (sr & 8) ? tr.w1 : tr.w0;
+      }
     } else {
       row = tr.r0 + sr;
       w = tr.w0;
@@ -562,30 +633,34 @@ __device__ __forceinline__ float gelu_tanh_f(float g) {
 
 template <int NT>
 __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int warp, int lane,
-                                           const float (&acc)[2][2][NT]) {
+                                           const float (&acc)[kMT<NT>][2][NT]) {
+  constexpr int MT = kMT<NT>;
   const int g = lane >> 2, t = lane & 3;
   if (a.glu) {
+    // (gate, up) accumulators of output row: MT = 2, (acc[0][h], acc[1][h]) of row 16 w + 8 h + g;
+    // MT = 1, (acc[0][0], acc[0][1]) of row 8 w + g (issue_stage's pairing).
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = tr.r0 + 16 * warp + 8 * h + g;
+    for (int h = 0; h < 3 - MT; ++h) {
+      const int64_t row = MT == 2 ? tr.r0 + 16 * warp + 8 * h + g : tr.r0 + 8 * warp + g;
       if (row >= tr.rows) continue;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int tok = 4 * j + t;
         if (tok >= a.n_tokens) continue;
-        const float gt = acc[0][h][j];
+        const float gt = MT == 2 ? acc[0][h][j] : acc[0][0][j];
+        const float up = MT == 2 ? acc[MT - 1][h][j] : acc[0][1][j];
         const float act = a.glu == 1 ? silu_f(gt) : gelu_tanh_f(gt);
-        a.seg[0].y[int64_t(tok) * tr.rows + row] = act * acc[1][h][j];
+        a.seg[0].y[int64_t(tok) * tr.rows + row] = act * up;
       }
     }
     return;
   }
   const Seg& sg = a.seg[tr.seg];
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+  for (int m = 0; m < MT; ++m)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int64_t row = tr.r0 + 32 * warp + 16 * m + 8 * h + g;
+      const int64_t row = tr.r0 + 16 * MT * warp + 16 * m + 8 * h + g;
       if (row >= tr.rows) continue;
       const float bias = sg.bias ? sg.bias[row] : 0.0f;
 #pragma unroll
@@ -607,6 +682,7 @@ __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int
 // planes and scales.
 template <int NT>
 __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t* xq, float2* xs) {
+  constexpr int kThreads = kThreadsOf<NT>;
   const int pitch = x_pitch(a.kr_max), stride = xs_stride(a.kr_max);
   const int per_t = kr / 4;  // float4 per token
   const int total = a.n_tokens * per_t;
@@ -668,7 +744,9 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
 }
 
 template <GgmlType T, int NT>
-__global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_constant__ Args a) {
+__global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_constant__ Args a) {
+  constexpr int MT = kMT<NT>;
+  constexpr int kThreads = kThreadsOf<NT>;
   extern __shared__ uint4 mmq_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_smem4);
   constexpr int kSt = ring_stages<T, NT>();
@@ -678,7 +756,8 @@ __global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_consta
   const uint32_t ring_s = smem_u32(smem);
   int8_t* xq = reinterpret_cast<int8_t*>(smem + ring_bytes<T, NT>());
   float2* xs = reinterpret_cast<float2*>(xq + size_t(8 * NT) * x_pitch(a.kr_max));
-  int* s_last = reinterpret_cast<int*>(xs + size_t(4 * NT) * xs_stride(a.kr_max));
+  float* scl = reinterpret_cast<float*>(xs + size_t(4 * NT) * xs_stride(a.kr_max));  // 16-byte aligned
+  int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + kScaleBytes);
 
   const int S = a.splits;
   const int split = int(blockIdx.x) % S;
@@ -695,7 +774,7 @@ __global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_consta
   auto issue = [&]() {
     const int ti = p_item / nk, kk = p_item - ti * nk;
     if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
-    issue_stage<T>(a, p_tile, kst0 + kk, ring_s + uint32_t((p_item % kSt) * kSlot));
+    issue_stage<T, NT>(a, p_tile, kst0 + kk, ring_s + uint32_t((p_item % kSt) * kSlot));
     ++p_item;
   };
 #pragma unroll
@@ -716,9 +795,9 @@ __global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_consta
   xc.stride = xs_stride(a.kr_max);
   const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
 
-  float acc[2][2][NT];
+  float acc[MT][2][NT];
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+  for (int m = 0; m < MT; ++m)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -733,8 +812,9 @@ __global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_consta
     const int ti = it / nk, kk = it - ti * nk;
     const int slot = it % kSt;
     StageCtx sc;
-    sc.wrow = smem + size_t(slot) * kSlot + size_t(32 * warp) * kPitch;
-    sc.wrow_s = ring_s + uint32_t(slot * kSlot + 32 * warp * kPitch) + a_lane;
+    sc.wrow = smem + size_t(slot) * kSlot + size_t(16 * MT * warp) * kPitch;
+    sc.wrow_s = ring_s + uint32_t(slot * kSlot + 16 * MT * warp * kPitch) + a_lane;
+    sc.scl = scl + 16 * MT * warp * (kScaleRowBytes / 4);
     sc.kk = kk;
     sc.off = T == GgmlType::Q6_K ? ((kst0 + kk) * 210) & 15 : 0;
     stage_compute<T, NT>(sc, xc, lane, acc);
@@ -747,7 +827,7 @@ __global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_consta
       if (S > 1) {
         float* part = a.partials + size_t(tile) * S * (1024 * NT);
 #pragma unroll
-        for (int m = 0; m < 2; ++m)
+        for (int m = 0; m < MT; ++m)
 #pragma unroll
           for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -761,7 +841,7 @@ __global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_consta
         if (store) {
           __threadfence();
 #pragma unroll
-          for (int m = 0; m < 2; ++m)
+          for (int m = 0; m < MT; ++m)
 #pragma unroll
             for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -776,7 +856,7 @@ __global__ void __launch_bounds__(kThreads, 1) mma_q8_kernel(const __grid_consta
       }
       if (store) store_tile<NT>(a, tr, warp, lane, acc);
 #pragma unroll
-      for (int m = 0; m < 2; ++m)
+      for (int m = 0; m < MT; ++m)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -802,11 +882,11 @@ const void* kernel_of(int nt) {
 template <GgmlType T>
 void launch_of(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
   switch (nt) {
-    case 1: launch_kernel(mma_q8_kernel<T, 1>, dim3(grid), dim3(kThreads), smem, stream, a); break;
-    case 2: launch_kernel(mma_q8_kernel<T, 2>, dim3(grid), dim3(kThreads), smem, stream, a); break;
-    case 4: launch_kernel(mma_q8_kernel<T, 4>, dim3(grid), dim3(kThreads), smem, stream, a); break;
-    case 8: launch_kernel(mma_q8_kernel<T, 8>, dim3(grid), dim3(kThreads), smem, stream, a); break;
-    default: launch_kernel(mma_q8_kernel<T, 16>, dim3(grid), dim3(kThreads), smem, stream, a); break;
+    case 1: launch_kernel(mma_q8_kernel<T, 1>, dim3(grid), dim3(kThreadsOf<1>), smem, stream, a); break;
+    case 2: launch_kernel(mma_q8_kernel<T, 2>, dim3(grid), dim3(kThreadsOf<2>), smem, stream, a); break;
+    case 4: launch_kernel(mma_q8_kernel<T, 4>, dim3(grid), dim3(kThreadsOf<4>), smem, stream, a); break;
+    case 8: launch_kernel(mma_q8_kernel<T, 8>, dim3(grid), dim3(kThreadsOf<8>), smem, stream, a); break;
+    default: launch_kernel(mma_q8_kernel<T, 16>, dim3(grid), dim3(kThreadsOf<16>), smem, stream, a); break;
   }
 }
 
