@@ -4,8 +4,8 @@
 // Bytes: K and V of every visible key once per kv head, n_seqs * n_head_kv * keys * D * 4 (fp16
 // K + V); q, out and the split partials are < 1% of that from a few hundred keys on. Flops:
 // 4 D per (key, query head) -- at GQA 4 and D 128, 2 flops per KV byte: on fp32 FMA units with
-// shuffles that is about as much issue time as the 4.8 TB/s of HBM leaves (the old kernel,
-// attention.cu, measured 23% of bandwidth), so here the two products run on tensor cores.
+// shuffles that is about as much issue time as the 4.8 TB/s of HBM leaves (the old fp32 kernel,
+// since deleted, measured 23% of bandwidth), so here the two products run on tensor cores.
 //
 // Grid (n_splits, n_head_kv * head groups, n_seqs), one warp per block: block (x, y, z) takes
 // split x of the visible keys of sequence z for the up to 8 query heads of head group y of one kv
@@ -14,7 +14,9 @@
 // Split (seq_split, the same function in both kernels): the n visible keys of a sequence are cut
 // ON THE DEVICE, from its real kv_len, into n_act <= n_splits chunks of
 //   chunk = max(kDecMinChunk, round_up(ceil(n / n_splits), TK))
-// keys; blocks x >= n_act exit. The host fixes only n_splits, from host-side bounds (n_seqs,
+// keys (kDecMinChunk = 64: at a few hundred keys, e.g. 576, 9 splits of <= 2 tiles per kv head
+// instead of 5 of <= 4 tiles at the earlier 128 -- a one-warp block walks its tiles serially, so
+// at short contexts the split's tile count is the kernel's latency); blocks x >= n_act exit. The host fixes only n_splits, from host-side bounds (n_seqs,
 // head counts, max_kv_len, the SM count), so a graph captured with max_kv_len = n_ctx replays
 // with every real length and still spreads a short context over the SMs. n_act == 1: the block
 // writes out itself; else it writes unnormalised partials (acc, m, l) to the workspace and
@@ -51,7 +53,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -72,7 +73,8 @@ constexpr int kDecTileElems = 4096;  // TK * D: 8 KB of fp16 per K tile and per 
 constexpr int kDecTileBytes = kDecTileElems * 2;
 constexpr int kDecSmemBytes = kDecStages * 2 * kDecTileBytes;  // 48 KB, static
 constexpr int kDecMaxHeads = 8;      // query heads per block: mma rows 0-7 (and 8-15, the remainders)
-constexpr int kDecMinChunk = 128;    // keys per split at least (a multiple of every TK)
+constexpr int kDecMinChunk = 64;     // keys per split at least (a multiple of every TK)
+constexpr int kDecMinChunkOld = 128; // FATHOM_SMALL_OLD=1 (A/B runs): the previous minimum
 constexpr int kMergeThreads = 128;
 constexpr float kDecLog2e = 1.4426950408889634f;
 
@@ -84,6 +86,7 @@ struct DecodeArgs {
   int32_t n_head_groups;    // query-head groups per kv head
   int32_t heads_per_group;  // <= kDecMaxHeads
   int32_t bs_shift;         // log2(block_size) when a power of two, else -1
+  int32_t min_chunk;        // kDecMinChunk (kDecMinChunkOld under FATHOM_SMALL_OLD=1)
 };
 
 // ---- device helpers ----------------------------------------------------------------------------
@@ -157,7 +160,7 @@ __device__ __forceinline__ SeqSplit seq_split(const DecodeArgs& a, int seq) {
   const int q_end = p.q_seq_start[seq + 1];
   const int kvl = p.kv_len[seq];
   s.lo = s.hi = 0;
-  s.chunk = kDecMinChunk;
+  s.chunk = a.min_chunk;
   s.n_act = 0;
   if (q_end <= s.t) return s;
   const int qp = p.q_pos[s.t];
@@ -165,7 +168,7 @@ __device__ __forceinline__ SeqSplit seq_split(const DecodeArgs& a, int seq) {
   s.lo = p.sliding_window > 0 ? max(0, qp - p.sliding_window + 1) : 0;
   const int n = max(0, s.hi - s.lo);
   const int per = (n + a.n_splits - 1) / a.n_splits;
-  s.chunk = max(kDecMinChunk, (per + a.quantum - 1) / a.quantum * a.quantum);
+  s.chunk = max(a.min_chunk, (per + a.quantum - 1) / a.quantum * a.quantum);
   s.n_act = n > 0 ? (n + s.chunk - 1) / s.chunk : 1;  // <= n_splits: chunk >= ceil(n / n_splits)
   return s;
 }
@@ -183,7 +186,8 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
   constexpr int KS = TK / 16;            // 16-key k-steps of P V
   constexpr int DK = D / 16;             // 16-dim k-steps of Q K^T
   constexpr int DT = D / 8;              // 8-dim n-tiles of O
-  static_assert(TK * RB == kDecTileBytes && TK % 16 == 0 && kDecMinChunk % TK == 0, "tile shape");
+  static_assert(TK * RB == kDecTileBytes && TK % 16 == 0 && kDecMinChunk % TK == 0 && kDecMinChunkOld % TK == 0,
+                "tile shape");
   __shared__ __align__(128) unsigned char smem[kDecSmemBytes];  // [stage][K tile | V tile]
 
   pdl_wait();
@@ -495,8 +499,6 @@ __global__ void __launch_bounds__(kMergeThreads) attention_decode_merge_kernel(c
 
 // ---- host --------------------------------------------------------------------------------------
 
-std::atomic<int> g_decode_override{-1};
-
 // Resident split-kernel blocks per SM and the SM count, per (device, head_dim), cached: the
 // carveout is set to the largest shared-memory share first (4 x 48 KB on sm_90; the default
 // carveout may give fewer blocks). Called before any capture by the engine's workspace sizing.
@@ -540,39 +542,36 @@ DecodeDevice decode_device(int head_dim) {
 //     round_up(497, 32) = 512: 64 active splits, 512 blocks of 256 KB of K/V each.
 //   8 seqs x 4096: base 64 -> 8 splits of 512 keys, 512 blocks.
 //   32 seqs x 4096: base 256 -> 2 splits of 2048 keys, 512 blocks of 1 MB.
-//   1 seq at 1000 keys under a 32768 bound: 66 splits planned, chunks of max(128, 32) keys:
-//     8 active per kv head, 64 blocks.
+//   1 seq at 1000 keys under a 32768 bound: 66 splits planned, chunks of max(64, 32) keys:
+//     16 active per kv head, 128 blocks.
 struct DecodePlan {
-  int n_splits = 1, n_head_groups = 1, heads_per_group = 1, quantum = 32;
+  int n_splits = 1, n_head_groups = 1, heads_per_group = 1, quantum = 32, min_chunk = kDecMinChunk;
 };
+bool small_old() {
+  static const bool old = [] {
+    const char* e = std::getenv("FATHOM_SMALL_OLD");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return old;
+}
 DecodePlan plan_decode(const AttentionParams& p) {
   DecodePlan pl;
   const int g = p.n_head / p.n_head_kv;
   pl.n_head_groups = (g + kDecMaxHeads - 1) / kDecMaxHeads;
   pl.heads_per_group = (g + pl.n_head_groups - 1) / pl.n_head_groups;
   pl.quantum = p.head_dim > 0 ? std::max(1, kDecTileElems / p.head_dim) : 32;
+  pl.min_chunk = small_old() ? kDecMinChunkOld : kDecMinChunk;
   const DecodeDevice dev = decode_device(p.head_dim);
   const int64_t base = int64_t(p.n_seqs) * p.n_head_kv * pl.n_head_groups;
   int64_t keys = std::max(1, p.max_kv_len);
   if (p.sliding_window > 0) keys = std::min<int64_t>(keys, p.sliding_window);
   int64_t want = int64_t(dev.n_sms) * dev.blocks_per_sm / std::max<int64_t>(1, base);
-  want = std::min(want, (keys + kDecMinChunk - 1) / kDecMinChunk);
+  want = std::min(want, (keys + pl.min_chunk - 1) / pl.min_chunk);
   pl.n_splits = int(std::max<int64_t>(1, want));
   return pl;
 }
 
 }  // namespace
-
-bool attention_decode_uses_old_kernel() {
-  static const bool env_old = [] {
-    const char* e = std::getenv("FATHOM_ATTN_DECODE");
-    return e && std::strcmp(e, "old") == 0;
-  }();
-  const int o = g_decode_override.load(std::memory_order_relaxed);
-  return o < 0 ? env_old : o == 1;
-}
-
-void attention_decode_set_override(int v) { g_decode_override.store(v < 0 ? -1 : (v ? 1 : 0)); }
 
 size_t attention_decode_workspace_bytes(const AttentionParams& p) {
   if (p.max_q_len > 1 || p.n_seqs <= 0 || p.n_head_kv <= 0 || p.n_head % p.n_head_kv != 0) return 0;
@@ -596,6 +595,7 @@ void launch_attention_decode(const AttentionParams& p, float scale, cudaStream_t
   a.n_head_groups = pl.n_head_groups;
   a.heads_per_group = pl.heads_per_group;
   a.bs_shift = -1;
+  a.min_chunk = pl.min_chunk;
   for (int s = 0; s < 31; ++s)
     if ((1 << s) == p.block_size) a.bs_shift = s;
   const size_t parts_bytes = size_t(p.n_seqs) * p.n_head * pl.n_splits * (p.head_dim + 2) * sizeof(float);

@@ -252,9 +252,10 @@ GemmTuneReport gemm_plan_tune(const MatmulParams* ps, size_t n, const GemmTuneOp
 //   out[t, h] = sum_j softmax_j(mask(softcap(scale * q[t,h] . k[j, h/g]))) v[j, h/g]
 // mask: j < kv_len[s]; causal: j <= q_pos[t]; sliding_window > 0: q_pos[t] - j < window.
 // A query with no visible key gets zeros.
-// Path: max_q_len == 1 -> decode kernel (one block per (seq, kv head, split), all g query heads of
-// the kv head together, flash-decoding split-K over chunks of kv positions + a reduce pass when
-// the split count > 1); else the tiled prefill kernel (online softmax, no score matrix in memory).
+// Path: max_q_len == 1 -> decode split kernel (attention_decode.cu: one warp per (split, kv head
+// and head group, seq), all query heads of the group together, flash-decoding over chunks of kv
+// positions cut on the device + a merge pass when a sequence has several); else the tiled prefill
+// kernel (online softmax, no score matrix in memory).
 struct AttentionParams {
   const float* q = nullptr;           // (n_tokens, n_head, head_dim)
   float* out = nullptr;               // (n_tokens, n_head, head_dim)

@@ -1,12 +1,11 @@
 // GPU decode attention (the split kernel of src/cuda/attention_decode.cu) against
-// fathom::cpu::attention on the same fp16-rounded K/V. Contexts 0, 1, 15, 16, 17, 1000, 4097 and
-// 33000 keys; cache block sizes 16 and 7 (pages scattered in a shuffled pool); GQA 1, 3, 4, 8,
-// 12 and 16 (two head groups); head_dim 64, 128, 256; several sequences of different lengths per
-// batch; a host-side bound (max_kv_len) far above the real lengths, as the engine's decode graph
+// fathom::cpu::attention on the same fp16-rounded K/V. Contexts 0, 1, 15, 16, 17, 63-65, 128,
+// 129, 576, 1000, 4097 and 33000 keys; cache block sizes 16 and 7 (pages scattered in a shuffled
+// pool); GQA 1, 3, 4, 5, 8, 12 and 16 (two head groups); head_dim 64, 128, 256; several sequences
+// of different lengths per batch; a host-side bound (max_kv_len) far above the real lengths, as the engine's decode graph
 // passes n_ctx; sliding window, softcap, non-causal; a sequence with no query. Cache slots no
 // token owns hold fp16 NaN, so reading one fails the test (a masked NaN still poisons P V).
-// DISABLED_Bench times the split kernel and the old one (opt in with
-// --gtest_also_run_disabled_tests).
+// DISABLED_Bench times the split kernel (opt in with --gtest_also_run_disabled_tests).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -26,15 +25,6 @@
 
 namespace fathom::test {
 namespace {
-
-// Selects the decode kernel for one scope (0: split kernel, 1: old kernel).
-class DecodeKernel {
- public:
-  explicit DecodeKernel(int v) { cuda::attention_decode_set_override(v); }
-  ~DecodeKernel() { cuda::attention_decode_set_override(-1); }
-  DecodeKernel(const DecodeKernel&) = delete;
-  DecodeKernel& operator=(const DecodeKernel&) = delete;
-};
 
 struct DecSeq {
   int kv_len;
@@ -81,7 +71,6 @@ std::vector<DecSeq> lens(std::initializer_list<int> kv) {
 // output one or a few V rows).
 void run_case(const DecCase& c) {
   SCOPED_TRACE(c.name());
-  DecodeKernel split_kernel(0);
   const int D = c.head_dim, n_seqs = int(c.seqs.size()), bs = c.block_size;
   std::mt19937 rng(uint32_t(c.n_head * 7919 + D * 31 + n_seqs * 7 + bs + c.window));
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -192,6 +181,26 @@ TEST(GpuAttentionDecode, ContextsBlockSizesGqa) {
         c.block_size = bs;
         run_case(c);
       }
+}
+
+// Short contexts around the minimum split length (64 keys) and its double, one sequence (batch 1,
+// the engine's decode graph: bound = n_ctx far above the real length) and several: 1 split, 2
+// splits of which the second holds one key, and 9 splits at 576 keys; GQA 4 and an odd group of
+// 5 query heads per kv head (3 unused rows of the 8-row block).
+TEST(GpuAttentionDecode, ShortContextsAroundMinChunk) {
+  FATHOM_REQUIRE_GPU();
+  for (int D : {64, 128, 256})
+    for (int g : {4, 5}) {
+      for (int kv : {63, 64, 65, 128, 129, 576}) {
+        DecCase one{2 * g, 2, D, lens({kv})};
+        one.bound = 32768;
+        run_case(one);
+      }
+      DecCase many{g, 1, D, lens({65, 64, 129, 576, 1})};
+      many.bound = 4096;
+      many.block_size = 7;
+      run_case(many);
+    }
 }
 
 // 33000 keys in one sequence: the longest split chain (many tiles per split) and many splits.
@@ -306,7 +315,7 @@ double copy_gbps() {
   return 2.0 * double(n) / (median(t) * 1e-3) / 1e9;
 }
 
-// Kernel time per decode-attention call (split kernel + merge, or the old kernel + reduce): 20
+// Kernel time per decode-attention call (split kernel + merge): 20
 // calls queued back to back behind 5 warm-up calls, one event between consecutive calls, median.
 // K+V bytes / time is the achieved read rate. Pages of 16 tokens in order; K/V hold 1.06 (the
 // time does not depend on the values). bound: the host-side max_kv_len (the engine's graph
@@ -358,8 +367,7 @@ TEST(GpuAttentionDecode, DISABLED_Bench) {
     p.workspace = ws.get();
     p.workspace_bytes = ws_bytes;
     const double kv_bytes = double(cache_elems) * 2.0 * 2.0;
-    for (int old : {0, 1}) {
-      DecodeKernel pick(old);
+    {
       constexpr int kWarm = 5, kReps = 20;
       std::vector<cudaEvent_t> ev(kReps + 1);
       for (auto& e : ev) CUDA_CHECK(cudaEventCreate(&e));
@@ -379,8 +387,8 @@ TEST(GpuAttentionDecode, DISABLED_Bench) {
       for (auto& e : ev) CUDA_CHECK(cudaEventDestroy(e));
       const double t = median(us);
       const double gbps = kv_bytes / (t * 1e-6) / 1e9;
-      std::printf("decode %-5s %2d seqs x %5d ctx (bound %5d), %d/%d heads, D %3d: %8.1f us  %6.0f GB/s  %5.1f%% of copy  (K+V %.1f MB)\n",
-                  old ? "old" : "split", b.n_seqs, b.ctx, b.bound, b.n_head, b.n_head_kv, b.D, t, gbps,
+      std::printf("decode %2d seqs x %5d ctx (bound %5d), %d/%d heads, D %3d: %8.1f us  %6.0f GB/s  %5.1f%% of copy  (K+V %.1f MB)\n",
+                  b.n_seqs, b.ctx, b.bound, b.n_head, b.n_head_kv, b.D, t, gbps,
                   100.0 * gbps / ceiling, kv_bytes / 1e6);
     }
   }

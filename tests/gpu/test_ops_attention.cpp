@@ -267,10 +267,10 @@ TEST(GpuAttention, DecodeManyHeadGroupsSoftcapWindow) {
   run_case(nc);
 }
 
-// Long single-sequence decode: the split plan gives 128 splits at 8192 keys with one or two kv
-// heads (64 keys each; 4 blocks per SM on a 132-SM H200) and its cap of 4 x SMs splits at 40000
-// keys, so attention_reduce_kernel merges more splits than a warp has lanes. With a 512-token
-// window most splits see no key (m = -inf partials that must weigh nothing).
+// Long single-sequence decode (the split kernel of attention_decode.cu): 128 splits of 64 keys at
+// 8192 keys with one or two kv heads on a 132-SM H200, 313 splits of 128 keys at 40000, so the
+// merge kernel combines more splits than a warp has lanes. With a 512-token window most splits
+// see no key (m = -inf partials that must weigh nothing).
 TEST(GpuAttention, DecodeManySplits) {
   FATHOM_REQUIRE_GPU();
   run_case({4, 1, 256, {{8192, 1}}});

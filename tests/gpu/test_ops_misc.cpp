@@ -117,27 +117,84 @@ TEST(GpuOps, RmsNormWithResidualAndPerHead) {
                       rel_tol(want, 1e-5, 1e-6));
 }
 
+// Every launch geometry of rms_norm.cu: one warp per row (n <= 512, V = 1, 2, 4 float4 per lane,
+// a last block with rows past the end), the whole block per row (V = 1 ... 16, n up to 16384), and
+// the scalar kernel (n % 4 != 0, n > 16384, a row pointer not 16-byte aligned); one row (batch-1
+// decode) and several, with and without residual and weight. Tolerance as above (n <= 16400:
+// 3e-5 relative).
+TEST(GpuOps, RmsNormLaunchGeometries) {
+  FATHOM_REQUIRE_GPU();
+  struct Case { int64_t rows, n; bool res, w; int offset; };
+  const Case cases[] = {{1, 4096, false, true, 0},  {1, 4096, true, true, 0},   {9, 128, false, true, 0},
+                        {17, 132, true, true, 0},   {3, 260, false, false, 0},  {11, 512, true, true, 0},
+                        {2, 516, true, true, 0},    {1, 2048, false, true, 0},  {3, 5120, true, true, 0},
+                        {1, 8192, true, true, 0},   {2, 16384, true, true, 0},  {1, 16388, true, true, 0},
+                        {2, 4098, true, true, 0},   {2, 4096, true, true, 1},   {40, 128, false, true, 0}};
+  for (const Case& c : cases) {
+    const std::string name = "rms_norm(rows=" + std::to_string(c.rows) + ",n=" + std::to_string(c.n) +
+                             (c.res ? ",residual" : "") + (c.w ? "" : ",no_weight") +
+                             (c.offset ? ",unaligned" : "") + ")";
+    SCOPED_TRACE(name);
+    const size_t elems = size_t(c.rows * c.n);
+    std::vector<float> x = random_floats(elems, uint32_t(c.n + c.rows), 3.0f);
+    const std::vector<float> res = random_floats(elems, uint32_t(c.n) + 5);
+    const std::vector<float> w = random_floats(size_t(c.n), uint32_t(c.n) + 6);
+    std::vector<float> x_after = x;
+    if (c.res) cpu::add(x.data(), res.data(), x_after.data(), int64_t(elems));
+    const std::vector<float> ones(size_t(c.n), 1.0f);
+    std::vector<float> want(elems);
+    cpu::rms_norm(x_after.data(), c.w ? w.data() : ones.data(), want.data(), c.rows, c.n, 1e-5f);
+    // offset: every buffer starts one float past a 16-byte boundary.
+    std::vector<float> xo(c.offset + elems), ro(c.offset + elems), wo(c.offset + size_t(c.n));
+    std::copy(x.begin(), x.end(), xo.begin() + c.offset);
+    std::copy(res.begin(), res.end(), ro.begin() + c.offset);
+    std::copy(w.begin(), w.end(), wo.begin() + c.offset);
+    DeviceBuffer<float> d_x(xo), d_res(ro), d_w(wo), d_out(c.offset + elems);
+    d_out.poison();
+    cuda::RmsNormParams p;
+    p.x = d_x.get() + c.offset;
+    p.residual = c.res ? d_res.get() + c.offset : nullptr;
+    p.w = c.w ? d_w.get() + c.offset : nullptr;
+    p.out = d_out.get() + c.offset;
+    p.n_rows = c.rows;
+    p.n = c.n;
+    p.eps = 1e-5f;
+    cuda::launch_rms_norm(p, nullptr);
+    std::vector<float> got = d_out.download(), got_x = d_x.download();
+    got.erase(got.begin(), got.begin() + c.offset);
+    got_x.erase(got_x.begin(), got_x.begin() + c.offset);
+    FATHOM_EXPECT_CLOSE(name, got, to_double(want), rel_tol(want, 3e-5, 1e-6));
+    FATHOM_EXPECT_CLOSE(name + " x", got_x, to_double(x_after), rel_tol(x_after, 0.0, 0.0));
+  }
+}
+
 // RoPE: both sides compute theta in double and round cos/sin to float, then do the same fp32
 // rotation: tol 1e-5 relative + 1e-5 (the GPU's double pow/sincos differ from libm by ulps,
 // times positions up to 5000). The cache holds fp16 of the rotated k and of v: compared to the
 // CPU's fp32 values rounded to fp16, within one fp16 ulp (2^-10 relative).
-TEST(GpuOps, RopeNormNeoxWithPagedKvWrite) {
-  FATHOM_REQUIRE_GPU();
-  struct Case { RopeType type; int head_dim, n_rot; bool factors; };
-  const Case cases[] = {{RopeType::NORM, 128, 128, false}, {RopeType::NEOX, 256, 256, false},
-                        {RopeType::NORM, 64, 32, true},    {RopeType::NEOX, 128, 64, true}};
-  const int n_tokens = 19, n_head = 4, n_kv = 2, block = 16;
-  for (const Case& c : cases) {
+struct RopeCase {
+  RopeType type;
+  int head_dim, n_rot;
+  bool factors;
+  int n_tokens = 19, n_head = 4, n_kv = 2;
+  bool with_q = true;
+  int pos0 = 1;  // position of token 0; token t is at pos0 + 263 t
+};
+
+void run_rope_case(const RopeCase& c) {
+  const int n_tokens = c.n_tokens, n_head = c.n_head, n_kv = c.n_kv, block = 16;
+  {
     const std::string name = std::string("rope_kv(type=") + (c.type == RopeType::NORM ? "NORM" : "NEOX") +
                              ",head_dim=" + std::to_string(c.head_dim) + ",n_rot=" + std::to_string(c.n_rot) +
-                             (c.factors ? ",freq_factors)" : ")");
+                             ",tokens=" + std::to_string(n_tokens) + ",pos0=" + std::to_string(c.pos0) + ",heads=" + std::to_string(n_head) + "/" +
+                             std::to_string(n_kv) + (c.with_q ? "" : ",no_q") + (c.factors ? ",freq_factors)" : ")");
     SCOPED_TRACE(name);
     const int D = c.head_dim;
     std::vector<float> q = random_floats(size_t(n_tokens) * n_head * D, 5u + uint32_t(D));
     std::vector<float> k = random_floats(size_t(n_tokens) * n_kv * D, 6u + uint32_t(D));
     const std::vector<float> v = random_floats(k.size(), 7u + uint32_t(D));
     std::vector<int32_t> pos(n_tokens);
-    for (int t = 0; t < n_tokens; ++t) pos[t] = t * 263 + 1;
+    for (int t = 0; t < n_tokens; ++t) pos[t] = c.pos0 + t * 263;
     std::vector<float> ff(c.n_rot / 2);
     for (size_t i = 0; i < ff.size(); ++i) ff[i] = 1.0f + float(i % 7);
     // Slots: tokens scattered over 3 physical blocks of 4, token 5 skipped (slot -1).
@@ -169,7 +226,7 @@ TEST(GpuOps, RopeNormNeoxWithPagedKvWrite) {
     p.n_head = n_head;
     p.n_head_kv = n_kv;
     p.head_dim = D;
-    p.q = d_q.get();
+    p.q = c.with_q ? d_q.get() : nullptr;
     p.k = d_k.get();
     p.v = d_v.get();
     p.k_cache = d_kc.get();
@@ -177,7 +234,11 @@ TEST(GpuOps, RopeNormNeoxWithPagedKvWrite) {
     p.slot_mapping = d_slots.get();
     p.block_size = block;
     cuda::launch_rope_kv(p, nullptr);
-    FATHOM_EXPECT_CLOSE(name + " q", d_q.download(), to_double(q_want), rel_tol(q_want, 1e-5, 1e-5));
+    if (c.with_q) {
+      FATHOM_EXPECT_CLOSE(name + " q", d_q.download(), to_double(q_want), rel_tol(q_want, 1e-5, 1e-5));
+    } else {
+      FATHOM_EXPECT_CLOSE(name + " q untouched", d_q.download(), to_double(q), rel_tol(q, 0.0, 0.0));
+    }
     FATHOM_EXPECT_CLOSE(name + " k", d_k.download(), to_double(k_want), rel_tol(k_want, 1e-5, 1e-5));
     const std::vector<uint16_t> kc = d_kc.download(), vc = d_vc.download();
     std::vector<float> kc_got, kc_want, vc_got, vc_want;
@@ -196,8 +257,54 @@ TEST(GpuOps, RopeNormNeoxWithPagedKvWrite) {
     FATHOM_EXPECT_CLOSE(name + " k_cache", kc_got, to_double(kc_want), rel_tol(kc_want, std::ldexp(1.0, -10), 1e-4));
     FATHOM_EXPECT_CLOSE(name + " v_cache", vc_got, to_double(vc_want), rel_tol(vc_want, 0.0, 0.0));
     // The skipped token's slot (block 2, offset 5) is untouched.
-    EXPECT_EQ(kc[((size_t(2) * n_kv) * block + 5) * D], 0x7E00);
+    if (n_tokens > 5) EXPECT_EQ(kc[((size_t(2) * n_kv) * block + 5) * D], 0x7E00);
   }
+}
+
+TEST(GpuOps, RopeNormNeoxWithPagedKvWrite) {
+  FATHOM_REQUIRE_GPU();
+  run_rope_case({RopeType::NORM, 128, 128, false});
+  run_rope_case({RopeType::NEOX, 256, 256, false});
+  run_rope_case({RopeType::NORM, 64, 32, true});
+  run_rope_case({RopeType::NEOX, 128, 64, true});
+}
+
+// The head kernel's geometry (4 warps per block, one warp per (token, head), q heads first):
+// batch 1 at the llama3-8b shape (32 + 8 heads: 10 full blocks), head counts that leave a block
+// partly empty (5 + 1, 3 + 3), GQA 1, k only (q nullptr), head_dim 512 (8 pairs and 16 v elements
+// per lane), n_rot < head_dim with both pairings; the batch-1 token at position 100000.
+TEST(GpuOps, RopeHeadLaunchGeometries) {
+  FATHOM_REQUIRE_GPU();
+  RopeCase llama{RopeType::NORM, 128, 128, true};
+  llama.n_tokens = 1;
+  llama.n_head = 32;
+  llama.n_kv = 8;
+  llama.pos0 = 100000;
+  run_rope_case(llama);
+  RopeCase odd{RopeType::NEOX, 64, 64, false};
+  odd.n_tokens = 1;
+  odd.n_head = 5;
+  odd.n_kv = 1;
+  run_rope_case(odd);
+  RopeCase odd3{RopeType::NORM, 64, 48, false};
+  odd3.n_tokens = 7;
+  odd3.n_head = 3;
+  odd3.n_kv = 3;
+  run_rope_case(odd3);
+  RopeCase konly{RopeType::NEOX, 128, 96, true};
+  konly.n_tokens = 3;
+  konly.with_q = false;
+  run_rope_case(konly);
+  RopeCase wide{RopeType::NORM, 512, 512, false};
+  wide.n_tokens = 2;
+  wide.n_head = 2;
+  wide.n_kv = 1;
+  run_rope_case(wide);
+  RopeCase wide_neox{RopeType::NEOX, 512, 256, false};
+  wide_neox.n_tokens = 20;
+  wide_neox.n_head = 6;
+  wide_neox.n_kv = 2;
+  run_rope_case(wide_neox);
 }
 
 // Activations: expf/tanhf on the device are within 2 ulp of libm: tol 1e-6 relative + 1e-7.
