@@ -117,7 +117,7 @@ int blocks_per_sm(const void* kernel, int threads, size_t smem, const DeviceInfo
 // 128 CTAs of 2 stages each (cost 2.7); S = 4 leaves half the SMs idle (cost 4.9).
 struct PlanIn {
   int n_tiles, n_kst, nt, n_tokens, row_stage_bytes, threads;
-  size_t slot, smem_limit, partial_floats;
+  size_t ring, smem_limit, partial_floats;
   const void* kernel;
 };
 MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
@@ -131,13 +131,9 @@ MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
   for (int S = 1; S <= s_max; ++S) {
     if (forced > 0 && S != std::min(forced, s_max)) continue;
     const int kst = (in.n_kst + S - 1) / S;
-    // x planes and scales, the warps' decoded-scale buffers, the last-CTA flag; then the ring
-    const size_t fixed = x_bytes(in.nt, kst * kStageK) + kScaleBytes + 16;
-    if (fixed + 2 * in.slot > in.smem_limit) continue;
-    // The deepest ring that fits: one CTA per SM either way (512 threads x ~120 registers at
-    // <= 16 tokens, 256 x 255 above), so shared memory has no other use.
-    const int ring = int(std::min<size_t>(size_t(kMaxRing), (in.smem_limit - fixed) / in.slot));
-    const size_t smem = fixed + size_t(ring) * in.slot;
+    // ring, x planes and scales, the warps' decoded-scale buffers, the last-CTA flag
+    const size_t smem = in.ring + x_bytes(in.nt, kst * kStageK) + kScaleBytes + 16;
+    if (smem > in.smem_limit) continue;
     if (S > 1 && (in.n_tiles > kCounters ||
                   size_t(in.n_tiles) * size_t(S) * 1024 * size_t(in.nt) > in.partial_floats))
       continue;
@@ -149,11 +145,7 @@ MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
     const int ctas_per_sm = (grid + dev.sm_count - 1) / dev.sm_count;
     const double part = S > 1 ? 32.0 * in.nt / in.row_stage_bytes : 0.0;
     const double xq = 2.0 * in.n_tokens / in.row_stage_bytes;
-    // A shallow ring cannot cover the DRAM latency: on average ring - 1.5 slots are in flight,
-    // and one SM needs ~48 KB in flight (~1.5 us at its 1/132 share of ~4.2 TB/s). Ring 2 of
-    // Q4_K (37 KB slots) runs at ~0.4 of the rate, ring 3 at full rate.
-    const double depth = std::min(1.0, (ring - 1.5) * double(in.slot) / 49152.0);
-    const double cost = double(ctas_per_sm) * (tiles_per_cta * (kst + part) + kst * xq) / depth;
+    const double cost = double(ctas_per_sm) * (tiles_per_cta * (kst + part) + kst * xq);
     if (cost < best_cost * (1.0 - 1e-9)) {
       best_cost = cost;
       best.splits = S;
@@ -162,7 +154,6 @@ MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
       best.kstages = kst;
       best.nt = in.nt;
       best.smem = smem;
-      best.ring = ring;
     }
   }
   return best;
@@ -231,7 +222,7 @@ Prepared prepare(const MmaQ8Params& p) {
       in.threads = kThreadsOf<NT>;
       in.n_tokens = int(p.n_tokens);
       in.row_stage_bytes = Fmt<T>::bytes;
-      in.slot = slot_bytes<T>();
+      in.ring = ring_bytes<T, NT>();
       in.smem_limit = size_t(dev.max_smem_optin);
       in.partial_floats = partial_floats;
       in.kernel = type_kernel(T, NT);
@@ -246,7 +237,6 @@ Prepared prepare(const MmaQ8Params& p) {
                " bytes of shared memory (", ggml_type_name(p.type), ", cols ", p.cols, ")");
   a.splits = r.plan.splits;
   a.kr_max = r.plan.kstages * kStageK;
-  a.ring = r.plan.ring;
   return r;
 }
 

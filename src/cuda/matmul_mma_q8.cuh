@@ -79,7 +79,7 @@ void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream);
 
 // The launch plan for p (tests and benchmarks print it): split-K count, CTAs, k-stages per split.
 struct MmaQ8Plan {
-  int splits = 0, grid = 0, tiles = 0, kstages = 0, nt = 0, ring = 0;
+  int splits = 0, grid = 0, tiles = 0, kstages = 0, nt = 0;
   size_t smem = 0;
 };
 MmaQ8Plan mma_q8_plan(const MmaQ8Params& p);

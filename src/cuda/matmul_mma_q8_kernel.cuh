@@ -72,14 +72,17 @@ template <> struct Fmt<GgmlType::Q4_K> { static constexpr int bytes = 144, copy 
 template <> struct Fmt<GgmlType::Q5_K> { static constexpr int bytes = 176, copy = 176, pitch = 176; };
 template <> struct Fmt<GgmlType::Q6_K> { static constexpr int bytes = 210, copy = 224, pitch = 240; };
 
-// Ring depth: chosen at launch (planner: as many 256-row slots as the shared memory left after x
-// and the scale buffers holds, 2..kMaxRing). The depth sets the bytes in flight: with a ring of N
-// slots, N - 2 stages are in flight while a stage is computed and N - 1 right after its issue; a
-// fixed 128 KB budget gave Q6_K only 2 slots (one stage in flight, none at the wait) and measured
-// ~52% of the copy bandwidth on the LM head (docs/perf/mma_q8.md, session 12).
-constexpr int kMaxRing = 6;
-template <GgmlType T>
-constexpr size_t slot_bytes() { return size_t(kTileRows) * Fmt<T>::pitch; }
+// Ring stages: as many 256-row stages as fit a weight budget (less at many tokens, where x takes
+// more shared memory), 2..4. One stage is 36-70 KB, far more than the ~17 KB per SM in flight that
+// the DRAM latency needs, so 2 already keep the memory busy; the third smooths the tile changes.
+template <GgmlType T, int NT>
+constexpr int ring_stages() {
+  constexpr int budget = NT >= 8 ? 100 * 1024 : 128 * 1024;
+  constexpr int s = budget / (kTileRows * Fmt<T>::pitch);
+  return s < 2 ? 2 : s > 4 ? 4 : s;
+}
+template <GgmlType T, int NT>
+constexpr size_t ring_bytes() { return size_t(ring_stages<T, NT>()) * kTileRows * Fmt<T>::pitch; }
 
 // x in shared memory for a K range of kr weights: 8 NT rows (2 planes x 4 NT tokens) of kr + 16
 // bytes (the 16 make the pitch an odd multiple of 16: conflict-free ldmatrix), then (u, sum) per
@@ -102,16 +105,6 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-// wait_group n for a runtime n (0..kMaxRing - 2; the immediate must be a constant).
-__device__ __forceinline__ void cp_async_wait_upto(int n) {
-  switch (n) {
-    case 0: cp_async_wait<0>(); break;
-    case 1: cp_async_wait<1>(); break;
-    case 2: cp_async_wait<2>(); break;
-    case 3: cp_async_wait<3>(); break;
-    default: cp_async_wait<4>(); break;
-  }
 }
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
@@ -562,7 +555,6 @@ struct Args {
   int splits;          // S
   int n_kst;           // 256-weight stages per row
   int kr_max;          // weights of the longest split (x staging size)
-  int ring;            // ring slots, 2..kMaxRing
   int* counters;       // (n_tiles) arrival counts, zero between launches (S > 1)
   float* partials;     // (n_tiles, S, 1024 NT) (S > 1)
 };
@@ -757,12 +749,12 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
   constexpr int kThreads = kThreadsOf<NT>;
   extern __shared__ uint4 mmq_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_smem4);
-  const int kSt = a.ring;
+  constexpr int kSt = ring_stages<T, NT>();
   constexpr int kPitch = Fmt<T>::pitch;
   constexpr int kSlot = kTileRows * kPitch;
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
   const uint32_t ring_s = smem_u32(smem);
-  int8_t* xq = reinterpret_cast<int8_t*>(smem + size_t(kSt) * kSlot);
+  int8_t* xq = reinterpret_cast<int8_t*>(smem + ring_bytes<T, NT>());
   float2* xs = reinterpret_cast<float2*>(xq + size_t(8 * NT) * x_pitch(a.kr_max));
   float* scl = reinterpret_cast<float*>(xs + size_t(4 * NT) * xs_stride(a.kr_max));  // 16-byte aligned
   int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + kScaleBytes);
@@ -785,6 +777,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
     issue_stage<T, NT>(a, p_tile, kst0 + kk, ring_s + uint32_t((p_item % kSt) * kSlot));
     ++p_item;
   };
+#pragma unroll
   for (int s = 0; s < kSt - 1; ++s) {
     if (p_item < n_items) issue();
     cp_async_commit();
@@ -811,7 +804,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
       for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
 
   for (int it = 0; it < n_items; ++it) {
-    cp_async_wait_upto(kSt - 2);
+    cp_async_wait<kSt - 2>();
     __syncthreads();  // slot it % kSt landed for every thread; slot (it - 1) % kSt is free
     if (p_item < n_items) issue();
     cp_async_commit();
