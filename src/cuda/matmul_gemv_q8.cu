@@ -47,6 +47,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_info.h"
 #include "cuda/pdl.cuh"
+#include "cuda/x_planes.cuh"
 #include "fathom/error.h"
 
 namespace fathom::cuda {
@@ -56,7 +57,7 @@ constexpr int kWarps = 8;         // 2-3 blocks per SM: x is staged 2-3 times pe
 constexpr int kThreads = kWarps * 32;
 constexpr int kR = 2;             // rows per warp
 constexpr int kStageW = 2048;     // weights of a row per stage
-constexpr int kPlaneScale = 254;  // x = u * (254 q1 + q2): two int8 planes
+constexpr int kPlaneScale = kXPlaneScale;  // x = u * (254 q1 + q2): two int8 planes (x_planes.cuh)
 
 constexpr uint32_t kM4 = 0x0F0F0F0Fu;
 
@@ -646,17 +647,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
 
   {
-    // Quantize x[c][0 .. cols) of every column into the two planes: 8 threads per 32-element
-    // block (shuffles for max and sum). u = max / (127 * 254); q1 = rn(x / (254 u)),
-    // q2 = rn((x - 254 u q1) / u): |x - u (254 q1 + q2)| <= u / 2. Loads of up to kXB float4 per
-    // thread are issued before any is used (one L2 round trip per batch). Rounding by the
-    // 1.5 * 2^23 constant (|v| <= 127: exact round-to-nearest-even, full-rate FMA instead of
-    // quarter-rate F2I); the code is the float's low byte.
+    // Quantize x[c][0 .. cols) of every column into the two planes (x_planes.cuh): 8 threads per
+    // 32-element block. Loads of up to kXB float4 per thread are issued before any is used (one
+    // L2 round trip per batch).
     const int per_c = cols / 4;
     const int total = NB * per_c;
     const int total_r = (total + 31) & ~31;
     constexpr int kXB = 4;
-    constexpr float kMagic = 12582912.0f;
     // Fused RMS norm: a first pass for the inverse RMS of every column (block reduction through
     // the K-split partial area, which is free until the end).
     float* inv_rms = part;  // NB floats (part holds kWarps * kR * NB >= NB + kWarps * NB)
@@ -712,34 +709,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
         const bool act = i < total;
         const int c = act ? i / per_c : 0;
         const int e4 = act ? i - c * per_c : 0;
-        float am = fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w)));
-        float sm = (v[u].x + v[u].y) + (v[u].z + v[u].w);
-#pragma unroll
-        for (int off = 1; off < 8; off <<= 1) {
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-          sm += __shfl_xor_sync(0xffffffffu, sm, off);
-        }
-        const float d1 = am * (1.0f / 127.0f);
-        const float u1 = d1 * (1.0f / float(kPlaneScale));
-        const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
-        const float inv2 = am > 0.0f ? 1.0f / u1 : 0.0f;
-        const float vv[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-        uint32_t b1[4], b2[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float f1 = fmaf(vv[e], inv1, kMagic);  // kMagic + rn(v / d1)
-          const float q1 = f1 - kMagic;
-          const float r = fmaf(-q1, d1, vv[e]);        // |r| <= d1 / 2 (+ rounding)
-          const float f2 = fmaf(r, inv2, kMagic);      // kMagic + rn(r / u1), |.| <= 127
-          b1[e] = __float_as_uint(f1);
-          b2[e] = __float_as_uint(f2);
-        }
+        const XQuad q = quantize_x4(v[u]);
         if (act) {
-          const uint32_t p1 = __byte_perm(__byte_perm(b1[0], b1[1], 0x0040), __byte_perm(b1[2], b1[3], 0x0040), 0x5410);
-          const uint32_t p2 = __byte_perm(__byte_perm(b2[0], b2[1], 0x0040), __byte_perm(b2[2], b2[3], 0x0040), 0x5410);
-          *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = p1;
-          *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = p2;
-          if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(u1, sm);
+          *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = q.p1;
+          *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = q.p2;
+          if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(q.u, q.sum);
         }
       }
     }

@@ -39,6 +39,7 @@
 
 #include "cuda/matmul_mma_q8.cuh"
 #include "cuda/pdl.cuh"
+#include "cuda/x_planes.cuh"
 
 namespace fathom::cuda::mmq {
 
@@ -53,7 +54,7 @@ template <int NT> constexpr int kThreadsOf = 32 * kWarpsOf<NT>;
 constexpr int kStageK = 256;    // weights of a row per pipeline stage
 constexpr int kCounters = int(kMmaQ8WorkspaceCounterBytes / sizeof(int));
 constexpr int kMaxSplits = 64;
-constexpr int kPlaneScale = 254;          // x = u (254 q1 + q2)
+constexpr int kPlaneScale = kXPlaneScale;  // x = u (254 q1 + q2), x_planes.cuh
 constexpr int kAccBias = 0x4B400000;      // fp32 bits of 1.5 * 2^23
 constexpr float kAccBiasF = 12582912.0f;  // 1.5 * 2^23
 constexpr uint32_t kM4 = 0x0F0F0F0Fu;
@@ -675,11 +676,9 @@ __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int
     }
 }
 
-// Quantizes x[t][k0 .. k0 + kr) of every token into the two planes (8 threads per 32-element
-// block, shuffles for max and sum), as in matmul_gemv_q8.cu: u = max / (127 * 254),
-// q1 = rn(x / (254 u)), q2 = rn((x - 254 u q1) / u) clamped to +-127 (only a rounding tie of q1
-// could push it to 128), |x - u (254 q1 + q2)| <= u / 2. Tokens n_tokens .. 4 NT - 1 get zero
-// planes and scales.
+// Quantizes x[t][k0 .. k0 + kr) of every token into the two planes (quantize_x4, x_planes.cuh:
+// 8 threads per 32-element block, the same rounding as the decode GEMV). Tokens n_tokens ..
+// 4 NT - 1 get zero planes and scales.
 template <int NT>
 __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t* xq, float2* xs) {
   constexpr int kThreads = kThreadsOf<NT>;
@@ -687,7 +686,6 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
   const int per_t = kr / 4;  // float4 per token
   const int total = a.n_tokens * per_t;
   constexpr int kXB = 4;
-  constexpr float kMagic = 12582912.0f;
   for (int i0 = 0; i0 < total; i0 += kXB * kThreads) {
     float4 v[kXB];
     int tok[kXB], e4[kXB];
@@ -703,34 +701,11 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
     for (int u = 0; u < kXB; ++u) {
       if (i0 + u * kThreads >= total) break;  // block-uniform; 8-thread groups are all in or all out
       const bool act = i0 + u * kThreads + int(threadIdx.x) < total;
-      float am = fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w)));
-      float sm = (v[u].x + v[u].y) + (v[u].z + v[u].w);
-#pragma unroll
-      for (int off = 1; off < 8; off <<= 1) {
-        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-        sm += __shfl_xor_sync(0xffffffffu, sm, off);
-      }
-      const float d1 = am * (1.0f / 127.0f);
-      const float u1 = d1 * (1.0f / float(kPlaneScale));
-      const float inv1 = am > 0.0f ? 127.0f / am : 0.0f;
-      const float inv2 = am > 0.0f ? 1.0f / u1 : 0.0f;
-      const float vv[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-      uint32_t b1[4], b2[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float f1 = fmaf(vv[e], inv1, kMagic);
-        const float q1 = f1 - kMagic;
-        const float r = fmaf(-q1, d1, vv[e]);
-        const float f2 = fminf(fmaxf(fmaf(r, inv2, kMagic), kMagic - 127.0f), kMagic + 127.0f);
-        b1[e] = __float_as_uint(f1);
-        b2[e] = __float_as_uint(f2);
-      }
+      const XQuad q = quantize_x4(v[u]);
       if (act) {
-        const uint32_t p1 = __byte_perm(__byte_perm(b1[0], b1[1], 0x0040), __byte_perm(b1[2], b1[3], 0x0040), 0x5410);
-        const uint32_t p2 = __byte_perm(__byte_perm(b2[0], b2[1], 0x0040), __byte_perm(b2[2], b2[3], 0x0040), 0x5410);
-        *reinterpret_cast<uint32_t*>(xq + (2 * tok[u]) * pitch + 4 * e4[u]) = p1;
-        *reinterpret_cast<uint32_t*>(xq + (2 * tok[u] + 1) * pitch + 4 * e4[u]) = p2;
-        if ((e4[u] & 7) == 0) xs[tok[u] * stride + (e4[u] >> 3)] = make_float2(u1, sm);
+        *reinterpret_cast<uint32_t*>(xq + (2 * tok[u]) * pitch + 4 * e4[u]) = q.p1;
+        *reinterpret_cast<uint32_t*>(xq + (2 * tok[u] + 1) * pitch + 4 * e4[u]) = q.p2;
+        if ((e4[u] & 7) == 0) xs[tok[u] * stride + (e4[u] >> 3)] = make_float2(q.u, q.sum);
       }
     }
   }
