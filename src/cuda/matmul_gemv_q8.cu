@@ -558,6 +558,86 @@ __device__ __forceinline__ void store_group(const Args& a, int64_t g, int r, int
   a.seg[s].y[idx] = out;
 }
 
+// Stages x for the whole block (after pdl_wait, before a __syncthreads): every column's two int8
+// planes (xpad layout, plane 2 xp bytes after plane 1) and (u, sum) per 32 elements, with the
+// fused RMS norm applied first when a.norm_w is set. part: kWarps * kR * NB floats of scratch.
+template <int NB>
+__device__ __forceinline__ void stage_x(const Args& a, int8_t* xq, int xq_cs, int xp, float2* xd, int xd_cs,
+                                        float* part) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cols = int(a.cols);
+  // Quantize x[c][0 .. cols) of every column into the two planes (x_planes.cuh): 8 threads per
+  // 32-element block. Loads of up to kXB float4 per thread are issued before any is used (one
+  // L2 round trip per batch).
+  const int per_c = cols / 4;
+  const int total = NB * per_c;
+  const int total_r = (total + 31) & ~31;
+  constexpr int kXB = 4;
+  // Fused RMS norm: a first pass for the inverse RMS of every column (block reduction through
+  // the K-split partial area, which is free until the end).
+  float* inv_rms = part;  // NB floats (part holds kWarps * kR * NB >= NB + kWarps * NB)
+  if (a.norm_w) {
+    float ss[NB];
+#pragma unroll
+    for (int c = 0; c < NB; ++c) ss[c] = 0.0f;
+    for (int e4 = threadIdx.x; e4 < per_c; e4 += kThreads)
+#pragma unroll
+      for (int c = 0; c < NB; ++c)
+        if (c < a.n_tokens) {
+          const float4 v = reinterpret_cast<const float4*>(a.x + int64_t(c) * cols)[e4];  // plain load: written by the previous kernel (PDL)
+          ss[c] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss[c]))));
+        }
+    float* red = part + NB;  // kWarps * NB
+#pragma unroll
+    for (int c = 0; c < NB; ++c) {
+      float v = ss[c];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (lane == 0) red[warp * NB + c] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < NB) {
+      float t = 0.0f;
+      for (int k = 0; k < kWarps; ++k) t += red[k * NB + threadIdx.x];
+      inv_rms[threadIdx.x] = rsqrtf(t / float(cols) + a.norm_eps);
+    }
+    __syncthreads();
+  }
+  for (int i0 = threadIdx.x; i0 - int(threadIdx.x) < total_r; i0 += kXB * kThreads) {
+    float4 v[kXB];
+#pragma unroll
+    for (int u = 0; u < kXB; ++u) {
+      const int i = i0 + u * kThreads;
+      v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (i < total) {
+        const int c = i / per_c, e4 = i - c * per_c;
+        if (c < a.n_tokens) {
+          v[u] = reinterpret_cast<const float4*>(a.x + int64_t(c) * cols)[e4];
+          if (a.norm_w) {
+            const float s = inv_rms[c];
+            const float4 g = __ldg(reinterpret_cast<const float4*>(a.norm_w) + e4);
+            v[u] = make_float4(v[u].x * s * g.x, v[u].y * s * g.y, v[u].z * s * g.z, v[u].w * s * g.w);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kXB; ++u) {
+      if (i0 - int(threadIdx.x) + u * kThreads >= total_r) break;  // block-uniform
+      const int i = i0 + u * kThreads;
+      const bool act = i < total;
+      const int c = act ? i / per_c : 0;
+      const int e4 = act ? i - c * per_c : 0;
+      const XQuad q = quantize_x4(v[u]);
+      if (act) {
+        *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = q.p1;
+        *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = q.p2;
+        if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(q.u, q.sum);
+      }
+    }
+  }
+}
+
 template <GgmlType T, int NB>
 __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(const __grid_constant__ Args a) {
   extern __shared__ uint4 q8_smem4[];
@@ -646,78 +726,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
 
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
 
-  {
-    // Quantize x[c][0 .. cols) of every column into the two planes (x_planes.cuh): 8 threads per
-    // 32-element block. Loads of up to kXB float4 per thread are issued before any is used (one
-    // L2 round trip per batch).
-    const int per_c = cols / 4;
-    const int total = NB * per_c;
-    const int total_r = (total + 31) & ~31;
-    constexpr int kXB = 4;
-    // Fused RMS norm: a first pass for the inverse RMS of every column (block reduction through
-    // the K-split partial area, which is free until the end).
-    float* inv_rms = part;  // NB floats (part holds kWarps * kR * NB >= NB + kWarps * NB)
-    if (a.norm_w) {
-      float ss[NB];
-#pragma unroll
-      for (int c = 0; c < NB; ++c) ss[c] = 0.0f;
-      for (int e4 = threadIdx.x; e4 < per_c; e4 += kThreads)
-#pragma unroll
-        for (int c = 0; c < NB; ++c)
-          if (c < a.n_tokens) {
-            const float4 v = reinterpret_cast<const float4*>(a.x + int64_t(c) * cols)[e4];  // plain load: written by the previous kernel (PDL)
-            ss[c] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss[c]))));
-          }
-      float* red = part + NB;  // kWarps * NB
-#pragma unroll
-      for (int c = 0; c < NB; ++c) {
-        float v = ss[c];
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0) red[warp * NB + c] = v;
-      }
-      __syncthreads();
-      if (threadIdx.x < NB) {
-        float t = 0.0f;
-        for (int k = 0; k < kWarps; ++k) t += red[k * NB + threadIdx.x];
-        inv_rms[threadIdx.x] = rsqrtf(t / float(cols) + a.norm_eps);
-      }
-      __syncthreads();
-    }
-    for (int i0 = threadIdx.x; i0 - int(threadIdx.x) < total_r; i0 += kXB * kThreads) {
-      float4 v[kXB];
-#pragma unroll
-      for (int u = 0; u < kXB; ++u) {
-        const int i = i0 + u * kThreads;
-        v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (i < total) {
-          const int c = i / per_c, e4 = i - c * per_c;
-          if (c < a.n_tokens) {
-            v[u] = reinterpret_cast<const float4*>(a.x + int64_t(c) * cols)[e4];
-            if (a.norm_w) {
-              const float s = inv_rms[c];
-              const float4 g = __ldg(reinterpret_cast<const float4*>(a.norm_w) + e4);
-              v[u] = make_float4(v[u].x * s * g.x, v[u].y * s * g.y, v[u].z * s * g.z, v[u].w * s * g.w);
-            }
-          }
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kXB; ++u) {
-        if (i0 - int(threadIdx.x) + u * kThreads >= total_r) break;  // block-uniform
-        const int i = i0 + u * kThreads;
-        const bool act = i < total;
-        const int c = act ? i / per_c : 0;
-        const int e4 = act ? i - c * per_c : 0;
-        const XQuad q = quantize_x4(v[u]);
-        if (act) {
-          *reinterpret_cast<uint32_t*>(xq + c * xq_cs + xpad(4 * e4)) = q.p1;
-          *reinterpret_cast<uint32_t*>(xq + xp + c * xq_cs + xpad(4 * e4)) = q.p2;
-          if ((e4 & 7) == 0) xd[c * xd_cs + (e4 >> 3)] = make_float2(q.u, q.sum);
-        }
-      }
-    }
-  }
+  stage_x<NB>(a, xq, xq_cs, xp, xd, xd_cs, part);
   __syncthreads();
 
   float acc[kR][NB];
@@ -818,6 +827,125 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
   }
 }
 
+// ---- Q4_K, one token: weights straight into registers --------------------------------------------
+// Why: the kernel above streams every row through a shared-memory ring with cp.async and reached
+// 42% of the copy bandwidth on Q4_K 14336 x 4096 (18.6 us, H200); the tensor-core matmul with the
+// same kind of ring 34-52%, and neither moved when its ring was made deeper or its instruction count
+// cut by a third (docs/perf/mma_q8.md, session 12), while the F16 GEMV, which loads its weights
+// straight into registers, reads the 1 GB LM head at 97%. Here each lane loads its 16-byte code
+// pieces with plain vector loads, U super-blocks x kR rows of them in flight before any is used.
+//
+// Lane l of a warp takes code piece pp = l % 8 of super-blocks l / 8, l / 8 + 4, ... of both rows
+// of its group: pp covers bytes 16 pp .. 16 pp + 15 of the 128 code bytes, i.e. sub-block pair
+// p = pp / 2, elements 64 p + 16 (pp % 2) + 0..15 (low nibbles, sub-block 2p) and those + 32 (high
+// nibbles, 2p + 1). The lane's x positions are the same in every super-block; the 8 lanes of a
+// super-block read its 16-byte header (d, dmin, scales) at one address (one L1 request). The
+// min term (dmin m sum(x) over a whole sub-block) is added by the pp even lane of the pair only.
+constexpr int kDirectU = 4;  // super-blocks per lane and row in flight
+__device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_direct_kernel(const __grid_constant__ Args a) {
+  extern __shared__ uint4 q8_smem4[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cols = int(a.cols);
+  const int xq_cs = xpad_len(cols);
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);
+  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
+  const int xd_cs = cols / 32;
+  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+
+  const int n_sb = cols / 256;
+  const int pp = lane & 7, p = pp >> 1, hf = pp & 1;
+  const int sb0 = lane >> 3;
+  const int iters = (n_sb - sb0 + 3) / 4;  // super-blocks of this lane per row
+  const int64_t gstep = int64_t(gridDim.x) * kWarps;
+  const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
+
+  // The first group's first pieces into L2 while the previous kernel finishes (PDL).
+  if (g0 < a.n_groups) {
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g0, w, ok, end);
+#pragma unroll
+    for (int u = 0; u < kDirectU; ++u)
+#pragma unroll
+      for (int r = 0; r < kR; ++r)
+        if (u < iters && ok[r]) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[r] + (sb0 + 4 * u) * 144 + 16 + 16 * pp));
+  }
+  pdl_wait();  // x is written by the previous kernel; y may still be read by it
+  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  __syncthreads();
+
+  const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
+  const float minw = hf == 0 ? 1.0f : 0.0f;  // the pair's even lane adds the sub-blocks' min terms
+  for (int64_t g = g0; g < a.n_groups; g += gstep) {
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g, w, ok, end);
+    float acc[kR] = {0.0f, 0.0f};
+    for (int i0 = 0; i0 < iters; i0 += kDirectU) {
+      uint4 q[kDirectU][kR], h[kDirectU][kR];
+#pragma unroll
+      for (int u = 0; u < kDirectU; ++u)
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          if (i0 + u < iters) {
+            const uint8_t* sb = w[r] + int64_t(sb0 + 4 * (i0 + u)) * 144;
+            h[u][r] = __ldg(reinterpret_cast<const uint4*>(sb));
+            q[u][r] = ldg_stream(sb + 16 + 16 * pp);
+          } else {
+            h[u][r] = make_uint4(0u, 0u, 0u, 0u);
+            q[u][r] = make_uint4(0u, 0u, 0u, 0u);
+          }
+        }
+#pragma unroll
+      for (int u = 0; u < kDirectU; ++u) {
+        if (i0 + u >= iters) break;
+        const int j = sb0 + 4 * (i0 + u);
+        const int k0 = 256 * j + 64 * p + 16 * hf;
+        const uint4 xa1 = x16(xv, 0, k0, 0), xa2 = x16(xv, 0, k0, 1);
+        const uint4 xb1 = x16(xv, 0, k0 + 32, 0), xb2 = x16(xv, 0, k0 + 32, 1);
+        const float4 xs = *reinterpret_cast<const float4*>(xd + 8 * j + 2 * p);  // (u, sum) of 2p, 2p + 1
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          const uint32_t qw[4] = {q[u][r].x, q[u][r].y, q[u][r].z, q[u][r].w};
+          uint32_t lo[4], hi[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            lo[i] = qw[i] & kM4;
+            hi[i] = (qw[i] >> 4) & kM4;
+          }
+          const int s_lo = kPlaneScale * dot4(lo, xa1) + dot4(lo, xa2);
+          const int s_hi = kPlaneScale * dot4(hi, xb1) + dot4(hi, xb2);
+          const float d = half_lo(h[u][r].x), dmin = half_hi(h[u][r].x);
+          float sc0, sc1, m0, m1;
+          k4_pair(h[u][r], p, sc0, sc1, m0, m1);
+          acc[r] += d * (sc0 * xs.x * float(s_lo) + sc1 * xs.z * float(s_hi)) -
+                    minw * dmin * (m0 * xs.y + m1 * xs.w);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+    if (lane == 0) {
+      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
+      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
+    }
+  }
+  pdl_trigger();
+}
+
 // ---- launch planning ----------------------------------------------------------------------------
 // Shared memory of a launch: the warps' weight rings, the two x planes of all columns (one
 // staging, no chunking), the (u, sum) pairs and the K-split partials.
@@ -913,6 +1041,58 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
+// The register-direct Q4_K kernel for one token (gemv_q4k_direct_kernel): on unless
+// FATHOM_GEMV_DIRECT=0 (A/B runs).
+bool direct_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("FATHOM_GEMV_DIRECT");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
+  return on;
+}
+
+size_t direct_smem_bytes(int64_t cols) {
+  return 2 * size_t(xpad_len(int(cols))) + size_t(cols / 32) * sizeof(float2) + size_t(kWarps) * kR * sizeof(float);
+}
+
+void launch_direct(Args a, const GemvQ8Params& p, cudaStream_t stream) {
+  const DeviceInfo dev = device_info();
+  const size_t smem = direct_smem_bytes(a.cols);
+  FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
+               dev.max_smem_optin, " (cols ", a.cols, ")");
+  auto kernel = gemv_q4k_direct_kernel;
+  static std::mutex mu;
+  static std::unordered_map<int, bool> opted_in;
+  static std::unordered_map<uint64_t, int> occ_cache;
+  int bps = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!opted_in[dev.device]) {
+      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.max_smem_optin));
+      opted_in[dev.device] = true;
+    }
+    const uint64_t key = (uint64_t(uint32_t(dev.device)) << 32) | uint64_t(smem);
+    auto itc = occ_cache.find(key);
+    if (itc == occ_cache.end()) {
+      int b = 0;
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kThreads, smem));
+      itc = occ_cache.emplace(key, b > 0 ? b : 1).first;
+    }
+    bps = itc->second;
+  }
+  const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
+  const int64_t wave = int64_t(dev.sm_count) * bps;
+  const int64_t grid = need < wave ? need : wave;
+  double wbytes = 0.0, rows_total = 0.0;
+  for (int s = 0; s < a.n_seg; ++s) {
+    wbytes += double(a.seg[s].rows) * double(a.row_bytes);
+    rows_total += double(a.seg[s].rows);
+  }
+  launch_cost_hint(wbytes + double(a.cols) * 4.0 + rows_total * 4.0, 2.0 * rows_total * double(a.cols));
+  (void)p;
+  launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
+}
+
 }  // namespace
 
 bool gemv_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
@@ -966,6 +1146,11 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     groups = p.seg[0].rows;
   }
   a.n_groups = groups;
+  if (p.type == GgmlType::Q4_K && p.n_tokens == 1 && direct_enabled() &&
+      direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
+    launch_direct(a, p, stream);
+    return;
+  }
   const bool ok = dispatch_q8(p.type, [&](auto tc) {
     constexpr GgmlType T = decltype(tc)::value;
     if (p.n_tokens <= 1) launch_nb<T, 1>(a, p, stream);
