@@ -4,7 +4,10 @@
 # of synthetic Llama-3-8B Q4_K_M A/B: default kernels vs FATHOM_SMALL_OLD=1 (the one-block rope and
 # rms_norm kernels, decode-attention minimum split 128), alternated twice at depth 512, and once
 # each at depth 32768 if the time is left. Every step runs under a timeout cut to what is left of
-# the 195 s. Usage (carry [".devdeps", ".devsrc-small"]):
+# the 195 s. FATHOM_SMALL_OLD existed in commit 5b2d625 only (measured there, then deleted with the
+# old rope kernel): on later commits the "old" runs repeat the new ones. Put new tests first in F
+# next time: the 60 s ran out in GpuAttention.PrefillVariants before GpuOps.* and Tiny/* ran.
+# Usage (carry [".devdeps", ".devsrc-small"]):
 #   bash bench/device_small.sh .devsrc-small/head.tgz
 source "$(dirname "$0")/device_lib.sh"
 device_begin "$@"

@@ -55,8 +55,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -74,7 +72,6 @@ constexpr int kDecTileBytes = kDecTileElems * 2;
 constexpr int kDecSmemBytes = kDecStages * 2 * kDecTileBytes;  // 48 KB, static
 constexpr int kDecMaxHeads = 8;      // query heads per block: mma rows 0-7 (and 8-15, the remainders)
 constexpr int kDecMinChunk = 64;     // keys per split at least (a multiple of every TK)
-constexpr int kDecMinChunkOld = 128; // FATHOM_SMALL_OLD=1 (A/B runs): the previous minimum
 constexpr int kMergeThreads = 128;
 constexpr float kDecLog2e = 1.4426950408889634f;
 
@@ -86,7 +83,6 @@ struct DecodeArgs {
   int32_t n_head_groups;    // query-head groups per kv head
   int32_t heads_per_group;  // <= kDecMaxHeads
   int32_t bs_shift;         // log2(block_size) when a power of two, else -1
-  int32_t min_chunk;        // kDecMinChunk (kDecMinChunkOld under FATHOM_SMALL_OLD=1)
 };
 
 // ---- device helpers ----------------------------------------------------------------------------
@@ -160,7 +156,7 @@ __device__ __forceinline__ SeqSplit seq_split(const DecodeArgs& a, int seq) {
   const int q_end = p.q_seq_start[seq + 1];
   const int kvl = p.kv_len[seq];
   s.lo = s.hi = 0;
-  s.chunk = a.min_chunk;
+  s.chunk = kDecMinChunk;
   s.n_act = 0;
   if (q_end <= s.t) return s;
   const int qp = p.q_pos[s.t];
@@ -168,7 +164,7 @@ __device__ __forceinline__ SeqSplit seq_split(const DecodeArgs& a, int seq) {
   s.lo = p.sliding_window > 0 ? max(0, qp - p.sliding_window + 1) : 0;
   const int n = max(0, s.hi - s.lo);
   const int per = (n + a.n_splits - 1) / a.n_splits;
-  s.chunk = max(a.min_chunk, (per + a.quantum - 1) / a.quantum * a.quantum);
+  s.chunk = max(kDecMinChunk, (per + a.quantum - 1) / a.quantum * a.quantum);
   s.n_act = n > 0 ? (n + s.chunk - 1) / s.chunk : 1;  // <= n_splits: chunk >= ceil(n / n_splits)
   return s;
 }
@@ -186,8 +182,7 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
   constexpr int KS = TK / 16;            // 16-key k-steps of P V
   constexpr int DK = D / 16;             // 16-dim k-steps of Q K^T
   constexpr int DT = D / 8;              // 8-dim n-tiles of O
-  static_assert(TK * RB == kDecTileBytes && TK % 16 == 0 && kDecMinChunk % TK == 0 && kDecMinChunkOld % TK == 0,
-                "tile shape");
+  static_assert(TK * RB == kDecTileBytes && TK % 16 == 0 && kDecMinChunk % TK == 0, "tile shape");
   __shared__ __align__(128) unsigned char smem[kDecSmemBytes];  // [stage][K tile | V tile]
 
   pdl_wait();
@@ -545,28 +540,20 @@ DecodeDevice decode_device(int head_dim) {
 //   1 seq at 1000 keys under a 32768 bound: 66 splits planned, chunks of max(64, 32) keys:
 //     16 active per kv head, 128 blocks.
 struct DecodePlan {
-  int n_splits = 1, n_head_groups = 1, heads_per_group = 1, quantum = 32, min_chunk = kDecMinChunk;
+  int n_splits = 1, n_head_groups = 1, heads_per_group = 1, quantum = 32;
 };
-bool small_old() {
-  static const bool old = [] {
-    const char* e = std::getenv("FATHOM_SMALL_OLD");
-    return e && std::strcmp(e, "1") == 0;
-  }();
-  return old;
-}
 DecodePlan plan_decode(const AttentionParams& p) {
   DecodePlan pl;
   const int g = p.n_head / p.n_head_kv;
   pl.n_head_groups = (g + kDecMaxHeads - 1) / kDecMaxHeads;
   pl.heads_per_group = (g + pl.n_head_groups - 1) / pl.n_head_groups;
   pl.quantum = p.head_dim > 0 ? std::max(1, kDecTileElems / p.head_dim) : 32;
-  pl.min_chunk = small_old() ? kDecMinChunkOld : kDecMinChunk;
   const DecodeDevice dev = decode_device(p.head_dim);
   const int64_t base = int64_t(p.n_seqs) * p.n_head_kv * pl.n_head_groups;
   int64_t keys = std::max(1, p.max_kv_len);
   if (p.sliding_window > 0) keys = std::min<int64_t>(keys, p.sliding_window);
   int64_t want = int64_t(dev.n_sms) * dev.blocks_per_sm / std::max<int64_t>(1, base);
-  want = std::min(want, (keys + pl.min_chunk - 1) / pl.min_chunk);
+  want = std::min(want, (keys + kDecMinChunk - 1) / kDecMinChunk);
   pl.n_splits = int(std::max<int64_t>(1, want));
   return pl;
 }
@@ -595,7 +582,6 @@ void launch_attention_decode(const AttentionParams& p, float scale, cudaStream_t
   a.n_head_groups = pl.n_head_groups;
   a.heads_per_group = pl.heads_per_group;
   a.bs_shift = -1;
-  a.min_chunk = pl.min_chunk;
   for (int s = 0; s < 31; ++s)
     if ((1 << s) == p.block_size) a.bs_shift = s;
   const size_t parts_bytes = size_t(p.n_seqs) * p.n_head * pl.n_splits * (p.head_dim + 2) * sizeof(float);

@@ -12,14 +12,11 @@
 // (a runtime-trip loop over possibly aliasing x / out: one L2 round trip per element per thread,
 // 2 x 16 of them at n 4096).
 //
-// Scalar kernel (any other n or alignment; FATHOM_SMALL_OLD=1 for A/B runs): one block of 256
-// threads per row, the row read twice (the second time from L1/L2).
-// Both are launched with PDL (pdl.cuh).
+// Scalar kernel (any other n or alignment): one block of 256 threads per row, the row read twice
+// (the second time from L1/L2). Both are launched with PDL (pdl.cuh).
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
@@ -142,14 +139,6 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_vec_kernel(const __grid
   }
 }
 
-bool small_old() {
-  static const bool old = [] {
-    const char* e = std::getenv("FATHOM_SMALL_OLD");
-    return e && std::strcmp(e, "1") == 0;
-  }();
-  return old;
-}
-
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 }  // namespace
@@ -164,7 +153,7 @@ void launch_rms_norm(const RmsNormParams& p, cudaStream_t stream) {
   const bool res = p.residual != nullptr;
   launch_cost_hint(4.0 * elems * (res ? 4.0 : 2.0) + (p.w ? 4.0 * double(p.n) : 0.0),
                    elems * (res ? 4.0 : 3.0));
-  const bool vec = !small_old() && p.n % 4 == 0 && p.n <= 4 * kNormThreads * 16 && aligned16(p.x) &&
+  const bool vec = p.n % 4 == 0 && p.n <= 4 * kNormThreads * 16 && aligned16(p.x) &&
                    aligned16(p.out) && (!p.w || aligned16(p.w)) && (!res || aligned16(p.residual));
   if (!vec) {
     launch_kernel(rms_norm_kernel, dim3(unsigned(p.n_rows)), dim3(kNormThreads), 0, stream, p);

@@ -5,22 +5,17 @@
 // pairs (i, i + n_rot/2); dims >= n_rot pass through. Bytes: q and k read+written once, v read
 // once, k/v written as fp16.
 //
-// Head kernel (the default): grid (n_tokens, ceil((n_head + n_head_kv) / 4)), 4 warps per block,
-// one warp per (token, head): q heads first, then kv heads; a kv-head warp also stores its k row
-// and copies its v row into the cache. The block's threads fill the cos/sin table of its token
-// first -- BEFORE pdl_wait(): pos and freq_factors are written by no kernel of the step (a host
-// copy before the step's first kernel, and the weights), so the double-precision sincos overlaps
-// the previous kernel's tail. A lane loads all its pairs (and v elements) before it stores any.
-// At batch 1 (llama3-8b: 32 + 8 heads) that is 10 blocks instead of one block walking 2560 pairs
-// in 10 dependent rounds of loads and stores.
-//
-// Token kernel (FATHOM_SMALL_OLD=1, A/B runs only): one block of 256 threads per token.
-// Both are launched with PDL (pdl.cuh).
+// Grid (n_tokens, ceil((n_head + n_head_kv) / 4)), 4 warps per block, one warp per (token, head):
+// q heads first, then kv heads; a kv-head warp also stores its k row and copies its v row into
+// the cache. The block's threads fill the cos/sin table of its token first -- BEFORE pdl_wait():
+// pos, slot_mapping and freq_factors are written by no kernel of the step (a host copy before the
+// step's first kernel, and the weights), so the double-precision sincos overlaps the previous
+// kernel's tail. A lane loads all its pairs (and v elements) before it stores any. At batch 1
+// (llama3-8b: 32 + 8 heads) that is 10 blocks; the kernel before it (one block of 256 threads per
+// token) walked 2560 pairs in 10 dependent rounds of loads and stores through possibly aliasing
+// pointers (docs/perf/small_decode_kernels.md has the A/B). Launched with PDL (pdl.cuh).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-
-#include <cstdlib>
-#include <cstring>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
@@ -29,74 +24,7 @@
 namespace fathom::cuda {
 namespace {
 
-constexpr int kRopeThreads = 256;
 constexpr int kMaxHeadDim = 512;
-
-__device__ __forceinline__ void rotate_pair(float* h, int a, int b, float c, float s) {
-  const float x0 = h[a], x1 = h[b];
-  h[a] = x0 * c - x1 * s;
-  h[b] = x0 * s + x1 * c;
-}
-
-__global__ void __launch_bounds__(kRopeThreads) rope_kv_kernel(const __grid_constant__ RopeKvParams p) {
-  __shared__ float cos_t[kMaxHeadDim / 2], sin_t[kMaxHeadDim / 2];
-  pdl_wait();
-  pdl_trigger();
-  const int64_t t = blockIdx.x;
-  const int half_rot = p.n_rot / 2;
-  const double pos = double(p.pos[t]);
-  for (int i = threadIdx.x; i < half_rot; i += blockDim.x) {
-    const double inv_freq = exp2(-double(2 * i) / double(p.n_rot) * log2(double(p.freq_base)));
-    const double ff = p.freq_factors ? double(p.freq_factors[i]) : 1.0;
-    const double theta = double(p.freq_scale) * (pos * inv_freq / ff);
-    double s, c;
-    sincos(theta, &s, &c);
-    cos_t[i] = float(c);
-    sin_t[i] = float(s);
-  }
-  __syncthreads();
-
-  const int hd = p.head_dim, pairs = hd / 2;
-  const int n_q_items = p.q ? p.n_head * pairs : 0;
-  const int n_items = n_q_items + p.n_head_kv * pairs;
-  const int64_t slot = (p.k_cache && p.slot_mapping) ? p.slot_mapping[t] : -1;
-  const int64_t blk = slot >= 0 ? slot / p.block_size : 0, off = slot >= 0 ? slot % p.block_size : 0;
-  for (int it = threadIdx.x; it < n_items; it += blockDim.x) {
-    const bool is_q = it < n_q_items;
-    const int local = is_q ? it : it - n_q_items;
-    const int head = local / pairs, i = local % pairs;
-    float* h = is_q ? p.q + (t * p.n_head + head) * hd : p.k + (t * p.n_head_kv + head) * hd;
-    int a, b;
-    if (p.type == RopeType::NORM) {
-      a = 2 * i;
-      b = a + 1;
-      if (a < p.n_rot) rotate_pair(h, a, b, cos_t[i], sin_t[i]);
-    } else if (i < half_rot) {
-      a = i;
-      b = i + half_rot;
-      rotate_pair(h, a, b, cos_t[i], sin_t[i]);
-    } else {
-      a = p.n_rot + 2 * (i - half_rot);
-      b = a + 1;
-    }
-    if (!is_q && slot >= 0) {
-      __half* kc = static_cast<__half*>(p.k_cache) +
-                   ((blk * p.n_head_kv + head) * p.block_size + off) * hd;
-      kc[a] = __float2half_rn(h[a]);
-      kc[b] = __float2half_rn(h[b]);
-    }
-  }
-  if (slot >= 0 && p.v && p.v_cache) {
-    const int n_v = p.n_head_kv * hd;
-    for (int e = threadIdx.x; e < n_v; e += blockDim.x) {
-      const int head = e / hd, d = e % hd;
-      __half* vc = static_cast<__half*>(p.v_cache) +
-                   ((blk * p.n_head_kv + head) * p.block_size + off) * hd;
-      vc[d] = __float2half_rn(p.v[(t * p.n_head_kv) * hd + e]);
-    }
-  }
-}
-
 constexpr int kRopeHeadWarps = 4;
 constexpr int kRopeMaxPairsPerLane = kMaxHeadDim / 2 / 32;  // 8
 constexpr int kRopeMaxVPerLane = kMaxHeadDim / 32;          // 16
@@ -116,7 +44,7 @@ __device__ __forceinline__ void rope_table(const RopeKvParams& p, int64_t t, flo
   }
 }
 
-__global__ void __launch_bounds__(kRopeHeadWarps * 32) rope_kv_head_kernel(const __grid_constant__ RopeKvParams p) {
+__global__ void __launch_bounds__(kRopeHeadWarps * 32) rope_kv_kernel(const __grid_constant__ RopeKvParams p) {
   __shared__ float cos_t[kMaxHeadDim / 2], sin_t[kMaxHeadDim / 2];
   const int64_t t = blockIdx.x;
   // pos, slot_mapping and freq_factors: written by no kernel of the step (see the header).
@@ -203,14 +131,6 @@ __global__ void __launch_bounds__(kRopeHeadWarps * 32) rope_kv_head_kernel(const
   }
 }
 
-bool small_old() {
-  static const bool old = [] {
-    const char* e = std::getenv("FATHOM_SMALL_OLD");
-    return e && std::strcmp(e, "1") == 0;
-  }();
-  return old;
-}
-
 }  // namespace
 
 size_t kv_type_bytes(KvType t) {
@@ -244,13 +164,9 @@ void launch_rope_kv(const RopeKvParams& p, cudaStream_t stream) {
                          (cache ? 2.0 * hd * nkv * (p.v && p.v_cache ? 2.0 : 1.0) + 4.0 : 0.0) + 4.0;
   launch_cost_hint(double(p.n_tokens) * per_tok,
                    double(p.n_tokens) * (nq + nkv) * double(p.n_rot / 2) * 6.0);
-  if (small_old()) {
-    launch_kernel(rope_kv_kernel, dim3(unsigned(p.n_tokens)), dim3(kRopeThreads), 0, stream, p);
-    return;
-  }
   const int heads = (p.q ? p.n_head : 0) + p.n_head_kv;
   const dim3 grid(unsigned(p.n_tokens), unsigned((heads + kRopeHeadWarps - 1) / kRopeHeadWarps));
-  launch_kernel(rope_kv_head_kernel, grid, dim3(kRopeHeadWarps * 32), 0, stream, p);
+  launch_kernel(rope_kv_kernel, grid, dim3(kRopeHeadWarps * 32), 0, stream, p);
 }
 
 }  // namespace fathom::cuda

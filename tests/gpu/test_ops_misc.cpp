@@ -269,7 +269,7 @@ TEST(GpuOps, RopeNormNeoxWithPagedKvWrite) {
   run_rope_case({RopeType::NEOX, 128, 64, true});
 }
 
-// The head kernel's geometry (4 warps per block, one warp per (token, head), q heads first):
+// rope_kv_kernel's geometry (4 warps per block, one warp per (token, head), q heads first):
 // batch 1 at the llama3-8b shape (32 + 8 heads: 10 full blocks), head counts that leave a block
 // partly empty (5 + 1, 3 + 3), GQA 1, k only (q nullptr), head_dim 512 (8 pairs and 16 v elements
 // per lane), n_rot < head_dim with both pairings; the batch-1 token at position 100000.
