@@ -14,7 +14,6 @@ for s in Q4_K,14336,4096,1 Q4_K,4096,14336,1 Q4_K,4096,4096,1 Q4_K,1024,4096,1 Q
   echo "$s ring:   $(one FATHOM_Q8_SHAPE=$s FATHOM_GEMV_DIRECT=0)"
   echo "$s direct, no L2 prefetch: $(one FATHOM_Q8_SHAPE=$s FATHOM_GEMV_PREFETCH=0)"
   echo "$s direct: $(one FATHOM_Q8_SHAPE=$s)"
-  echo "$s direct U=2: $(one FATHOM_Q8_SHAPE=$s FATHOM_GEMV_DIRECT_U=2)"
 done
 bench() {  # label, shape, env...
   local label=$1 shape=$2; shift 2
@@ -27,6 +26,4 @@ bench 8b_nopf llama3-8b FATHOM_GEMV_PREFETCH=0
 bench 8b_ring llama3-8b FATHOM_GEMV_DIRECT=0
 bench 1b_direct llama3.2-1b
 bench 1b_nopf llama3.2-1b FATHOM_GEMV_PREFETCH=0
-bench 8b_u2 llama3-8b FATHOM_GEMV_DIRECT_U=2
-bench 1b_u2 llama3.2-1b FATHOM_GEMV_DIRECT_U=2
 stamp done

@@ -842,9 +842,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
 // nibbles, 2p + 1). The lane's x positions are the same in every super-block; the 8 lanes of a
 // super-block read its 16-byte header (d, dmin, scales) at one address (one L1 request). The
 // min term (dmin m sum(x) over a whole sub-block) is added by the pp even lane of the pair only.
-// U: super-blocks per lane and row in flight; MINB: blocks per SM the registers are capped for.
-// <4, 2> (120 registers, 16 warps per SM) is the default; <2, 3> (24 warps, half the loads each)
-// is the A/B alternative (FATHOM_GEMV_DIRECT_U=2).
+constexpr int kDirectU = 4;  // super-blocks per lane and row in flight
 __device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
@@ -853,8 +851,7 @@ __device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
   return v;
 }
 
-template <int kDirectU, int MINB>
-__global__ void __launch_bounds__(kThreads, MINB) gemv_q4k_direct_kernel(const __grid_constant__ Args a) {
+__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_direct_kernel(const __grid_constant__ Args a) {
   extern __shared__ uint4 q8_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -1088,11 +1085,7 @@ void launch_direct(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   const size_t smem = direct_smem_bytes(a.cols);
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin, " (cols ", a.cols, ")");
-  static const bool u2 = [] {
-    const char* e = std::getenv("FATHOM_GEMV_DIRECT_U");
-    return e && std::strcmp(e, "2") == 0;
-  }();
-  auto kernel = u2 ? gemv_q4k_direct_kernel<2, 3> : gemv_q4k_direct_kernel<4, 2>;
+  auto kernel = gemv_q4k_direct_kernel;
   static std::mutex mu;
   static std::unordered_map<int, bool> opted_in;
   static std::unordered_map<uint64_t, int> occ_cache;
