@@ -12,7 +12,6 @@ stamp kernels
 one() { env "$@" $T --gtest_also_run_disabled_tests --gtest_filter='*GemvQ8.DISABLED_BenchOne*' 2>&1 | grep bench-one; }
 for s in Q4_K,14336,4096,1 Q4_K,4096,14336,1 Q4_K,4096,4096,1 Q4_K,1024,4096,1 Q4_K,2048,2048,1 Q4_K,8192,2048,1; do
   echo "$s ring:   $(one FATHOM_Q8_SHAPE=$s FATHOM_GEMV_DIRECT=0)"
-  echo "$s direct, no L2 prefetch: $(one FATHOM_Q8_SHAPE=$s FATHOM_GEMV_PREFETCH=0)"
   echo "$s direct: $(one FATHOM_Q8_SHAPE=$s)"
 done
 bench() {  # label, shape, env...
@@ -22,8 +21,7 @@ bench() {  # label, shape, env...
 }
 stamp decode
 bench 8b_direct llama3-8b
-bench 8b_nopf llama3-8b FATHOM_GEMV_PREFETCH=0
 bench 8b_ring llama3-8b FATHOM_GEMV_DIRECT=0
 bench 1b_direct llama3.2-1b
-bench 1b_nopf llama3.2-1b FATHOM_GEMV_PREFETCH=0
+bench 1b_ring llama3.2-1b FATHOM_GEMV_DIRECT=0
 stamp done

@@ -496,7 +496,6 @@ struct Args {
   int64_t n_groups;
   int ksplit;         // W warps per group
   int persistent;     // grid-stride over groups (W == 1)
-  int prefetch_next;  // direct kernel: next batch into L2 while this one computes
   int n_stages;       // stages per row: n_full of kStageW weights, then one partial if tail_w > 0
   int n_full;
   int tail_bytes;     // bytes of the partial stage
@@ -908,30 +907,6 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_direct_kernel(const __gr
             q[u][r] = make_uint4(0u, 0u, 0u, 0u);
           }
         }
-      if (a.prefetch_next) {
-        // The warp's next batch (of this group, or the first of its next group) into L2 while this
-        // one is in flight and computed, so that only the first batch of a warp waits on DRAM.
-        const uint8_t* nw[kR] = {w[0], w[1]};
-        int ni = i0 + kDirectU;
-        bool have = true;
-        if (ni >= iters) {
-          ni = 0;
-          have = g + gstep < a.n_groups;
-          if (have) {
-            bool nok[kR];
-            const uint8_t* nend[kR];
-            group_rows(a, g + gstep, nw, nok, nend);
-          }
-        }
-        if (have) {
-#pragma unroll
-          for (int u = 0; u < kDirectU; ++u)
-#pragma unroll
-            for (int r = 0; r < kR; ++r)
-              if (ni + u < iters)
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(nw[r] + int64_t(sb0 + 4 * (ni + u)) * 144 + 16 + 16 * pp));
-        }
-      }
 #pragma unroll
       for (int u = 0; u < kDirectU; ++u) {
         if (i0 + u >= iters) break;
@@ -1108,11 +1083,6 @@ void launch_direct(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
   const int64_t wave = int64_t(dev.sm_count) * bps;
   const int64_t grid = need < wave ? need : wave;
-  static const bool prefetch = [] {  // FATHOM_GEMV_PREFETCH=0: off (A/B)
-    const char* e = std::getenv("FATHOM_GEMV_PREFETCH");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  a.prefetch_next = prefetch ? 1 : 0;
   double wbytes = 0.0, rows_total = 0.0;
   for (int s = 0; s < a.n_seg; ++s) {
     wbytes += double(a.seg[s].rows) * double(a.row_bytes);
