@@ -3,6 +3,8 @@
 # build the source tarball, its tests, the older decode tests and engine tests on it, the same
 # with FATHOM_ATTN_DECODE=old, the bench (both kernels), memcheck and racecheck on small cases.
 # Usage (carry [".devdeps", ".devsrc-dattn"]): bash bench/device_dattn.sh .devsrc-dattn/head.tgz
+# (Session 12: the old decode kernel was deleted, so FATHOM_ATTN_DECODE=old below is ignored now;
+# this script records the runs it made.)
 source "$(dirname "$0")/device_lib.sh"
 device_begin "$@"
 NEW='GpuAttentionDecode.*'

@@ -8,6 +8,8 @@
 # Model bench and engine tests run with FATHOM_ATTN_DECODE=old so that only the prefill kernel
 # differs from the baseline runs.
 # Usage (device tool, carry [".devdeps", ".devsrc-fa"]): bash bench/device_fa.sh .devsrc-fa/head.tgz
+# (Session 12: the old decode kernel was deleted, so FATHOM_ATTN_DECODE=old below is ignored now;
+# this script records the runs it made.)
 source "$(dirname "$0")/device_lib.sh"
 device_begin "$@"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader

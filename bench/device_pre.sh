@@ -9,6 +9,8 @@
 # The engine tests, the model bench and the profile run with the attention kernels the earlier
 # baselines had (FATHOM_ATTN_PREFILL=scalar, FATHOM_ATTN_DECODE=old), so the GEMM-side change is
 # measured alone; the pp32768 row is taken with both prefill attention kernels.
+# (Session 12: the old decode kernel was deleted, so FATHOM_ATTN_DECODE=old below is ignored now;
+# this script records the runs it made.)
 source "$(dirname "$0")/device_lib.sh"
 device_begin "$@"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader

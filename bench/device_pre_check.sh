@@ -2,6 +2,8 @@
 # Short follow-up of bench/device_pre.sh: build, the GpuPrefill tests and the GEMM paths they
 # share, the dequant kernel bench, Q4_K_M pp512/pp4096. Usage (carry [".devdeps", ".devsrc-pre"]):
 #   bash bench/device_pre_check.sh .devsrc-pre/head.tgz
+# (Session 12: the old decode kernel was deleted, so FATHOM_ATTN_DECODE=old below is ignored now;
+# this script records the runs it made.)
 source "$(dirname "$0")/device_lib.sh"
 device_begin "$@"
 export FATHOM_ATTN_DECODE=old

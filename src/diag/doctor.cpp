@@ -81,6 +81,8 @@ bool is_unfused_softmax(const KernelStat& k) {
 std::string kernel_source_file(const std::string& name) {
   static const std::pair<const char*, const char*> kFiles[] = {
       {"gemv_q8_kernel", "src/cuda/matmul_gemv_q8.cu"},
+      {"gemv_q4k_direct_kernel", "src/cuda/matmul_gemv_q8.cu"},
+      {"mma_q8_kernel", "src/cuda/matmul_mma_q8_kernel.cuh"},
       {"gemv_half_kernel", "src/cuda/matmul_gemv_f16.cu"},
       {"gemv_kernel", "src/cuda/matmul_gemv.cu"},
       {"gemm_tile_kernel", "src/cuda/matmul_gemm.cu"},
@@ -88,10 +90,12 @@ std::string kernel_source_file(const std::string& name) {
       {"convert_kernel", "src/cuda/matmul_gemm.cu"},
       {"add_bias_kernel", "src/cuda/matmul_gemm.cu"},
       {"rms_norm_kernel", "src/cuda/rms_norm.cu"},
+      {"rms_norm_vec_kernel", "src/cuda/rms_norm.cu"},
       {"rope_kv_kernel", "src/cuda/rope.cu"},
-      {"attention_decode_kernel", "src/cuda/attention.cu"},
+      {"attention_decode_split_kernel", "src/cuda/attention_decode.cu"},
+      {"attention_decode_merge_kernel", "src/cuda/attention_decode.cu"},
+      {"attention_prefill_tc_kernel", "src/cuda/attention_prefill.cu"},
       {"attention_prefill_kernel", "src/cuda/attention.cu"},
-      {"attention_reduce_kernel", "src/cuda/attention.cu"},
       {"glu_kernel", "src/cuda/activation.cu"},
       {"softcap_kernel", "src/cuda/activation.cu"},
       {"embedding_kernel", "src/cuda/embedding.cu"},
