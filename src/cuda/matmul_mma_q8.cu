@@ -117,7 +117,7 @@ int blocks_per_sm(const void* kernel, int threads, size_t smem, const DeviceInfo
 // 128 CTAs of 2 stages each (cost 2.7); S = 4 leaves half the SMs idle (cost 4.9).
 struct PlanIn {
   int n_tiles, n_kst, nt, n_tokens, row_stage_bytes, threads;
-  size_t ring, smem_limit, partial_floats;
+  size_t ring, scale_bytes, smem_limit, partial_floats;
   const void* kernel;
 };
 MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
@@ -132,7 +132,7 @@ MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
     if (forced > 0 && S != std::min(forced, s_max)) continue;
     const int kst = (in.n_kst + S - 1) / S;
     // ring, x planes and scales, the warps' decoded-scale buffers, the last-CTA flag
-    const size_t smem = in.ring + x_bytes(in.nt, kst * kStageK) + kScaleBytes + 16;
+    const size_t smem = in.ring + x_bytes(in.nt, kst * kStageK) + in.scale_bytes + 16;
     if (smem > in.smem_limit) continue;
     if (S > 1 && (in.n_tiles > kCounters ||
                   size_t(in.n_tiles) * size_t(S) * 1024 * size_t(in.nt) > in.partial_floats))
@@ -223,6 +223,7 @@ Prepared prepare(const MmaQ8Params& p) {
       in.n_tokens = int(p.n_tokens);
       in.row_stage_bytes = Fmt<T>::bytes;
       in.ring = ring_bytes<T, NT>();
+      in.scale_bytes = scale_bytes<T>();
       in.smem_limit = size_t(dev.max_smem_optin);
       in.partial_floats = partial_floats;
       in.kernel = type_kernel(T, NT);

@@ -58,9 +58,10 @@ struct MmaQ8Params {
   // Split-K scratch: mma_q8_workspace_bytes() bytes, 256-byte aligned, its first
   // kMmaQ8WorkspaceCounterBytes zero before the first launch (the kernel leaves them zero again).
   // Nullable: then every launch runs without split-K (slower on matrices of few row tiles), and
-  // one token's x over the whole row must fit in shared memory beside the weight ring: rows longer
-  // than ~10k (Q8_0) to ~13.5k (Q4_K) columns then fail with "no launch plan fits" -- pass a
-  // workspace for those (the engine always does; found by review, not by a test).
+  // one token's x over the whole row must fit in shared memory beside the weight ring (and, for
+  // the K-quants, the 18 KB of decoded scales): on an H200 rows longer than ~8k (Q6_K), ~10k
+  // (Q8_0) or ~11k (Q4_K) columns then fail with "no launch plan fits" -- pass a workspace for
+  // those (the engine always does; found by review, not by a test).
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 };

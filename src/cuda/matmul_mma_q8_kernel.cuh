@@ -4,9 +4,10 @@
 // (matmul_mma_q8_inst_<type>.cu: each takes ~20 s of nvcc, all of them in one file 2.5 min) and
 // reached through the mmq_kernel_* / mmq_launch_* functions declared at the end.
 //
-// Layout of the work (one CTA = 8 warps = 256 threads, one per SM: __launch_bounds__(256, 1)):
-//   - a tile is 256 weight rows (each warp 2 m16 tiles = 32 rows); with a fused GLU, 128 gate rows
-//     and the same 128 up rows (warp w: m-tile 0 = gate rows 16w.., m-tile 1 = up rows 16w..), so
+// Layout of the work (one CTA per SM: 16 warps x one m16 tile each at <= 16 tokens, 8 warps x two
+// above; kMT / kWarpsOf below):
+//   - a tile is 256 weight rows; with a fused GLU, 128 gate rows and the same 128 up rows, paired so
+//     that the gate and up accumulators of an output row sit in one thread (issue_stage), and
 //     act(gate) * up is formed in registers;
 //   - the K range is split S ways (split-K); CTA c takes split c % S and the tiles c / S,
 //     c / S + G, ... (G = grid / S): persistent, so the weight ring never drains between tiles and
@@ -234,6 +235,12 @@ struct StageCtx {
 //     distinct banks).
 constexpr int kScaleRowBytes = 72;
 constexpr int kScaleBytes = kTileRows * kScaleRowBytes;  // the CTA's buffers (16 MT rows per warp)
+// Only the K-quants decode scales; the 32-element types read their one fp16 scale per block in place
+// and keep the 18 KB for x (wider rows fit without a workspace).
+template <GgmlType T>
+constexpr int scale_bytes() {
+  return T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q6_K ? kScaleBytes : 0;
+}
 
 __device__ __forceinline__ float half_lo(uint32_t w) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xFFFFu)));
@@ -732,7 +739,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
   int8_t* xq = reinterpret_cast<int8_t*>(smem + ring_bytes<T, NT>());
   float2* xs = reinterpret_cast<float2*>(xq + size_t(8 * NT) * x_pitch(a.kr_max));
   float* scl = reinterpret_cast<float*>(xs + size_t(4 * NT) * xs_stride(a.kr_max));  // 16-byte aligned
-  int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + kScaleBytes);
+  int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + scale_bytes<T>());
 
   const int S = a.splits;
   const int split = int(blockIdx.x) % S;
