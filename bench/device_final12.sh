@@ -10,7 +10,7 @@ stamp build
 scripts/device_build.sh build-dev >"$O/build.log" 2>&1 || { tail -30 "$O/build.log"; exit 1; }
 T=build-dev/tests/fathom_gpu_tests; B=build-dev/bin/fathom
 stamp tests
-timeout 240 $T >"$O/gpu_tests.log" 2>&1; echo "gpu tests rc=$?"
+timeout 210 $T >"$O/gpu_tests.log" 2>&1; echo "gpu tests rc=$?"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure$|^\[  FAILED  \]" "$O/gpu_tests.log" | head -30
 b() {  # label, args...
   local label=$1; shift
