@@ -41,8 +41,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <unordered_map>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_info.h"
@@ -986,28 +984,7 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin, " (cols ", a.cols, ", ", NB, " columns): see gemv_q8_supports()");
   auto kernel = gemv_q8_kernel<T, NB>;
-  // Opt in to the device's whole shared memory once per (instantiation, device) -- the attribute
-  // is per device -- and the blocks per SM per (device, smem size): host-side caches (launches are
-  // captured once into graphs, but eager decode calls this per matmul).
-  static std::mutex mu;
-  static std::unordered_map<int, bool> opted_in;
-  static std::unordered_map<uint64_t, int> occ_cache;
-  int bps = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!opted_in[dev.device]) {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.max_smem_optin));
-      opted_in[dev.device] = true;
-    }
-    const uint64_t key = (uint64_t(uint32_t(dev.device)) << 32) | uint64_t(smem);
-    auto itc = occ_cache.find(key);
-    if (itc == occ_cache.end()) {
-      int b = 0;
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kThreads, smem));
-      itc = occ_cache.emplace(key, b > 0 ? b : 1).first;
-    }
-    bps = itc->second;
-  }
+  const int bps = blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, smem);
   a.n_full = int(a.cols / kStageW);
   const int tail_w = int(a.cols % kStageW);
   a.n_stages = a.n_full + (tail_w > 0 ? 1 : 0);
@@ -1061,25 +1038,7 @@ void launch_direct(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin, " (cols ", a.cols, ")");
   auto kernel = gemv_q4k_direct_kernel;
-  static std::mutex mu;
-  static std::unordered_map<int, bool> opted_in;
-  static std::unordered_map<uint64_t, int> occ_cache;
-  int bps = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!opted_in[dev.device]) {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.max_smem_optin));
-      opted_in[dev.device] = true;
-    }
-    const uint64_t key = (uint64_t(uint32_t(dev.device)) << 32) | uint64_t(smem);
-    auto itc = occ_cache.find(key);
-    if (itc == occ_cache.end()) {
-      int b = 0;
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, kThreads, smem));
-      itc = occ_cache.emplace(key, b > 0 ? b : 1).first;
-    }
-    bps = itc->second;
-  }
+  const int bps = blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, smem);
   const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
   const int64_t wave = int64_t(dev.sm_count) * bps;
   const int64_t grid = need < wave ? need : wave;

@@ -14,8 +14,6 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <unordered_map>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_info.h"
@@ -86,28 +84,6 @@ void type_launch(GgmlType t, int nt, const Args& a, unsigned grid, size_t smem, 
   }
 }
 
-// CTAs per SM for a kernel and shared-memory size (cached; also opts the kernel in to the device's
-// whole shared memory once per device).
-int blocks_per_sm(const void* kernel, int threads, size_t smem, const DeviceInfo& dev) {
-  static std::mutex mu;
-  static std::unordered_map<uint64_t, bool> opted;
-  static std::unordered_map<uint64_t, int> occ;
-  std::lock_guard<std::mutex> lock(mu);
-  const uint64_t kkey = reinterpret_cast<uintptr_t>(kernel) * 31u + uint64_t(dev.device);
-  if (!opted[kkey]) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dev.max_smem_optin));
-    opted[kkey] = true;
-  }
-  const uint64_t key = kkey * 1000003u + smem;
-  auto it = occ.find(key);
-  if (it == occ.end()) {
-    int b = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, threads, smem));
-    it = occ.emplace(key, b > 0 ? b : 1).first;
-  }
-  return it->second;
-}
-
 // Split-K choice. Cost of a plan in units of one tile-stage of weights (256 rows x 256 k), for the
 // busiest SM: (CTAs per SM) x [tiles per CTA x (stages per split + partial round trip) + x
 // quantization]. The partial round trip of a tile (256 x 4 NT fp32 written, read back once) costs
@@ -137,7 +113,7 @@ MmaQ8Plan choose_plan(const PlanIn& in, const DeviceInfo& dev) {
     if (S > 1 && (in.n_tiles > kCounters ||
                   size_t(in.n_tiles) * size_t(S) * 1024 * size_t(in.nt) > in.partial_floats))
       continue;
-    const int bps = blocks_per_sm(in.kernel, in.threads, smem, dev);
+    const int bps = blocks_per_sm(in.kernel, in.threads, smem);
     const int slots = dev.sm_count * bps;
     const int G = std::max(1, std::min(in.n_tiles, slots / S));
     const int grid = G * S;
