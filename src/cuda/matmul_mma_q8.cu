@@ -226,8 +226,20 @@ bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
   }();
   if (off || n_tokens < 1 || n_tokens > kMmaQ8MaxTokens || cols <= 0 || cols % kStageK != 0 || cols > (int64_t(1) << 20))
     return false;
-  if (!dispatch_mmq(type, [](auto) {})) return false;
-  return ggml_row_bytes(type, cols) % 16 == 0;
+  if (ggml_row_bytes(type, cols) % 16 != 0) return false;
+  // The smallest launch (one 256-k stage per split) must fit the device's shared memory: the ring
+  // alone is 74-123 KB, over the 99 KB of sm_86 / sm_89, where the callers take their other paths
+  // instead of failing at launch with "no launch plan fits".
+  bool fits = false;
+  const bool known = dispatch_mmq(type, [&](auto tc) {
+    constexpr GgmlType T = decltype(tc)::value;
+    dispatch_nt(nt_for(n_tokens), [&](auto ntc) {
+      constexpr int NT = decltype(ntc)::value;
+      const size_t need = ring_bytes<T, NT>() + x_bytes(NT, kStageK) + size_t(scale_bytes<T>()) + 16;
+      fits = need <= size_t(device_info().max_smem_optin);
+    });
+  });
+  return known && fits;
 }
 
 size_t mma_q8_workspace_bytes(int64_t max_tokens, int64_t max_rows) {
