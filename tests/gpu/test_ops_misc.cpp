@@ -275,36 +275,16 @@ TEST(GpuOps, RopeNormNeoxWithPagedKvWrite) {
 // per lane), n_rot < head_dim with both pairings; the batch-1 token at position 100000.
 TEST(GpuOps, RopeHeadLaunchGeometries) {
   FATHOM_REQUIRE_GPU();
-  RopeCase llama{RopeType::NORM, 128, 128, true};
-  llama.n_tokens = 1;
-  llama.n_head = 32;
-  llama.n_kv = 8;
-  llama.pos0 = 100000;
-  run_rope_case(llama);
-  RopeCase odd{RopeType::NEOX, 64, 64, false};
-  odd.n_tokens = 1;
-  odd.n_head = 5;
-  odd.n_kv = 1;
-  run_rope_case(odd);
-  RopeCase odd3{RopeType::NORM, 64, 48, false};
-  odd3.n_tokens = 7;
-  odd3.n_head = 3;
-  odd3.n_kv = 3;
-  run_rope_case(odd3);
-  RopeCase konly{RopeType::NEOX, 128, 96, true};
-  konly.n_tokens = 3;
-  konly.with_q = false;
-  run_rope_case(konly);
-  RopeCase wide{RopeType::NORM, 512, 512, false};
-  wide.n_tokens = 2;
-  wide.n_head = 2;
-  wide.n_kv = 1;
-  run_rope_case(wide);
-  RopeCase wide_neox{RopeType::NEOX, 512, 256, false};
-  wide_neox.n_tokens = 20;
-  wide_neox.n_head = 6;
-  wide_neox.n_kv = 2;
-  run_rope_case(wide_neox);
+  // {type, head_dim, n_rot, freq factors, n_tokens, n_head, n_kv, with_q, pos0}
+  const RopeCase cases[] = {
+      {RopeType::NORM, 128, 128, true, 1, 32, 8, true, 100000},  // llama3-8b, batch 1
+      {RopeType::NEOX, 64, 64, false, 1, 5, 1},
+      {RopeType::NORM, 64, 48, false, 7, 3, 3},
+      {RopeType::NEOX, 128, 96, true, 3, 4, 2, false},  // k only
+      {RopeType::NORM, 512, 512, false, 2, 2, 1},
+      {RopeType::NEOX, 512, 256, false, 20, 6, 2},
+  };
+  for (const RopeCase& c : cases) run_rope_case(c);
 }
 
 // Activations: expf/tanhf on the device are within 2 ulp of libm: tol 1e-6 relative + 1e-7.
