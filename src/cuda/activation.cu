@@ -6,6 +6,7 @@
 // one launch.
 #include <cuda_runtime.h>
 
+#include "cuda/activation_fn.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/pdl.cuh"
@@ -13,11 +14,6 @@
 namespace fathom::cuda {
 namespace {
 
-__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
-__device__ __forceinline__ float gelu_tanh_f(float g) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-}
 
 template <GluKind K>
 __global__ void glu_kernel(const float* gate, const float* up, float* out, int64_t n) {

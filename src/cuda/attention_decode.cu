@@ -62,6 +62,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_info.h"
 #include "cuda/pdl.cuh"
+#include "cuda/ptx.cuh"
 
 namespace fathom::cuda {
 namespace {
@@ -87,36 +88,7 @@ struct DecodeArgs {
 
 // ---- device helpers ----------------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t smem_u32(const void* ptr) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-}
-
-// 16-byte async copy global -> shared; ok false writes 16 zero bytes (src-size 0: src is not read).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, register i holds it:
-// lane t gets (row t/4, cols 2(t%4), 2(t%4)+1), or with .trans (rows 2(t%4), 2(t%4)+1, col t/4).
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2,
-                                              uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr)
-               : "memory");
-}
+// smem_u32, cp_async16(_zfill), cp_async_commit / wait, ldsm_x4(_trans): ptx.cuh.
 
 // c (16x8 fp32) += a (16x16 fp16, row-major) * b (16x8 fp16, col-major). Fragments (gid = lane/4,
 // tig = lane%4): a = {(gid, 2tig..+1), (gid+8, 2tig..+1), (gid, 2tig+8..+9), (gid+8, 2tig+8..+9)};
@@ -268,8 +240,8 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
       const bool ok = rr >= 0;
       const int64_t off = ok ? rr * D + cp_chunk * 8 : 0;
       const uint32_t so = uint32_t(r * RB + ((cp_chunk ^ (r & 7)) << 4));
-      cp_async16(ks + so, kc + off, ok);
-      cp_async16(vs + so, vc + off, ok);
+      cp_async16_zfill(ks + so, kc + off, ok);
+      cp_async16_zfill(vs + so, vc + off, ok);
     }
   };
 

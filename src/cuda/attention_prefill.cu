@@ -46,6 +46,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/pdl.cuh"
+#include "cuda/ptx.cuh"
 
 namespace fathom::cuda {
 
@@ -65,34 +66,7 @@ struct PrefillTcArgs {
   int32_t bs_shift;  // log2(block_size) when it is a power of two, else -1
 };
 
-__device__ __forceinline__ uint32_t smem_u32(const void* ptr) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-}
-
-// 16-byte async copy global -> shared; pred false writes 16 zero bytes (src-size 0; gmem is not
-// read but must still be a valid address expression).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool pred) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(pred ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2,
-                                        uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& r1,
-                                              uint32_t& r2, uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr));
-}
+// smem_u32, cp_async16(_zfill), cp_async_commit / wait, ldsm_x4(_trans): ptx.cuh.
 
 // c (16x8 fp32) += a (16x16 fp16, row) * b (16x8 fp16, col).
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
@@ -235,8 +209,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB)
         off = ((int64_t(bt[blk]) * p.n_head_kv + kvh) * p.block_size + in) * D + cp_col;
       }
       const uint32_t so = uint32_t(r * C::kStride * sizeof(__half));
-      cp_async16(ks + so, kc + off, ok);
-      cp_async16(vs + so, vc + off, ok);
+      cp_async16_zfill(ks + so, kc + off, ok);
+      cp_async16_zfill(vs + so, vc + off, ok);
     }
   };
   if (n_tiles > 0) load_tile(0, 0);

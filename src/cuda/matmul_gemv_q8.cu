@@ -42,9 +42,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/activation_fn.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_info.h"
 #include "cuda/pdl.cuh"
+#include "cuda/ptx.cuh"
 #include "cuda/x_planes.cuh"
 #include "fathom/error.h"
 
@@ -91,15 +93,7 @@ template <int NB>
 constexpr int min_blocks() { return NB <= 2 ? 3 : 2; }
 
 // ---- small device helpers -----------------------------------------------------------------------
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
+// cp_async16, cp_async_commit / wait: ptx.cuh.
 
 __device__ __forceinline__ int xpad(int k) { return (k >> 6) * 80 + (k & 63); }
 __host__ __device__ constexpr int xpad_len(int n) { return (n + 63) / 64 * 80; }
@@ -525,11 +519,6 @@ __device__ __forceinline__ void group_rows(const Args& a, int64_t g, const uint8
   }
 }
 
-__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
-__device__ __forceinline__ float gelu_tanh_f(float g) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-}
 
 // Writes the NB outputs of group g's kR rows; v[r][c] is the full dot product.
 template <int NB>
@@ -1032,7 +1021,7 @@ size_t direct_smem_bytes(int64_t cols) {
   return 2 * size_t(xpad_len(int(cols))) + size_t(cols / 32) * sizeof(float2) + size_t(kWarps) * kR * sizeof(float);
 }
 
-void launch_direct(Args a, const GemvQ8Params& p, cudaStream_t stream) {
+void launch_direct(const Args& a, cudaStream_t stream) {
   const DeviceInfo dev = device_info();
   const size_t smem = direct_smem_bytes(a.cols);
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
@@ -1048,7 +1037,6 @@ void launch_direct(Args a, const GemvQ8Params& p, cudaStream_t stream) {
     rows_total += double(a.seg[s].rows);
   }
   launch_cost_hint(wbytes + double(a.cols) * 4.0 + rows_total * 4.0, 2.0 * rows_total * double(a.cols));
-  (void)p;
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
@@ -1107,7 +1095,7 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
   a.n_groups = groups;
   if (p.type == GgmlType::Q4_K && p.n_tokens == 1 && direct_enabled() &&
       direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
-    launch_direct(a, p, stream);
+    launch_direct(a, stream);
     return;
   }
   const bool ok = dispatch_q8(p.type, [&](auto tc) {

@@ -39,7 +39,9 @@
 #include <cstdint>
 
 #include "cuda/matmul_mma_q8.cuh"
+#include "cuda/activation_fn.cuh"
 #include "cuda/pdl.cuh"
+#include "cuda/ptx.cuh"
 #include "cuda/x_planes.cuh"
 
 namespace fathom::cuda::mmq {
@@ -97,25 +99,7 @@ __host__ __device__ constexpr size_t x_bytes(int nt, int kr) {
 }
 
 // ---- small device helpers -----------------------------------------------------------------------
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(addr));
-}
+// smem_u32, cp_async16, cp_async_commit / wait, ldsm_x4 / x2: ptx.cuh.
 // D = A B + 0x4B400000 (each int32 read as fp32 is 1.5 * 2^23 + dot).
 __device__ __forceinline__ void mma_k32(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
   asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -633,11 +617,6 @@ __device__ __forceinline__ void issue_stage(const Args& a, const TileRef& tr, in
   }
 }
 
-__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + expf(-g)); }
-__device__ __forceinline__ float gelu_tanh_f(float g) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * g * (1.0f + tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g)));
-}
 
 template <int NT>
 __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int warp, int lane,
