@@ -1040,6 +1040,8 @@ void launch_direct(const Args& a, cudaStream_t stream) {
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
+#include "cuda/matmul_gemv_q4k_bulk.cuh"
+
 }  // namespace
 
 bool gemv_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
@@ -1093,6 +1095,11 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     groups = p.seg[0].rows;
   }
   a.n_groups = groups;
+  if (p.type == GgmlType::Q4_K && p.n_tokens == 1 && bulk_enabled() && device_info().cc_major >= 9 &&
+      bulk_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
+    launch_bulk(a, stream);
+    return;
+  }
   if (p.type == GgmlType::Q4_K && p.n_tokens == 1 && direct_enabled() &&
       direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
     launch_direct(a, stream);

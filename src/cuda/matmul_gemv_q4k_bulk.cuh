@@ -1,0 +1,183 @@
+// Q4_K, one token, weights through per-warp shared-memory rings filled by bulk async copies (the
+// sm_90 copy engine). Included by matmul_gemv_q8.cu inside its anonymous namespace (uses its
+// Args, group_rows, store_group, stage_x, x16, k4_pair, dot4).
+//
+// Why (session 13, docs/perf/NOTES.md): the register-direct kernel reads Q4_K 14336 x 4096
+// (33 MB) in 15.9 us, where a plain streaming read of 33 MB takes 10.4 us. Nsight Compute: DRAM
+// 36% busy, issue slots 38% busy, 4 warps per scheduler, 48% of cycles with no eligible warp --
+// neither the memory nor the issue side is saturated: each warp loads a whole group, waits,
+// computes, and only then loads again, and the warps fall into step. Here the bytes a warp will
+// need next are always in flight, whatever it computes: lane 0 keeps kBulkD stages of the warp's
+// rows requested (kBulkD x 2304 bytes per warp, up to ~147 KB per SM), each a cp.async.bulk per
+// row that needs no thread to move its bytes, and the first kBulkD stages are requested before
+// pdl_wait(), during the previous kernel's tail. The arithmetic is the register-direct kernel's,
+// reading the code pieces and headers from the ring instead of global memory.
+//
+// Stage i of a warp = chunk c of group g (its kR rows, super-blocks [8c, 8c + 8) of each), slot
+// i % kBulkD, completion on that slot's mbarrier (phase parity (i / kBulkD) & 1).
+constexpr int kBulkSB = 8;                      // super-blocks per row per stage
+constexpr int kBulkD = 4;                       // ring slots per warp
+constexpr int kBulkRowBytes = kBulkSB * 144;    // 1152
+constexpr int kBulkSlot = kR * kBulkRowBytes;   // 2304
+
+__host__ __device__ constexpr size_t bulk_ring_bytes() { return size_t(kWarps) * kBulkD * kBulkSlot; }
+
+struct BulkStage {
+  const uint8_t* w[kR];
+  bool ok[kR];
+  int nsb;  // super-blocks of this chunk
+};
+
+__device__ __forceinline__ BulkStage bulk_stage(const Args& a, int64_t g, int c, int n_sb) {
+  BulkStage s;
+  const uint8_t* end[kR];
+  group_rows(a, g, s.w, s.ok, end);
+  s.nsb = min(kBulkSB, n_sb - c * kBulkSB);
+#pragma unroll
+  for (int r = 0; r < kR; ++r) s.w[r] += c * kBulkRowBytes;
+  return s;
+}
+
+// Lane 0: request stage (g, c) into slot (smem address) with its barrier.
+__device__ __forceinline__ void bulk_issue(const Args& a, int64_t g, int c, int n_sb, uint32_t slot, uint32_t bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const BulkStage s = bulk_stage(a, g, c, n_sb);
+  const uint32_t bytes = uint32_t(s.nsb) * 144u;
+  mbar_arrive_expect_tx(bar, bytes * (s.ok[0] ? 1u : 0u) + bytes * (s.ok[1] ? 1u : 0u));
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+    if (s.ok[r]) bulk_g2s(slot + uint32_t(r * kBulkRowBytes), s.w[r], bytes, bar);
+#endif
+}
+
+__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid_constant__ Args a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ uint4 q8_smem4[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cols = int(a.cols);
+  const int xq_cs = xpad_len(cols);
+  uint8_t* ring = smem + size_t(warp) * kBulkD * kBulkSlot;
+  int8_t* xq = reinterpret_cast<int8_t*>(smem + bulk_ring_bytes());
+  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
+  const int xd_cs = cols / 32;
+  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+  uint64_t* bars = reinterpret_cast<uint64_t*>(part + kWarps * kR) + warp * kBulkD;
+
+  const int n_sb = cols / 256;
+  const int n_chunks = (n_sb + kBulkSB - 1) / kBulkSB;
+  const int64_t gstep = int64_t(gridDim.x) * kWarps;
+  const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
+  const int64_t my_groups = g0 < a.n_groups ? (a.n_groups - g0 + gstep - 1) / gstep : 0;
+  const int64_t n_st = my_groups * n_chunks;  // this warp's stages
+  const uint32_t ring_s = smem_u32(ring), bar_s = smem_u32(bars);
+
+  // Weights first (no kernel of the step writes them): the ring fills during the previous
+  // kernel's tail.
+  if (lane == 0) {
+    for (int s = 0; s < kBulkD; ++s) mbar_init(bar_s + 8u * s, 1u);
+    fence_barrier_init();
+    for (int s = 0; s < kBulkD && s < n_st; ++s)
+      bulk_issue(a, g0 + (s / n_chunks) * gstep, s % n_chunks, n_sb, ring_s + uint32_t(s * kBulkSlot), bar_s + 8u * s);
+  }
+  __syncwarp();
+  pdl_wait();  // x is written by the previous kernel; y may still be read by it
+  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  __syncthreads();
+
+  const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
+  const int pp = lane & 7, p = pp >> 1, hf = pp & 1;
+  const int sbl = lane >> 3;
+  const float minw = hf == 0 ? 1.0f : 0.0f;  // the pair's even lane adds the sub-blocks' min terms
+  float acc[kR] = {0.0f, 0.0f};
+  int64_t g = g0;
+  int c = 0;
+  for (int64_t i = 0; i < n_st; ++i) {
+    const int slot = int(i % kBulkD);
+    mbar_wait(bar_s + 8u * slot, uint32_t((i / kBulkD) & 1));
+    const uint8_t* sw = ring + slot * kBulkSlot;
+    const BulkStage st = bulk_stage(a, g, c, n_sb);
+#pragma unroll
+    for (int u = 0; u < kBulkSB / 4; ++u) {
+      const int jl = sbl + 4 * u;
+      if (jl >= st.nsb) break;
+      const int j = c * kBulkSB + jl;
+      const int k0 = 256 * j + 64 * p + 16 * hf;
+      const uint4 xa1 = x16(xv, 0, k0, 0), xa2 = x16(xv, 0, k0, 1);
+      const uint4 xb1 = x16(xv, 0, k0 + 32, 0), xb2 = x16(xv, 0, k0 + 32, 1);
+      const float4 xs = *reinterpret_cast<const float4*>(xd + 8 * j + 2 * p);
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        if (!st.ok[r]) continue;
+        const uint8_t* sb = sw + r * kBulkRowBytes + jl * 144;
+        const uint4 h = *reinterpret_cast<const uint4*>(sb);
+        const uint4 q = *reinterpret_cast<const uint4*>(sb + 16 + 16 * pp);
+        const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+        uint32_t lo[4], hi[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          lo[e] = qw[e] & kM4;
+          hi[e] = (qw[e] >> 4) & kM4;
+        }
+        const int s_lo = kPlaneScale * dot4(lo, xa1) + dot4(lo, xa2);
+        const int s_hi = kPlaneScale * dot4(hi, xb1) + dot4(hi, xb2);
+        const float d = half_lo(h.x), dmin = half_hi(h.x);
+        float sc0, sc1, m0, m1;
+        k4_pair(h, p, sc0, sc1, m0, m1);
+        acc[r] += d * (sc0 * xs.x * float(s_lo) + sc1 * xs.z * float(s_hi)) - minw * dmin * (m0 * xs.y + m1 * xs.w);
+      }
+    }
+    __syncwarp();  // every lane is done with the slot
+    if (lane == 0 && i + kBulkD < n_st) {
+      const int64_t ni = i + kBulkD;
+      bulk_issue(a, g0 + (ni / n_chunks) * gstep, int(ni % n_chunks), n_sb, ring_s + uint32_t(slot * kBulkSlot),
+                 bar_s + 8u * slot);
+    }
+    if (++c == n_chunks) {
+#pragma unroll
+      for (int r = 0; r < kR; ++r)
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+      if (lane == 0) {
+        store_group<1>(a, g, 0, 0, acc[0], acc[1]);
+        if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
+      }
+      acc[0] = acc[1] = 0.0f;
+      c = 0;
+      g += gstep;
+    }
+  }
+  pdl_trigger();
+#endif
+}
+
+size_t bulk_smem_bytes(int64_t cols) {
+  return bulk_ring_bytes() + 2 * size_t(xpad_len(int(cols))) + size_t(cols / 32) * sizeof(float2) +
+         size_t(kWarps) * kR * sizeof(float) + size_t(kWarps) * kBulkD * sizeof(uint64_t);
+}
+
+void launch_bulk(const Args& a, cudaStream_t stream) {
+  const DeviceInfo dev = device_info();
+  const size_t smem = bulk_smem_bytes(a.cols);
+  auto kernel = gemv_q4k_bulk_kernel;
+  const int bps = blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, smem);
+  const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
+  const int64_t wave = int64_t(dev.sm_count) * bps;
+  const int64_t grid = need < wave ? need : wave;
+  double wbytes = 0.0, rows_total = 0.0;
+  for (int s = 0; s < a.n_seg; ++s) {
+    wbytes += double(a.seg[s].rows) * double(a.row_bytes);
+    rows_total += double(a.seg[s].rows);
+  }
+  launch_cost_hint(wbytes + double(a.cols) * 4.0 + rows_total * 4.0, 2.0 * rows_total * double(a.cols));
+  launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
+}
+
+// FATHOM_GEMV_BULK=1 routes Q4_K one-token GEMVs here (A/B against the register-direct kernel).
+bool bulk_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("FATHOM_GEMV_BULK");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
