@@ -933,6 +933,194 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_direct_kernel(const __gr
   pdl_trigger();
 }
 
+// ---- Q6_K, one token: weights straight into registers --------------------------------------------
+// The Q4_K kernel's idea for the 210-byte Q6_K super-block (ql[128] low nibbles, qh[64] high bit
+// pairs, int8 scales[16], fp16 d at 208), whose rows and super-blocks are only 2-byte aligned.
+//
+// Loads: the 8 lanes of a lane group cover one super-block at p with the 14 aligned 16-byte chunks
+// from F = p & ~15: lane pp loads chunk pp (one 128-byte run per group and instruction, as the Q4_K
+// kernel's code loads) and, for pp < 6, chunk 8 + pp. Every byte is loaded once; only chunk 13
+// (which holds d) can reach past the matrix, and is then read 2 bytes at a time. kQ6U super-blocks
+// x kR rows of these (8 registers each) are in flight before any is used.
+// Realignment: piece k (the super-block's bytes 16k .. 16k + 15) is bytes s .. s + 15 of chunks k,
+// k + 1 with s = p & 15 (even, per lane and super-block): lane pp takes chunk pp + 1 (piece pp) and
+// chunk pp + 9 (piece pp + 8) from lane pp + 1 of its group (8 shuffles) and funnel-selects
+// (realign16). Lane pp then holds ql piece pp (P1) and piece pp + 8 (P2: qh pieces on lanes 0..3,
+// the scales on lane 4, d on lane 5).
+// Work: lane pp decodes its 16 ql bytes: half h = pp / 4, run rl = pp / 2 % 2 (ql[l] or
+// ql[l + 32] of the half), l = 16 (pp % 2) + i: low nibbles are elements 128 h + 32 rl + l (qh bits
+// 2 rl, 2 rl + 1), high nibbles those + 64 (qh bits 2 rl + 4, + 5); it takes its 16 qh bytes from
+// lane 2h + pp % 2 (piece 8 + 2h + pp % 2), the scales (bytes 8h + pp % 4 and + 4) from lane 4, d
+// from lane 5. The code offset -32 meets the rounded x as in the ring kernel's Task<Q6_K> (so the
+// error bound is that of the symmetric types): each dp4a chain starts from -32 x the sum of its x
+// codes, computed once for both rows.
+// Lanes of a group whose super-block is past the row (the last batch of rows whose super-block
+// count is not a multiple of 4) load nothing and add nothing, but take part in the shuffles: the
+// loop is warp-uniform.
+constexpr int kQ6U = 4;  // super-blocks per lane group and row in flight
+
+// Bytes s .. s + 15 (s even, 0..14) of the 32 bytes c | n, as four little-endian words.
+__device__ __forceinline__ uint4 realign16(uint4 c, uint4 n, int s) {
+  const uint32_t w[8] = {c.x, c.y, c.z, c.w, n.x, n.y, n.z, n.w};
+  const bool s8 = (s & 8) != 0, s4 = (s & 4) != 0;
+  uint32_t e[6], f[5];
+#pragma unroll
+  for (int k = 0; k < 6; ++k) e[k] = s8 ? w[k + 2] : w[k];
+#pragma unroll
+  for (int k = 0; k < 5; ++k) f[k] = s4 ? e[k + 1] : e[k];
+  const uint32_t sel = (s & 2) ? 0x5432u : 0x3210u;
+  return make_uint4(__byte_perm(f[0], f[1], sel), __byte_perm(f[1], f[2], sel), __byte_perm(f[2], f[3], sel),
+                    __byte_perm(f[3], f[4], sel));
+}
+
+__device__ __forceinline__ uint4 shfl8(uint4 v, int src) {
+  return make_uint4(__shfl_sync(0xffffffffu, v.x, src, 8), __shfl_sync(0xffffffffu, v.y, src, 8),
+                    __shfl_sync(0xffffffffu, v.z, src, 8), __shfl_sync(0xffffffffu, v.w, src, 8));
+}
+
+// A 16-byte aligned chunk that may end past `end` (the matrix's last super-block): the bytes
+// before `end`, 2 at a time (rows are a whole number of 210-byte super-blocks), zeros after.
+__device__ __forceinline__ uint4 ldg_chunk_end(const uint8_t* p, const uint8_t* end) {
+  if (p + 16 <= end) return ldg_stream(p);
+  uint32_t w[4] = {0u, 0u, 0u, 0u};
+  const unsigned short* hp = reinterpret_cast<const unsigned short*>(p);
+#pragma unroll
+  for (int b = 0; b < 8; ++b)
+    if (p + 2 * b + 2 <= end) w[b >> 1] |= uint32_t(__ldg(hp + b)) << (16 * (b & 1));
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+__global__ void __launch_bounds__(kThreads, 2) gemv_q6k_direct_kernel(const __grid_constant__ Args a) {
+  extern __shared__ uint4 q8_smem4[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cols = int(a.cols);
+  const int xq_cs = xpad_len(cols);
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);
+  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
+  const int xd_cs = cols / 32;
+  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+
+  const int n_sb = cols / 256;
+  const int pp = lane & 7, sb0 = lane >> 3;
+  const int h = pp >> 2, c = pp & 1, rl = (pp >> 1) & 1;
+  const int iters = (n_sb + 3) / 4;  // batches of 4 super-blocks per row, the same for every lane
+  const int64_t gstep = int64_t(gridDim.x) * kWarps;
+  const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
+
+  // The first group's first chunks into L2 while the previous kernel finishes (PDL).
+  if (g0 < a.n_groups) {
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g0, w, ok, end);
+#pragma unroll
+    for (int u = 0; u < kQ6U; ++u)
+#pragma unroll
+      for (int r = 0; r < kR; ++r)
+        if (sb0 + 4 * u < n_sb && ok[r]) {
+          const uint8_t* f = reinterpret_cast<const uint8_t*>(
+              reinterpret_cast<uintptr_t>(w[r] + (sb0 + 4 * u) * 210) & ~uintptr_t(15));
+          asm volatile("prefetch.global.L2 [%0];" ::"l"(f + 16 * pp));
+          if (pp < 5) asm volatile("prefetch.global.L2 [%0];" ::"l"(f + 128 + 16 * pp));
+        }
+  }
+  pdl_wait();  // x is written by the previous kernel; y may still be read by it
+  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  __syncthreads();
+
+  const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
+  const int src_next = (pp + 1) & 7;  // lanes within the group of 8 (shfl width 8)
+  const int src_qh = 2 * h + c;
+  const int kin = 128 * h + 32 * rl + 16 * c;  // the lane's low-nibble elements in a super-block
+  const int bin = 4 * h + rl;                  // their 32-element block; the high nibbles': + 2
+  const unsigned sc_sh = 8u * unsigned(pp & 3);
+  constexpr uint32_t kNeg32 = 0xE0E0E0E0u;  // -32 in every byte: dp4a with it is -32 x sum
+  for (int64_t g = g0; g < a.n_groups; g += gstep) {
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g, w, ok, end);
+    float acc[kR] = {0.0f, 0.0f};
+    for (int i0 = 0; i0 < iters; i0 += kQ6U) {
+      uint4 r1[kQ6U][kR], r2[kQ6U][kR];
+#pragma unroll
+      for (int u = 0; u < kQ6U; ++u)
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          r1[u][r] = make_uint4(0u, 0u, 0u, 0u);
+          r2[u][r] = make_uint4(0u, 0u, 0u, 0u);
+          const int j = sb0 + 4 * (i0 + u);
+          if (j < n_sb) {
+            const uint8_t* f = reinterpret_cast<const uint8_t*>(
+                reinterpret_cast<uintptr_t>(w[r] + int64_t(j) * 210) & ~uintptr_t(15));
+            r1[u][r] = ldg_stream(f + 16 * pp);
+            if (pp < 6) r2[u][r] = ldg_chunk_end(f + 128 + 16 * pp, end[r]);
+          }
+        }
+#pragma unroll
+      for (int u = 0; u < kQ6U; ++u) {
+        if (i0 + u >= iters) break;  // warp-uniform
+        const int j = sb0 + 4 * (i0 + u);
+        const bool live = j < n_sb;
+        const int jx = live ? j : 0;
+        const int k0 = 256 * jx + kin;
+        uint4 xl[2], xh[2];
+        int nl[2], nh[2];
+#pragma unroll
+        for (int pl = 0; pl < 2; ++pl) {
+          xl[pl] = x16(xv, 0, k0, pl);
+          xh[pl] = x16(xv, 0, k0 + 64, pl);
+          nl[pl] = dp4a(kNeg32, xl[pl].w, dp4a(kNeg32, xl[pl].z, dp4a(kNeg32, xl[pl].y, dp4a(kNeg32, xl[pl].x, 0))));
+          nh[pl] = dp4a(kNeg32, xh[pl].w, dp4a(kNeg32, xh[pl].z, dp4a(kNeg32, xh[pl].y, dp4a(kNeg32, xh[pl].x, 0))));
+        }
+        const float ul = xd[8 * jx + bin].x, uh = xd[8 * jx + bin + 2].x;
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          const int s = int(reinterpret_cast<uintptr_t>(w[r] + int64_t(jx) * 210) & 15u);
+          const uint4 n1 = shfl8(pp == 0 ? r2[u][r] : r1[u][r], src_next);
+          const uint4 n2 = shfl8(r2[u][r], src_next);
+          const uint4 p1 = realign16(r1[u][r], n1, s);  // ql bytes 16 pp ..
+          const uint4 p2 = realign16(r2[u][r], n2, s);  // bytes 128 + 16 pp ..
+          const uint4 qh = shfl8(p2, src_qh);
+          const uint4 sc = shfl8(p2, 4);
+          const uint32_t dw = __shfl_sync(0xffffffffu, p2.x, 5, 8);
+          const uint32_t ql4[4] = {p1.x, p1.y, p1.z, p1.w};
+          const uint32_t qh4[4] = {qh.x, qh.y, qh.z, qh.w};
+          int dl1 = nl[0], dl2 = nl[1], dh1 = nh[0], dh2 = nh[1];
+          const uint32_t xl1[4] = {xl[0].x, xl[0].y, xl[0].z, xl[0].w}, xl2[4] = {xl[1].x, xl[1].y, xl[1].z, xl[1].w};
+          const uint32_t xh1[4] = {xh[0].x, xh[0].y, xh[0].z, xh[0].w}, xh2[4] = {xh[1].x, xh[1].y, xh[1].z, xh[1].w};
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const uint32_t q = qh4[i] >> (2 * rl);
+            const uint32_t lo = (ql4[i] & kM4) | ((q << 4) & 0x30303030u);
+            const uint32_t hi = ((ql4[i] >> 4) & kM4) | (q & 0x30303030u);
+            dl1 = dp4a(lo, xl1[i], dl1);
+            dl2 = dp4a(lo, xl2[i], dl2);
+            dh1 = dp4a(hi, xh1[i], dh1);
+            dh2 = dp4a(hi, xh2[i], dh2);
+          }
+          const float scl = float(int(int8_t(((h ? sc.z : sc.x) >> sc_sh) & 0xFFu)));
+          const float sch = float(int(int8_t(((h ? sc.w : sc.y) >> sc_sh) & 0xFFu)));
+          const float d = half_lo(dw);
+          // |dl1| <= 16 * 32 * 127: 254 dl1 + dl2 fits easily in 32 bits.
+          const float v = d * (scl * ul * float(kPlaneScale * dl1 + dl2) + sch * uh * float(kPlaneScale * dh1 + dh2));
+          if (live) acc[r] += v;
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+    if (lane == 0) {
+      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
+      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
+    }
+  }
+  pdl_trigger();
+}
+
 // ---- launch planning ----------------------------------------------------------------------------
 // Shared memory of a launch: the warps' weight rings, the two x planes of all columns (one
 // staging, no chunking), the (u, sum) pairs and the K-split partials.
@@ -1007,8 +1195,8 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
-// The register-direct Q4_K kernel for one token (gemv_q4k_direct_kernel): on unless
-// FATHOM_GEMV_DIRECT=0 (A/B runs).
+// The register-direct Q4_K / Q6_K kernels for one token (gemv_q4k_direct_kernel,
+// gemv_q6k_direct_kernel): on unless FATHOM_GEMV_DIRECT=0 (A/B runs).
 bool direct_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("FATHOM_GEMV_DIRECT");
@@ -1021,12 +1209,12 @@ size_t direct_smem_bytes(int64_t cols) {
   return 2 * size_t(xpad_len(int(cols))) + size_t(cols / 32) * sizeof(float2) + size_t(kWarps) * kR * sizeof(float);
 }
 
-void launch_direct(const Args& a, cudaStream_t stream) {
+// kernel: gemv_q4k_direct_kernel or gemv_q6k_direct_kernel (same Args, shared memory and grid).
+void launch_direct(void (*kernel)(const Args), const Args& a, cudaStream_t stream) {
   const DeviceInfo dev = device_info();
   const size_t smem = direct_smem_bytes(a.cols);
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin, " (cols ", a.cols, ")");
-  auto kernel = gemv_q4k_direct_kernel;
   const int bps = blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, smem);
   const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
   const int64_t wave = int64_t(dev.sm_count) * bps;
@@ -1100,9 +1288,9 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     launch_bulk(a, stream);
     return;
   }
-  if (p.type == GgmlType::Q4_K && p.n_tokens == 1 && direct_enabled() &&
+  if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
       direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
-    launch_direct(a, stream);
+    launch_direct(p.type == GgmlType::Q4_K ? gemv_q4k_direct_kernel : gemv_q6k_direct_kernel, a, stream);
     return;
   }
   const bool ok = dispatch_q8(p.type, [&](auto tc) {

@@ -161,6 +161,20 @@ TEST(GpuGemvQ8, PersistentGridManyRows) {
   check_plain(GgmlType::Q8_0, 40001, 256, 2, false, true);
 }
 
+TEST(GpuGemvQ8, Q6kOneTokenDirect) {
+  // The register-direct Q6_K kernel (one token, gemv_q6k_direct_kernel): super-blocks at every
+  // 2-byte offset modulo 16 (cols 256, 768, 2304: 210 / 630 / 1890-byte rows) and 16-byte aligned
+  // rows (2048, 4096, 14336); super-block counts that are not a multiple of the warp's 4 lane
+  // groups (1, 3, 9, 56); odd row counts (a group without its second row); the matrix's last
+  // 16-byte chunk cut at its end (cols 256 / 768 / 2304); bias and residual; the grid-stride loop
+  // (40001 rows of 256: more row groups than a wave).
+  FATHOM_REQUIRE_GPU();
+  for (int64_t cols : {256, 768, 2048, 2304, 4096, 14336})
+    for (int64_t rows : {1, 7, 33}) check_plain(GgmlType::Q6_K, rows, cols, 1, rows == 7, rows == 33);
+  check_plain(GgmlType::Q6_K, 40001, 256, 1, true, true);
+  check_plain(GgmlType::Q6_K, 1025, 4096, 1, false, true);
+}
+
 TEST(GpuGemvQ8, GroupedQkv) {
   FATHOM_REQUIRE_GPU();
   for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q2_K})
@@ -207,7 +221,7 @@ TEST(GpuGemvQ8, GroupedQkv) {
 TEST(GpuGemvQ8, FusedGateUpActivation) {
   FATHOM_REQUIRE_GPU();
   for (GluKind kind : {GluKind::SWIGLU, GluKind::GEGLU})
-    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q3_K})
+    for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q3_K, GgmlType::Q6_K})
       for (int64_t n : {1, 2, 8}) {
         const int64_t rows = 333, cols = 2048;
         SCOPED_TRACE(label(kind == GluKind::SWIGLU ? "swiglu" : "geglu", type, cols, n));
