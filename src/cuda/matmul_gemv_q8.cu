@@ -1162,6 +1162,131 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_direct_kernel(const __gr
   pdl_trigger();
 }
 
+// ---- Q4_K, one token, a whole sub-block pair per lane -------------------------------------------
+// Why (session 13): the kernel above spends 83 instructions per lane per 16-byte code piece
+// (Nsight Compute + SASS, 14336 x 4096: 665 per inner iteration, 128 of them dp4a): the scale
+// decode (k4_pair, d / dmin, 4 int -> float) is paid once per 32 weights, the high nibbles take a
+// shift and a mask per word, and the min term is added by half the lanes while all issue it.
+// Here lane l owns sub-block pair p = l % 4 of super-blocks l / 4, l / 4 + 8, ...: both 16-byte
+// halves of the pair's 32 code bytes (64 weights per scale decode), the high nibbles are masked in
+// place (q & 0xF0F0F0F0, an unsigned-by-signed dp4a gives 16x their dot, folded into the scale)
+// and each lane adds its own min terms. Two super-blocks x two rows in flight per lane
+// (12 x 16-byte loads, ~6 KB per warp).
+constexpr int kPairU = 2;  // super-blocks per lane and row in flight
+__device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {  // unsigned a . signed b
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pair_kernel(const __grid_constant__ Args a) {
+  extern __shared__ uint4 q8_smem4[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cols = int(a.cols);
+  const int xq_cs = xpad_len(cols);
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);
+  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
+  const int xd_cs = cols / 32;
+  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+
+  const int n_sb = cols / 256;
+  const int p = lane & 3;
+  const int sb0 = lane >> 2;
+  const int iters = (n_sb - sb0 + 7) / 8;  // super-blocks of this lane per row
+  const int64_t gstep = int64_t(gridDim.x) * kWarps;
+  const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
+
+  if (g0 < a.n_groups) {  // the first group's first pieces into L2 while the previous kernel finishes
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g0, w, ok, end);
+#pragma unroll
+    for (int u = 0; u < kPairU; ++u)
+#pragma unroll
+      for (int r = 0; r < kR; ++r)
+        if (u < iters && ok[r]) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[r] + (sb0 + 8 * u) * 144 + 16 + 32 * p));
+  }
+  pdl_wait();  // x is written by the previous kernel; y may still be read by it
+  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  __syncthreads();
+
+  const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
+  constexpr uint32_t kM4h = 0xF0F0F0F0u;
+  for (int64_t g = g0; g < a.n_groups; g += gstep) {
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g, w, ok, end);
+    float acc[kR] = {0.0f, 0.0f};
+    for (int i0 = 0; i0 < iters; i0 += kPairU) {
+      uint4 qa[kPairU][kR], qb[kPairU][kR], h[kPairU][kR];
+#pragma unroll
+      for (int u = 0; u < kPairU; ++u)
+#pragma unroll
+        for (int r = 0; r < kR; ++r)
+          if (i0 + u < iters) {
+            const uint8_t* sb = w[r] + int64_t(sb0 + 8 * (i0 + u)) * 144;
+            h[u][r] = __ldg(reinterpret_cast<const uint4*>(sb));
+            qa[u][r] = ldg_stream(sb + 16 + 32 * p);
+            qb[u][r] = ldg_stream(sb + 32 + 32 * p);
+          }
+#pragma unroll
+      for (int u = 0; u < kPairU; ++u) {
+        if (i0 + u >= iters) break;
+        const int j = sb0 + 8 * (i0 + u);
+        const int k0 = 256 * j + 64 * p;
+        const uint4 xl1a = x16(xv, 0, k0, 0), xl1b = x16(xv, 0, k0 + 16, 0);
+        const uint4 xl2a = x16(xv, 0, k0, 1), xl2b = x16(xv, 0, k0 + 16, 1);
+        const uint4 xh1a = x16(xv, 0, k0 + 32, 0), xh1b = x16(xv, 0, k0 + 48, 0);
+        const uint4 xh2a = x16(xv, 0, k0 + 32, 1), xh2b = x16(xv, 0, k0 + 48, 1);
+        const float4 xs = *reinterpret_cast<const float4*>(xd + 8 * j + 2 * p);  // (u, sum) of 2p, 2p + 1
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          const uint32_t wa[4] = {qa[u][r].x, qa[u][r].y, qa[u][r].z, qa[u][r].w};
+          const uint32_t wb[4] = {qb[u][r].x, qb[u][r].y, qb[u][r].z, qb[u][r].w};
+          // Four independent dp4a chains per plane pair (latency), summed at the end.
+          int l1 = 0, l2 = 0, h1 = 0, h2 = 0;
+          l1 = dp4a(wa[0] & kM4, xl1a.x, l1); l2 = dp4a(wa[0] & kM4, xl2a.x, l2);
+          h1 = dp4a_us(wa[0] & kM4h, xh1a.x, h1); h2 = dp4a_us(wa[0] & kM4h, xh2a.x, h2);
+          l1 = dp4a(wa[1] & kM4, xl1a.y, l1); l2 = dp4a(wa[1] & kM4, xl2a.y, l2);
+          h1 = dp4a_us(wa[1] & kM4h, xh1a.y, h1); h2 = dp4a_us(wa[1] & kM4h, xh2a.y, h2);
+          l1 = dp4a(wa[2] & kM4, xl1a.z, l1); l2 = dp4a(wa[2] & kM4, xl2a.z, l2);
+          h1 = dp4a_us(wa[2] & kM4h, xh1a.z, h1); h2 = dp4a_us(wa[2] & kM4h, xh2a.z, h2);
+          l1 = dp4a(wa[3] & kM4, xl1a.w, l1); l2 = dp4a(wa[3] & kM4, xl2a.w, l2);
+          h1 = dp4a_us(wa[3] & kM4h, xh1a.w, h1); h2 = dp4a_us(wa[3] & kM4h, xh2a.w, h2);
+          l1 = dp4a(wb[0] & kM4, xl1b.x, l1); l2 = dp4a(wb[0] & kM4, xl2b.x, l2);
+          h1 = dp4a_us(wb[0] & kM4h, xh1b.x, h1); h2 = dp4a_us(wb[0] & kM4h, xh2b.x, h2);
+          l1 = dp4a(wb[1] & kM4, xl1b.y, l1); l2 = dp4a(wb[1] & kM4, xl2b.y, l2);
+          h1 = dp4a_us(wb[1] & kM4h, xh1b.y, h1); h2 = dp4a_us(wb[1] & kM4h, xh2b.y, h2);
+          l1 = dp4a(wb[2] & kM4, xl1b.z, l1); l2 = dp4a(wb[2] & kM4, xl2b.z, l2);
+          h1 = dp4a_us(wb[2] & kM4h, xh1b.z, h1); h2 = dp4a_us(wb[2] & kM4h, xh2b.z, h2);
+          l1 = dp4a(wb[3] & kM4, xl1b.w, l1); l2 = dp4a(wb[3] & kM4, xl2b.w, l2);
+          h1 = dp4a_us(wb[3] & kM4h, xh1b.w, h1); h2 = dp4a_us(wb[3] & kM4h, xh2b.w, h2);
+          // |l1| <= 32 * 15 * 127, |h1| <= 32 * 240 * 127: 254 * h1 + h2 < 2^28.
+          const int s_lo = kPlaneScale * l1 + l2;
+          const int s_hi = kPlaneScale * h1 + h2;  // 16 x the high nibbles' dot
+          const float d = half_lo(h[u][r].x), dmin = half_hi(h[u][r].x);
+          float sc0, sc1, m0, m1;
+          k4_pair(h[u][r], p, sc0, sc1, m0, m1);
+          acc[r] += d * (sc0 * xs.x * float(s_lo) + (0.0625f * sc1) * xs.z * float(s_hi)) -
+                    dmin * (m0 * xs.y + m1 * xs.w);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+    if (lane == 0) {
+      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
+      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
+    }
+  }
+  pdl_trigger();
+}
+
 // ---- launch planning ----------------------------------------------------------------------------
 // Shared memory of a launch: the warps' weight rings, the two x planes of all columns (one
 // staging, no chunking), the (u, sum) pairs and the K-split partials.
@@ -1238,6 +1363,15 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
 
 // The register-direct Q4_K / Q6_K kernels for one token (gemv_q4k_direct_kernel,
 // gemv_q6k_direct_kernel): on unless FATHOM_GEMV_DIRECT=0 (A/B runs).
+// The pair-per-lane Q4_K kernel (gemv_q4k_pair_kernel) unless FATHOM_GEMV_Q4K=direct (A/B runs).
+bool q4k_pair_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("FATHOM_GEMV_Q4K");
+    return !(e && std::strcmp(e, "direct") == 0);
+  }();
+  return on;
+}
+
 bool direct_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("FATHOM_GEMV_DIRECT");
@@ -1331,7 +1465,10 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
   }
   if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
       direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
-    launch_direct(p.type == GgmlType::Q4_K ? gemv_q4k_direct_kernel : gemv_q6k_direct_kernel, a, stream);
+    launch_direct(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel
+                  : q4k_pair_enabled()         ? gemv_q4k_pair_kernel
+                                               : gemv_q4k_direct_kernel,
+                  a, stream);
     return;
   }
   const bool ok = dispatch_q8(p.type, [&](auto tc) {
