@@ -1287,6 +1287,153 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pair_kernel(const __grid
   pdl_trigger();
 }
 
+// ---- Q4_K, one token, pair per lane, software-pipelined --------------------------------------
+// Why (session 13): the pair kernel above cut the instructions by 21% (ncu, 14336 x 4096: 7.43M
+// -> 5.90M) but its time only by 5% (15.1 -> 14.4 us): issue slots 38% busy, DRAM 36%. Each
+// warp loads a batch, waits for it, computes, and only then loads again, and with 4 warps per
+// scheduler there is often no warp with data. Here a warp walks one flat sequence of batches
+// (group, super-block step) across its groups and keeps the next batch's loads in flight while it
+// computes the current one: two register buffers, each reloaded right after it is consumed; the
+// first two batches are requested before pdl_wait(). A batch is one super-block x kR rows per
+// lane (lane l: sub-block pair l % 4 of super-block l / 4 + 8 it).
+struct PairBuf {
+  uint4 qa[kR], qb[kR], h[kR];
+};
+struct PairCursor {  // the load side's position in the warp's batch sequence
+  int64_t g;
+  int it;
+  const uint8_t* w[kR];
+  bool ok[kR];
+};
+__device__ __forceinline__ void pair_rows(const Args& a, PairCursor& c) {
+  const uint8_t* end[kR];
+  if (c.g < a.n_groups) group_rows(a, c.g, c.w, c.ok, end);
+}
+__device__ __forceinline__ void pair_fetch(const Args& a, PairBuf& b, PairCursor& c, int sb0, int n_sb, int itw, int p,
+                                           int64_t gstep) {
+  const int j = sb0 + 8 * c.it;
+  if (c.g < a.n_groups && j < n_sb) {
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+      if (c.ok[r]) {
+        const uint8_t* sb = c.w[r] + int64_t(j) * 144;
+        b.h[r] = __ldg(reinterpret_cast<const uint4*>(sb));
+        b.qa[r] = ldg_stream(sb + 16 + 32 * p);
+        b.qb[r] = ldg_stream(sb + 32 + 32 * p);
+      }
+  }
+  if (++c.it == itw) {
+    c.it = 0;
+    c.g += gstep;
+    pair_rows(a, c);
+  }
+}
+// acc[r] += the lane's pair of super-block j of both rows (j < n_sb checked by the caller).
+__device__ __forceinline__ void pair_dot(const PairBuf& b, const XView& xv, const float2* xd, int j, int p,
+                                         float (&acc)[kR]) {
+  constexpr uint32_t kM4h = 0xF0F0F0F0u;
+  const int k0 = 256 * j + 64 * p;
+  const uint4 xl1a = x16(xv, 0, k0, 0), xl1b = x16(xv, 0, k0 + 16, 0);
+  const uint4 xl2a = x16(xv, 0, k0, 1), xl2b = x16(xv, 0, k0 + 16, 1);
+  const uint4 xh1a = x16(xv, 0, k0 + 32, 0), xh1b = x16(xv, 0, k0 + 48, 0);
+  const uint4 xh2a = x16(xv, 0, k0 + 32, 1), xh2b = x16(xv, 0, k0 + 48, 1);
+  const float4 xs = *reinterpret_cast<const float4*>(xd + 8 * j + 2 * p);  // (u, sum) of 2p, 2p + 1
+  const uint32_t xl1[8] = {xl1a.x, xl1a.y, xl1a.z, xl1a.w, xl1b.x, xl1b.y, xl1b.z, xl1b.w};
+  const uint32_t xl2[8] = {xl2a.x, xl2a.y, xl2a.z, xl2a.w, xl2b.x, xl2b.y, xl2b.z, xl2b.w};
+  const uint32_t xh1[8] = {xh1a.x, xh1a.y, xh1a.z, xh1a.w, xh1b.x, xh1b.y, xh1b.z, xh1b.w};
+  const uint32_t xh2[8] = {xh2a.x, xh2a.y, xh2a.z, xh2a.w, xh2b.x, xh2b.y, xh2b.z, xh2b.w};
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const uint32_t wq[8] = {b.qa[r].x, b.qa[r].y, b.qa[r].z, b.qa[r].w, b.qb[r].x, b.qb[r].y, b.qb[r].z, b.qb[r].w};
+    int l1 = 0, l2 = 0, h1 = 0, h2 = 0;  // four independent chains
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      l1 = dp4a(wq[e] & kM4, xl1[e], l1);
+      l2 = dp4a(wq[e] & kM4, xl2[e], l2);
+      h1 = dp4a_us(wq[e] & kM4h, xh1[e], h1);
+      h2 = dp4a_us(wq[e] & kM4h, xh2[e], h2);
+    }
+    const int s_lo = kPlaneScale * l1 + l2;
+    const int s_hi = kPlaneScale * h1 + h2;  // 16 x the high nibbles' dot
+    const float d = half_lo(b.h[r].x), dmin = half_hi(b.h[r].x);
+    float sc0, sc1, m0, m1;
+    k4_pair(b.h[r], p, sc0, sc1, m0, m1);
+    acc[r] += d * (sc0 * xs.x * float(s_lo) + (0.0625f * sc1) * xs.z * float(s_hi)) - dmin * (m0 * xs.y + m1 * xs.w);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pipe_kernel(const __grid_constant__ Args a) {
+  extern __shared__ uint4 q8_smem4[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cols = int(a.cols);
+  const int xq_cs = xpad_len(cols);
+  int8_t* xq = reinterpret_cast<int8_t*>(smem);
+  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
+  const int xd_cs = cols / 32;
+  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+
+  const int n_sb = cols / 256;
+  const int p = lane & 3, sb0 = lane >> 2;
+  const int itw = (n_sb + 7) / 8;  // batches per group (warp-uniform; lanes past the row skip)
+  const int64_t gstep = int64_t(gridDim.x) * kWarps;
+  const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
+  const int64_t my_groups = g0 < a.n_groups ? (a.n_groups - g0 + gstep - 1) / gstep : 0;
+  const int64_t n_t = my_groups * itw;
+
+  PairBuf b0, b1;
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    b0.qa[r] = b0.qb[r] = b0.h[r] = make_uint4(0u, 0u, 0u, 0u);
+    b1.qa[r] = b1.qb[r] = b1.h[r] = make_uint4(0u, 0u, 0u, 0u);
+  }
+  PairCursor lc;
+  lc.g = g0;
+  lc.it = 0;
+  pair_rows(a, lc);
+  // The first two batches before pdl_wait (weights: no kernel of the step writes them).
+  if (n_t > 0) pair_fetch(a, b0, lc, sb0, n_sb, itw, p, gstep);
+  if (n_t > 1) pair_fetch(a, b1, lc, sb0, n_sb, itw, p, gstep);
+  pdl_wait();  // x is written by the previous kernel; y may still be read by it
+  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  __syncthreads();
+
+  const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
+  float acc[kR] = {0.0f, 0.0f};
+  int64_t cg = g0;
+  int cit = 0;
+  auto step_done = [&]() {  // the compute side moves on; a finished group is reduced and stored
+    if (++cit == itw) {
+#pragma unroll
+      for (int r = 0; r < kR; ++r)
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+      if (lane == 0) {
+        store_group<1>(a, cg, 0, 0, acc[0], acc[1]);
+        if (!a.glu) store_group<1>(a, cg, 1, 0, acc[0], acc[1]);
+      }
+      acc[0] = acc[1] = 0.0f;
+      cit = 0;
+      cg += gstep;
+    }
+  };
+  for (int64_t t = 0; t < n_t; t += 2) {
+    {
+      const int j = sb0 + 8 * cit;
+      if (j < n_sb) pair_dot(b0, xv, xd, j, p, acc);
+      step_done();
+      if (t + 2 < n_t) pair_fetch(a, b0, lc, sb0, n_sb, itw, p, gstep);
+    }
+    if (t + 1 < n_t) {
+      const int j = sb0 + 8 * cit;
+      if (j < n_sb) pair_dot(b1, xv, xd, j, p, acc);
+      step_done();
+      if (t + 3 < n_t) pair_fetch(a, b1, lc, sb0, n_sb, itw, p, gstep);
+    }
+  }
+  pdl_trigger();
+}
+
 // ---- launch planning ----------------------------------------------------------------------------
 // Shared memory of a launch: the warps' weight rings, the two x planes of all columns (one
 // staging, no chunking), the (u, sum) pairs and the K-split partials.
@@ -1363,13 +1510,16 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
 
 // The register-direct Q4_K / Q6_K kernels for one token (gemv_q4k_direct_kernel,
 // gemv_q6k_direct_kernel): on unless FATHOM_GEMV_DIRECT=0 (A/B runs).
-// The pair-per-lane Q4_K kernel (gemv_q4k_pair_kernel) unless FATHOM_GEMV_Q4K=direct (A/B runs).
-bool q4k_pair_enabled() {
-  static const bool on = [] {
+// The one-token Q4_K kernel: 2 gemv_q4k_pipe_kernel (default), 1 gemv_q4k_pair_kernel
+// (FATHOM_GEMV_Q4K=pair), 0 gemv_q4k_direct_kernel (FATHOM_GEMV_Q4K=direct), for A/B runs.
+int q4k_kernel() {
+  static const int k = [] {
     const char* e = std::getenv("FATHOM_GEMV_Q4K");
-    return !(e && std::strcmp(e, "direct") == 0);
+    if (e && std::strcmp(e, "direct") == 0) return 0;
+    if (e && std::strcmp(e, "pair") == 0) return 1;
+    return 2;
   }();
-  return on;
+  return k;
 }
 
 bool direct_enabled() {
@@ -1466,7 +1616,8 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
   if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
       direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
     launch_direct(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel
-                  : q4k_pair_enabled()         ? gemv_q4k_pair_kernel
+                  : q4k_kernel() == 2          ? gemv_q4k_pipe_kernel
+                  : q4k_kernel() == 1          ? gemv_q4k_pair_kernel
                                                : gemv_q4k_direct_kernel,
                   a, stream);
     return;
