@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Session 13, fifth GPU call: the pipelined Q4_K kernel (default) against the pair and
+# register-direct ones (FATHOM_GEMV_Q4K=pair|direct): GEMV + engine tests with both, single shapes,
+# decode on synthetic Llama-3-8B / 3.2-1B Q4_K_M, ncu instruction counts.
+# Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13e.sh .devsrc-X/head.tgz
+set -u
+O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
+t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+W=/tmp/fathom-s13; rm -rf "$W"; mkdir -p "$W"; tar xzf "${1:-.devsrc/head.tgz}" -C "$W"; cp -r .devdeps "$W"/; cd "$W"
+stamp build
+scripts/device_build.sh build-dev >"$O/build.log" 2>&1 || { tail -30 "$O/build.log"; exit 1; }
+T=build-dev/tests/fathom_gpu_tests; B=build-dev/bin/fathom
+stamp tests
+timeout 150 $T --gtest_filter='GpuGemvQ8.*:Tiny/EngineVsReference*:Engine.*-Engine.RealGemma3*' >"$O/tests.log" 2>&1
+echo "tests rc=$?"; grep -E "^\[  (PASSED|FAILED) |Failure|worst|exception" "$O/tests.log" | head -20
+for k in pair direct; do FATHOM_GEMV_Q4K=$k timeout 60 $T --gtest_filter='GpuGemvQ8.*' 2>&1 | grep -E "^\[  (PASSED|FAILED) " | sed "s/^/$k: /"; done
+stamp shapes
+one() { env "$@" timeout 30 $T --gtest_also_run_disabled_tests --gtest_filter='*GemvQ8.DISABLED_BenchOne*' 2>&1 | grep bench-one; }
+for s in Q4_K,14336,4096,1 Q4_K,4096,14336,1 Q4_K,4096,4096,1 Q4_K,6144,4096,1 Q4_K,1024,4096,1 Q4_K,8192,2048,1 Q4_K,2048,2048,1; do
+  echo "pipe   $(one FATHOM_Q8_SHAPE=$s)"; echo "pair   $(one FATHOM_Q8_SHAPE=$s FATHOM_GEMV_Q4K=pair)"
+done | tee "$O/kernels.txt"
+bench() {  # label, shape, env...
+  local label=$1 shape=$2; shift 2
+  env "$@" timeout 60 $B bench --synthetic $shape --type Q4_K_M -d 512 -n 128 -r 2 -q >"$O/bench_$label.md" 2>&1
+  echo "== $label rc=$?"; grep -E "tg128" "$O/bench_$label.md" | awk -F'|' '{print $2, $4, $6, $7, $8, $9}'
+}
+stamp decode
+bench 8b llama3-8b
+bench 8b_pair llama3-8b FATHOM_GEMV_Q4K=pair
+bench 1b llama3.2-1b
+bench 1b_pair llama3.2-1b FATHOM_GEMV_Q4K=pair
+stamp ncu
+M='--metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active'
+for s in Q4_K,14336,4096,1 Q4_K,4096,14336,1; do
+  FATHOM_Q8_SHAPE=$s timeout 60 ncu --clock-control none -k regex:gemv_q --launch-skip 5 --launch-count 1 $M \
+    $T --gtest_also_run_disabled_tests --gtest_filter='*BenchOne*' > "$O/ncu.txt" 2>&1
+  echo "== ncu $s"; grep -E "gpu__time|dram__|inst_executed|issue_active" "$O/ncu.txt"
+done
+stamp done
