@@ -1,6 +1,6 @@
 // Q4_K, one token, weights through per-warp shared-memory rings filled by bulk async copies (the
 // sm_90 copy engine). Included by matmul_gemv_q8.cu inside its anonymous namespace (uses its
-// Args, group_rows, store_group, stage_x, x16, k4_pair, dot4).
+// Args, group_rows, store_group, stage_x, PairBuf, pair_dot).
 //
 // Why (session 13, docs/perf/NOTES.md): the register-direct kernel reads Q4_K 14336 x 4096
 // (33 MB) in 15.9 us, where a plain streaming read of 33 MB takes 10.4 us. Nsight Compute: DRAM
@@ -10,8 +10,10 @@
 // need next are always in flight, whatever it computes: lane 0 keeps kBulkD stages of the warp's
 // rows requested (kBulkD x 2304 bytes per warp, up to ~147 KB per SM), each a cp.async.bulk per
 // row that needs no thread to move its bytes, and the first kBulkD stages are requested before
-// pdl_wait(), during the previous kernel's tail. The arithmetic is the register-direct kernel's,
-// reading the code pieces and headers from the ring instead of global memory.
+// pdl_wait(), during the previous kernel's tail. The arithmetic is the pair kernel's (pair_dot:
+// lane l takes sub-block pair l % 4 of super-block l / 4 of the chunk), reading the code bytes
+// and headers from the ring instead of global memory. (The first version used the register-direct
+// kernel's arithmetic: 20.5 vs 15.2 us on 14336 x 4096, 10.6M instructions, issue-bound.)
 //
 // Stage i of a warp = chunk c of group g (its kR rows, super-blocks [8c, 8c + 8) of each), slot
 // i % kBulkD, completion on that slot's mbarrier (phase parity (i / kBulkD) & 1).
@@ -72,13 +74,24 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
   const int64_t n_st = my_groups * n_chunks;  // this warp's stages
   const uint32_t ring_s = smem_u32(ring), bar_s = smem_u32(bars);
 
+  // Producer cursor (lane 0): the next stage to request.
+  int64_t pg = g0;
+  int pc = 0;
+  int64_t issued = 0;
+  auto issue_next = [&](uint32_t slot) {
+    bulk_issue(a, pg, pc, n_sb, ring_s + slot * uint32_t(kBulkSlot), bar_s + 8u * slot);
+    ++issued;
+    if (++pc == n_chunks) {
+      pc = 0;
+      pg += gstep;
+    }
+  };
   // Weights first (no kernel of the step writes them): the ring fills during the previous
   // kernel's tail.
   if (lane == 0) {
     for (int s = 0; s < kBulkD; ++s) mbar_init(bar_s + 8u * s, 1u);
     fence_barrier_init();
-    for (int s = 0; s < kBulkD && s < n_st; ++s)
-      bulk_issue(a, g0 + (s / n_chunks) * gstep, s % n_chunks, n_sb, ring_s + uint32_t(s * kBulkSlot), bar_s + 8u * s);
+    for (int s = 0; s < kBulkD && s < n_st; ++s) issue_next(uint32_t(s));
   }
   __syncwarp();
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
@@ -86,53 +99,27 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
   __syncthreads();
 
   const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
-  const int pp = lane & 7, p = pp >> 1, hf = pp & 1;
-  const int sbl = lane >> 3;
-  const float minw = hf == 0 ? 1.0f : 0.0f;  // the pair's even lane adds the sub-blocks' min terms
+  const int p = lane & 3, sbl = lane >> 2;  // pair p of super-block sbl of the chunk (pair kernel's lanes)
   float acc[kR] = {0.0f, 0.0f};
   int64_t g = g0;
   int c = 0;
   for (int64_t i = 0; i < n_st; ++i) {
     const int slot = int(i % kBulkD);
     mbar_wait(bar_s + 8u * slot, uint32_t((i / kBulkD) & 1));
-    const uint8_t* sw = ring + slot * kBulkSlot;
-    const BulkStage st = bulk_stage(a, g, c, n_sb);
+    const int nsb = min(kBulkSB, n_sb - c * kBulkSB);
+    if (sbl < nsb) {
+      const uint8_t* sw = ring + slot * kBulkSlot + sbl * 144;
+      PairBuf b;
 #pragma unroll
-    for (int u = 0; u < kBulkSB / 4; ++u) {
-      const int jl = sbl + 4 * u;
-      if (jl >= st.nsb) break;
-      const int j = c * kBulkSB + jl;
-      const int k0 = 256 * j + 64 * p + 16 * hf;
-      const uint4 xa1 = x16(xv, 0, k0, 0), xa2 = x16(xv, 0, k0, 1);
-      const uint4 xb1 = x16(xv, 0, k0 + 32, 0), xb2 = x16(xv, 0, k0 + 32, 1);
-      const float4 xs = *reinterpret_cast<const float4*>(xd + 8 * j + 2 * p);
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        if (!st.ok[r]) continue;
-        const uint8_t* sb = sw + r * kBulkRowBytes + jl * 144;
-        const uint4 h = *reinterpret_cast<const uint4*>(sb);
-        const uint4 q = *reinterpret_cast<const uint4*>(sb + 16 + 16 * pp);
-        const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
-        uint32_t lo[4], hi[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          lo[e] = qw[e] & kM4;
-          hi[e] = (qw[e] >> 4) & kM4;
-        }
-        const int s_lo = kPlaneScale * dot4(lo, xa1) + dot4(lo, xa2);
-        const int s_hi = kPlaneScale * dot4(hi, xb1) + dot4(hi, xb2);
-        const float d = half_lo(h.x), dmin = half_hi(h.x);
-        float sc0, sc1, m0, m1;
-        k4_pair(h, p, sc0, sc1, m0, m1);
-        acc[r] += d * (sc0 * xs.x * float(s_lo) + sc1 * xs.z * float(s_hi)) - minw * dmin * (m0 * xs.y + m1 * xs.w);
+      for (int r = 0; r < kR; ++r) {  // a row that does not exist reads stale bytes; never stored
+        b.h[r] = *reinterpret_cast<const uint4*>(sw + r * kBulkRowBytes);
+        b.qa[r] = *reinterpret_cast<const uint4*>(sw + r * kBulkRowBytes + 16 + 32 * p);
+        b.qb[r] = *reinterpret_cast<const uint4*>(sw + r * kBulkRowBytes + 32 + 32 * p);
       }
+      pair_dot(b, xv, xd, c * kBulkSB + sbl, p, acc);
     }
     __syncwarp();  // every lane is done with the slot
-    if (lane == 0 && i + kBulkD < n_st) {
-      const int64_t ni = i + kBulkD;
-      bulk_issue(a, g0 + (ni / n_chunks) * gstep, int(ni % n_chunks), n_sb, ring_s + uint32_t(slot * kBulkSlot),
-                 bar_s + 8u * slot);
-    }
+    if (lane == 0 && issued < n_st) issue_next(uint32_t(slot));
     if (++c == n_chunks) {
 #pragma unroll
       for (int r = 0; r < kR; ++r)
@@ -173,7 +160,7 @@ void launch_bulk(const Args& a, cudaStream_t stream) {
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
-// FATHOM_GEMV_BULK=1 routes Q4_K one-token GEMVs here (A/B against the register-direct kernel).
+// FATHOM_GEMV_BULK=1 routes Q4_K one-token GEMVs here (A/B against the register kernels).
 bool bulk_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("FATHOM_GEMV_BULK");

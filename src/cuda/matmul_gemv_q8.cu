@@ -1179,155 +1179,10 @@ __device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {  // unsi
   return d;
 }
 
-__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pair_kernel(const __grid_constant__ Args a) {
-  extern __shared__ uint4 q8_smem4[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int cols = int(a.cols);
-  const int xq_cs = xpad_len(cols);
-  int8_t* xq = reinterpret_cast<int8_t*>(smem);
-  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
-  const int xd_cs = cols / 32;
-  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
-
-  const int n_sb = cols / 256;
-  const int p = lane & 3;
-  const int sb0 = lane >> 2;
-  const int iters = (n_sb - sb0 + 7) / 8;  // super-blocks of this lane per row
-  const int64_t gstep = int64_t(gridDim.x) * kWarps;
-  const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
-
-  if (g0 < a.n_groups) {  // the first group's first pieces into L2 while the previous kernel finishes
-    const uint8_t* w[kR];
-    bool ok[kR];
-    const uint8_t* end[kR];
-    group_rows(a, g0, w, ok, end);
-#pragma unroll
-    for (int u = 0; u < kPairU; ++u)
-#pragma unroll
-      for (int r = 0; r < kR; ++r)
-        if (u < iters && ok[r]) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[r] + (sb0 + 8 * u) * 144 + 16 + 32 * p));
-  }
-  pdl_wait();  // x is written by the previous kernel; y may still be read by it
-  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
-  __syncthreads();
-
-  const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
-  constexpr uint32_t kM4h = 0xF0F0F0F0u;
-  for (int64_t g = g0; g < a.n_groups; g += gstep) {
-    const uint8_t* w[kR];
-    bool ok[kR];
-    const uint8_t* end[kR];
-    group_rows(a, g, w, ok, end);
-    float acc[kR] = {0.0f, 0.0f};
-    for (int i0 = 0; i0 < iters; i0 += kPairU) {
-      uint4 qa[kPairU][kR], qb[kPairU][kR], h[kPairU][kR];
-#pragma unroll
-      for (int u = 0; u < kPairU; ++u)
-#pragma unroll
-        for (int r = 0; r < kR; ++r)
-          if (i0 + u < iters) {
-            const uint8_t* sb = w[r] + int64_t(sb0 + 8 * (i0 + u)) * 144;
-            h[u][r] = __ldg(reinterpret_cast<const uint4*>(sb));
-            qa[u][r] = ldg_stream(sb + 16 + 32 * p);
-            qb[u][r] = ldg_stream(sb + 32 + 32 * p);
-          }
-#pragma unroll
-      for (int u = 0; u < kPairU; ++u) {
-        if (i0 + u >= iters) break;
-        const int j = sb0 + 8 * (i0 + u);
-        const int k0 = 256 * j + 64 * p;
-        const uint4 xl1a = x16(xv, 0, k0, 0), xl1b = x16(xv, 0, k0 + 16, 0);
-        const uint4 xl2a = x16(xv, 0, k0, 1), xl2b = x16(xv, 0, k0 + 16, 1);
-        const uint4 xh1a = x16(xv, 0, k0 + 32, 0), xh1b = x16(xv, 0, k0 + 48, 0);
-        const uint4 xh2a = x16(xv, 0, k0 + 32, 1), xh2b = x16(xv, 0, k0 + 48, 1);
-        const float4 xs = *reinterpret_cast<const float4*>(xd + 8 * j + 2 * p);  // (u, sum) of 2p, 2p + 1
-#pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          const uint32_t wa[4] = {qa[u][r].x, qa[u][r].y, qa[u][r].z, qa[u][r].w};
-          const uint32_t wb[4] = {qb[u][r].x, qb[u][r].y, qb[u][r].z, qb[u][r].w};
-          // Four independent dp4a chains per plane pair (latency), summed at the end.
-          int l1 = 0, l2 = 0, h1 = 0, h2 = 0;
-          l1 = dp4a(wa[0] & kM4, xl1a.x, l1); l2 = dp4a(wa[0] & kM4, xl2a.x, l2);
-          h1 = dp4a_us(wa[0] & kM4h, xh1a.x, h1); h2 = dp4a_us(wa[0] & kM4h, xh2a.x, h2);
-          l1 = dp4a(wa[1] & kM4, xl1a.y, l1); l2 = dp4a(wa[1] & kM4, xl2a.y, l2);
-          h1 = dp4a_us(wa[1] & kM4h, xh1a.y, h1); h2 = dp4a_us(wa[1] & kM4h, xh2a.y, h2);
-          l1 = dp4a(wa[2] & kM4, xl1a.z, l1); l2 = dp4a(wa[2] & kM4, xl2a.z, l2);
-          h1 = dp4a_us(wa[2] & kM4h, xh1a.z, h1); h2 = dp4a_us(wa[2] & kM4h, xh2a.z, h2);
-          l1 = dp4a(wa[3] & kM4, xl1a.w, l1); l2 = dp4a(wa[3] & kM4, xl2a.w, l2);
-          h1 = dp4a_us(wa[3] & kM4h, xh1a.w, h1); h2 = dp4a_us(wa[3] & kM4h, xh2a.w, h2);
-          l1 = dp4a(wb[0] & kM4, xl1b.x, l1); l2 = dp4a(wb[0] & kM4, xl2b.x, l2);
-          h1 = dp4a_us(wb[0] & kM4h, xh1b.x, h1); h2 = dp4a_us(wb[0] & kM4h, xh2b.x, h2);
-          l1 = dp4a(wb[1] & kM4, xl1b.y, l1); l2 = dp4a(wb[1] & kM4, xl2b.y, l2);
-          h1 = dp4a_us(wb[1] & kM4h, xh1b.y, h1); h2 = dp4a_us(wb[1] & kM4h, xh2b.y, h2);
-          l1 = dp4a(wb[2] & kM4, xl1b.z, l1); l2 = dp4a(wb[2] & kM4, xl2b.z, l2);
-          h1 = dp4a_us(wb[2] & kM4h, xh1b.z, h1); h2 = dp4a_us(wb[2] & kM4h, xh2b.z, h2);
-          l1 = dp4a(wb[3] & kM4, xl1b.w, l1); l2 = dp4a(wb[3] & kM4, xl2b.w, l2);
-          h1 = dp4a_us(wb[3] & kM4h, xh1b.w, h1); h2 = dp4a_us(wb[3] & kM4h, xh2b.w, h2);
-          // |l1| <= 32 * 15 * 127, |h1| <= 32 * 240 * 127: 254 * h1 + h2 < 2^28.
-          const int s_lo = kPlaneScale * l1 + l2;
-          const int s_hi = kPlaneScale * h1 + h2;  // 16 x the high nibbles' dot
-          const float d = half_lo(h[u][r].x), dmin = half_hi(h[u][r].x);
-          float sc0, sc1, m0, m1;
-          k4_pair(h[u][r], p, sc0, sc1, m0, m1);
-          acc[r] += d * (sc0 * xs.x * float(s_lo) + (0.0625f * sc1) * xs.z * float(s_hi)) -
-                    dmin * (m0 * xs.y + m1 * xs.w);
-        }
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < kR; ++r)
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (lane == 0) {
-      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
-      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
-    }
-  }
-  pdl_trigger();
-}
-
-// ---- Q4_K, one token, pair per lane, software-pipelined --------------------------------------
-// Why (session 13): the pair kernel above cut the instructions by 21% (ncu, 14336 x 4096: 7.43M
-// -> 5.90M) but its time only by 5% (15.1 -> 14.4 us): issue slots 38% busy, DRAM 36%. Each
-// warp loads a batch, waits for it, computes, and only then loads again, and with 4 warps per
-// scheduler there is often no warp with data. Here a warp walks one flat sequence of batches
-// (group, super-block step) across its groups and keeps the next batch's loads in flight while it
-// computes the current one: two register buffers, each reloaded right after it is consumed; the
-// first two batches are requested before pdl_wait(). A batch is one super-block x kR rows per
-// lane (lane l: sub-block pair l % 4 of super-block l / 4 + 8 it).
+// One lane's share of a batch: kR rows x (header, code bytes 32p..32p+15, 32p+16..32p+31).
 struct PairBuf {
   uint4 qa[kR], qb[kR], h[kR];
 };
-struct PairCursor {  // the load side's position in the warp's batch sequence
-  int64_t g;
-  int it;
-  const uint8_t* w[kR];
-  bool ok[kR];
-};
-__device__ __forceinline__ void pair_rows(const Args& a, PairCursor& c) {
-  const uint8_t* end[kR];
-  if (c.g < a.n_groups) group_rows(a, c.g, c.w, c.ok, end);
-}
-__device__ __forceinline__ void pair_fetch(const Args& a, PairBuf& b, PairCursor& c, int sb0, int n_sb, int itw, int p,
-                                           int64_t gstep) {
-  const int j = sb0 + 8 * c.it;
-  if (c.g < a.n_groups && j < n_sb) {
-#pragma unroll
-    for (int r = 0; r < kR; ++r)
-      if (c.ok[r]) {
-        const uint8_t* sb = c.w[r] + int64_t(j) * 144;
-        b.h[r] = __ldg(reinterpret_cast<const uint4*>(sb));
-        b.qa[r] = ldg_stream(sb + 16 + 32 * p);
-        b.qb[r] = ldg_stream(sb + 32 + 32 * p);
-      }
-  }
-  if (++c.it == itw) {
-    c.it = 0;
-    c.g += gstep;
-    pair_rows(a, c);
-  }
-}
 // acc[r] += the lane's pair of super-block j of both rows (j < n_sb checked by the caller).
 __device__ __forceinline__ void pair_dot(const PairBuf& b, const XView& xv, const float2* xd, int j, int p,
                                          float (&acc)[kR]) {
@@ -1362,7 +1217,7 @@ __device__ __forceinline__ void pair_dot(const PairBuf& b, const XView& xv, cons
   }
 }
 
-__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pipe_kernel(const __grid_constant__ Args a) {
+__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pair_kernel(const __grid_constant__ Args a) {
   extern __shared__ uint4 q8_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -1374,61 +1229,59 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pipe_kernel(const __grid
   float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
 
   const int n_sb = cols / 256;
-  const int p = lane & 3, sb0 = lane >> 2;
-  const int itw = (n_sb + 7) / 8;  // batches per group (warp-uniform; lanes past the row skip)
+  const int p = lane & 3;
+  const int sb0 = lane >> 2;
+  const int iters = (n_sb - sb0 + 7) / 8;  // super-blocks of this lane per row
   const int64_t gstep = int64_t(gridDim.x) * kWarps;
   const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
-  const int64_t my_groups = g0 < a.n_groups ? (a.n_groups - g0 + gstep - 1) / gstep : 0;
-  const int64_t n_t = my_groups * itw;
 
-  PairBuf b0, b1;
+  if (g0 < a.n_groups) {  // the first group's first pieces into L2 while the previous kernel finishes
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g0, w, ok, end);
 #pragma unroll
-  for (int r = 0; r < kR; ++r) {
-    b0.qa[r] = b0.qb[r] = b0.h[r] = make_uint4(0u, 0u, 0u, 0u);
-    b1.qa[r] = b1.qb[r] = b1.h[r] = make_uint4(0u, 0u, 0u, 0u);
+    for (int u = 0; u < kPairU; ++u)
+#pragma unroll
+      for (int r = 0; r < kR; ++r)
+        if (u < iters && ok[r]) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[r] + (sb0 + 8 * u) * 144 + 16 + 32 * p));
   }
-  PairCursor lc;
-  lc.g = g0;
-  lc.it = 0;
-  pair_rows(a, lc);
-  // The first two batches before pdl_wait (weights: no kernel of the step writes them).
-  if (n_t > 0) pair_fetch(a, b0, lc, sb0, n_sb, itw, p, gstep);
-  if (n_t > 1) pair_fetch(a, b1, lc, sb0, n_sb, itw, p, gstep);
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
   stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
   __syncthreads();
 
   const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
-  float acc[kR] = {0.0f, 0.0f};
-  int64_t cg = g0;
-  int cit = 0;
-  auto step_done = [&]() {  // the compute side moves on; a finished group is reduced and stored
-    if (++cit == itw) {
+  for (int64_t g = g0; g < a.n_groups; g += gstep) {
+    const uint8_t* w[kR];
+    bool ok[kR];
+    const uint8_t* end[kR];
+    group_rows(a, g, w, ok, end);
+    float acc[kR] = {0.0f, 0.0f};
+    for (int i0 = 0; i0 < iters; i0 += kPairU) {
+      PairBuf b[kPairU];
 #pragma unroll
-      for (int r = 0; r < kR; ++r)
+      for (int u = 0; u < kPairU; ++u)
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-      if (lane == 0) {
-        store_group<1>(a, cg, 0, 0, acc[0], acc[1]);
-        if (!a.glu) store_group<1>(a, cg, 1, 0, acc[0], acc[1]);
+        for (int r = 0; r < kR; ++r)
+          if (i0 + u < iters) {
+            const uint8_t* sb = w[r] + int64_t(sb0 + 8 * (i0 + u)) * 144;
+            b[u].h[r] = __ldg(reinterpret_cast<const uint4*>(sb));
+            b[u].qa[r] = ldg_stream(sb + 16 + 32 * p);
+            b[u].qb[r] = ldg_stream(sb + 32 + 32 * p);
+          }
+#pragma unroll
+      for (int u = 0; u < kPairU; ++u) {
+        if (i0 + u >= iters) break;
+        pair_dot(b[u], xv, xd, sb0 + 8 * (i0 + u), p, acc);
       }
-      acc[0] = acc[1] = 0.0f;
-      cit = 0;
-      cg += gstep;
     }
-  };
-  for (int64_t t = 0; t < n_t; t += 2) {
-    {
-      const int j = sb0 + 8 * cit;
-      if (j < n_sb) pair_dot(b0, xv, xd, j, p, acc);
-      step_done();
-      if (t + 2 < n_t) pair_fetch(a, b0, lc, sb0, n_sb, itw, p, gstep);
-    }
-    if (t + 1 < n_t) {
-      const int j = sb0 + 8 * cit;
-      if (j < n_sb) pair_dot(b1, xv, xd, j, p, acc);
-      step_done();
-      if (t + 3 < n_t) pair_fetch(a, b1, lc, sb0, n_sb, itw, p, gstep);
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+    if (lane == 0) {
+      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
+      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
     }
   }
   pdl_trigger();
@@ -1510,16 +1363,16 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
 
 // The register-direct Q4_K / Q6_K kernels for one token (gemv_q4k_direct_kernel,
 // gemv_q6k_direct_kernel): on unless FATHOM_GEMV_DIRECT=0 (A/B runs).
-// The one-token Q4_K kernel: 2 gemv_q4k_pipe_kernel (default), 1 gemv_q4k_pair_kernel
-// (FATHOM_GEMV_Q4K=pair), 0 gemv_q4k_direct_kernel (FATHOM_GEMV_Q4K=direct), for A/B runs.
-int q4k_kernel() {
-  static const int k = [] {
+// The pair-per-lane Q4_K kernel (gemv_q4k_pair_kernel) unless FATHOM_GEMV_Q4K=direct (A/B runs).
+// (A software-pipelined variant -- next batch's loads in flight during the current one's math,
+// two register buffers -- measured slower: 15.74 vs 14.49 us on 14336 x 4096, engine 363.1 vs
+// 369.8 tok/s; removed. bench/device_s13e.sh.)
+bool q4k_pair_enabled() {
+  static const bool on = [] {
     const char* e = std::getenv("FATHOM_GEMV_Q4K");
-    if (e && std::strcmp(e, "direct") == 0) return 0;
-    if (e && std::strcmp(e, "pair") == 0) return 1;
-    return 2;
+    return !(e && std::strcmp(e, "direct") == 0);
   }();
-  return k;
+  return on;
 }
 
 bool direct_enabled() {
@@ -1616,8 +1469,7 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
   if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
       direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
     launch_direct(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel
-                  : q4k_kernel() == 2          ? gemv_q4k_pipe_kernel
-                  : q4k_kernel() == 1          ? gemv_q4k_pair_kernel
+                  : q4k_pair_enabled()         ? gemv_q4k_pair_kernel
                                                : gemv_q4k_direct_kernel,
                   a, stream);
     return;
