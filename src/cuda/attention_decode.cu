@@ -19,20 +19,8 @@
 // at short contexts the split's tile count is the kernel's latency); blocks x >= n_act exit. The host fixes only n_splits, from host-side bounds (n_seqs,
 // head counts, max_kv_len, the SM count), so a graph captured with max_kv_len = n_ctx replays
 // with every real length and still spreads a short context over the SMs. n_act == 1: the block
-// writes out itself; else it writes unnormalised partials (acc, m, l) to the workspace, and the
-// last of the n_act blocks of its (sequence, kv head, head group) to arrive -- one atomicAdd on a
-// per-group counter after a __threadfence() -- merges them (merge_splits) and writes out. This
-// replaced a separate merge launch: on the H200 (llama3-8b Q4_K_M, ~544 keys, PDL off) the merge
-// kernel took 3.43 us per layer, nearly all launch and dependency latency, ~110 us per step.
-//
-// Workspace (attention_decode_workspace_bytes; grp = (seq, kv head, head group), G groups, NS =
-// n_splits, HPG = heads_per_group): acc [G][NS][HPG][D] floats, then ml [G][MLS] floats ((m, l)
-// per (split, head), MLS = NS * HPG * 2 rounded up to 4), then cnt [G] int32. CONTRACT: the
-// workspace is all zeros before a launch and every launch leaves it all zeros (the merging block
-// zeroes the partials it read and resets its counter). Zeroing the partials too, not only the
-// counters, is what lets launches of different shapes (n_seqs, n_splits) share one buffer: one
-// launch's counters may lie where another's partials were. Whoever allocates the workspace zeroes
-// it once (the engine's arena memset; the tests' cudaMemset).
+// writes out itself; else it writes unnormalised partials (acc, m, l) to the workspace and
+// attention_decode_merge_kernel combines them.
 //
 // Per block (one warp, lane = gid * 4 + tig):
 //   - K/V tiles of TK = 4096 / D keys (8 KB of K + 8 KB of V) stream through a ring of
@@ -56,11 +44,9 @@
 // Heads of a group beyond the real ones get q = 0 and are not written. More than 8 query heads
 // per kv head take more head groups (K/V re-read, from L2 mostly).
 //
-// PDL: the kernel waits first (q, kv_len, the cache and the block table are all written by
-// earlier kernels or copies; the workspace and its counters by the previous attention launch) and
-// then lets the next kernel launch: that can only happen once every block has started, so a
-// waiting dependent never takes a slot a block of this grid needs. A dependent's pdl_wait returns
-// only once this grid has completed, merges, zeroing and counter resets included.
+// PDL: both kernels wait first (q, kv_len, the cache and the block table are all written by
+// earlier kernels or copies) and then let the next kernel launch: that can only happen once every
+// block has started, so a waiting dependent never takes a slot a block of this grid needs.
 #include "cuda/attention_decode.cuh"
 
 #include <cuda_fp16.h>
@@ -87,14 +73,13 @@ constexpr int kDecTileBytes = kDecTileElems * 2;
 constexpr int kDecSmemBytes = kDecStages * 2 * kDecTileBytes;  // 48 KB, static
 constexpr int kDecMaxHeads = 8;      // query heads per block: mma rows 0-7 (and 8-15, the remainders)
 constexpr int kDecMinChunk = 64;     // keys per split at least (a multiple of every TK)
+constexpr int kMergeThreads = 128;
 constexpr float kDecLog2e = 1.4426950408889634f;
 
 struct DecodeArgs {
   AttentionParams p;
   float qscale;             // scale * log2(e); scale alone with softcap (tanh in natural units)
-  int32_t n_splits;         // grid x; NS of the workspace layout
-  int32_t ml_stride;        // MLS: floats of (m, l) per group
-  int64_t ml_off, cnt_off;  // float offsets of ml and cnt in the workspace
+  int32_t n_splits;         // grid x; the partials' stride per (seq, head)
   int32_t quantum;          // TK: split lengths are multiples of it
   int32_t n_head_groups;    // query-head groups per kv head
   int32_t heads_per_group;  // <= kDecMaxHeads
@@ -154,101 +139,6 @@ __device__ __forceinline__ SeqSplit seq_split(const DecodeArgs& a, int seq) {
   s.chunk = max(kDecMinChunk, (per + a.quantum - 1) / a.quantum * a.quantum);
   s.n_act = n > 0 ? (n + s.chunk - 1) / s.chunk : 1;  // <= n_splits: chunk >= ceil(n / n_splits)
   return s;
-}
-
-// ---- merge (the last split block of a group) ---------------------------------------------------
-
-// For each of the nh heads of the group: M = max_s m_s, w_s = 2^(m_s - M) (0 when M = -inf),
-// L = sum_s w_s l_s, out = sum_s w_s acc_s / L over the n splits -- the formulas of the merge
-// kernel this replaced. The (m, l) of all splits and then the acc rows, in batches that fit, come
-// into the block's 48 KB of shared memory by cp.async (.cg: from L2, where the other blocks'
-// partials are; one round trip per batch instead of one per few register loads): at ~544 keys
-// (9 splits, 4 heads, D 128) one batch of 18 KB; at 32k keys (64 splits) three of 23 splits.
-// Then the workspace rows it read are zeroed (the contract at the top).
-// Shared memory: inv [kDecMaxHeads] | ml [round_up(n HPG 2, 4)] (m overwritten by w) | rows.
-template <int D>
-__device__ __forceinline__ void merge_splits(const DecodeArgs& a, unsigned char* smem, float* acc_g,
-                                             float* ml_g, int n, int nh, int t, int h0, int lane) {
-  constexpr int C4 = D / 4;                         // float4 per head row
-  constexpr int JMAX = kDecMaxHeads * C4 / 32;      // float4 items per lane at most: D / 16
-  const AttentionParams& p = a.p;
-  const int hpg = a.heads_per_group;
-  const int R = nh * C4;                            // float4 read per split
-  const int row_f = hpg * D;                        // floats per split in the workspace
-  const int ml_f = (n * hpg * 2 + 3) & ~3;
-  float* s_inv = reinterpret_cast<float*>(smem);
-  float* s_ml = s_inv + kDecMaxHeads;
-  float4* s_rows = reinterpret_cast<float4*>(s_ml + ml_f);
-  const uint32_t ml_u32 = smem_u32(s_ml), rows_u32 = smem_u32(s_rows);
-  // Splits per batch: >= 1 by plan_decode's bound on n_splits.
-  const int cap = (kDecSmemBytes - (kDecMaxHeads + ml_f) * 4) / (R * 16);
-  auto issue_rows = [&](int s0) {
-    const int nb = min(cap, n - s0);
-    for (int s = 0; s < nb; ++s)
-      for (int r = lane; r < R; r += 32)
-        cp_async16(rows_u32 + uint32_t((s * R + r) * 16), acc_g + int64_t(s0 + s) * row_f + 4 * r);
-    cp_async_commit();
-  };
-  for (int c = lane; c < ml_f / 4; c += 32) cp_async16(ml_u32 + uint32_t(c * 16), ml_g + 4 * c);
-  cp_async_commit();
-  issue_rows(0);
-  cp_async_wait<1>();  // (m, l) landed
-  __syncthreads();
-  for (int hl = 0; hl < nh; ++hl) {
-    float M = -INFINITY;
-    for (int s = lane; s < n; s += 32) M = fmaxf(M, s_ml[(s * hpg + hl) * 2]);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
-    float L = 0.0f;
-    for (int s = lane; s < n; s += 32) {
-      float* e = s_ml + (s * hpg + hl) * 2;
-      const float w = M != -INFINITY ? exp2f(e[0] - M) : 0.0f;
-      e[0] = w;
-      L += e[1] * w;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
-    if (lane == 0) s_inv[hl] = L > 0.0f ? 1.0f / L : 0.0f;
-  }
-
-  float4 o[JMAX];
-#pragma unroll
-  for (int j = 0; j < JMAX; ++j) o[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int s0 = 0; s0 < n; s0 += cap) {
-    if (s0 > 0) issue_rows(s0);
-    cp_async_wait<0>();
-    __syncthreads();  // the batch (and the weights) are visible
-    const int nb = min(cap, n - s0);
-    for (int s = 0; s < nb; ++s) {
-#pragma unroll
-      for (int j = 0; j < JMAX; ++j) {
-        const int r = lane + 32 * j;
-        if (r < R) {
-          const float w = s_ml[((s0 + s) * hpg + r / C4) * 2];
-          const float4 v = s_rows[s * R + r];
-          o[j].x = fmaf(v.x, w, o[j].x);
-          o[j].y = fmaf(v.y, w, o[j].y);
-          o[j].z = fmaf(v.z, w, o[j].z);
-          o[j].w = fmaf(v.w, w, o[j].w);
-        }
-      }
-    }
-    __syncthreads();  // the batch is read before the next one overwrites it
-  }
-#pragma unroll
-  for (int j = 0; j < JMAX; ++j) {
-    const int r = lane + 32 * j;
-    if (r < R) {
-      const float inv = s_inv[r / C4];
-      float* out = p.out + (int64_t(t) * p.n_head + h0 + r / C4) * D + 4 * (r % C4);
-      *reinterpret_cast<float2*>(out) = make_float2(o[j].x * inv, o[j].y * inv);
-      *reinterpret_cast<float2*>(out + 2) = make_float2(o[j].z * inv, o[j].w * inv);
-    }
-  }
-  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int s = 0; s < n; ++s)
-    for (int r = lane; r < R; r += 32) *reinterpret_cast<float4*>(acc_g + int64_t(s) * row_f + 4 * r) = zero;
-  for (int c = lane; c < ml_f / 4; c += 32) *reinterpret_cast<float4*>(ml_g + 4 * c) = zero;
 }
 
 // ---- split kernel ------------------------------------------------------------------------------
@@ -477,39 +367,101 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
 
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
+  if (!head_ok) return;
+  const int h = h0 + gid;
   if (ss.n_act == 1) {
-    if (!head_ok) return;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    float* out = p.out + (int64_t(ss.t) * p.n_head + h0 + gid) * D + 2 * tig;
+    float* out = p.out + (int64_t(ss.t) * p.n_head + h) * D + 2 * tig;
 #pragma unroll
     for (int d = 0; d < DT; ++d)
       *reinterpret_cast<float2*>(out + 8 * d) = make_float2(o[d][0] * inv, o[d][1] * inv);
-    return;
-  }
-  const int hpg = a.heads_per_group;
-  const int64_t grp = int64_t(seq) * (p.n_head_kv * a.n_head_groups) + blockIdx.y;
-  float* ws = static_cast<float*>(p.workspace);
-  float* acc_g = ws + grp * a.n_splits * hpg * D;  // [NS][HPG][D]
-  float* ml_g = ws + a.ml_off + grp * a.ml_stride;  // [NS][HPG][2]
-  if (head_ok) {
-    float* acc = acc_g + (int64_t(split) * hpg + gid) * D + 2 * tig;
+  } else {
+    float* ws = static_cast<float*>(p.workspace);
+    const int64_t part = (int64_t(seq) * p.n_head + h) * a.n_splits + split;
+    float* acc = ws + part * D + 2 * tig;
 #pragma unroll
     for (int d = 0; d < DT; ++d) *reinterpret_cast<float2*>(acc + 8 * d) = make_float2(o[d][0], o[d][1]);
-    if (tig == 0) *reinterpret_cast<float2*>(ml_g + (split * hpg + gid) * 2) = make_float2(m, l);
+    if (tig == 0) {
+      float* ml = ws + int64_t(p.n_seqs) * p.n_head * a.n_splits * D + part * 2;
+      ml[0] = m;
+      ml[1] = l;
+    }
   }
-  // Arrival: every lane's partial stores are ordered before lane 0's count; the block that brings
-  // the count to n_act - 1 sees every other split's partials after its own fence.
-  __threadfence();
-  __syncwarp();
-  int* cnt = reinterpret_cast<int*>(ws + a.cnt_off) + grp;
-  int arrived = 0;
-  if (lane == 0) arrived = atomicAdd(cnt, 1);
-  arrived = __shfl_sync(0xffffffffu, arrived, 0);
-  if (arrived != ss.n_act - 1) return;  // warp-uniform
-  __threadfence();
-  __syncthreads();  // every lane is done with the ring (cp_async_wait<0> above): merge_splits reuses it
-  merge_splits<D>(a, smem, acc_g, ml_g, ss.n_act, nh, ss.t, h0, lane);
-  if (lane == 0) *cnt = 0;  // ready for the next launch (and graph replay)
+}
+
+// ---- merge -------------------------------------------------------------------------------------
+
+// One block per (query head, sequence): M = max_s m_s, w_s = 2^(m_s - M), L = sum_s w_s l_s,
+// out = sum_s w_s acc_s / L over the n_act splits (seq_split, as the split kernel computed it).
+// Dynamic shared memory: n_splits floats (the weights).
+__global__ void __launch_bounds__(kMergeThreads) attention_decode_merge_kernel(const __grid_constant__ DecodeArgs a) {
+  extern __shared__ float merge_w[];  // [n_splits]
+  __shared__ float4 s_part[kMergeThreads];
+  __shared__ float s_L;
+  pdl_wait();
+  pdl_trigger();
+  const AttentionParams& p = a.p;
+  const int h = blockIdx.x, seq = blockIdx.y;
+  const SeqSplit ss = seq_split(a, seq);
+  const int n = ss.n_act;
+  if (n <= 1) return;  // block-uniform: the split kernel wrote out (or there is no query)
+  const int D = p.head_dim;
+  const int64_t part0 = (int64_t(seq) * p.n_head + h) * a.n_splits;
+  const float* ws = static_cast<const float*>(p.workspace);
+  const float* acc = ws + part0 * D;                                                // [n][D]
+  const float* ml = ws + int64_t(p.n_seqs) * p.n_head * a.n_splits * D + part0 * 2;  // [n][2]
+  const int tid = threadIdx.x;
+
+  if (tid < 32) {
+    float M = -INFINITY;
+    for (int s = tid; s < n; s += 32) M = fmaxf(M, ml[2 * s]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+    float L = 0.0f;
+    for (int s = tid; s < n; s += 32) {
+      const float w = M != -INFINITY ? exp2f(ml[2 * s] - M) : 0.0f;
+      merge_w[s] = w;
+      L += ml[2 * s + 1] * w;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+    if (tid == 0) s_L = L;
+  }
+  __syncthreads();
+
+  // Thread = (4-dim chunk c, split group gr): kMergeThreads / (D / 4) groups (8 at D 64, 2 at
+  // D 256); group gr takes splits gr, gr + groups, ...
+  const int chunks = D / 4, groups = kMergeThreads / chunks;
+  const int c = tid % chunks, gr = tid / chunks;
+  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+  for (int s = gr; s < n; s += groups) {
+    const float w = merge_w[s];
+    const float4 v = *reinterpret_cast<const float4*>(acc + int64_t(s) * D + 4 * c);
+    o.x = fmaf(v.x, w, o.x);
+    o.y = fmaf(v.y, w, o.y);
+    o.z = fmaf(v.z, w, o.z);
+    o.w = fmaf(v.w, w, o.w);
+  }
+  s_part[tid] = o;
+  __syncthreads();
+  if (tid < chunks) {
+    float4 O = s_part[tid];
+    for (int k = 1; k < groups; ++k) {
+      const float4 v = s_part[k * chunks + tid];
+      O.x += v.x;
+      O.y += v.y;
+      O.z += v.z;
+      O.w += v.w;
+    }
+    const float L = s_L;
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    float* out = p.out + (int64_t(ss.t) * p.n_head + h) * D + 4 * tid;
+    out[0] = O.x * inv;
+    out[1] = O.y * inv;
+    out[2] = O.z * inv;
+    out[3] = O.w * inv;
+  }
 }
 
 // ---- host --------------------------------------------------------------------------------------
@@ -574,30 +526,8 @@ DecodePlan plan_decode(const AttentionParams& p) {
   if (p.sliding_window > 0) keys = std::min<int64_t>(keys, p.sliding_window);
   int64_t want = int64_t(dev.n_sms) * dev.blocks_per_sm / std::max<int64_t>(1, base);
   want = std::min(want, (keys + kDecMinChunk - 1) / kDecMinChunk);
-  // The merging block stages the (m, l) of every split and at least one split's rows in its 48 KB
-  // (merge_splits): at most 639 splits at 8 heads per group and D 256, 1470 at 4 and D 128 (the
-  // H200 plans at most 528).
-  const int64_t max_splits =
-      ((kDecSmemBytes - int64_t(pl.heads_per_group) * p.head_dim * 4) / 4 - kDecMaxHeads - 3) /
-      (2 * pl.heads_per_group);
-  want = std::min(want, max_splits);
   pl.n_splits = int(std::max<int64_t>(1, want));
   return pl;
-}
-
-// Workspace layout of a plan (floats; the counters after ml): see the top of the file.
-struct DecodeWsLayout {
-  int64_t groups = 0, ml_stride = 0, ml_off = 0, cnt_off = 0;
-  size_t bytes = 0;
-};
-DecodeWsLayout decode_ws_layout(const AttentionParams& p, const DecodePlan& pl) {
-  DecodeWsLayout w;
-  w.groups = int64_t(p.n_seqs) * p.n_head_kv * pl.n_head_groups;
-  w.ml_stride = (int64_t(pl.n_splits) * pl.heads_per_group * 2 + 3) / 4 * 4;
-  w.ml_off = w.groups * pl.n_splits * pl.heads_per_group * p.head_dim;
-  w.cnt_off = w.ml_off + w.groups * w.ml_stride;
-  w.bytes = size_t(w.cnt_off) * sizeof(float) + size_t((w.groups + 3) / 4 * 4) * sizeof(int32_t);
-  return w;
 }
 
 }  // namespace
@@ -607,7 +537,7 @@ size_t attention_decode_workspace_bytes(const AttentionParams& p) {
   // n_splits only grows with max_kv_len, so the plan at the bound covers every shorter bound.
   const DecodePlan pl = plan_decode(p);
   if (pl.n_splits <= 1) return 0;
-  return decode_ws_layout(p, pl).bytes;
+  return size_t(p.n_seqs) * p.n_head * pl.n_splits * (p.head_dim + 2) * sizeof(float);
 }
 
 void launch_attention_decode(const AttentionParams& p, float scale, cudaStream_t stream) {
@@ -626,34 +556,36 @@ void launch_attention_decode(const AttentionParams& p, float scale, cudaStream_t
   a.bs_shift = -1;
   for (int s = 0; s < 31; ++s)
     if ((1 << s) == p.block_size) a.bs_shift = s;
-  const DecodeWsLayout wl = decode_ws_layout(p, pl);
-  a.ml_stride = int32_t(wl.ml_stride);
-  a.ml_off = wl.ml_off;
-  a.cnt_off = wl.cnt_off;
+  const size_t parts_bytes = size_t(p.n_seqs) * p.n_head * pl.n_splits * (p.head_dim + 2) * sizeof(float);
   if (pl.n_splits > 1) {
-    FATHOM_CHECK(p.workspace && p.workspace_bytes >= wl.bytes, "attention: decode workspace of ",
-                 p.workspace_bytes, " bytes, ", wl.bytes, " needed (attention_workspace_bytes)");
+    FATHOM_CHECK(p.workspace && p.workspace_bytes >= parts_bytes, "attention: decode workspace of ",
+                 p.workspace_bytes, " bytes, ", parts_bytes, " needed (attention_workspace_bytes)");
     FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.workspace) % 16 == 0,
                  "attention: decode workspace is not 16-byte aligned");
   }
 
   // Cost hints from the host-side bounds (every sequence counted at max_kv_len keys, at most
-  // sliding_window): K/V fp16 once per kv head, q read and out written in fp32, plus with splits
-  // the partials (D + 2 floats per (seq, head, split)) once (they are read back and zeroed in L2);
-  // QK^T and PV are 2 D flops each per (key, query head) -- the useful flops, not the padded
-  // tensor-core work.
+  // sliding_window): K/V fp16 once per kv head, q read and out written in fp32, or instead of out
+  // the partials (D + 2 floats per (seq, head, split)); QK^T and PV are 2 D flops each per
+  // (key, query head) -- the useful flops, not the padded tensor-core work.
   const double D = double(p.head_dim);
   const double keys = double(p.sliding_window > 0 ? std::min(p.max_kv_len, p.sliding_window) : p.max_kv_len);
   const double kv_bytes = double(p.n_seqs) * p.n_head_kv * keys * D * 4.0;
   const double q_bytes = double(p.n_tokens) * p.n_head * D * 4.0;
-  const double parts = double(p.n_seqs) * p.n_head * pl.n_splits * (D + 2.0) * 4.0;
+  const double parts = double(parts_bytes);
   const dim3 grid(unsigned(pl.n_splits), unsigned(p.n_head_kv * pl.n_head_groups), unsigned(p.n_seqs));
-  launch_cost_hint(kv_bytes + 2.0 * q_bytes + (pl.n_splits > 1 ? parts : 0.0),
+  launch_cost_hint(kv_bytes + q_bytes + (pl.n_splits > 1 ? parts : q_bytes),
                    double(p.n_seqs) * p.n_head * keys * 4.0 * D);
   switch (p.head_dim) {
     case 64: launch_kernel(attention_decode_split_kernel<64>, grid, dim3(32), 0, stream, a); break;
     case 128: launch_kernel(attention_decode_split_kernel<128>, grid, dim3(32), 0, stream, a); break;
     default: launch_kernel(attention_decode_split_kernel<256>, grid, dim3(32), 0, stream, a); break;
+  }
+  if (pl.n_splits > 1) {
+    // Reads every partial, writes out; 2 flops per partial element plus the weights.
+    launch_cost_hint(parts + q_bytes, double(p.n_seqs) * p.n_head * pl.n_splits * (2.0 * D + 4.0));
+    launch_kernel(attention_decode_merge_kernel, dim3(unsigned(p.n_head), unsigned(p.n_seqs)),
+                  dim3(kMergeThreads), size_t(pl.n_splits) * sizeof(float), stream, a);
   }
 }
 

@@ -10,17 +10,12 @@
 
 namespace fathom::cuda {
 
-// Workspace the split kernel needs for p (decode only; 0 when it runs unsplit): the split
-// partials and one arrival counter per (sequence, kv head, head group). Covers every max_kv_len
-// up to p.max_kv_len; attention_workspace_bytes() returns it for decode. The workspace must be
-// ALL ZEROS before the first launch (cudaMemset once at allocation); every launch leaves it all
-// zeros, whatever its shape, so one buffer serves launches of any n_seqs / max_kv_len in stream
-// order and CUDA-graph replays.
+// Workspace the split kernel needs for p (decode only; 0 when it runs unsplit). Covers every
+// max_kv_len up to p.max_kv_len; attention_workspace_bytes() returns it for decode.
 size_t attention_decode_workspace_bytes(const AttentionParams& p);
 
-// One launch: the split kernel, whose last block per (sequence, head group) merges the splits.
-// p.max_q_len == 1, parameters already checked; scale: the resolved softmax scale (p.scale or
-// 1/sqrt(head_dim)).
+// Split kernel + merge. p.max_q_len == 1, parameters already checked; scale: the resolved
+// softmax scale (p.scale or 1/sqrt(head_dim)).
 void launch_attention_decode(const AttentionParams& p, float scale, cudaStream_t stream);
 
 }  // namespace fathom::cuda

@@ -93,6 +93,7 @@ std::string kernel_source_file(const std::string& name) {
       {"rms_norm_vec_kernel", "src/cuda/rms_norm.cu"},
       {"rope_kv_kernel", "src/cuda/rope.cu"},
       {"attention_decode_split_kernel", "src/cuda/attention_decode.cu"},
+      {"attention_decode_merge_kernel", "src/cuda/attention_decode.cu"},
       {"attention_prefill_tc_kernel", "src/cuda/attention_prefill.cu"},
       {"attention_prefill_kernel", "src/cuda/attention.cu"},
       {"glu_kernel", "src/cuda/activation.cu"},

@@ -3,9 +3,7 @@
 // follow the PTX ISA's fragment layouts (m16n8k16 .f16: a = {(g, 2t..), (g+8, 2t..), (g, 2t+8..),
 // (g+8, 2t+8..)}, b = {(k 2t.., n g), (k 2t+8.., n g)}, c = {(g, 2t..), (g+8, 2t..)}; ldmatrix:
 // lane l gets row l/4, columns 2(l%4)..+1 of matrix i, transposed with .trans). cp.async copies
-// at once; atomics and fences act at once (one block runs at a time, in a shuffled order, so any
-// split block may be the last to arrive and merge). The split plan and the workspace layout
-// mirror plan_decode / decode_ws_layout with a given resident-block count.
+// at once. The split plan mirrors plan_decode with a given resident-block count.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -60,6 +58,8 @@ struct Block {
 };
 Block* g_blk = nullptr;
 unsigned char* g_smem_base = nullptr;
+std::vector<float> g_dyn;
+float* emu_dyn_smem_f() { return g_dyn.data(); }
 
 inline int lane_id() { return threadIdx.x & 31; }
 inline int warp_id() { return threadIdx.x >> 5; }
@@ -83,23 +83,17 @@ template <typename T>
 T __shfl_xor_sync(unsigned, T v, int m) { return shfl_impl(v, lane_id() ^ m); }
 void __syncwarp() { g_blk->warp_bar[warp_id()].wait(); }
 void __syncthreads() { g_blk->block_bar.wait(); }
-void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-int atomicAdd(int* p, int v) { return reinterpret_cast<std::atomic<int>*>(p)->fetch_add(v); }
 
 namespace fathom::cuda {
 namespace {
-// Offsets from the kernel's static shared array: the first address outside the current one
-// (the array of another head_dim instance) becomes the base.
 uint32_t smem_u32(const void* p) {
-  const unsigned char* c = static_cast<const unsigned char*>(p);
-  if (!g_smem_base || c < g_smem_base || c >= g_smem_base + 49152) g_smem_base = const_cast<unsigned char*>(c);
-  return uint32_t(c - g_smem_base);
+  g_smem_base = (unsigned char*)p;
+  return 0;
 }
-void cp_async16_zfill(uint32_t dst, const void* src, bool ok) {
+void cp_async16(uint32_t dst, const void* src, bool ok) {
   if (ok) std::memcpy(g_smem_base + dst, src, 16);
   else std::memset(g_smem_base + dst, 0, 16);
 }
-void cp_async16(uint32_t dst, const void* src) { std::memcpy(g_smem_base + dst, src, 16); }
 void cp_async_commit() {}
 template <int N>
 void cp_async_wait() {}
@@ -187,22 +181,18 @@ void run_grid(dim3 grid, int threads, F body) {
   for (auto& b : blk.warp_bar) b.n = 32;
   blk.block_bar.n = threads;
   g_blk = &blk;
-  std::vector<uint3> order;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) order.push_back(make_uint3(x, y, z));
-  static std::mt19937 rng(12345);
-  std::shuffle(order.begin(), order.end(), rng);
-  for (const uint3 b : order) {
-    blockIdx = b;
-    std::vector<std::thread> th;
-    for (int t = 0; t < threads; ++t)
-      th.emplace_back([&, t] {
-        threadIdx = make_uint3(t, 0, 0);
-        body();
-      });
-    for (auto& t : th) t.join();
-  }
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blockIdx = make_uint3(x, y, z);
+        std::vector<std::thread> th;
+        for (int t = 0; t < threads; ++t)
+          th.emplace_back([&, t] {
+            threadIdx = make_uint3(t, 0, 0);
+            body();
+          });
+        for (auto& t : th) t.join();
+      }
 }
 
 // Mirror of launch_attention_decode's argument setup, with blocks_per_sm x n_sms given.
@@ -220,19 +210,8 @@ void emu_launch(const fc::AttentionParams& p, int slots) {
   int64_t keys = std::max(1, p.max_kv_len);
   if (p.sliding_window > 0) keys = std::min<int64_t>(keys, p.sliding_window);
   int64_t want = slots / base;
-  want = std::min(want, (keys + 63) / 64);
-  want = std::min<int64_t>(want, ((49152 - int64_t(a.heads_per_group) * p.head_dim * 4) / 4 - 8 - 3) /
-                                     (2 * a.heads_per_group));
+  want = std::min(want, (keys + 127) / 128);
   a.n_splits = int(std::max<int64_t>(1, want));
-  const int64_t groups = int64_t(p.n_seqs) * p.n_head_kv * a.n_head_groups;
-  a.ml_stride = int32_t((int64_t(a.n_splits) * a.heads_per_group * 2 + 3) / 4 * 4);
-  a.ml_off = groups * a.n_splits * a.heads_per_group * p.head_dim;
-  a.cnt_off = a.ml_off + groups * a.ml_stride;
-  const size_t ws_floats = size_t(a.cnt_off + (groups + 3) / 4 * 4);
-  if (a.n_splits > 1 && p.workspace_bytes < ws_floats * 4) {
-    std::printf("  workspace of %zu bytes < %zu\n", p.workspace_bytes, ws_floats * 4);
-    std::exit(1);
-  }
   a.bs_shift = -1;
   for (int s = 0; s < 31; ++s)
     if ((1 << s) == p.block_size) a.bs_shift = s;
@@ -242,6 +221,10 @@ void emu_launch(const fc::AttentionParams& p, int slots) {
     case 64: run_grid(grid, 32, [&] { fc::attention_decode_split_kernel<64>(a); }); break;
     case 128: run_grid(grid, 32, [&] { fc::attention_decode_split_kernel<128>(a); }); break;
     default: run_grid(grid, 32, [&] { fc::attention_decode_split_kernel<256>(a); }); break;
+  }
+  if (a.n_splits > 1) {
+    g_dyn.assign(a.n_splits, 0.0f);
+    run_grid(dim3(p.n_head, p.n_seqs, 1), 128, [&] { fc::attention_decode_merge_kernel(a); });
   }
 }
 
@@ -329,21 +312,10 @@ bool run_case(int n_head, int n_head_kv, int D, std::vector<Seq> seqs, int bs, f
   p.sliding_window = window;
   p.max_q_len = 1;
   p.max_kv_len = bound > 0 ? bound : std::max(max_kv, 1);
-  std::vector<float> ws(size_t(n_seqs) * n_head * 700 * (D + 4) + 4096, 0.0f);  // zeros: the contract
+  std::vector<float> ws(size_t(n_seqs) * n_head * 600 * (D + 2), std::nanf(""));
   p.workspace = ws.data();
   p.workspace_bytes = ws.size() * 4;
-  // Twice on the same workspace: the merge's counters must be back at zero, the partials zeroed,
-  // and the second output bit-identical.
   emu_launch(p, slots);
-  const std::vector<float> first = out;
-  const bool ws_zero1 = std::all_of(ws.begin(), ws.end(), [](float x) { return x == 0.0f && !std::signbit(x); });
-  std::fill(out.begin(), out.end(), std::nanf(""));
-  emu_launch(p, slots);
-  const bool ws_zero2 = std::all_of(ws.begin(), ws.end(), [](float x) { return x == 0.0f && !std::signbit(x); });
-  const bool same = std::memcmp(first.data(), out.data(), out.size() * 4) == 0;
-  if (!ws_zero1 || !ws_zero2 || !same)
-    std::printf("  FAIL workspace zero after launch 1/2: %d/%d, second output bit-identical: %d\n", ws_zero1,
-                ws_zero2, same);
   double worst = 0.0;
   size_t wi = 0;
   bool bad = false;
@@ -352,7 +324,6 @@ bool run_case(int n_head, int n_head_kv, int D, std::vector<Seq> seqs, int bs, f
     if (!(e <= 2e-4)) bad = true;
     if (!(e <= worst)) worst = e, wi = i;
   }
-  bad |= !ws_zero1 || !ws_zero2 || !same;
   std::printf("  %s worst rel err %.3g at %zu (got %g want %g)\n", bad ? "FAIL" : "ok", worst, wi, out[wi], want[wi]);
   return !bad;
 }
@@ -383,9 +354,7 @@ int main(int argc, char** argv) {
     ok &= run_case(4, 2, 64, L({1000, 17}), 7, 0, 300, true, 8192, 528);       // window, bs 7, bound
     ok &= run_case(4, 2, 128, L({50, 600}), 16, 0, 0, false, 0, 528);          // noncausal
     ok &= run_case(8, 2, 128, {{1000, 1}, {0, 1}, {500, 0}, {33, 1}}, 16, 0, 0, true, 0, 528);  // edges
-    ok &= run_case(2, 1, 64, L({5000}), 16, 0, 0, true, 0, 528);               // 79 splits (> 32 lanes)
-    ok &= run_case(8, 1, 256, L({2000}), 16, 0, 0, true, 0, 528);              // 32 splits, merged 5 per batch
-    ok &= run_case(32, 8, 128, L({3, 2000, 64, 65, 700}), 16, 0, 0, true, 16384, 528);  // n_act 1 and many
+    ok &= run_case(2, 1, 64, L({5000}), 16, 0, 0, true, 0, 528);               // 40 splits (> 32 lanes)
     ok &= run_case(8, 2, 128, L({1000, 300}), 16, 0, 0, true, 0, 2);           // 1 split: direct out
   }
   std::printf(ok ? "ALL OK\n" : "SOME FAILED\n");
