@@ -1,6 +1,12 @@
 // Q4_K, one token, weights through per-warp shared-memory rings filled by bulk async copies (the
-// sm_90 copy engine). Included by matmul_gemv_q8.cu inside its anonymous namespace (uses its
-// Args, group_rows, store_group, stage_x, PairBuf, pair_dot).
+// sm_90 copy engine); the default there (q4k_kernel() in matmul_gemv_q8.cu). Included by
+// matmul_gemv_q8.cu inside its anonymous namespace (uses its Args, group_rows, store_group,
+// stage_x, PairBuf, pair_dot).
+//
+// Alone this kernel is 4-8% slower than the pair kernel (14336 x 4096: 15.48 vs 14.28 us), but in
+// the decode step, where the first 4 stages per warp land in shared memory while the previous
+// kernel finishes, it ties or wins (bench/device_s13g.sh, H200: llama3-8b Q4_K_M d512 370.6 vs
+// 370.3 tok/s, llama3.2-1b 1208.8 vs 1191.4, llama3-8b depth 32768 269.7 vs 262.9).
 //
 // Why (session 13, docs/perf/NOTES.md): the register-direct kernel reads Q4_K 14336 x 4096
 // (33 MB) in 15.9 us, where a plain streaming read of 33 MB takes 10.4 us. Nsight Compute: DRAM
@@ -158,13 +164,4 @@ void launch_bulk(const Args& a, cudaStream_t stream) {
   }
   launch_cost_hint(wbytes + double(a.cols) * 4.0 + rows_total * 4.0, 2.0 * rows_total * double(a.cols));
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
-}
-
-// FATHOM_GEMV_BULK=1 routes Q4_K one-token GEMVs here (A/B against the register kernels).
-bool bulk_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("FATHOM_GEMV_BULK");
-    return e && std::strcmp(e, "1") == 0;
-  }();
-  return on;
 }

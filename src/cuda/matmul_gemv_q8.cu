@@ -1361,18 +1361,22 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
-// The register-direct Q4_K / Q6_K kernels for one token (gemv_q4k_direct_kernel,
-// gemv_q6k_direct_kernel): on unless FATHOM_GEMV_DIRECT=0 (A/B runs).
-// The pair-per-lane Q4_K kernel (gemv_q4k_pair_kernel) unless FATHOM_GEMV_Q4K=direct (A/B runs).
-// (A software-pipelined variant -- next batch's loads in flight during the current one's math,
+// The one-token Q4_K / Q6_K kernels (gemv_q4k_*, gemv_q6k_direct_kernel) are used unless
+// FATHOM_GEMV_DIRECT=0 (then the shared-memory-ring kernel, for A/B runs).
+// Which Q4_K one: FATHOM_GEMV_Q4K=bulk (gemv_q4k_bulk_kernel, the default on sm_90), pair
+// (gemv_q4k_pair_kernel, the default below sm_90) or direct (gemv_q4k_direct_kernel).
+// (A software-pipelined pair kernel -- next batch's loads in flight during the current one's math,
 // two register buffers -- measured slower: 15.74 vs 14.49 us on 14336 x 4096, engine 363.1 vs
 // 369.8 tok/s; removed. bench/device_s13e.sh.)
-bool q4k_pair_enabled() {
-  static const bool on = [] {
+enum class Q4kKernel { Bulk, Pair, Direct };
+Q4kKernel q4k_kernel() {
+  static const Q4kKernel k = [] {
     const char* e = std::getenv("FATHOM_GEMV_Q4K");
-    return !(e && std::strcmp(e, "direct") == 0);
+    if (e && std::strcmp(e, "direct") == 0) return Q4kKernel::Direct;
+    if (e && std::strcmp(e, "pair") == 0) return Q4kKernel::Pair;
+    return Q4kKernel::Bulk;
   }();
-  return on;
+  return k;
 }
 
 bool direct_enabled() {
@@ -1461,18 +1465,20 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     groups = p.seg[0].rows;
   }
   a.n_groups = groups;
-  if (p.type == GgmlType::Q4_K && p.n_tokens == 1 && bulk_enabled() && device_info().cc_major >= 9 &&
-      bulk_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
-    launch_bulk(a, stream);
-    return;
-  }
-  if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
-      direct_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
-    launch_direct(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel
-                  : q4k_pair_enabled()         ? gemv_q4k_pair_kernel
-                                               : gemv_q4k_direct_kernel,
-                  a, stream);
-    return;
+  if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled()) {
+    const DeviceInfo dev = device_info();
+    if (p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Bulk && dev.cc_major >= 9 &&
+        bulk_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
+      launch_bulk(a, stream);
+      return;
+    }
+    if (direct_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
+      launch_direct(p.type == GgmlType::Q6_K                  ? gemv_q6k_direct_kernel
+                    : q4k_kernel() == Q4kKernel::Direct ? gemv_q4k_direct_kernel
+                                                        : gemv_q4k_pair_kernel,
+                    a, stream);
+      return;
+    }
   }
   const bool ok = dispatch_q8(p.type, [&](auto tc) {
     constexpr GgmlType T = decltype(tc)::value;
