@@ -90,7 +90,7 @@ uint32_t smem_u32(const void* p) {
   g_smem_base = (unsigned char*)p;
   return 0;
 }
-void cp_async16(uint32_t dst, const void* src, bool ok) {
+void cp_async16_zfill(uint32_t dst, const void* src, bool ok) {  // ptx.cuh's, emulated
   if (ok) std::memcpy(g_smem_base + dst, src, 16);
   else std::memset(g_smem_base + dst, 0, 16);
 }
