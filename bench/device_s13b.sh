@@ -3,6 +3,8 @@
 # tests with it, single shapes and decode A/B against the register-direct kernel -- plus a CUPTI
 # profile of decode with PDL off (each kernel's own duration, no overlap) and Nsight Compute stall
 # reasons for both kernels. Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13b.sh .devsrc-X/head.tgz
+# (Session-13 record: FATHOM_GEMV_BULK=1 selected the bulk-copy Q4_K kernel at the commit this ran
+# at; since 9387aa2 the switch is FATHOM_GEMV_Q4K=bulk|pair and FATHOM_GEMV_BULK does nothing.)
 set -u
 O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }

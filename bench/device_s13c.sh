@@ -3,6 +3,8 @@
 # kernel (fbe5fbc): GEMV + engine tests, single shapes (Q4_K direct / bulk, Q6_K direct / ring),
 # decode on synthetic Llama-3-8B and 3.2-1B Q4_K_M, ncu instruction counts.
 # Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13c.sh .devsrc-X/head.tgz
+# (Session-13 record: FATHOM_GEMV_BULK=1 selected the bulk-copy Q4_K kernel at the commits this ran
+# at; since 9387aa2 the switch is FATHOM_GEMV_Q4K=bulk|pair and FATHOM_GEMV_BULK does nothing.)
 set -u
 O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }

@@ -3,6 +3,8 @@
 # register-direct ones (FATHOM_GEMV_Q4K=pair|direct): GEMV + engine tests with both, single shapes,
 # decode on synthetic Llama-3-8B / 3.2-1B Q4_K_M, ncu instruction counts.
 # Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13e.sh .devsrc-X/head.tgz
+# (Session-13 record: FATHOM_GEMV_Q4K=direct selected session 12's kernel at the commit this ran at;
+# that kernel was removed later in the session, and the switch now takes bulk|pair only.)
 set -u
 O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }

@@ -4,6 +4,8 @@
 # kernels, the issue-target bench rows (issues 6 and 8), and the bulk vs pair Q4_K A/B. Logs go
 # straight to $OUT (a call cut short still returns what ran).
 # Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13f.sh .devsrc-X/head.tgz
+# (Session-13 record: FATHOM_GEMV_BULK=1 selected the bulk-copy Q4_K kernel at the commits this ran
+# at; since 9387aa2 the switch is FATHOM_GEMV_Q4K=bulk|pair and FATHOM_GEMV_BULK does nothing.)
 set -u
 O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }

@@ -2,6 +2,8 @@
 # Session 13, A/B after reverting the last-block attention merge: engine tests and decode rows
 # with the pair (default) and bulk-copy (FATHOM_GEMV_BULK=1) Q4_K kernels.
 # Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13g.sh .devsrc-X/head.tgz
+# (Session-13 record: FATHOM_GEMV_BULK=1 selected the bulk-copy Q4_K kernel at the commits this ran
+# at; since 9387aa2 the switch is FATHOM_GEMV_Q4K=bulk|pair and FATHOM_GEMV_BULK does nothing.)
 set -u
 O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }

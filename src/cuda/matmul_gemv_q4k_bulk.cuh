@@ -125,7 +125,10 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
       pair_dot(b, xv, xd, c * kBulkSB + sbl, p, acc);
     }
     __syncwarp();  // every lane is done with the slot
-    if (lane == 0 && issued < n_st) issue_next(uint32_t(slot));
+    if (lane == 0 && issued < n_st) {
+      fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
+      issue_next(uint32_t(slot));
+    }
     if (++c == n_chunks) {
 #pragma unroll
       for (int r = 0; r < kR; ++r)
@@ -141,6 +144,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
     }
   }
   pdl_trigger();
+#else
+  __trap();  // routed here only where sm90_code_ok() (launch_gemv_q8)
 #endif
 }
 

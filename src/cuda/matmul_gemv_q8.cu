@@ -39,6 +39,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -855,123 +856,20 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
   }
 }
 
-// ---- Q4_K, one token: weights straight into registers --------------------------------------------
+// ---- one token, weights straight into registers -------------------------------------------------
 // Why: the kernel above streams every row through a shared-memory ring with cp.async and reached
-// 42% of the copy bandwidth on Q4_K 14336 x 4096 (18.6 us, H200); the tensor-core matmul with the
-// same kind of ring 34-52%, and neither moved when its ring was made deeper or its instruction count
-// cut by a third (docs/perf/mma_q8.md, session 12), while the F16 GEMV, which loads its weights
-// straight into registers, reads the 1 GB LM head at 97%. Here each lane loads its 16-byte code
-// pieces with plain vector loads, U super-blocks x kR rows of them in flight before any is used.
-//
-// Lane l of a warp takes code piece pp = l % 8 of super-blocks l / 8, l / 8 + 4, ... of both rows
-// of its group: pp covers bytes 16 pp .. 16 pp + 15 of the 128 code bytes, i.e. sub-block pair
-// p = pp / 2, elements 64 p + 16 (pp % 2) + 0..15 (low nibbles, sub-block 2p) and those + 32 (high
-// nibbles, 2p + 1). The lane's x positions are the same in every super-block; the 8 lanes of a
-// super-block read its 16-byte header (d, dmin, scales) at one address (one L1 request). The
-// min term (dmin m sum(x) over a whole sub-block) is added by the pp even lane of the pair only.
-constexpr int kDirectU = 4;  // super-blocks per lane and row in flight
+// 42% of the copy bandwidth on Q4_K 14336 x 4096 (18.6 us, H200), while the F16 GEMV, which loads its
+// weights straight into registers, reads the 1 GB LM head at 97%. Session 12's Q4_K kernel loaded
+// 16-byte code pieces (8 lanes per super-block) straight into registers: 17.0 -> 14.9 us. Session 13
+// replaced it by the pair-per-lane kernel below (one scale decode per 64 weights; 15.1 -> 14.4 us,
+// 8.07M -> 5.90M instructions), which the bulk-copy ring kernel (matmul_gemv_q4k_bulk.cuh) wraps.
+// Plain 16-byte loads that skip L1 (each weight byte is read once).
 __device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
-}
-
-__global__ void __launch_bounds__(kThreads, 2) gemv_q4k_direct_kernel(const __grid_constant__ Args a) {
-  extern __shared__ uint4 q8_smem4[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int cols = int(a.cols);
-  const int xq_cs = xpad_len(cols);
-  int8_t* xq = reinterpret_cast<int8_t*>(smem);
-  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
-  const int xd_cs = cols / 32;
-  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
-
-  const int n_sb = cols / 256;
-  const int pp = lane & 7, p = pp >> 1, hf = pp & 1;
-  const int sb0 = lane >> 3;
-  const int iters = (n_sb - sb0 + 3) / 4;  // super-blocks of this lane per row
-  const int64_t gstep = int64_t(gridDim.x) * kWarps;
-  const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
-
-  // The first group's first pieces into L2 while the previous kernel finishes (PDL).
-  if (g0 < a.n_groups) {
-    const uint8_t* w[kR];
-    bool ok[kR];
-    const uint8_t* end[kR];
-    group_rows(a, g0, w, ok, end);
-#pragma unroll
-    for (int u = 0; u < kDirectU; ++u)
-#pragma unroll
-      for (int r = 0; r < kR; ++r)
-        if (u < iters && ok[r]) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[r] + (sb0 + 4 * u) * 144 + 16 + 16 * pp));
-  }
-  pdl_wait();  // x is written by the previous kernel; y may still be read by it
-  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
-  __syncthreads();
-
-  const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
-  const float minw = hf == 0 ? 1.0f : 0.0f;  // the pair's even lane adds the sub-blocks' min terms
-  for (int64_t g = g0; g < a.n_groups; g += gstep) {
-    const uint8_t* w[kR];
-    bool ok[kR];
-    const uint8_t* end[kR];
-    group_rows(a, g, w, ok, end);
-    float acc[kR] = {0.0f, 0.0f};
-    for (int i0 = 0; i0 < iters; i0 += kDirectU) {
-      uint4 q[kDirectU][kR], h[kDirectU][kR];
-#pragma unroll
-      for (int u = 0; u < kDirectU; ++u)
-#pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          if (i0 + u < iters) {
-            const uint8_t* sb = w[r] + int64_t(sb0 + 4 * (i0 + u)) * 144;
-            h[u][r] = __ldg(reinterpret_cast<const uint4*>(sb));
-            q[u][r] = ldg_stream(sb + 16 + 16 * pp);
-          } else {
-            h[u][r] = make_uint4(0u, 0u, 0u, 0u);
-            q[u][r] = make_uint4(0u, 0u, 0u, 0u);
-          }
-        }
-#pragma unroll
-      for (int u = 0; u < kDirectU; ++u) {
-        if (i0 + u >= iters) break;
-        const int j = sb0 + 4 * (i0 + u);
-        const int k0 = 256 * j + 64 * p + 16 * hf;
-        const uint4 xa1 = x16(xv, 0, k0, 0), xa2 = x16(xv, 0, k0, 1);
-        const uint4 xb1 = x16(xv, 0, k0 + 32, 0), xb2 = x16(xv, 0, k0 + 32, 1);
-        const float4 xs = *reinterpret_cast<const float4*>(xd + 8 * j + 2 * p);  // (u, sum) of 2p, 2p + 1
-#pragma unroll
-        for (int r = 0; r < kR; ++r) {
-          const uint32_t qw[4] = {q[u][r].x, q[u][r].y, q[u][r].z, q[u][r].w};
-          uint32_t lo[4], hi[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            lo[i] = qw[i] & kM4;
-            hi[i] = (qw[i] >> 4) & kM4;
-          }
-          const int s_lo = kPlaneScale * dot4(lo, xa1) + dot4(lo, xa2);
-          const int s_hi = kPlaneScale * dot4(hi, xb1) + dot4(hi, xb2);
-          const float d = half_lo(h[u][r].x), dmin = half_hi(h[u][r].x);
-          float sc0, sc1, m0, m1;
-          k4_pair(h[u][r], p, sc0, sc1, m0, m1);
-          acc[r] += d * (sc0 * xs.x * float(s_lo) + sc1 * xs.z * float(s_hi)) -
-                    minw * dmin * (m0 * xs.y + m1 * xs.w);
-        }
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < kR; ++r)
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (lane == 0) {
-      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
-      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
-    }
-  }
-  pdl_trigger();
 }
 
 // ---- Q6_K, one token: weights straight into registers --------------------------------------------
@@ -1163,10 +1061,11 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_direct_kernel(const __gr
 }
 
 // ---- Q4_K, one token, a whole sub-block pair per lane -------------------------------------------
-// Why (session 13): the kernel above spends 83 instructions per lane per 16-byte code piece
-// (Nsight Compute + SASS, 14336 x 4096: 665 per inner iteration, 128 of them dp4a): the scale
-// decode (k4_pair, d / dmin, 4 int -> float) is paid once per 32 weights, the high nibbles take a
-// shift and a mask per word, and the min term is added by half the lanes while all issue it.
+// Why (session 13): session 12's kernel (16-byte pieces, 8 lanes per super-block) spent 83
+// instructions per lane per piece (Nsight Compute + SASS, 14336 x 4096: 665 per inner iteration,
+// 128 of them dp4a): the scale decode (k4_pair, d / dmin, 4 int -> float) was paid once per 32
+// weights, the high nibbles took a shift and a mask per word, and the min term was added by half
+// the lanes while all issued it.
 // Here lane l owns sub-block pair p = l % 4 of super-blocks l / 4, l / 4 + 8, ...: both 16-byte
 // halves of the pair's 32 code bytes (64 weights per scale decode), the high nibbles are masked in
 // place (q & 0xF0F0F0F0, an unsigned-by-signed dp4a gives 16x their dot, folded into the scale)
@@ -1363,18 +1262,22 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
 
 // The one-token Q4_K / Q6_K kernels (gemv_q4k_*, gemv_q6k_direct_kernel) are used unless
 // FATHOM_GEMV_DIRECT=0 (then the shared-memory-ring kernel, for A/B runs).
-// Which Q4_K one: FATHOM_GEMV_Q4K=bulk (gemv_q4k_bulk_kernel, the default on sm_90), pair
-// (gemv_q4k_pair_kernel, the default below sm_90) or direct (gemv_q4k_direct_kernel).
+// Which Q4_K one: FATHOM_GEMV_Q4K=bulk (gemv_q4k_bulk_kernel, the default on sm_90) or pair
+// (gemv_q4k_pair_kernel, the default below sm_90). (Session 12's 16-byte-piece kernel, which
+// the pair kernel replaced, was removed in session 13.)
 // (A software-pipelined pair kernel -- next batch's loads in flight during the current one's math,
 // two register buffers -- measured slower: 15.74 vs 14.49 us on 14336 x 4096, engine 363.1 vs
 // 369.8 tok/s; removed. bench/device_s13e.sh.)
-enum class Q4kKernel { Bulk, Pair, Direct };
+enum class Q4kKernel { Bulk = 0, Pair = 1, Ring = 2 };
+std::atomic<int> g_q4k_override{-1};
 Q4kKernel q4k_kernel() {
+  const int o = g_q4k_override.load(std::memory_order_relaxed);
+  if (o >= 0) return Q4kKernel(o);
   static const Q4kKernel k = [] {
     const char* e = std::getenv("FATHOM_GEMV_Q4K");
-    if (e && std::strcmp(e, "direct") == 0) return Q4kKernel::Direct;
-    if (e && std::strcmp(e, "pair") == 0) return Q4kKernel::Pair;
-    return Q4kKernel::Bulk;
+    if (!e || !*e || std::strcmp(e, "bulk") == 0) return Q4kKernel::Bulk;
+    if (std::strcmp(e, "pair") == 0) return Q4kKernel::Pair;
+    ::fathom::fail("FATHOM_GEMV_Q4K='", e, "': expected bulk or pair");
   }();
   return k;
 }
@@ -1391,7 +1294,7 @@ size_t direct_smem_bytes(int64_t cols) {
   return 2 * size_t(xpad_len(int(cols))) + size_t(cols / 32) * sizeof(float2) + size_t(kWarps) * kR * sizeof(float);
 }
 
-// kernel: gemv_q4k_direct_kernel or gemv_q6k_direct_kernel (same Args, shared memory and grid).
+// kernel: gemv_q4k_pair_kernel or gemv_q6k_direct_kernel (same Args, shared memory and grid).
 void launch_direct(void (*kernel)(const Args), const Args& a, cudaStream_t stream) {
   const DeviceInfo dev = device_info();
   const size_t smem = direct_smem_bytes(a.cols);
@@ -1465,18 +1368,18 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     groups = p.seg[0].rows;
   }
   a.n_groups = groups;
-  if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled()) {
+  if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
+      !(p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Ring)) {
     const DeviceInfo dev = device_info();
-    if (p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Bulk && dev.cc_major >= 9 &&
+    // The bulk kernel's body exists only in sm_90 code (sm90_code_ok: not on a newer GPU running
+    // this build's JIT-compiled compute_89 code).
+    if (p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Bulk && sm90_code_ok() &&
         bulk_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
       launch_bulk(a, stream);
       return;
     }
     if (direct_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
-      launch_direct(p.type == GgmlType::Q6_K                  ? gemv_q6k_direct_kernel
-                    : q4k_kernel() == Q4kKernel::Direct ? gemv_q4k_direct_kernel
-                                                        : gemv_q4k_pair_kernel,
-                    a, stream);
+      launch_direct(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel : gemv_q4k_pair_kernel, a, stream);
       return;
     }
   }
@@ -1489,5 +1392,7 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
   });
   FATHOM_CHECK(ok, "gemv_q8: weight type ", ggml_type_name(p.type), " has no int8-activation kernel");
 }
+
+void gemv_q8_set_q4k_override(int kernel) { g_q4k_override.store(kernel < 0 || kernel > 2 ? -1 : kernel); }
 
 }  // namespace fathom::cuda

@@ -61,4 +61,9 @@ struct GemvQ8Params {
 bool gemv_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols);
 void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream);
 
+// Test hook: the one-token Q4_K kernel for launches after the call: 0 the bulk-copy ring kernel
+// (sm_90 code on a 9.x device only; elsewhere the pair kernel), 1 the pair kernel, 2 the
+// shared-memory-ring kernel; -1 back to FATHOM_GEMV_Q4K (bulk | pair, default bulk).
+void gemv_q8_set_q4k_override(int kernel);
+
 }  // namespace fathom::cuda

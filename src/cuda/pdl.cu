@@ -26,13 +26,8 @@ constexpr int kArchList[] = {0};
 
 }  // namespace
 
-bool pdl_enabled() {
-  // PDL needs the device AND the code it runs to be sm_90: pdl_wait() compiles to nothing below
-  // __CUDA_ARCH__ 900. On a Hopper GPU (compute capability 9.x) a build with a 90 / 90a entry runs
-  // its sm_90 code. A newer GPU cannot run sm_90a code (nor JIT compute_90a PTX), so with the
-  // default list (80;86;89;90a) it would run JIT-compiled compute_80/86/89 code with no wait in
-  // it: PDL stays off there (and on any build without a 90 entry).
-  static const bool device_ok = [] {
+bool sm90_code_ok() {
+  static const bool ok = [] {
     bool built_for_90 = false;
     for (int a : kArchList) built_for_90 = built_for_90 || a == 900;
     if (!built_for_90) return false;
@@ -42,6 +37,13 @@ bool pdl_enabled() {
       return false;
     return major == 9;
   }();
+  return ok;
+}
+
+bool pdl_enabled() {
+  // PDL needs the device AND the code it runs to be sm_90: pdl_wait() compiles to nothing below
+  // __CUDA_ARCH__ 900 (sm90_code_ok).
+  const bool device_ok = sm90_code_ok();
   static const bool env_on = [] {
     const char* e = std::getenv("FATHOM_PDL");
     return !(e && std::strcmp(e, "0") == 0);

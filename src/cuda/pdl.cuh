@@ -45,6 +45,11 @@ __device__ __forceinline__ void pdl_trigger() {
 // True when launches carry the PDL attribute: the current device is sm_90+ and FATHOM_PDL is not
 // "0". Evaluated once per process (src/cuda/pdl.cu).
 bool pdl_enabled();
+// True when the current device is compute capability 9.x AND this build carries sm_90 code, i.e.
+// kernels run their __CUDA_ARCH__ >= 900 paths (griddepcontrol, bulk async copies). A newer GPU
+// cannot run sm_90a code, so with the default architecture list it runs JIT-compiled
+// compute_80/86/89 code instead, where those paths compile to nothing.
+bool sm90_code_ok();
 
 // Test hook: 1 forces PDL on (where the device has it), 0 off, -1 back to the environment's
 // choice. Affects launches made after the call; a captured graph keeps what it was captured with.

@@ -81,7 +81,6 @@ bool is_unfused_softmax(const KernelStat& k) {
 std::string kernel_source_file(const std::string& name) {
   static const std::pair<const char*, const char*> kFiles[] = {
       {"gemv_q8_kernel", "src/cuda/matmul_gemv_q8.cu"},
-      {"gemv_q4k_direct_kernel", "src/cuda/matmul_gemv_q8.cu"},
       {"gemv_q4k_pair_kernel", "src/cuda/matmul_gemv_q8.cu"},
       {"gemv_q4k_bulk_kernel", "src/cuda/matmul_gemv_q4k_bulk.cuh"},
       {"gemv_q6k_direct_kernel", "src/cuda/matmul_gemv_q8.cu"},

@@ -218,84 +218,107 @@ TEST(GpuGemvQ8, GroupedQkv) {
     }
 }
 
+void check_glu(GluKind kind, GgmlType type, int64_t rows, int64_t cols, int64_t n) {
+  SCOPED_TRACE(label(kind == GluKind::SWIGLU ? "swiglu" : "geglu", type, cols, n) + ",rows=" + std::to_string(rows));
+  const HostMat g = make_mat(type, rows, cols, 11u + uint32_t(type));
+  const HostMat u = make_mat(type, rows, cols, 12u + uint32_t(type));
+  const std::vector<float> x = random_floats(size_t(n * cols), 13u + uint32_t(n));
+  std::vector<double> wg, tg, wu, tu;
+  reference(g, x, n, wg, tg);
+  reference(u, x, n, wu, tu);
+  std::vector<double> want(wg.size()), tol(wg.size());
+  for (size_t i = 0; i < wg.size(); ++i) {
+    const double a = wg[i];
+    const double act = kind == GluKind::SWIGLU
+                           ? a / (1.0 + std::exp(-a))
+                           : 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
+    want[i] = act * wu[i];
+    // |d act/da| <= 1.2 for both on the real line: error of act(g) u + act(g) err(u).
+    tol[i] = 1.2 * tg[i] * (std::fabs(wu[i]) + tu[i]) + std::fabs(act) * tu[i] + 1e-5 * std::fabs(want[i]) + 1e-6;
+  }
+  DeviceBuffer<uint8_t> dg(g.q), du(u.q);
+  DeviceBuffer<float> dx(x), dout(size_t(n * rows)), dup(size_t(n * rows));
+  dout.poison();
+  GemvQ8Params p;
+  p.type = type;
+  p.cols = cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.n_seg = 2;
+  p.seg[0] = GemvQ8Segment{dg.get(), rows, dout.get(), nullptr};
+  p.seg[1] = GemvQ8Segment{du.get(), rows, dup.get(), nullptr};
+  p.glu = true;
+  p.glu_kind = kind;
+  fathom::cuda::launch_gemv_q8(p, nullptr);
+  FATHOM_EXPECT_CLOSE("glu", dout.download(), want, tol);
+}
+
 TEST(GpuGemvQ8, FusedGateUpActivation) {
   FATHOM_REQUIRE_GPU();
   for (GluKind kind : {GluKind::SWIGLU, GluKind::GEGLU})
     for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q3_K, GgmlType::Q6_K})
-      for (int64_t n : {1, 2, 8}) {
-        const int64_t rows = 333, cols = 2048;
-        SCOPED_TRACE(label(kind == GluKind::SWIGLU ? "swiglu" : "geglu", type, cols, n));
-        const HostMat g = make_mat(type, rows, cols, 11u + uint32_t(type));
-        const HostMat u = make_mat(type, rows, cols, 12u + uint32_t(type));
-        const std::vector<float> x = random_floats(size_t(n * cols), 13u + uint32_t(n));
-        std::vector<double> wg, tg, wu, tu;
-        reference(g, x, n, wg, tg);
-        reference(u, x, n, wu, tu);
-        std::vector<double> want(wg.size()), tol(wg.size());
-        for (size_t i = 0; i < wg.size(); ++i) {
-          const double a = wg[i];
-          const double act = kind == GluKind::SWIGLU
-                                 ? a / (1.0 + std::exp(-a))
-                                 : 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
-          want[i] = act * wu[i];
-          // |d act/da| <= 1.2 for both on the real line: error of act(g) u + act(g) err(u).
-          tol[i] = 1.2 * tg[i] * (std::fabs(wu[i]) + tu[i]) + std::fabs(act) * tu[i] + 1e-5 * std::fabs(want[i]) + 1e-6;
-        }
-        DeviceBuffer<uint8_t> dg(g.q), du(u.q);
-        DeviceBuffer<float> dx(x), dout(size_t(n * rows)), dup(size_t(n * rows));
-        dout.poison();
-        GemvQ8Params p;
-        p.type = type;
-        p.cols = cols;
-        p.x = dx.get();
-        p.n_tokens = n;
-        p.n_seg = 2;
-        p.seg[0] = GemvQ8Segment{dg.get(), rows, dout.get(), nullptr};
-        p.seg[1] = GemvQ8Segment{du.get(), rows, dup.get(), nullptr};
-        p.glu = true;
-        p.glu_kind = kind;
-        fathom::cuda::launch_gemv_q8(p, nullptr);
-        FATHOM_EXPECT_CLOSE("glu", dout.download(), want, tol);
-      }
+      for (int64_t n : {1, 2, 8}) check_glu(kind, type, 333, 2048, n);
+}
+
+// norm_w set: the kernel multiplies against rms_norm(x) * w; the reference normalizes on the
+// host in double and the tolerance is the int8 bound on the normalized x.
+void check_norm(GgmlType type, int64_t rows, int64_t cols, int64_t n) {
+  SCOPED_TRACE(label("rmsnorm", type, cols, n) + ",rows=" + std::to_string(rows));
+  const HostMat m = make_mat(type, rows, cols, 77u + uint32_t(type));
+  std::vector<float> x = random_floats(size_t(n * cols), 78u + uint32_t(n), 3.0f);
+  const std::vector<float> w = random_floats(size_t(cols), 79u);
+  const float eps = 1e-5f;
+  std::vector<float> xn(x.size());
+  for (int64_t t = 0; t < n; ++t) {
+    double ss = 0.0;
+    for (int64_t k = 0; k < cols; ++k) ss += double(x[size_t(t * cols + k)]) * x[size_t(t * cols + k)];
+    const double inv = 1.0 / std::sqrt(ss / double(cols) + eps);
+    for (int64_t k = 0; k < cols; ++k) xn[size_t(t * cols + k)] = float(x[size_t(t * cols + k)] * inv * w[size_t(k)]);
+  }
+  std::vector<double> want, tol;
+  reference(m, xn, n, want, tol);
+  DeviceBuffer<uint8_t> dw(m.q);
+  DeviceBuffer<float> dx(x), dn(w), dy(size_t(n * rows));
+  dy.poison();
+  GemvQ8Params p;
+  p.type = type;
+  p.cols = cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.seg[0] = GemvQ8Segment{dw.get(), rows, dy.get(), nullptr};
+  p.norm_w = dn.get();
+  p.norm_eps = eps;
+  fathom::cuda::launch_gemv_q8(p, nullptr);
+  FATHOM_EXPECT_CLOSE("rmsnorm", dy.download(), want, tol);
+  // x itself is left as it was.
+  EXPECT_EQ(0, std::memcmp(x.data(), dx.download().data(), x.size() * sizeof(float)));
 }
 
 TEST(GpuGemvQ8, FusedRmsNorm) {
-  // norm_w set: the kernel multiplies against rms_norm(x) * w; the reference normalizes on the
-  // host in double and the tolerance is the int8 bound on the normalized x.
   FATHOM_REQUIRE_GPU();
   for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K})
-    for (int64_t n : {1, 3}) {
-      const int64_t rows = 130, cols = 2560;
-      SCOPED_TRACE(label("rmsnorm", type, cols, n));
-      const HostMat m = make_mat(type, rows, cols, 77u + uint32_t(type));
-      std::vector<float> x = random_floats(size_t(n * cols), 78u + uint32_t(n), 3.0f);
-      const std::vector<float> w = random_floats(size_t(cols), 79u);
-      const float eps = 1e-5f;
-      std::vector<float> xn(x.size());
-      for (int64_t t = 0; t < n; ++t) {
-        double ss = 0.0;
-        for (int64_t k = 0; k < cols; ++k) ss += double(x[size_t(t * cols + k)]) * x[size_t(t * cols + k)];
-        const double inv = 1.0 / std::sqrt(ss / double(cols) + eps);
-        for (int64_t k = 0; k < cols; ++k) xn[size_t(t * cols + k)] = float(x[size_t(t * cols + k)] * inv * w[size_t(k)]);
-      }
-      std::vector<double> want, tol;
-      reference(m, xn, n, want, tol);
-      DeviceBuffer<uint8_t> dw(m.q);
-      DeviceBuffer<float> dx(x), dn(w), dy(size_t(n * rows));
-      dy.poison();
-      GemvQ8Params p;
-      p.type = type;
-      p.cols = cols;
-      p.x = dx.get();
-      p.n_tokens = n;
-      p.seg[0] = GemvQ8Segment{dw.get(), rows, dy.get(), nullptr};
-      p.norm_w = dn.get();
-      p.norm_eps = eps;
-      fathom::cuda::launch_gemv_q8(p, nullptr);
-      FATHOM_EXPECT_CLOSE("rmsnorm", dy.download(), want, tol);
-      // x itself is left as it was.
-      EXPECT_EQ(0, std::memcmp(x.data(), dx.download().data(), x.size() * sizeof(float)));
-    }
+    for (int64_t n : {1, 3}) check_norm(type, 130, 2560, n);
+}
+
+TEST(GpuGemvQ8, Q4kOneTokenEveryKernel) {
+  // The one-token Q4_K kernels one after another (bulk-copy ring, pair, shared-memory ring; the
+  // engine only ever runs the default): one row with bias and residual; odd rows and cols 2560
+  // (10 super-blocks: a full chunk of 8 and a partial one of 2); 40001 rows of 2560 (about 10
+  // groups per warp, so the bulk kernel's ring wraps its barrier phases across group boundaries);
+  // cols 14336 (7 chunks); the fused gate/up at a real Llama-3-8B row length; the fused RMS norm
+  // at cols 14336. Session 13: written after the last GPU run, not yet run on a GPU.
+  FATHOM_REQUIRE_GPU();
+  for (int k : {0, 1, 2}) {
+    SCOPED_TRACE("q4k kernel " + std::to_string(k));
+    fathom::cuda::gemv_q8_set_q4k_override(k);
+    check_plain(GgmlType::Q4_K, 1, 4096, 1, true, true);
+    check_plain(GgmlType::Q4_K, 777, 2560, 1, false, true);
+    check_plain(GgmlType::Q4_K, 40001, 2560, 1, true, false);
+    check_plain(GgmlType::Q4_K, 37, 14336, 1, true, true);
+    check_glu(GluKind::SWIGLU, GgmlType::Q4_K, 1000, 4096, 1);
+    check_norm(GgmlType::Q4_K, 130, 14336, 1);
+  }
+  fathom::cuda::gemv_q8_set_q4k_override(-1);
 }
 
 TEST(GpuGemvQ8, BitIdenticalReruns) {
