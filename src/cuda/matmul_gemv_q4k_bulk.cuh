@@ -64,12 +64,12 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int cols = int(a.cols);
-  const int xq_cs = xpad_len(cols);
   uint8_t* ring = smem + size_t(warp) * kBulkD * kBulkSlot;
-  int8_t* xq = reinterpret_cast<int8_t*>(smem + bulk_ring_bytes());
-  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
-  const int xd_cs = cols / 32;
-  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+  const OneTokenX ox = one_token_x(smem + bulk_ring_bytes(), cols);  // x after the rings
+  int8_t* const xq = ox.xq;
+  float2* const xd = ox.xd;
+  const int xq_cs = ox.xq_cs, xd_cs = ox.xd_cs;
+  float* const part = ox.part;
   uint64_t* bars = reinterpret_cast<uint64_t*>(part + kWarps * kR) + warp * kBulkD;
 
   const int n_sb = cols / 256;
@@ -150,23 +150,5 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
 }
 
 size_t bulk_smem_bytes(int64_t cols) {
-  return bulk_ring_bytes() + 2 * size_t(xpad_len(int(cols))) + size_t(cols / 32) * sizeof(float2) +
-         size_t(kWarps) * kR * sizeof(float) + size_t(kWarps) * kBulkD * sizeof(uint64_t);
-}
-
-void launch_bulk(const Args& a, cudaStream_t stream) {
-  const DeviceInfo dev = device_info();
-  const size_t smem = bulk_smem_bytes(a.cols);
-  auto kernel = gemv_q4k_bulk_kernel;
-  const int bps = blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, smem);
-  const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
-  const int64_t wave = int64_t(dev.sm_count) * bps;
-  const int64_t grid = need < wave ? need : wave;
-  double wbytes = 0.0, rows_total = 0.0;
-  for (int s = 0; s < a.n_seg; ++s) {
-    wbytes += double(a.seg[s].rows) * double(a.row_bytes);
-    rows_total += double(a.seg[s].rows);
-  }
-  launch_cost_hint(wbytes + double(a.cols) * 4.0 + rows_total * 4.0, 2.0 * rows_total * double(a.cols));
-  launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
+  return bulk_ring_bytes() + direct_smem_bytes(cols) + size_t(kWarps) * kBulkD * sizeof(uint64_t);
 }

@@ -856,6 +856,25 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
   }
 }
 
+// ---- the one-token kernels' shared memory: x staged once per block ----------------------------
+// From `base`: plane 1 (xq, xpad layout), plane 2 (xq_cs bytes later), the (u, sum) pairs (xd) and
+// kWarps * kR floats of stage_x's norm scratch (part). direct_smem_bytes() is its size.
+struct OneTokenX {
+  int8_t* xq;
+  float2* xd;
+  float* part;
+  int xq_cs, xd_cs;
+};
+__device__ __forceinline__ OneTokenX one_token_x(uint8_t* base, int cols) {
+  OneTokenX o;
+  o.xq_cs = xpad_len(cols);
+  o.xd_cs = cols / 32;
+  o.xq = reinterpret_cast<int8_t*>(base);
+  o.xd = reinterpret_cast<float2*>(o.xq + 2 * o.xq_cs);
+  o.part = reinterpret_cast<float*>(o.xd + o.xd_cs);
+  return o;
+}
+
 // ---- one token, weights straight into registers -------------------------------------------------
 // Why: the kernel above streams every row through a shared-memory ring with cp.async and reached
 // 42% of the copy bandwidth on Q4_K 14336 x 4096 (18.6 us, H200), while the F16 GEMV, which loads its
@@ -863,14 +882,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks<NB>()) gemv_q8_kernel(con
 // 16-byte code pieces (8 lanes per super-block) straight into registers: 17.0 -> 14.9 us. Session 13
 // replaced it by the pair-per-lane kernel below (one scale decode per 64 weights; 15.1 -> 14.4 us,
 // 8.07M -> 5.90M instructions), which the bulk-copy ring kernel (matmul_gemv_q4k_bulk.cuh) wraps.
-// Plain 16-byte loads that skip L1 (each weight byte is read once).
-__device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+// ldg_stream (16-byte loads that skip L1: each weight byte is read once): ptx.cuh.
 
 // ---- Q6_K, one token: weights straight into registers --------------------------------------------
 // The Q4_K kernel's idea for the 210-byte Q6_K super-block (ql[128] low nibbles, qh[64] high bit
@@ -931,14 +943,13 @@ __device__ __forceinline__ uint4 ldg_chunk_end(const uint8_t* p, const uint8_t* 
 
 __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_direct_kernel(const __grid_constant__ Args a) {
   extern __shared__ uint4 q8_smem4[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int cols = int(a.cols);
-  const int xq_cs = xpad_len(cols);
-  int8_t* xq = reinterpret_cast<int8_t*>(smem);
-  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
-  const int xd_cs = cols / 32;
-  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+  const OneTokenX ox = one_token_x(reinterpret_cast<uint8_t*>(q8_smem4), cols);
+  int8_t* const xq = ox.xq;
+  float2* const xd = ox.xd;
+  const int xq_cs = ox.xq_cs, xd_cs = ox.xd_cs;
+  float* const part = ox.part;
 
   const int n_sb = cols / 256;
   const int pp = lane & 7, sb0 = lane >> 3;
@@ -1118,14 +1129,13 @@ __device__ __forceinline__ void pair_dot(const PairBuf& b, const XView& xv, cons
 
 __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pair_kernel(const __grid_constant__ Args a) {
   extern __shared__ uint4 q8_smem4[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int cols = int(a.cols);
-  const int xq_cs = xpad_len(cols);
-  int8_t* xq = reinterpret_cast<int8_t*>(smem);
-  float2* xd = reinterpret_cast<float2*>(xq + 2 * xq_cs);
-  const int xd_cs = cols / 32;
-  float* part = reinterpret_cast<float*>(xd + xd_cs);  // kWarps * kR floats (stage_x's norm scratch)
+  const OneTokenX ox = one_token_x(reinterpret_cast<uint8_t*>(q8_smem4), cols);
+  int8_t* const xq = ox.xq;
+  float2* const xd = ox.xd;
+  const int xq_cs = ox.xq_cs, xd_cs = ox.xd_cs;
+  float* const part = ox.part;
 
   const int n_sb = cols / 256;
   const int p = lane & 3;
@@ -1294,10 +1304,10 @@ size_t direct_smem_bytes(int64_t cols) {
   return 2 * size_t(xpad_len(int(cols))) + size_t(cols / 32) * sizeof(float2) + size_t(kWarps) * kR * sizeof(float);
 }
 
-// kernel: gemv_q4k_pair_kernel or gemv_q6k_direct_kernel (same Args, shared memory and grid).
-void launch_direct(void (*kernel)(const Args), const Args& a, cudaStream_t stream) {
+// kernel: gemv_q4k_pair_kernel, gemv_q6k_direct_kernel or gemv_q4k_bulk_kernel (same Args and
+// grid: one persistent wave of 8-warp blocks); smem: its dynamic shared memory.
+void launch_one_token(void (*kernel)(const Args), size_t smem, const Args& a, cudaStream_t stream) {
   const DeviceInfo dev = device_info();
-  const size_t smem = direct_smem_bytes(a.cols);
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin, " (cols ", a.cols, ")");
   const int bps = blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, smem);
@@ -1375,11 +1385,12 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     // this build's JIT-compiled compute_89 code).
     if (p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Bulk && sm90_code_ok() &&
         bulk_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
-      launch_bulk(a, stream);
+      launch_one_token(gemv_q4k_bulk_kernel, bulk_smem_bytes(p.cols), a, stream);
       return;
     }
     if (direct_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
-      launch_direct(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel : gemv_q4k_pair_kernel, a, stream);
+      launch_one_token(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel : gemv_q4k_pair_kernel,
+                       direct_smem_bytes(p.cols), a, stream);
       return;
     }
   }

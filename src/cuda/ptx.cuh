@@ -1,6 +1,7 @@
 // Inline-PTX wrappers shared by the kernels that stage global memory in shared memory with
 // cp.async and read tensor-core fragments with ldmatrix (attention_prefill.cu, attention_decode.cu,
-// matmul_gemv_q8.cu, matmul_mma_q8_kernel.cuh). sm_80+.
+// matmul_gemv_q8.cu, matmul_mma_q8_kernel.cuh), stream weights past L1, and (sm_90) fill shared
+// memory with bulk async copies. sm_80+ unless marked.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -44,6 +45,15 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint3
 }
 __device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r0), "=r"(r1) : "r"(addr));
+}
+
+// 16-byte global load that skips L1 (streamed data, each byte read once: GEMV weights).
+__device__ __forceinline__ uint4 ldg_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
 }
 
 // ---- sm_90: mbarrier + bulk async copy (the TMA engine's 1-D form) ----------------------------
