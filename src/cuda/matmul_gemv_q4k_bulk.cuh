@@ -130,14 +130,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
       issue_next(uint32_t(slot));
     }
     if (++c == n_chunks) {
-#pragma unroll
-      for (int r = 0; r < kR; ++r)
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-      if (lane == 0) {
-        store_group<1>(a, g, 0, 0, acc[0], acc[1]);
-        if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
-      }
+      one_token_store(a, g, acc, lane);
       acc[0] = acc[1] = 0.0f;
       c = 0;
       g += gstep;

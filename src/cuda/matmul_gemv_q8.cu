@@ -875,6 +875,18 @@ __device__ __forceinline__ OneTokenX one_token_x(uint8_t* base, int cols) {
   return o;
 }
 
+// The warp's kR row sums (acc: one partial per lane) added across the warp and stored for group g.
+__device__ __forceinline__ void one_token_store(const Args& a, int64_t g, float (&acc)[kR], int lane) {
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+  if (lane == 0) {
+    store_group<1>(a, g, 0, 0, acc[0], acc[1]);
+    if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
+  }
+}
+
 // ---- one token, weights straight into registers -------------------------------------------------
 // Why: the kernel above streams every row through a shared-memory ring with cp.async and reached
 // 42% of the copy bandwidth on Q4_K 14336 x 4096 (18.6 us, H200), while the F16 GEMV, which loads its
@@ -1059,14 +1071,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_direct_kernel(const __gr
         }
       }
     }
-#pragma unroll
-    for (int r = 0; r < kR; ++r)
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (lane == 0) {
-      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
-      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
-    }
+    one_token_store(a, g, acc, lane);
   }
   pdl_trigger();
 }
@@ -1184,14 +1189,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pair_kernel(const __grid
         pair_dot(b[u], xv, xd, sb0 + 8 * (i0 + u), p, acc);
       }
     }
-#pragma unroll
-    for (int r = 0; r < kR; ++r)
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-    if (lane == 0) {
-      store_group<1>(a, g, 0, 0, acc[0], acc[1]);
-      if (!a.glu) store_group<1>(a, g, 1, 0, acc[0], acc[1]);
-    }
+    one_token_store(a, g, acc, lane);
   }
   pdl_trigger();
 }
