@@ -16,7 +16,6 @@ struct DeviceInfo {
   int device = -1;
   int sm_count = 0;
   int max_smem_optin = 0;
-  int cc_major = 0;  // compute capability (9: Hopper, whose bulk async copies some kernels use)
 };
 
 inline DeviceInfo device_info() {
@@ -26,7 +25,6 @@ inline DeviceInfo device_info() {
   if (dev != info.device) {
     CUDA_CHECK(cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&info.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&info.cc_major, cudaDevAttrComputeCapabilityMajor, dev));
     info.device = dev;
   }
   return info;
