@@ -2,7 +2,8 @@
 # Written at the end of session 13 for the next session's first GPU call: every GPU test (incl.
 # GpuGemvQ8.Q4kOneTokenEveryKernel and the review fixes of de91d2b, never GPU-run), then Nsight
 # Compute on the default one-token Q4_K kernel (gemv_q4k_bulk_kernel) and the pair kernel at
-# 14336 x 4096 (time, DRAM, instructions, issue, stall reasons, occupancy), then the decode rows.
+# 14336 x 4096 (time, DRAM, instructions, issue, stall reasons, occupancy), racecheck + initcheck over
+# the GEMV tests (not run in session 13: no device time left), then the decode rows.
 # Logs straight to $OUT. Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s14_start.sh .devsrc-X/head.tgz
 set -u
 O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
@@ -20,6 +21,11 @@ for k in bulk pair; do
   FATHOM_GEMV_Q4K=$k FATHOM_Q8_SHAPE=Q4_K,14336,4096,1 timeout 90 ncu --clock-control none -k regex:gemv_q4k --launch-skip 5 --launch-count 1 $M \
     $T --gtest_also_run_disabled_tests --gtest_filter='*BenchOne*' >"$O/ncu_$k.txt" 2>&1
   echo "== ncu $k rc=$?"; grep -E "gpu__time|dram__|inst_executed|issue_active|warps_active|stalled" "$O/ncu_$k.txt" | awk '$NF+0 > 0.05 || /time|dram|inst|issue_active|warps_active/'
+done
+stamp sanitize
+for tool in racecheck initcheck; do
+  timeout 150 compute-sanitizer --tool $tool --error-exitcode 3 $T --gtest_filter='GpuGemvQ8.*-*Bench*' >"$O/sanitize_$tool.txt" 2>&1
+  echo "$tool GpuGemvQ8 rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$O/sanitize_$tool.txt" | tail -3
 done
 stamp bench
 timeout 120 $B bench --synthetic llama3-8b --type Q4_K_M,Q8_0,F16 -d 512 -n 128 -r 1 -q >"$O/bench.md" 2>&1; echo "bench rc=$?"
