@@ -2,13 +2,8 @@
 # End-of-session GPU call: build HEAD's tarball, every GPU test, then the issue-target
 # rows (issues 6 and 8) in one table. Logs go straight to $OUT (no tar at exit), so a call cut short
 # still returns what ran. Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_last.sh .devsrc-X/head.tgz
-set -u
-O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
-t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-W=/tmp/fathom-last; rm -rf "$W"; mkdir -p "$W"; tar xzf "${1:-.devsrc/head.tgz}" -C "$W"; cp -r .devdeps "$W"/; cd "$W"
-stamp build
-scripts/device_build.sh build-dev >"$O/build.log" 2>&1 || { tail -30 "$O/build.log"; exit 1; }
-T=build-dev/tests/fathom_gpu_tests; B=build-dev/bin/fathom
+source "$(dirname "$0")/device_start.sh"
+device_start "${1:-}" /tmp/fathom-last
 stamp tests
 timeout 210 $T >"$O/gpu_tests.log" 2>&1; echo "gpu tests rc=$?"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure$|^\[  FAILED  \]" "$O/gpu_tests.log" | head -30

@@ -5,13 +5,8 @@
 # profile of synthetic Llama-3-8B Q4_K_M decode, and Nsight Compute on the register-direct Q4_K
 # kernel. Logs straight to $OUT (a call cut short still returns what ran).
 # Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13a.sh .devsrc-X/head.tgz
-set -u
-O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
-t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-W=/tmp/fathom-s13; rm -rf "$W"; mkdir -p "$W"; tar xzf "${1:-.devsrc/head.tgz}" -C "$W"; cp -r .devdeps "$W"/; cd "$W"
-stamp build
-scripts/device_build.sh build-dev >"$O/build.log" 2>&1 || { tail -30 "$O/build.log"; exit 1; }
-T=build-dev/tests/fathom_gpu_tests; B=build-dev/bin/fathom
+source "$(dirname "$0")/device_start.sh"
+device_start "${1:-}" /tmp/fathom-s13
 stamp tests
 timeout 240 $T >"$O/gpu_tests.log" 2>&1; echo "gpu tests rc=$?"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure$|^\[  FAILED  \]" "$O/gpu_tests.log" | head -20

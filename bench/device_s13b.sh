@@ -5,13 +5,8 @@
 # reasons for both kernels. Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s13b.sh .devsrc-X/head.tgz
 # (Session-13 record: FATHOM_GEMV_BULK=1 selected the bulk-copy Q4_K kernel at the commit this ran
 # at; since 9387aa2 the switch is FATHOM_GEMV_Q4K=bulk|pair and FATHOM_GEMV_BULK does nothing.)
-set -u
-O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
-t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-W=/tmp/fathom-s13; rm -rf "$W"; mkdir -p "$W"; tar xzf "${1:-.devsrc/head.tgz}" -C "$W"; cp -r .devdeps "$W"/; cd "$W"
-stamp build
-scripts/device_build.sh build-dev >"$O/build.log" 2>&1 || { tail -30 "$O/build.log"; exit 1; }
-T=build-dev/tests/fathom_gpu_tests; B=build-dev/bin/fathom
+source "$(dirname "$0")/device_start.sh"
+device_start "${1:-}" /tmp/fathom-s13
 stamp tests
 FATHOM_GEMV_BULK=1 timeout 120 $T --gtest_filter='GpuGemvQ8.*:Tiny/EngineVsReference*:Engine.*-Engine.RealGemma3*' >"$O/tests.log" 2>&1
 echo "bulk tests rc=$?"; grep -E "^\[  (PASSED|FAILED) |Failure|worst|exception" "$O/tests.log" | head -20

@@ -5,13 +5,8 @@
 # 14336 x 4096 (time, DRAM, instructions, issue, stall reasons, occupancy), racecheck + initcheck over
 # the GEMV tests (not run in session 13: no device time left), then the decode rows.
 # Logs straight to $OUT. Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s14_start.sh .devsrc-X/head.tgz
-set -u
-O=${OUT:-/tmp/fathom-out}; mkdir -p "$O"
-t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-W=/tmp/fathom-s14; rm -rf "$W"; mkdir -p "$W"; tar xzf "${1:-.devsrc/head.tgz}" -C "$W"; cp -r .devdeps "$W"/; cd "$W"
-stamp build
-scripts/device_build.sh build-dev >"$O/build.log" 2>&1 || { tail -30 "$O/build.log"; exit 1; }
-T=build-dev/tests/fathom_gpu_tests; B=build-dev/bin/fathom
+source "$(dirname "$0")/device_start.sh"
+device_start "${1:-}" /tmp/fathom-s14
 stamp tests
 timeout 240 $T >"$O/gpu_tests.log" 2>&1; echo "gpu tests rc=$?"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure$|^\[  FAILED  \]" "$O/gpu_tests.log" | head -20

@@ -1,0 +1,26 @@
+# Shared prologue of the GPU-call scripts that write their logs straight to $OUT (sourced, not run),
+# so a call cut short at its time limit still returns what ran (device_lib.sh instead packs a
+# scratch folder at exit). After
+#   source "$(dirname "$0")/device_start.sh"; device_start "$1" /tmp/work-dir
+# the script runs inside a fresh build of the source tarball $1 (default .devsrc/head.tgz: `git
+# archive` of the commit under test) extracted to the work dir, with
+#   $O      the folder whose files come back ($OUT, or /tmp/fathom-out off the device machine),
+#   $T, $B  the GPU test binary and the fathom CLI of that build,
+#   stamp   a function printing "[Ns] message" with the seconds since the start.
+# Carry [".devdeps", ".devsrc-X"] in the device call (.devdeps/include holds pcre2.h, absent there).
+set -u
+O=${OUT:-/tmp/fathom-out}
+mkdir -p "$O"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+
+# Extracts the tarball into the work dir and builds it there (scripts/device_build.sh); exits the
+# script, with the build log's tail, when either fails.
+device_start() {
+  local src=${1:-.devsrc/head.tgz} w=${2:-/tmp/fathom-src}
+  rm -rf "$w" && mkdir -p "$w" && tar xzf "$src" -C "$w" && cp -r .devdeps "$w"/ && cd "$w" || exit 1
+  stamp build
+  scripts/device_build.sh build-dev >"$O/build.log" 2>&1 || { tail -30 "$O/build.log"; exit 1; }
+  T=build-dev/tests/fathom_gpu_tests
+  B=build-dev/bin/fathom
+}
