@@ -25,6 +25,7 @@
 #include "cuda/matmul_mma_q8.cuh"
 #include "fathom/quant.h"
 #include "test_ops_util.h"
+#include "test_q8_bound.h"
 
 namespace fathom::test {
 namespace {
@@ -236,23 +237,6 @@ TEST(GpuMmaQ8, GroupedQkv) {
         FATHOM_EXPECT_CLOSE("segment " + std::to_string(s), outs[s]->download(), want, tol);
       }
     }
-}
-
-// act(gate) * up and its tolerance from the gate / up references (the first `count` entries).
-void glu_expect(GluKind kind, const std::vector<double>& wg, const std::vector<double>& tg,
-                const std::vector<double>& wu, const std::vector<double>& tu, size_t count,
-                std::vector<double>& want, std::vector<double>& tol) {
-  want.resize(count);
-  tol.resize(count);
-  for (size_t i = 0; i < count; ++i) {
-    const double a = wg[i];
-    const double act = kind == GluKind::SWIGLU
-                           ? a / (1.0 + std::exp(-a))
-                           : 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
-    want[i] = act * wu[i];
-    // |d act/da| <= 1.2 for both on the real line: error of act(g) u + act(g) err(u).
-    tol[i] = 1.2 * tg[i] * (std::fabs(wu[i]) + tu[i]) + std::fabs(act) * tu[i] + 1e-5 * std::fabs(want[i]) + 1e-6;
-  }
 }
 
 // One fused gate/up launch of n tokens (x holds at least n tokens; wg.. the references of at least

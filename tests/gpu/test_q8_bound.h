@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "fathom/ggml_type.h"
+#include "cuda/ops.cuh"
 #include "fathom/quant.h"
 
 namespace fathom::test {
@@ -72,6 +73,24 @@ inline Q8Parts q8_parts(GgmlType type, const std::vector<uint8_t>& wq, const std
     p.mag[i] = std::fabs(w - o) + std::fabs(o);
   }
   return p;
+}
+
+// The fused gate/up tests of both int8 kernels (test_gemv_q8, test_mma_q8): act(gate) * up and its
+// tolerance from the gate / up references (the first `count` entries).
+inline void glu_expect(fathom::cuda::GluKind kind, const std::vector<double>& wg, const std::vector<double>& tg,
+                const std::vector<double>& wu, const std::vector<double>& tu, size_t count,
+                std::vector<double>& want, std::vector<double>& tol) {
+  want.resize(count);
+  tol.resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    const double a = wg[i];
+    const double act = kind == fathom::cuda::GluKind::SWIGLU
+                           ? a / (1.0 + std::exp(-a))
+                           : 0.5 * a * (1.0 + std::tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)));
+    want[i] = act * wu[i];
+    // |d act/da| <= 1.2 for both on the real line: error of act(g) u + act(g) err(u).
+    tol[i] = 1.2 * tg[i] * (std::fabs(wu[i]) + tu[i]) + std::fabs(act) * tu[i] + 1e-5 * std::fabs(want[i]) + 1e-6;
+  }
 }
 
 }  // namespace fathom::test
