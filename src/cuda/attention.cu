@@ -247,6 +247,15 @@ void check_params(const AttentionParams& p) {
                " is not implemented (only F16)");
   FATHOM_CHECK(p.block_size > 0 && p.max_q_len >= 1 && p.n_seqs >= 1, "attention: bad sizes (block_size ",
                p.block_size, ", max_q_len ", p.max_q_len, ", n_seqs ", p.n_seqs, ")");
+  if (p.rope.k) {
+    const RopeKvParams& r = p.rope;
+    FATHOM_CHECK(p.max_q_len == 1, "attention: fused RoPE is for decode only (max_q_len ", p.max_q_len, ")");
+    FATHOM_CHECK(r.n_rot > 0 && r.n_rot % 2 == 0 && r.n_rot <= p.head_dim, "attention: fused RoPE n_rot ",
+                 r.n_rot, " must be even, positive and at most head_dim ", p.head_dim);
+    FATHOM_CHECK(r.v && r.slot_mapping && r.k_cache == p.k_cache && r.v_cache == p.v_cache &&
+                     r.kv_type == KvType::F16 && r.block_size == p.block_size,
+                 "attention: fused RoPE needs v, slot_mapping and this call's F16 cache and block size");
+  }
 }
 
 }  // namespace

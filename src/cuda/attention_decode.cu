@@ -63,6 +63,7 @@
 #include "cuda/device_info.h"
 #include "cuda/pdl.cuh"
 #include "cuda/ptx.cuh"
+#include "cuda/rope_math.cuh"
 
 namespace fathom::cuda {
 namespace {
@@ -155,10 +156,26 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
   constexpr int DK = D / 16;             // 16-dim k-steps of Q K^T
   constexpr int DT = D / 8;              // 8-dim n-tiles of O
   static_assert(TK * RB == kDecTileBytes && TK % 16 == 0 && kDecMinChunk % TK == 0, "tile shape");
+  constexpr int NCH = (2 * CPR + 31) / 32;  // fused RoPE: 16-byte chunks of the new K and V rows per lane
   __shared__ __align__(128) unsigned char smem[kDecSmemBytes];  // [stage][K tile | V tile]
+
+  // Fused RoPE (p.rope.k set): the cos/sin table of the query's position goes into the start of
+  // the ring, which no copy touches before the q and new-row registers below are built. Before
+  // pdl_wait: q_seq_start and q_pos are written by no kernel of the step (as in rope.cu).
+  const bool fused = a.p.rope.k != nullptr;
+  float* const rope_cs = reinterpret_cast<float*>(smem);
+  float* const rope_sn = rope_cs + D / 2;
+  if (fused) {
+    const int t0 = a.p.q_seq_start[blockIdx.z];
+    if (a.p.q_seq_start[blockIdx.z + 1] > t0) {
+      const double pos = double(a.p.q_pos[t0]);
+      for (int i = threadIdx.x; i < a.p.rope.n_rot / 2; i += 32) rope_cos_sin(a.p.rope, pos, i, rope_cs[i], rope_sn[i]);
+    }
+  }
 
   pdl_wait();
   pdl_trigger();
+  if (fused) __syncwarp();
 
   const AttentionParams& p = a.p;
   const int split = blockIdx.x;
@@ -177,23 +194,68 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
   const int h0 = kvh * g + hgroup * a.heads_per_group;
   const int nh = min(a.heads_per_group, g - hgroup * a.heads_per_group);
   const bool head_ok = gid < nh;
+  // The new key (fused RoPE): position kpos, in this split when has_new.
+  const int kpos = fused ? p.q_pos[ss.t] : -1;
+  const bool has_new = fused && kpos >= c_lo && kpos < c_hi;
 
   // Q fragments of head gid: qf[kk] = {hi(d, d+1), lo(d, d+1), hi(d+8, d+9), lo(d+8, d+9)} with
   // d = 16 kk + 2 tig; zeros for the group's unused rows.
   uint32_t qf[DK][4];
   {
-    const float* qrow = p.q + (int64_t(ss.t) * p.n_head + h0 + (head_ok ? gid : 0)) * D + 2 * tig;
+    const float* qhead = p.q + (int64_t(ss.t) * p.n_head + h0 + (head_ok ? gid : 0)) * D;
+    const float* qrow = qhead + 2 * tig;
 #pragma unroll
     for (int kk = 0; kk < DK; ++kk) {
       float2 x0 = make_float2(0.0f, 0.0f), x1 = make_float2(0.0f, 0.0f);
       if (head_ok) {
         x0 = *reinterpret_cast<const float2*>(qrow + 16 * kk);
         x1 = *reinterpret_cast<const float2*>(qrow + 16 * kk + 8);
+        if (fused) {
+          const int e = 16 * kk + 2 * tig;
+          x0.x = rope_element(p.rope, qhead, e, x0.x, rope_cs, rope_sn);
+          x0.y = rope_element(p.rope, qhead, e + 1, x0.y, rope_cs, rope_sn);
+          x1.x = rope_element(p.rope, qhead, e + 8, x1.x, rope_cs, rope_sn);
+          x1.y = rope_element(p.rope, qhead, e + 9, x1.y, rope_cs, rope_sn);
+        }
       }
       split_pack(x0.x * a.qscale, x0.y * a.qscale, qf[kk][0], qf[kk][1]);
       split_pack(x1.x * a.qscale, x1.y * a.qscale, qf[kk][2], qf[kk][3]);
     }
   }
+
+  // The new key's rows as fp16, chunk lane + 32 c of [K chunks | V chunks] (what rope_kv_kernel
+  // stores): patched into the ring where the copy zero-filled them, and stored to the cache by the
+  // block of head group 0 (no block reads that row from the cache in this launch).
+  uint4 nrow[NCH];
+  if (has_new) {
+    const float* kr = p.rope.k + (int64_t(ss.t) * p.n_head_kv + kvh) * D;
+    const float* vr = p.rope.v + (int64_t(ss.t) * p.n_head_kv + kvh) * D;
+    const int64_t slot = p.rope.slot_mapping[ss.t];
+    const int64_t crow = slot >= 0 ? ((slot / p.block_size * p.n_head_kv + kvh) * p.block_size + slot % p.block_size) * D : 0;
+#pragma unroll
+    for (int c = 0; c < NCH; ++c) {
+      const int cidx = lane + 32 * c;
+      nrow[c] = make_uint4(0u, 0u, 0u, 0u);
+      if (cidx >= 2 * CPR) continue;
+      const bool is_k = cidx < CPR;
+      const int e0 = (is_k ? cidx : cidx - CPR) * 8;
+      const float* src = (is_k ? kr : vr) + e0;
+      const float4 lo = *reinterpret_cast<const float4*>(src);
+      const float4 hi = *reinterpret_cast<const float4*>(src + 4);
+      float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+      if (is_k) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] = rope_element(p.rope, kr, e0 + e, v[e], rope_cs, rope_sn);
+      }
+      __half2 h[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) h[e] = __halves2half2(__float2half_rn(v[2 * e]), __float2half_rn(v[2 * e + 1]));
+      nrow[c] = *reinterpret_cast<const uint4*>(h);
+      if (hgroup == 0 && slot >= 0)
+        *reinterpret_cast<uint4*>(static_cast<__half*>(is_k ? p.rope.k_cache : p.rope.v_cache) + crow + e0) = nrow[c];
+    }
+  }
+  if (fused) __syncwarp();  // the table is read; the ring may be filled
 
   // Tile copy. Lane roles: the page of tile keys lane + 32 k (k < KPL) is looked up by this lane
   // (one tile ahead); copy instruction `it` moves rows it * RPI + cp_sub, chunk cp_chunk.
@@ -210,7 +272,7 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
       const int j = c_lo + tile * TK + r;
       nxt_page[k] = -1;
       nxt_in[k] = 0;
-      if (r < TK && j < c_hi) {
+      if (r < TK && j < c_hi && j != kpos) {  // kpos: zero-filled, patched from nrow
         int blk, in;
         if (a.bs_shift >= 0) {
           blk = j >> a.bs_shift;
@@ -279,8 +341,21 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
 
     const uint32_t kt = sbase + uint32_t(slot) * (2 * kDecTileBytes);
     const uint32_t vt = kt + kDecTileBytes;
-    slot = slot + 1 == kDecStages ? 0 : slot + 1;
     const int j0 = c_lo + i * TK;
+    if (has_new && kpos >= j0 && kpos < j0 + TK) {  // warp-uniform: the new key's tile
+      const int r = kpos - j0;
+      unsigned char* ks = smem + slot * (2 * kDecTileBytes) + r * RB;
+#pragma unroll
+      for (int c = 0; c < NCH; ++c) {
+        const int cidx = lane + 32 * c;
+        if (cidx >= 2 * CPR) continue;
+        const bool is_k = cidx < CPR;
+        const int chunk = is_k ? cidx : cidx - CPR;
+        *reinterpret_cast<uint4*>(ks + (is_k ? 0 : kDecTileBytes) + ((chunk ^ (r & 7)) << 4)) = nrow[c];
+      }
+      __syncwarp();
+    }
+    slot = slot + 1 == kDecStages ? 0 : slot + 1;
 
     // S: s[n] = {hi(key 8n + 2tig), hi(+1), lo(key 8n + 2tig), lo(+1)} of head gid.
     float s[NT][4];

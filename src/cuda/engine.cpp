@@ -77,6 +77,13 @@ bool mmq_route(GgmlType type, int64_t n, int64_t cols) {
   return n >= min_tokens && n <= max_tokens && mma_q8_supports(type, n, cols);
 }
 
+// Decode attention with the RoPE + KV-cache store fused in (AttentionParams::rope).
+// FATHOM_FUSED_ROPE=0 keeps the stand-alone rope kernel (A/B runs, tests); read per call.
+bool fused_rope_enabled() {
+  const char* e = std::getenv("FATHOM_FUSED_ROPE");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 #define LT_CHECK(expr)                                                                       \
   do {                                                                                       \
     cublasStatus_t s_ = (expr);                                                              \
@@ -1172,8 +1179,13 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     }
     if (L.q_norm) rms(act.q, nullptr, L.q_norm, act.q, T * c.n_head, head_dim);
     if (L.k_norm) rms(act.k, nullptr, L.k_norm, act.k, T * c.n_head_kv, head_dim);
+    // Decode (one query per sequence) folds the rotation and the KV-cache store into the
+    // attention kernel (one launch less per layer, AttentionParams::rope); a trace wants the
+    // rotated Qcur / Kcur in memory, so it keeps the stand-alone kernel.
+    const bool rope_in_attention = max_q_len == 1 && !trace && fused_rope_enabled();
+    RopeKvParams rope;
     {
-      RopeKvParams p;
+      RopeKvParams& p = rope;
       p.type = c.rope_type;
       p.n_rot = int32_t(c.n_rot > 0 ? c.n_rot : head_dim);
       p.freq_base = L.rope_base;
@@ -1192,7 +1204,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       p.v_cache = L.v_cache;
       p.slot_mapping = slots;
       p.block_size = opt.kv_block_size;
-      launch_rope_kv(p, stream);
+      if (!rope_in_attention) launch_rope_kv(p, stream);
     }
     emit(il, "Qcur", act.q, T, qd, last);
     emit(il, "Kcur", act.k, T, kvd, last);
@@ -1222,6 +1234,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     ap.max_kv_len = max_kv_len;
     ap.workspace = act.attn_ws;
     ap.workspace_bytes = act.attn_ws_bytes;
+    if (rope_in_attention) ap.rope = rope;
     launch_attention(ap, stream);
     emit(il, "kqv_out", act.att, T, qd, last);
     if (v_ones && last) {

@@ -285,6 +285,15 @@ struct AttentionParams {
   // sequences get more splits each), so take the max over the batch sizes that will run.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // Decode only (max_q_len == 1): launch_rope_kv's work for these tokens fused in when rope.k is
+  // set. q then holds the un-rotated queries and rope.k / rope.v the new tokens' un-rotated k and
+  // their v (n_tokens, n_head_kv, head_dim); the kernel rotates q as it loads it, and key q_pos[t]
+  // of sequence s (t = q_seq_start[s]) is the rotated rope.k row with rope.v, taken from
+  // registers, not read from the cache, and stored (fp16) at cache slot rope.slot_mapping[t]
+  // (< 0: not stored). rope.k_cache / v_cache must be this call's k_cache / v_cache; rope.q,
+  // pos, n_tokens, heads and head_dim are ignored (q, q_pos and the fields above are used).
+  // Same bits as launch_rope_kv followed by the unfused attention (rope_math.cuh).
+  RopeKvParams rope;
 };
 size_t attention_workspace_bytes(const AttentionParams& p);
 void launch_attention(const AttentionParams& p, cudaStream_t stream);

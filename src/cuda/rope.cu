@@ -1,9 +1,10 @@
 // RoPE on q and k, fused with the store of k and v into the paged KV cache (layout: ops.cuh).
 // Per token: theta_i = pos * freq_scale * freq_base^(-2i/n_rot) / freq_factors[i] for the n_rot/2
-// rotated pairs, computed in double (like the CPU twin: at position 1e5 a float theta is off by
-// ~1e-2 rad) and reduced to float cos/sin in shared memory. NORM rotates pairs (2i, 2i+1), NEOX
-// pairs (i, i + n_rot/2); dims >= n_rot pass through. Bytes: q and k read+written once, v read
-// once, k/v written as fp16.
+// rotated pairs, computed in double (like the CPU twin) and reduced to float cos/sin in shared
+// memory (rope_math.cuh, shared with the decode attention, which does this kernel's work itself
+// for decode steps: AttentionParams::rope). NORM rotates pairs (2i, 2i+1), NEOX pairs
+// (i, i + n_rot/2); dims >= n_rot pass through. Bytes: q and k read+written once, v read once,
+// k/v written as fp16.
 //
 // Grid (n_tokens, ceil((n_head + n_head_kv) / 4)), 4 warps per block, one warp per (token, head):
 // q heads first, then kv heads; a kv-head warp also stores its k row and copies its v row into
@@ -20,6 +21,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/ops.cuh"
 #include "cuda/pdl.cuh"
+#include "cuda/rope_math.cuh"
 
 namespace fathom::cuda {
 namespace {
@@ -31,17 +33,8 @@ constexpr int kRopeMaxVPerLane = kMaxHeadDim / 32;          // 16
 
 // cos/sin of the n_rot / 2 rotation angles of position pos, shared by the block.
 __device__ __forceinline__ void rope_table(const RopeKvParams& p, int64_t t, float* cos_t, float* sin_t) {
-  const int half_rot = p.n_rot / 2;
   const double pos = double(p.pos[t]);
-  for (int i = threadIdx.x; i < half_rot; i += blockDim.x) {
-    const double inv_freq = exp2(-double(2 * i) / double(p.n_rot) * log2(double(p.freq_base)));
-    const double ff = p.freq_factors ? double(p.freq_factors[i]) : 1.0;
-    const double theta = double(p.freq_scale) * (pos * inv_freq / ff);
-    double s, c;
-    sincos(theta, &s, &c);
-    cos_t[i] = float(c);
-    sin_t[i] = float(s);
-  }
+  for (int i = threadIdx.x; i < p.n_rot / 2; i += blockDim.x) rope_cos_sin(p, pos, i, cos_t[i], sin_t[i]);
 }
 
 __global__ void __launch_bounds__(kRopeHeadWarps * 32) rope_kv_kernel(const __grid_constant__ RopeKvParams p) {
@@ -108,8 +101,8 @@ __global__ void __launch_bounds__(kRopeHeadWarps * 32) rope_kv_kernel(const __gr
     float x0 = xa[j], x1 = xb[j];
     if (i < half_rot) {  // NORM: pair i is dims (2i, 2i + 1) < n_rot; NEOX: (i, i + n_rot / 2)
       const float c = cos_t[i], s = sin_t[i];
-      const float y0 = x0 * c - x1 * s;
-      const float y1 = x0 * s + x1 * c;
+      const float y0 = rope_first(x0, x1, c, s);
+      const float y1 = rope_second(x0, x1, c, s);
       x0 = y0;
       x1 = y1;
       h[ia[j]] = x0;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -39,6 +40,11 @@ struct DecCase {
   int window = 0;
   bool causal = true;
   int bound = 0;  // host-side max_kv_len; 0 = the longest kv_len
+  // n_rot > 0: also the decode with RoPE + KV store fused in (AttentionParams::rope) against
+  // launch_rope_kv followed by the unfused kernel, bit for bit (fused_rope_case).
+  int n_rot = 0;
+  RopeType rope_type = RopeType::NORM;
+  bool rope_factors = false;
   std::string name() const {
     std::string s = "attention_decode(n_head=" + std::to_string(n_head) + ",n_head_kv=" +
                     std::to_string(n_head_kv) + ",head_dim=" + std::to_string(head_dim) +
@@ -52,6 +58,9 @@ struct DecCase {
     if (softcap > 0) s += ",softcap=" + std::to_string(int(softcap));
     if (window > 0) s += ",window=" + std::to_string(window);
     if (!causal) s += ",noncausal";
+    if (n_rot > 0)
+      s += std::string(",rope=") + (rope_type == RopeType::NORM ? "NORM" : "NEOX") + "/" +
+           std::to_string(n_rot) + (rope_factors ? "+factors" : "");
     return s + ")";
   }
 };
@@ -168,6 +177,86 @@ void run_case(const DecCase& c) {
   std::vector<double> want(want_f.begin(), want_f.end()), tol(want.size());
   for (size_t i = 0; i < want.size(); ++i) tol[i] = 2e-4 * (1.0 + std::fabs(want[i]));
   if (!got.empty()) FATHOM_EXPECT_CLOSE(c.name(), got, want, tol);
+  if (c.n_rot == 0 || n_tokens == 0) return;
+
+  // Fused RoPE: q above is the un-rotated query; each query's new key (position q_pos) gets a
+  // fresh un-rotated k row and a v row. Reference: launch_rope_kv (rotates q and k, stores both
+  // rows at the token's slot) then the unfused kernel; fused: one launch with p.rope. The new
+  // key's cache rows start as fp16 NaN in both, so a fused kernel that read them instead of its
+  // registers would fail. Expected bit-identical: the same cos/sin and rotation code
+  // (rope_math.cuh) and the same fp32 q / fp16 k into the same tensor-core kernel.
+  std::vector<float> k_new(size_t(n_tokens) * c.n_head_kv * D), v_new(k_new.size());
+  for (auto& x : k_new) x = nd(rng);
+  for (auto& x : v_new) x = nd(rng);
+  std::vector<int32_t> slots(n_tokens, -1);
+  std::vector<uint16_t> kc0 = kc, vc0 = vc;
+  for (int s = 0; s < n_seqs; ++s) {
+    if (c.seqs[s].q_len == 0 || c.seqs[s].kv_len == 0) continue;  // no key to store
+    const int t = q_start[s], pos = q_pos[t];
+    const int32_t phys = table[size_t(s) * max_blocks + pos / bs];
+    slots[t] = phys * bs + pos % bs;
+    for (int h = 0; h < c.n_head_kv; ++h)
+      for (int d = 0; d < D; ++d) {
+        const size_t at = size_t(phys) * block_elems + (size_t(h) * bs + pos % bs) * D + d;
+        kc0[at] = vc0[at] = 0xFFFF;
+      }
+  }
+  std::vector<float> factors(size_t(c.n_rot / 2));
+  for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + float(i % 7);
+  DeviceBuffer<float> d_factors(factors), d_knew(k_new), d_vnew(v_new), d_qa(q), d_ka(k_new);
+  DeviceBuffer<int32_t> d_slots(slots);
+  DeviceBuffer<uint16_t> d_kca(kc0), d_vca(vc0), d_kcb(kc0), d_vcb(vc0);
+  DeviceBuffer<float> d_outa(q.size()), d_outb(q.size());
+  d_outa.poison();
+  d_outb.poison();
+  cuda::RopeKvParams r;
+  r.type = c.rope_type;
+  r.n_rot = c.n_rot;
+  r.freq_base = 500000.0f;
+  r.freq_scale = 0.5f;
+  r.freq_factors = c.rope_factors ? d_factors.get() : nullptr;
+  r.pos = d_pos.get();
+  r.n_tokens = n_tokens;
+  r.n_head = c.n_head;
+  r.n_head_kv = c.n_head_kv;
+  r.head_dim = D;
+  r.kv_type = cuda::KvType::F16;
+  r.slot_mapping = d_slots.get();
+  r.block_size = bs;
+  cuda::RopeKvParams ra = r;
+  ra.q = d_qa.get();
+  ra.k = d_ka.get();
+  ra.v = d_vnew.get();
+  ra.k_cache = d_kca.get();
+  ra.v_cache = d_vca.get();
+  cuda::launch_rope_kv(ra, nullptr);
+  cuda::AttentionParams pa = p;
+  pa.q = d_qa.get();
+  pa.out = d_outa.get();
+  pa.k_cache = d_kca.get();
+  pa.v_cache = d_vca.get();
+  cuda::launch_attention(pa, nullptr);
+  cuda::AttentionParams pb = p;
+  pb.out = d_outb.get();
+  pb.k_cache = d_kcb.get();
+  pb.v_cache = d_vcb.get();
+  pb.rope = r;
+  pb.rope.k = d_knew.get();
+  pb.rope.v = d_vnew.get();
+  pb.rope.k_cache = d_kcb.get();
+  pb.rope.v_cache = d_vcb.get();
+  cuda::launch_attention(pb, nullptr);
+  const std::vector<float> outa = d_outa.download(), outb = d_outb.download();
+  size_t bad = 0, first = 0, nonfinite = 0;
+  for (size_t i = 0; i < size_t(n_tokens) * c.n_head * D; ++i) {
+    if (!std::isfinite(outa[i])) ++nonfinite;
+    if (std::memcmp(&outa[i], &outb[i], 4) != 0 && bad++ == 0) first = i;
+  }
+  EXPECT_EQ(nonfinite, 0u) << "unfused reference output has non-finite values";
+  EXPECT_EQ(bad, 0u) << bad << " outputs differ from launch_rope_kv + unfused attention; first at " << first
+                     << ": " << outb[first] << " vs " << outa[first];
+  EXPECT_TRUE(d_kcb.download() == d_kca.download()) << "K cache differs after the fused store";
+  EXPECT_TRUE(d_vcb.download() == d_vca.download()) << "V cache differs after the fused store";
 }
 
 // Every context length of the issue in one batch (page, tile and split boundaries: 15/16/17 around
@@ -283,6 +372,38 @@ TEST(GpuAttentionDecode, ManySplits) {
   DecCase win{4, 1, 128, lens({8192})};
   win.window = 512;
   run_case(win);
+}
+
+// RoPE + KV-cache store fused into the decode kernel (AttentionParams::rope) against the
+// stand-alone rope kernel + the unfused kernel, bit for bit: NORM and NEOX, full and partial
+// rotation, llama3 frequency factors, one and several splits (the new key in the last one, on a
+// tile edge at 64 / 4097 keys), head groups (the cache row stored once, by head group 0), block
+// size 7, a window, several sequences and one without a query.
+TEST(GpuAttentionDecode, FusedRopeMatchesSeparateKernels) {
+  FATHOM_REQUIRE_GPU();
+  DecCase a{32, 8, 128, lens({1, 17, 64, 576, 4097})};
+  a.bound = 32768;
+  a.n_rot = 128;
+  run_case(a);
+  DecCase b{8, 2, 64, lens({65, 1000, 33000})};
+  b.n_rot = 32;
+  b.rope_type = RopeType::NEOX;
+  b.rope_factors = true;
+  b.block_size = 7;
+  run_case(b);
+  DecCase c{8, 2, 256, lens({300, 2})};
+  c.n_rot = 256;
+  c.rope_type = RopeType::NEOX;
+  run_case(c);
+  DecCase d{24, 2, 128, {{700, 1}, {500, 0}, {4097, 1}, {0, 1}}};
+  d.n_rot = 64;
+  d.rope_factors = true;
+  d.window = 512;
+  run_case(d);
+  DecCase e{4, 1, 128, lens({1})};
+  e.n_rot = 128;
+  e.bound = 8;
+  run_case(e);
 }
 
 // ---- bench -------------------------------------------------------------------------------------

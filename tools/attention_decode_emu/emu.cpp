@@ -171,6 +171,10 @@ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
 }  // namespace
 }  // namespace fathom::cuda
 
+// rope_math.cuh's explicitly rounded float arithmetic (host float is IEEE round-to-nearest).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+
 #include "emu_kernel.inc"  // gen.py output
 
 namespace fc = fathom::cuda;
@@ -229,13 +233,31 @@ void emu_launch(const fc::AttentionParams& p, int slots) {
 }
 
 struct Seq { int kv_len, q_len; };
+// n_rot > 0: the decode with RoPE + KV store fused in (AttentionParams::rope, NEOX when neox):
+// the kernel gets the un-rotated q and new key rows, the reference their host rotation, and the
+// new key's cache rows start as NaN and must hold the rotated fp16 rows afterwards.
 bool run_case(int n_head, int n_head_kv, int D, std::vector<Seq> seqs, int bs, float softcap, int window,
-              bool causal, int bound, int slots) {
+              bool causal, int bound, int slots, int n_rot = 0, bool neox = false) {
   std::printf("case H %d Hkv %d D %d bs %d softcap %g window %d causal %d bound %d slots %d kv:", n_head, n_head_kv,
               D, bs, softcap, window, causal, bound, slots);
   for (auto& s : seqs) std::printf(" %d%s", s.kv_len, s.q_len ? "" : "(noq)");
+  if (n_rot > 0) std::printf(" rope %s/%d", neox ? "NEOX" : "NORM", n_rot);
   std::printf("\n");
   const int n_seqs = int(seqs.size());
+  const float rope_base = 500000.0f, rope_scale = 0.5f;
+  auto rotate = [&](float* row, int pos) {  // one head row, in place (reference arithmetic)
+    std::vector<float> x(row, row + D);
+    for (int i = 0; i < n_rot / 2; ++i) {
+      const double inv_freq = std::exp2(-double(2 * i) / double(n_rot) * std::log2(double(rope_base)));
+      const double th = double(rope_scale) * (double(pos) * inv_freq);
+      const float c = float(std::cos(th)), sn = float(std::sin(th));
+      const int a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
+      row[a] = x[a] * c - x[b] * sn;
+      row[b] = x[a] * sn + x[b] * c;
+    }
+  };
+  std::vector<float> k_new, v_new;
+  std::vector<int32_t> slot_map;
   std::mt19937 rng(uint32_t(n_head * 7919 + D * 31 + n_seqs * 7 + bs + window));
   std::normal_distribution<float> nd(0.0f, 1.0f);
   auto r16 = [](float x) { return fathom::fp16_to_fp32(fathom::fp32_to_fp16(x)); };
@@ -256,6 +278,12 @@ bool run_case(int n_head, int n_head_kv, int D, std::vector<Seq> seqs, int bs, f
   std::vector<uint16_t> kc(n_phys * block_elems, 0xFFFF), vc(n_phys * block_elems, 0xFFFF);
   std::vector<float> q(size_t(std::max(n_tokens, 1)) * n_head * D), want(q.size(), 0.0f);
   std::vector<int32_t> q_pos(std::max(n_tokens, 1)), q_start(n_seqs + 1), kv_len(n_seqs);
+  struct RowWant {
+    int32_t slot;
+    int h, d;
+    uint16_t k, v;
+  };
+  std::vector<RowWant> want_kc;
   fathom::cpu::AttentionParams cp;
   cp.n_head = n_head;
   cp.n_head_kv = n_head_kv;
@@ -284,8 +312,40 @@ bool run_case(int n_head, int n_head_kv, int D, std::vector<Seq> seqs, int bs, f
       q_pos[tok] = std::max(seqs[s].kv_len - 1, 0);
       float* qs = q.data() + size_t(tok) * n_head * D;
       for (int i = 0; i < n_head * D; ++i) qs[i] = nd(rng);
-      fathom::cpu::attention(qs, q_pos.data() + tok, 1, k.data(), v.data(), nullptr, seqs[s].kv_len, cp,
+      std::vector<float> q_ref(qs, qs + n_head * D);
+      if (n_rot > 0) {
+        const int pos = q_pos[tok];
+        for (int h = 0; h < n_head; ++h) rotate(q_ref.data() + h * D, pos);
+        slot_map.push_back(-1);
+        for (int i = 0; i < n_head_kv * D; ++i) {
+          k_new.push_back(nd(rng));
+          v_new.push_back(nd(rng));
+        }
+        if (seqs[s].kv_len > 0) {
+          const int32_t phys = table[size_t(s) * max_blocks + pos / bs];
+          slot_map.back() = phys * bs + pos % bs;
+          for (int h = 0; h < n_head_kv; ++h) {
+            std::vector<float> kr(k_new.end() - (n_head_kv - h) * D, k_new.end() - (n_head_kv - h - 1) * D);
+            rotate(kr.data(), pos);
+            for (int d = 0; d < D; ++d) {
+              const size_t at = size_t(phys) * block_elems + (size_t(h) * bs + pos % bs) * D + d;
+              kc[at] = vc[at] = 0xFFFF;
+              k[(size_t(pos) * n_head_kv + h) * D + d] = r16(kr[d]);
+              v[(size_t(pos) * n_head_kv + h) * D + d] = r16(v_new[v_new.size() - (n_head_kv - h) * D + d]);
+            }
+          }
+        }
+      }
+      fathom::cpu::attention(q_ref.data(), q_pos.data() + tok, 1, k.data(), v.data(), nullptr, seqs[s].kv_len, cp,
                              want.data() + size_t(tok) * n_head * D);
+      if (n_rot > 0 && seqs[s].kv_len > 0) {  // the fp16 rows the kernel must store
+        const int pos = q_pos[tok];
+        for (int h = 0; h < n_head_kv; ++h)
+          for (int d = 0; d < D; ++d) {
+            const size_t src = (size_t(pos) * n_head_kv + h) * D + d;
+            want_kc.push_back({slot_map.back(), h, d, fathom::fp32_to_fp16(k[src]), fathom::fp32_to_fp16(v[src])});
+          }
+      }
     }
     tok += seqs[s].q_len;
   }
@@ -315,7 +375,27 @@ bool run_case(int n_head, int n_head_kv, int D, std::vector<Seq> seqs, int bs, f
   std::vector<float> ws(size_t(n_seqs) * n_head * 600 * (D + 2), std::nanf(""));
   p.workspace = ws.data();
   p.workspace_bytes = ws.size() * 4;
+  if (n_rot > 0) {
+    p.rope.type = neox ? fathom::RopeType::NEOX : fathom::RopeType::NORM;
+    p.rope.n_rot = n_rot;
+    p.rope.freq_base = rope_base;
+    p.rope.freq_scale = rope_scale;
+    p.rope.k = k_new.data();
+    p.rope.v = v_new.data();
+    p.rope.slot_mapping = slot_map.data();
+    p.rope.k_cache = kc.data();
+    p.rope.v_cache = vc.data();
+    p.rope.block_size = bs;
+  }
   emu_launch(p, slots);
+  size_t kv_bad = 0;
+  for (const RowWant& w : want_kc) {
+    const size_t at = size_t(w.slot / bs) * block_elems + (size_t(w.h) * bs + w.slot % bs) * D + w.d;
+    // The kernel's rotation rounds differently from the reference's (float, contracted or not):
+    // the stored fp16 may differ by one unit.
+    if (std::abs(int(kc[at]) - int(w.k)) > 1 || vc[at] != w.v) ++kv_bad;
+  }
+  if (kv_bad) std::printf("  FAIL: %zu stored K/V cache elements differ\n", kv_bad);
   double worst = 0.0;
   size_t wi = 0;
   bool bad = false;
@@ -325,7 +405,7 @@ bool run_case(int n_head, int n_head_kv, int D, std::vector<Seq> seqs, int bs, f
     if (!(e <= worst)) worst = e, wi = i;
   }
   std::printf("  %s worst rel err %.3g at %zu (got %g want %g)\n", bad ? "FAIL" : "ok", worst, wi, out[wi], want[wi]);
-  return !bad;
+  return !bad && kv_bad == 0;
 }
 
 int main(int argc, char** argv) {
@@ -356,6 +436,13 @@ int main(int argc, char** argv) {
     ok &= run_case(8, 2, 128, {{1000, 1}, {0, 1}, {500, 0}, {33, 1}}, 16, 0, 0, true, 0, 528);  // edges
     ok &= run_case(2, 1, 64, L({5000}), 16, 0, 0, true, 0, 528);               // 40 splits (> 32 lanes)
     ok &= run_case(8, 2, 128, L({1000, 300}), 16, 0, 0, true, 0, 2);           // 1 split: direct out
+  }
+  if (which == 0 || which == 4) {  // RoPE + KV store fused in
+    ok &= run_case(8, 2, 128, L({1, 64, 65, 700}), 16, 0, 0, true, 32768, 528, 128, false);
+    ok &= run_case(4, 2, 64, L({300, 17}), 7, 0, 0, true, 0, 528, 32, true);
+    ok &= run_case(24, 2, 128, {{300, 1}, {0, 1}, {50, 0}, {129, 1}}, 16, 0, 100, true, 0, 528, 64, false);
+    ok &= run_case(4, 1, 256, L({200, 2}), 16, 0, 0, true, 0, 528, 256, true);
+    ok &= run_case(8, 2, 128, L({1000, 300}), 16, 0, 0, true, 0, 2, 128, true);  // 1 split
   }
   std::printf(ok ? "ALL OK\n" : "SOME FAILED\n");
   return ok ? 0 : 1;

@@ -3,7 +3,7 @@
 # lane, against fathom::cpu::attention (no GPU needed; minutes). Checks the index logic -- page
 # lookups, swizzle, fragment assembly from ldmatrix, hi/lo splits, masks, splits and merge -- under
 # the PTX fragment layouts as emu.cpp writes them; not timing, not the asynchrony of cp.async.
-# Usage: tools/attention_decode_emu/run.sh <build dir with libfathom.a> [case group 1|2|3, 0 = all]
+# Usage: tools/attention_decode_emu/run.sh <build dir with libfathom.a> [case group 1|2|3|4 (4: fused RoPE), 0 = all]
 # EMU_FTZ=1 flushes fp16 subnormal mma inputs (the hi/lo splits must not depend on them).
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
