@@ -1268,8 +1268,8 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
-// The one-token Q4_K / Q6_K kernels (gemv_q4k_*, gemv_q6k_direct_kernel) are used unless
-// FATHOM_GEMV_DIRECT=0 (then the shared-memory-ring kernel, for A/B runs).
+// The one-token Q4_K / Q6_K / Q8_0 kernels (gemv_q4k_*, gemv_q6k_direct_kernel, gemv_q80_bulk_kernel)
+// are used unless FATHOM_GEMV_DIRECT=0 (then the shared-memory-ring kernel, for A/B runs).
 // Which Q4_K one: FATHOM_GEMV_Q4K=bulk (gemv_q4k_bulk_kernel, the default on sm_90) or pair
 // (gemv_q4k_pair_kernel, the default below sm_90). (Session 12's 16-byte-piece kernel, which
 // the pair kernel replaced, was removed in session 13.)
@@ -1286,6 +1286,22 @@ Q4kKernel q4k_kernel() {
     if (!e || !*e || std::strcmp(e, "bulk") == 0) return Q4kKernel::Bulk;
     if (std::strcmp(e, "pair") == 0) return Q4kKernel::Pair;
     ::fathom::fail("FATHOM_GEMV_Q4K='", e, "': expected bulk or pair");
+  }();
+  return k;
+}
+
+// Which one-token Q8_0 kernel: FATHOM_GEMV_Q8_0=bulk (gemv_q80_bulk_kernel, matmul_gemv_q8_0_one.cuh;
+// the default, taken on sm_90 code for cols % 256 == 0) or ring (the shared-memory-ring kernel).
+enum class Q80Kernel { Bulk = 0, Ring = 1 };
+std::atomic<int> g_q80_override{-1};
+Q80Kernel q80_kernel() {
+  const int o = g_q80_override.load(std::memory_order_relaxed);
+  if (o >= 0) return Q80Kernel(o);
+  static const Q80Kernel k = [] {
+    const char* e = std::getenv("FATHOM_GEMV_Q8_0");
+    if (!e || !*e || std::strcmp(e, "bulk") == 0) return Q80Kernel::Bulk;
+    if (std::strcmp(e, "ring") == 0) return Q80Kernel::Ring;
+    ::fathom::fail("FATHOM_GEMV_Q8_0='", e, "': expected bulk or ring");
   }();
   return k;
 }
@@ -1322,6 +1338,7 @@ void launch_one_token(void (*kernel)(const Args), size_t smem, const Args& a, cu
 }
 
 #include "cuda/matmul_gemv_q4k_bulk.cuh"
+#include "cuda/matmul_gemv_q8_0_one.cuh"
 
 }  // namespace
 
@@ -1376,6 +1393,13 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     groups = p.seg[0].rows;
   }
   a.n_groups = groups;
+  // Q8_0, one token: the bulk-copy ring kernel where its stages are whole 16-byte pieces (rows of
+  // cols % 256 == 0 are 272-byte multiples) and sm_90 code runs; else the shared-memory ring below.
+  if (p.type == GgmlType::Q8_0 && p.n_tokens == 1 && direct_enabled() && q80_kernel() == Q80Kernel::Bulk &&
+      p.cols % 256 == 0 && sm90_code_ok() && q80_smem_bytes(p.cols) <= size_t(device_info().max_smem_optin)) {
+    launch_q80_one_token(a, stream);
+    return;
+  }
   if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
       !(p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Ring)) {
     const DeviceInfo dev = device_info();
@@ -1403,5 +1427,6 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
 }
 
 void gemv_q8_set_q4k_override(int kernel) { g_q4k_override.store(kernel < 0 || kernel > 2 ? -1 : kernel); }
+void gemv_q8_set_q80_override(int kernel) { g_q80_override.store(kernel < 0 || kernel > 1 ? -1 : kernel); }
 
 }  // namespace fathom::cuda

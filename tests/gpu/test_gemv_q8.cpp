@@ -175,47 +175,51 @@ TEST(GpuGemvQ8, Q6kOneTokenDirect) {
   check_plain(GgmlType::Q6_K, 1025, 4096, 1, false, true);
 }
 
+// Q, K, V as one launch: three segments of one type and cols, rows[s] rows each, biases on
+// segments 0 and 2.
+void check_qkv(GgmlType type, int64_t cols, const int64_t (&rows)[3], int64_t n) {
+  SCOPED_TRACE(label("qkv", type, cols, n) + ",rows=" + std::to_string(rows[0]) + "/" + std::to_string(rows[1]) +
+               "/" + std::to_string(rows[2]));
+  const std::vector<float> x = random_floats(size_t(n * cols), 99 + uint32_t(n));
+  DeviceBuffer<float> dx(x);
+  std::vector<HostMat> mats;
+  std::vector<std::vector<float>> biases;
+  for (int s = 0; s < 3; ++s) {
+    mats.push_back(make_mat(type, rows[s], cols, 500u + uint32_t(s) * 7u + uint32_t(type)));
+    biases.push_back(random_floats(size_t(rows[s]), 900u + uint32_t(s)));
+  }
+  DeviceBuffer<uint8_t> dw0(mats[0].q), dw1(mats[1].q), dw2(mats[2].q);
+  DeviceBuffer<float> db0(biases[0]), db2(biases[2]);
+  DeviceBuffer<float> dy0(size_t(n * rows[0])), dy1(size_t(n * rows[1])), dy2(size_t(n * rows[2]));
+  dy0.poison();
+  dy1.poison();
+  dy2.poison();
+  GemvQ8Params p;
+  p.type = type;
+  p.cols = cols;
+  p.x = dx.get();
+  p.n_tokens = n;
+  p.n_seg = 3;
+  p.seg[0] = GemvQ8Segment{dw0.get(), rows[0], dy0.get(), db0.get()};
+  p.seg[1] = GemvQ8Segment{dw1.get(), rows[1], dy1.get(), nullptr};
+  p.seg[2] = GemvQ8Segment{dw2.get(), rows[2], dy2.get(), db2.get()};
+  fathom::cuda::launch_gemv_q8(p, nullptr);
+  DeviceBuffer<float>* outs[3] = {&dy0, &dy1, &dy2};
+  for (int s = 0; s < 3; ++s) {
+    std::vector<double> want, tol;
+    reference(mats[size_t(s)], x, n, want, tol);
+    if (s != 1)
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t r = 0; r < rows[s]; ++r) want[size_t(t * rows[s] + r)] += biases[size_t(s)][size_t(r)];
+    FATHOM_EXPECT_CLOSE("segment " + std::to_string(s), outs[s]->download(), want, tol);
+  }
+}
+
 TEST(GpuGemvQ8, GroupedQkv) {
   FATHOM_REQUIRE_GPU();
+  const int64_t rows[3] = {256, 63, 64};
   for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q2_K})
-    for (int64_t n : {1, 4}) {
-      const int64_t cols = 1024;
-      const int64_t rows[3] = {256, 63, 64};
-      SCOPED_TRACE(label("qkv", type, cols, n));
-      const std::vector<float> x = random_floats(size_t(n * cols), 99 + uint32_t(n));
-      DeviceBuffer<float> dx(x);
-      std::vector<HostMat> mats;
-      std::vector<std::vector<float>> biases;
-      for (int s = 0; s < 3; ++s) {
-        mats.push_back(make_mat(type, rows[s], cols, 500u + uint32_t(s) * 7u + uint32_t(type)));
-        biases.push_back(random_floats(size_t(rows[s]), 900u + uint32_t(s)));
-      }
-      DeviceBuffer<uint8_t> dw0(mats[0].q), dw1(mats[1].q), dw2(mats[2].q);
-      DeviceBuffer<float> db0(biases[0]), db2(biases[2]);
-      DeviceBuffer<float> dy0(size_t(n * rows[0])), dy1(size_t(n * rows[1])), dy2(size_t(n * rows[2]));
-      dy0.poison();
-      dy1.poison();
-      dy2.poison();
-      GemvQ8Params p;
-      p.type = type;
-      p.cols = cols;
-      p.x = dx.get();
-      p.n_tokens = n;
-      p.n_seg = 3;
-      p.seg[0] = GemvQ8Segment{dw0.get(), rows[0], dy0.get(), db0.get()};
-      p.seg[1] = GemvQ8Segment{dw1.get(), rows[1], dy1.get(), nullptr};
-      p.seg[2] = GemvQ8Segment{dw2.get(), rows[2], dy2.get(), db2.get()};
-      fathom::cuda::launch_gemv_q8(p, nullptr);
-      DeviceBuffer<float>* outs[3] = {&dy0, &dy1, &dy2};
-      for (int s = 0; s < 3; ++s) {
-        std::vector<double> want, tol;
-        reference(mats[size_t(s)], x, n, want, tol);
-        if (s != 1)
-          for (int64_t t = 0; t < n; ++t)
-            for (int64_t r = 0; r < rows[s]; ++r) want[size_t(t * rows[s] + r)] += biases[size_t(s)][size_t(r)];
-        FATHOM_EXPECT_CLOSE("segment " + std::to_string(s), outs[s]->download(), want, tol);
-      }
-    }
+    for (int64_t n : {1, 4}) check_qkv(type, 1024, rows, n);
 }
 
 void check_glu(GluKind kind, GgmlType type, int64_t rows, int64_t cols, int64_t n) {
@@ -311,6 +315,33 @@ TEST(GpuGemvQ8, Q4kOneTokenEveryKernel) {
     check_norm(GgmlType::Q4_K, 130, 14336, 1);
   }
   fathom::cuda::gemv_q8_set_q4k_override(-1);
+}
+
+TEST(GpuGemvQ8, Q80OneTokenEveryKernel) {
+  // The one-token Q8_0 kernels one after another (0: the bulk-copy ring kernel, 1: the
+  // shared-memory-ring kernel; the engine only ever runs the default). cols 256 (8 blocks: one
+  // partial stage of the bulk kernel's 64-block chunks, lanes 4..31 idle), 4352 (136 blocks: two
+  // full chunks and a partial one), 14336 (448 blocks: 7 full chunks) x rows 1, 7, 333 (a group
+  // without its second row) and 4097 (2049 groups, about one per warp of the grid);
+  // 40001 rows of 256 (about 10 groups per warp, so the ring's barrier phases wrap across groups
+  // of one chunk each); grouped Q/K/V with odd row counts; the fused gate/up (SwiGLU at a Llama-3-8B
+  // row length, GeGLU at 2304 = 72 blocks); the fused RMS norm at cols 4096 and 14336 (the batched
+  // x staging's several load batches per thread).
+  FATHOM_REQUIRE_GPU();
+  for (int k : {0, 1}) {
+    SCOPED_TRACE("q8_0 kernel " + std::to_string(k));
+    fathom::cuda::gemv_q8_set_q80_override(k);
+    for (int64_t cols : {256, 4096 + 256, 14336})
+      for (int64_t rows : {1, 7, 333, 4097}) check_plain(GgmlType::Q8_0, rows, cols, 1, rows != 333, rows >= 7);
+    check_plain(GgmlType::Q8_0, 40001, 256, 1, true, true);
+    const int64_t qkv_rows[3] = {4096 / 2 + 1, 63, 1};
+    check_qkv(GgmlType::Q8_0, 4096, qkv_rows, 1);
+    check_glu(GluKind::SWIGLU, GgmlType::Q8_0, 1001, 4096, 1);
+    check_glu(GluKind::GEGLU, GgmlType::Q8_0, 333, 2304, 1);
+    check_norm(GgmlType::Q8_0, 130, 4096, 1);
+    check_norm(GgmlType::Q8_0, 37, 14336, 1);
+  }
+  fathom::cuda::gemv_q8_set_q80_override(-1);
 }
 
 TEST(GpuGemvQ8, BitIdenticalReruns) {
