@@ -159,11 +159,12 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
   constexpr int NCH = (2 * CPR + 31) / 32;  // fused RoPE: 16-byte chunks of the new K and V rows per lane
   __shared__ __align__(128) unsigned char smem[kDecSmemBytes];  // [stage][K tile | V tile]
 
-  // Fused RoPE (p.rope.k set): the cos/sin table of the query's position goes into the start of
-  // the ring, which no copy touches before the q and new-row registers below are built. Before
-  // pdl_wait: q_seq_start and q_pos are written by no kernel of the step (as in rope.cu).
+  // Fused RoPE (p.rope.k set): the cos/sin table of the query's position goes into the last ring
+  // slot, which no copy touches before the q and new-row registers below are built (the prologue
+  // fills the others). Before pdl_wait: q_seq_start and q_pos are written by no kernel of the
+  // step (as in rope.cu), so the double-precision sincos can overlap the previous kernel.
   const bool fused = a.p.rope.k != nullptr;
-  float* const rope_cs = reinterpret_cast<float*>(smem);
+  float* const rope_cs = reinterpret_cast<float*>(smem + (kDecStages - 1) * 2 * kDecTileBytes);
   float* const rope_sn = rope_cs + D / 2;
   if (fused) {
     const int t0 = a.p.q_seq_start[blockIdx.z];
@@ -197,65 +198,6 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
   // The new key (fused RoPE): position kpos, in this split when has_new.
   const int kpos = fused ? p.q_pos[ss.t] : -1;
   const bool has_new = fused && kpos >= c_lo && kpos < c_hi;
-
-  // Q fragments of head gid: qf[kk] = {hi(d, d+1), lo(d, d+1), hi(d+8, d+9), lo(d+8, d+9)} with
-  // d = 16 kk + 2 tig; zeros for the group's unused rows.
-  uint32_t qf[DK][4];
-  {
-    const float* qhead = p.q + (int64_t(ss.t) * p.n_head + h0 + (head_ok ? gid : 0)) * D;
-    const float* qrow = qhead + 2 * tig;
-#pragma unroll
-    for (int kk = 0; kk < DK; ++kk) {
-      float2 x0 = make_float2(0.0f, 0.0f), x1 = make_float2(0.0f, 0.0f);
-      if (head_ok) {
-        x0 = *reinterpret_cast<const float2*>(qrow + 16 * kk);
-        x1 = *reinterpret_cast<const float2*>(qrow + 16 * kk + 8);
-        if (fused) {
-          const int e = 16 * kk + 2 * tig;
-          x0.x = rope_element(p.rope, qhead, e, x0.x, rope_cs, rope_sn);
-          x0.y = rope_element(p.rope, qhead, e + 1, x0.y, rope_cs, rope_sn);
-          x1.x = rope_element(p.rope, qhead, e + 8, x1.x, rope_cs, rope_sn);
-          x1.y = rope_element(p.rope, qhead, e + 9, x1.y, rope_cs, rope_sn);
-        }
-      }
-      split_pack(x0.x * a.qscale, x0.y * a.qscale, qf[kk][0], qf[kk][1]);
-      split_pack(x1.x * a.qscale, x1.y * a.qscale, qf[kk][2], qf[kk][3]);
-    }
-  }
-
-  // The new key's rows as fp16, chunk lane + 32 c of [K chunks | V chunks] (what rope_kv_kernel
-  // stores): patched into the ring where the copy zero-filled them, and stored to the cache by the
-  // block of head group 0 (no block reads that row from the cache in this launch).
-  uint4 nrow[NCH];
-  if (has_new) {
-    const float* kr = p.rope.k + (int64_t(ss.t) * p.n_head_kv + kvh) * D;
-    const float* vr = p.rope.v + (int64_t(ss.t) * p.n_head_kv + kvh) * D;
-    const int64_t slot = p.rope.slot_mapping[ss.t];
-    const int64_t crow = slot >= 0 ? ((slot / p.block_size * p.n_head_kv + kvh) * p.block_size + slot % p.block_size) * D : 0;
-#pragma unroll
-    for (int c = 0; c < NCH; ++c) {
-      const int cidx = lane + 32 * c;
-      nrow[c] = make_uint4(0u, 0u, 0u, 0u);
-      if (cidx >= 2 * CPR) continue;
-      const bool is_k = cidx < CPR;
-      const int e0 = (is_k ? cidx : cidx - CPR) * 8;
-      const float* src = (is_k ? kr : vr) + e0;
-      const float4 lo = *reinterpret_cast<const float4*>(src);
-      const float4 hi = *reinterpret_cast<const float4*>(src + 4);
-      float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-      if (is_k) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) v[e] = rope_element(p.rope, kr, e0 + e, v[e], rope_cs, rope_sn);
-      }
-      __half2 h[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) h[e] = __halves2half2(__float2half_rn(v[2 * e]), __float2half_rn(v[2 * e + 1]));
-      nrow[c] = *reinterpret_cast<const uint4*>(h);
-      if (hgroup == 0 && slot >= 0)
-        *reinterpret_cast<uint4*>(static_cast<__half*>(is_k ? p.rope.k_cache : p.rope.v_cache) + crow + e0) = nrow[c];
-    }
-  }
-  if (fused) __syncwarp();  // the table is read; the ring may be filled
 
   // Tile copy. Lane roles: the page of tile keys lane + 32 k (k < KPL) is looked up by this lane
   // (one tile ahead); copy instruction `it` moves rows it * RPI + cp_sub, chunk cp_chunk.
@@ -314,6 +256,129 @@ __global__ void __launch_bounds__(32, 4) attention_decode_split_kernel(const __g
     cp_async_commit();
   }
   lookup(kDecStages - 1);
+
+  // Q fragments of head gid: qf[kk] = {hi(d, d+1), lo(d, d+1), hi(d+8, d+9), lo(d+8, d+9)} with
+  // d = 16 kk + 2 tig; zeros for the group's unused rows.
+  uint32_t qf[DK][4];
+  {
+    const float* qhead = p.q + (int64_t(ss.t) * p.n_head + h0 + (head_ok ? gid : 0)) * D;
+    const float* qrow = qhead + 2 * tig;
+    float qv[DK][4];  // dims 16 kk + 2 tig + {0, 1, 8, 9}
+#pragma unroll
+    for (int kk = 0; kk < DK; ++kk) {
+      float2 x0 = make_float2(0.0f, 0.0f), x1 = make_float2(0.0f, 0.0f);
+      if (head_ok) {
+        x0 = *reinterpret_cast<const float2*>(qrow + 16 * kk);
+        x1 = *reinterpret_cast<const float2*>(qrow + 16 * kk + 8);
+      }
+      qv[kk][0] = x0.x;
+      qv[kk][1] = x0.y;
+      qv[kk][2] = x1.x;
+      qv[kk][3] = x1.y;
+    }
+    if (fused && head_ok) {
+      // NORM pairs (2i, 2i + 1) and full-width NEOX pairs (e, e + D / 2) are both in this lane;
+      // other layouts (partial NEOX) read the partner from memory.
+      const RopeKvParams& r = p.rope;
+      if (r.type == RopeType::NORM) {
+#pragma unroll
+        for (int kk = 0; kk < DK; ++kk)
+#pragma unroll
+          for (int j = 0; j < 4; j += 2) {
+            const int e = 16 * kk + 2 * tig + 4 * j;
+            if (e >= r.n_rot) continue;
+            const float c = rope_cs[e >> 1], sn = rope_sn[e >> 1], x0 = qv[kk][j], x1 = qv[kk][j + 1];
+            qv[kk][j] = rope_first(x0, x1, c, sn);
+            qv[kk][j + 1] = rope_second(x0, x1, c, sn);
+          }
+      } else if (r.n_rot == D) {
+#pragma unroll
+        for (int kk = 0; kk < DK / 2; ++kk)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int e = 16 * kk + 2 * tig + (j & 1) + 8 * (j >> 1);
+            const float c = rope_cs[e], sn = rope_sn[e], x0 = qv[kk][j], x1 = qv[kk + DK / 2][j];
+            qv[kk][j] = rope_first(x0, x1, c, sn);
+            qv[kk + DK / 2][j] = rope_second(x0, x1, c, sn);
+          }
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < DK; ++kk)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int e = 16 * kk + 2 * tig + (j & 1) + 8 * (j >> 1);
+            qv[kk][j] = rope_element(r, qhead, e, qv[kk][j], rope_cs, rope_sn);
+          }
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < DK; ++kk) {
+      split_pack(qv[kk][0] * a.qscale, qv[kk][1] * a.qscale, qf[kk][0], qf[kk][1]);
+      split_pack(qv[kk][2] * a.qscale, qv[kk][3] * a.qscale, qf[kk][2], qf[kk][3]);
+    }
+  }
+
+  // The new key's rows as fp16, chunk lane + 32 c of [K chunks | V chunks] (what rope_kv_kernel
+  // stores): patched into the ring where the copy zero-filled them, and stored to the cache by the
+  // block of head group 0 (no block reads that row from the cache in this launch).
+  uint4 nrow[NCH];
+  if (has_new) {  // warp-uniform (the shuffles below need every lane)
+    const RopeKvParams& r = p.rope;
+    const float* kr = r.k + (int64_t(ss.t) * p.n_head_kv + kvh) * D;
+    const float* vr = r.v + (int64_t(ss.t) * p.n_head_kv + kvh) * D;
+    const int64_t slot = r.slot_mapping[ss.t];
+    const int64_t crow = slot >= 0 ? ((slot / p.block_size * p.n_head_kv + kvh) * p.block_size + slot % p.block_size) * D : 0;
+#pragma unroll
+    for (int c = 0; c < NCH; ++c) {
+      const int cidx = lane + 32 * c;
+      const bool live = cidx < 2 * CPR;
+      const bool is_k = cidx < CPR;
+      const int e0 = (is_k ? cidx : cidx - CPR) * 8;
+      float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+      if (live) {
+        const float* src = (is_k ? kr : vr) + e0;
+        const float4 lo = *reinterpret_cast<const float4*>(src);
+        const float4 hi = *reinterpret_cast<const float4*>(src + 4);
+        v[0] = lo.x; v[1] = lo.y; v[2] = lo.z; v[3] = lo.w;
+        v[4] = hi.x; v[5] = hi.y; v[6] = hi.z; v[7] = hi.w;
+      }
+      // Rotation of a K chunk: NORM pairs are inside it; full-width NEOX pairs chunk e0 / 8 with
+      // chunk e0 / 8 +- CPR / 2, held by lane ^ (CPR / 2) in the same register (a K lane for a K
+      // lane: CPR is a power of two); partial NEOX reads the partner from memory.
+      if (r.type != RopeType::NORM && r.n_rot == D) {
+        float w[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) w[e] = __shfl_xor_sync(0xffffffffu, v[e], CPR / 2);
+        if (live && is_k) {
+          const bool first = e0 < D / 2;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            const int i = (first ? e0 : e0 - D / 2) + e;
+            v[e] = first ? rope_first(v[e], w[e], rope_cs[i], rope_sn[i]) : rope_second(w[e], v[e], rope_cs[i], rope_sn[i]);
+          }
+        }
+      } else if (live && is_k && r.type == RopeType::NORM) {
+#pragma unroll
+        for (int e = 0; e < 8; e += 2) {
+          if (e0 + e >= r.n_rot) continue;
+          const int i = (e0 + e) >> 1;
+          const float x0 = v[e], x1 = v[e + 1];
+          v[e] = rope_first(x0, x1, rope_cs[i], rope_sn[i]);
+          v[e + 1] = rope_second(x0, x1, rope_cs[i], rope_sn[i]);
+        }
+      } else if (live && is_k) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] = rope_element(r, kr, e0 + e, v[e], rope_cs, rope_sn);
+      }
+      __half2 h[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) h[e] = __halves2half2(__float2half_rn(v[2 * e]), __float2half_rn(v[2 * e + 1]));
+      nrow[c] = *reinterpret_cast<const uint4*>(h);
+      if (live && hgroup == 0 && slot >= 0)
+        *reinterpret_cast<uint4*>(static_cast<__half*>(is_k ? r.k_cache : r.v_cache) + crow + e0) = nrow[c];
+    }
+  }
+
 
   float o[DT][2];  // O of head gid, dims 8 d + 2 tig, +1 (unnormalised)
 #pragma unroll

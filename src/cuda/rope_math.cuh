@@ -21,12 +21,14 @@ __device__ __forceinline__ void rope_cos_sin(const RopeKvParams& p, double pos, 
   s = float(sd);
 }
 
-// (x0, x1) rotated by the angle with cosine c and sine s: (x0 c - x1 s, x0 s + x1 c).
+// (x0, x1) rotated by the angle with cosine c and sine s: (x0 c - x1 s, x0 s + x1 c), rounded
+// as the rope kernel compiled before this header existed (nvcc's contraction of
+// x0 * c - x1 * s and x0 * s + x1 * c), so its outputs did not move.
 __device__ __forceinline__ float rope_first(float x0, float x1, float c, float s) {
-  return __fmaf_rn(x0, c, __fmul_rn(-x1, s));
+  return __fmaf_rn(x0, c, -__fmul_rn(x1, s));
 }
 __device__ __forceinline__ float rope_second(float x0, float x1, float c, float s) {
-  return __fmaf_rn(x0, s, __fmul_rn(x1, c));
+  return __fmaf_rn(x1, c, __fmul_rn(x0, s));
 }
 
 // Element e of a head row after the rotation (row: the un-rotated fp32 row, x = row[e]); cos/sin of
