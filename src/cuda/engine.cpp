@@ -188,7 +188,7 @@ constexpr int64_t kMaxUbatch = 2048;
 // kMaxFfnSlices column slices to fit the workspace budget (smaller chunks keep it whole: there the
 // extra passes over x and the extra launches per slice cost more than a larger chunk saves).
 constexpr int64_t kMinSlicedUbatch = 1024;
-constexpr int64_t kMaxFfnSlices = 4;
+constexpr int64_t kMaxFfnSlices = 6;
 constexpr int64_t kFfnSliceAlign = 256;  // slice starts stay on K-quant super-block boundaries
 
 constexpr size_t kLtWorkspace = size_t(4) << 20;  // cuBLASLt's recommendation for Hopper is 32 MiB
@@ -237,7 +237,7 @@ struct CudaEngine::Impl {
   int64_t n_ctx = 0, ubatch = 0, rows = 0;
   int max_batch = 1;
   int64_t head_dim = 0;
-  size_t work_budget = 0;     // the workspace's share of memory: 4.5% of the weight bytes
+  size_t work_budget = 0;     // the workspace's share of memory: 4.9% of the weight bytes
   // Prefill FFN: the intermediate (T, n_ff) is computed in column slices of ffn_slice columns when
   // T * n_ff exceeds rows * ffn_slice (the gate/up buffers); n_ff = never sliced.
   int64_t ffn_slice = 0;
@@ -421,11 +421,12 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant
   const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
   const int64_t S = slice > 0 ? slice : (ffn_slice > 0 ? ffn_slice : c.n_ff);
   ArenaPlan p;
-  for (int i = 0; i < 3; ++i) p.add(r * c.n_embd * 4);      // x, h, a
-  p.add(r * qd * 4);                                         // q
+  const int64_t wide = std::max(c.n_embd, qd);
+  p.add(r * c.n_embd * 4);                                   // x
+  p.add(r * wide * 4);                                       // h and att (alloc_workspace)
+  p.add(r * wide * 4);                                       // q and a
   p.add(r * kvd * 4);                                        // k
   p.add(r * kvd * 4);                                        // v
-  p.add(r * qd * 4);                                         // att
   p.add(r * S * 4);                                          // gate
   p.add(r * S * 4);                                          // up
   p.add(int64_t(max_batch) * c.n_vocab * 4);                 // logits
@@ -468,16 +469,20 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant
 // Prefill chunk (ubatch) and FFN slice width (ffn_slice). Every chunk of a quantized model
 // dequantizes all its weights again (~18 GB of traffic for Llama-3-8B, ~4.5 ms on the H200), and
 // cuBLASLt runs faster at larger M, so a larger chunk pays -- but the activations grow with it
-// (~231 kB per token for the 8B shape with the FFN whole, ~125 kB with it in 4 slices).
+// (~199 kB per token for the 8B shape with the FFN whole, ~92 kB with it in 5 slices; h/att and
+// q/a share buffers, alloc_workspace).
 //   1. The largest ubatch in kMaxUbatch .. kMinSlicedUbatch (powers of two) whose workspace fits
 //      work_budget with the FFN whole, else in 2..kMaxFfnSlices column slices (widest first),
 //      with the dequant scratch holding the largest (sliced) quantized matrix whole.
 //   2. Else the largest power of two <= 512 (down to 64) that fits with the FFN whole, the
 //      dequant scratch taking what is left (row chunks).
-// Worked example, Llama-3-8B: F16 (16.1 GB, budget 722 MB): 2048 tokens, FFN whole, ~485 MB.
-// Q4_K_M (4.9 GB, budget 221 MB): 2048 does not fit even in 4 slices (~290 MB); 1024 tokens with
-// 3 slices of 4864 columns (+ a 39.8 MB dequant scratch), ~189 MB. Q8_0 (8.5 GB): 2048 tokens,
-// 3 slices. Models whose budget fits no 1024-token chunk keep the old rule (gemma3-270m, llama3.2-1b
+// Worked example, Llama-3-8B: F16 (16.1 GB, budget 787 MB): 2048 tokens, FFN whole. Q4_K_M
+// (4.91 GB, budget 240.6 MB): 2048 tokens in 5 slices of 3072 columns (x 33.5 MB, h/att and q/a
+// 33.5 each, k/v 16.8, gate/up 50.3, the bf16 x 16.8, a 33.5 MB dequant scratch for Wq/Wo
+// whole, the decode matmul's 15 MB of split-K partials, ~239 MB by this count; if the exact plan
+// exceeds the budget, 6 slices of 2560, else 1024 tokens). Halving the chunks at pp4096 halves
+// the dequant passes (4 -> 2; 28 ms of the Q4_K_M pp4096 kernel time went to dequant at 1024).
+// Q8_0 (8.5 GB): 2048 tokens. Models whose budget fits no 1024-token chunk keep the old rule (gemma3-270m, llama3.2-1b
 // Q4_K_M). opt.ubatch fixes the chunk (the widest slice that fits, else whole);
 // FATHOM_FFN_SLICE=N forces slices of N columns (a multiple of 256; tests, A/B runs).
 void CudaEngine::Impl::choose_prefill_chunk(const Model& model, bool need_lt, int64_t dequant_min) {
@@ -551,13 +556,17 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
   DeviceArena& A = work_arena;
   const int64_t r = rows;
+  // Two pairs share a buffer (plan_workspace): h / att (h is dead from the Q/K/V matmuls until
+  // the FFN norm rewrites it after the output projection has read att) and q / a (q is dead
+  // after the attention; a is the projection output of models with post-norms and traces).
+  const int64_t wide = std::max(c.n_embd, qd);
   act.x = A.alloc_n<float>(r * c.n_embd, "x");
-  act.h = A.alloc_n<float>(r * c.n_embd, "h");
-  act.a = A.alloc_n<float>(r * c.n_embd, "a");
-  act.q = A.alloc_n<float>(r * qd, "q");
+  act.h = A.alloc_n<float>(r * wide, "h, att");
+  act.att = act.h;
+  act.q = A.alloc_n<float>(r * wide, "q, a");
+  act.a = act.q;
   act.k = A.alloc_n<float>(r * kvd, "k");
   act.v = A.alloc_n<float>(r * kvd, "v");
-  act.att = A.alloc_n<float>(r * qd, "att");
   act.gate = A.alloc_n<float>(r * ffn_slice, "gate");
   act.up = A.alloc_n<float>(r * ffn_slice, "up");
   act.logits = A.alloc_n<float>(int64_t(max_batch) * c.n_vocab, "logits");
@@ -827,8 +836,8 @@ void CudaEngine::Impl::load(const Model& model) {
   // partials; plan with the cap first, then with the chosen context.
   n_ctx = opt.n_ctx > 0 ? opt.n_ctx : ctx_cap;
   FATHOM_CHECK(n_ctx <= INT32_MAX / 2, "context ", n_ctx, " is too large");
-  // Prefill chunk and FFN slice under ~4.5% of the weights (the budget is 5%).
-  work_budget = size_t(0.045 * double(weight_bytes));
+  // Prefill chunk and FFN slice under 4.9% of the weights (the budget is 5%).
+  work_budget = size_t(0.049 * double(weight_bytes));
   choose_prefill_chunk(model, need_lt, dequant_min);
   ffn_dequant = std::any_of(dequant_mats.begin(), dequant_mats.end(),
                             [](const DequantMat& m) { return m.ffn == 1 || m.ffn == 2; });
@@ -1235,16 +1244,16 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     ap.workspace = act.attn_ws;
     ap.workspace_bytes = act.attn_ws_bytes;
     if (rope_in_attention) ap.rope = rope;
-    launch_attention(ap, stream);
-    emit(il, "kqv_out", act.att, T, qd, last);
     if (v_ones && last) {
-      // Same attention against V = 1: every output element is the softmax row sum.
+      // Same attention against V = 1 first (a shares q's buffer, which both launches read):
+      // every output element is the softmax row sum.
       AttentionParams sums = ap;
-      sums.out = act.a;  // free until the output projection below
       sums.v_cache = v_ones;
       launch_attention(sums, stream);
-      emit(il, "softmax_row_sum", act.a, T, qd, last);
+      emit(il, "softmax_row_sum", act.att, T, qd, last);
     }
+    launch_attention(ap, stream);
+    emit(il, "kqv_out", act.att, T, qd, last);
 
     bool ffn_down_done = false;  // the sliced FFN below ran the down projection itself
     const bool gateup_mmq = L.ffn_gate.type == L.ffn_up.type && L.ffn_gate.cols == L.ffn_up.cols &&
