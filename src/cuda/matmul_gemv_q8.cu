@@ -1268,7 +1268,7 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
   launch_kernel(kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
 }
 
-// The one-token Q4_K / Q6_K / Q8_0 kernels (gemv_q4k_*, gemv_q6k_direct_kernel, gemv_q80_bulk_kernel)
+// The one-token Q4_K / Q6_K / Q8_0 kernels (gemv_q4k_*, gemv_q6k_*, gemv_q80_bulk_kernel)
 // are used unless FATHOM_GEMV_DIRECT=0 (then the shared-memory-ring kernel, for A/B runs).
 // Which Q4_K one: FATHOM_GEMV_Q4K=bulk (gemv_q4k_bulk_kernel, the default on sm_90) or pair
 // (gemv_q4k_pair_kernel, the default below sm_90). (Session 12's 16-byte-piece kernel, which
@@ -1306,6 +1306,22 @@ Q80Kernel q80_kernel() {
   return k;
 }
 
+// Which one-token Q6_K kernel: FATHOM_GEMV_Q6K=bulk (gemv_q6k_bulk_kernel, matmul_gemv_q6k_bulk.cuh;
+// the default, taken on sm_90 code for cols % 2048 == 0) or direct (gemv_q6k_direct_kernel).
+enum class Q6kKernel { Bulk = 0, Direct = 1 };
+std::atomic<int> g_q6k_override{-1};
+Q6kKernel q6k_kernel() {
+  const int o = g_q6k_override.load(std::memory_order_relaxed);
+  if (o >= 0) return Q6kKernel(o);
+  static const Q6kKernel k = [] {
+    const char* e = std::getenv("FATHOM_GEMV_Q6K");
+    if (!e || !*e || std::strcmp(e, "bulk") == 0) return Q6kKernel::Bulk;
+    if (std::strcmp(e, "direct") == 0) return Q6kKernel::Direct;
+    ::fathom::fail("FATHOM_GEMV_Q6K='", e, "': expected bulk or direct");
+  }();
+  return k;
+}
+
 bool direct_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("FATHOM_GEMV_DIRECT");
@@ -1339,6 +1355,7 @@ void launch_one_token(void (*kernel)(const Args), size_t smem, const Args& a, cu
 
 #include "cuda/matmul_gemv_q4k_bulk.cuh"
 #include "cuda/matmul_gemv_q8_0_one.cuh"
+#include "cuda/matmul_gemv_q6k_bulk.cuh"
 
 }  // namespace
 
@@ -1400,6 +1417,13 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     launch_q80_one_token(a, stream);
     return;
   }
+  // Q6_K, one token: the bulk-copy ring kernel where every row and 8-super-block chunk is whole
+  // 16-byte pieces (cols % 2048 == 0: 1680-byte chunks) and sm_90 code runs; else the direct kernel.
+  if (p.type == GgmlType::Q6_K && p.n_tokens == 1 && direct_enabled() && q6k_kernel() == Q6kKernel::Bulk &&
+      p.cols % 2048 == 0 && sm90_code_ok() && q6k_bulk_fits(p.cols)) {
+    launch_q6k_one_token(a, stream);
+    return;
+  }
   if ((p.type == GgmlType::Q4_K || p.type == GgmlType::Q6_K) && p.n_tokens == 1 && direct_enabled() &&
       !(p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Ring)) {
     const DeviceInfo dev = device_info();
@@ -1428,5 +1452,6 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
 
 void gemv_q8_set_q4k_override(int kernel) { g_q4k_override.store(kernel < 0 || kernel > 2 ? -1 : kernel); }
 void gemv_q8_set_q80_override(int kernel) { g_q80_override.store(kernel < 0 || kernel > 1 ? -1 : kernel); }
+void gemv_q8_set_q6k_override(int kernel) { g_q6k_override.store(kernel < 0 || kernel > 1 ? -1 : kernel); }
 
 }  // namespace fathom::cuda

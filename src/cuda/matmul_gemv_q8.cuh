@@ -71,4 +71,9 @@ void gemv_q8_set_q4k_override(int kernel);
 // shared-memory-ring kernel; -1 back to FATHOM_GEMV_Q8_0 (bulk | ring, default bulk).
 void gemv_q8_set_q80_override(int kernel);
 
+// Test hook: the one-token Q6_K kernel for launches after the call: 0 the bulk-copy ring kernel
+// (sm_90 code on a 9.x device, cols % 2048 == 0; elsewhere the register-direct kernel), 1 the
+// register-direct kernel; -1 back to FATHOM_GEMV_Q6K (bulk | direct, default bulk).
+void gemv_q8_set_q6k_override(int kernel);
+
 }  // namespace fathom::cuda
