@@ -31,6 +31,7 @@
 
 #include "cuda/arena.h"
 #include "cuda/cuda_check.cuh"
+#include "cuda/matmul_gemv_f16.cuh"
 #include "cuda/matmul_gemv_q8.cuh"
 #include "cuda/matmul_mma_q8.cuh"
 #include "cuda/ops.cuh"
@@ -1142,10 +1143,23 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     const bool qkv_grouped = !qkv_mmq && T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
                              L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
                              gemv_q8_supports(L.wq.type, T, L.wq.cols);
+    // F16 / BF16 weights: the same grouping through the half-precision GEMV.
+    GemvHalfParams qkv_hp;
+    qkv_hp.type = L.wq.type;
+    qkv_hp.cols = L.wq.cols;
+    qkv_hp.n_tokens = T;
+    qkv_hp.n_seg = 3;
+    qkv_hp.seg[0] = GemvHalfSegment{L.wq.w, L.wq.rows, act.q, L.bq};
+    qkv_hp.seg[1] = GemvHalfSegment{L.wk.w, L.wk.rows, act.k, L.bk};
+    qkv_hp.seg[2] = GemvHalfSegment{L.wv.w, L.wv.rows, act.v, L.bv};
+    qkv_hp.x = act.h;
+    const bool qkv_half = !qkv_mmq && !qkv_grouped && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
+                          L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols && gemv_half_grouped_supports(qkv_hp);
     // The grouped Q/K/V launch normalizes x itself (no rms kernel, act.h not written) when there is
     // no pending residual to add first and no per-op trace wants attn_norm.
-    const bool qkv_norm_fused = qkv_grouped && fuse_norm && !pending && !trace &&
-                                reinterpret_cast<uintptr_t>(L.attn_norm) % 16 == 0;
+    const bool qkv_norm_fused = (qkv_grouped || qkv_half) && fuse_norm && !pending && !trace &&
+                                reinterpret_cast<uintptr_t>(L.attn_norm) % 16 == 0 &&
+                                reinterpret_cast<uintptr_t>(act.x) % 16 == 0;
     if (!qkv_norm_fused) rms(act.x, pending, L.attn_norm, act.h, T, d);
     if (pending) emit(il - 1, "l_out", act.x, T, d, last);
     pending = nullptr;
@@ -1181,6 +1195,13 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       p.seg[1] = GemvQ8Segment{L.wk.w, L.wk.rows, act.k, L.bk};
       p.seg[2] = GemvQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
       launch_gemv_q8(p, stream);
+    } else if (qkv_half) {
+      if (qkv_norm_fused) {
+        qkv_hp.x = act.x;
+        qkv_hp.norm_w = L.attn_norm;
+        qkv_hp.norm_eps = c.norm_eps;
+      }
+      launch_gemv_half_grouped(qkv_hp, stream);
     } else {
       matmul(L.wq, act.h, act.q, T, L.bq, nullptr);
       matmul(L.wk, act.h, act.k, T, L.bk, nullptr, true);
@@ -1262,10 +1283,24 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     const bool gateup_grouped = !gateup_mmq && T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type &&
                                 L.ffn_gate.cols == L.ffn_up.cols && L.ffn_gate.rows == L.ffn_up.rows &&
                                 gemv_q8_supports(L.ffn_gate.type, T, L.ffn_gate.cols);
+    GemvHalfParams gu_hp;
+    gu_hp.type = L.ffn_gate.type;
+    gu_hp.cols = L.ffn_gate.cols;
+    gu_hp.n_tokens = T;
+    gu_hp.n_seg = 2;
+    gu_hp.seg[0] = GemvHalfSegment{L.ffn_gate.w, L.ffn_gate.rows, act.gate, nullptr};
+    gu_hp.seg[1] = GemvHalfSegment{L.ffn_up.w, L.ffn_up.rows, act.up, nullptr};
+    gu_hp.glu = true;
+    gu_hp.glu_kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
+    gu_hp.x = act.h;
+    const bool gateup_half = !gateup_mmq && !gateup_grouped && L.ffn_gate.type == L.ffn_up.type &&
+                             L.ffn_gate.cols == L.ffn_up.cols && T * c.n_ff <= rows * ffn_slice &&
+                             gemv_half_grouped_supports(gu_hp);
     // As for Q/K/V: the llama-style path (residual added by the Wo GEMV) lets the gate/up launch
     // normalize x itself.
-    const bool ffn_norm_fused = gateup_grouped && fuse_norm && !L.post_attn_norm && !trace &&
-                                reinterpret_cast<uintptr_t>(L.ffn_norm) % 16 == 0;
+    const bool ffn_norm_fused = (gateup_grouped || gateup_half) && fuse_norm && !L.post_attn_norm && !trace &&
+                                reinterpret_cast<uintptr_t>(L.ffn_norm) % 16 == 0 &&
+                                reinterpret_cast<uintptr_t>(act.x) % 16 == 0;
     if (L.post_attn_norm) {
       matmul(L.wo, act.att, act.a, T, nullptr, nullptr);
       emit(il, "attn_out", act.a, T, d, last);
@@ -1317,6 +1352,14 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       p.glu = true;
       p.glu_kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
       launch_gemv_q8(p, stream);
+    } else if (gateup_half) {
+      // gate, up and the activation in one half-precision GEMV launch (act.gate).
+      if (ffn_norm_fused) {
+        gu_hp.x = act.x;
+        gu_hp.norm_w = L.ffn_norm;
+        gu_hp.norm_eps = c.norm_eps;
+      }
+      launch_gemv_half_grouped(gu_hp, stream);
     } else {
       // The intermediate (T, n_ff) whole, or in column slices [c0, c0 + S) when it exceeds the
       // gate/up buffers (rows x ffn_slice, see choose_prefill_chunk): gate/up of rows
