@@ -80,6 +80,13 @@ bool mmq_route(GgmlType type, int64_t n, int64_t cols) {
 
 // Decode attention with the RoPE + KV-cache store fused in (AttentionParams::rope).
 // FATHOM_FUSED_ROPE=0 keeps the stand-alone rope kernel (A/B runs, tests); read per call.
+// FATHOM_GEMV_HALF_GROUPED=0: F16/BF16 decode keeps one GEMV per matrix and the stand-alone
+// norm and glu kernels (A/B runs); read per call.
+bool half_grouped_enabled() {
+  const char* e = std::getenv("FATHOM_GEMV_HALF_GROUPED");
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 bool fused_rope_enabled() {
   const char* e = std::getenv("FATHOM_FUSED_ROPE");
   return !(e && std::strcmp(e, "0") == 0);
@@ -1153,7 +1160,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     qkv_hp.seg[1] = GemvHalfSegment{L.wk.w, L.wk.rows, act.k, L.bk};
     qkv_hp.seg[2] = GemvHalfSegment{L.wv.w, L.wv.rows, act.v, L.bv};
     qkv_hp.x = act.h;
-    const bool qkv_half = !qkv_mmq && !qkv_grouped && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
+    const bool qkv_half = !qkv_mmq && !qkv_grouped && half_grouped_enabled() && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
                           L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols && gemv_half_grouped_supports(qkv_hp);
     // The grouped Q/K/V launch normalizes x itself (no rms kernel, act.h not written) when there is
     // no pending residual to add first and no per-op trace wants attn_norm.
@@ -1293,7 +1300,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     gu_hp.glu = true;
     gu_hp.glu_kind = c.gelu_ffn ? GluKind::GEGLU : GluKind::SWIGLU;
     gu_hp.x = act.h;
-    const bool gateup_half = !gateup_mmq && !gateup_grouped && L.ffn_gate.type == L.ffn_up.type &&
+    const bool gateup_half = !gateup_mmq && !gateup_grouped && half_grouped_enabled() && L.ffn_gate.type == L.ffn_up.type &&
                              L.ffn_gate.cols == L.ffn_up.cols && T * c.n_ff <= rows * ffn_slice &&
                              gemv_half_grouped_supports(gu_hp);
     // As for Q/K/V: the llama-style path (residual added by the Wo GEMV) lets the gate/up launch
