@@ -1162,9 +1162,15 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     qkv_hp.x = act.h;
     const bool qkv_half = !qkv_mmq && !qkv_grouped && half_grouped_enabled() && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
                           L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols && gemv_half_grouped_supports(qkv_hp);
+    // Q and K of one type and V of another (Q4_K_M: attn_v is Q6_K in half the layers): Q/K in
+    // one int8-activation GEMV launch and V in another, each normalizing x itself when the norm
+    // is fused -- 2 launches where rms_norm + 3 GEMVs ran.
+    const bool qk_v_split = !qkv_mmq && !qkv_grouped && !qkv_half && T <= kGemvQ8MaxTokens &&
+                            L.wq.type == L.wk.type && L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
+                            gemv_q8_supports(L.wq.type, T, L.wq.cols) && gemv_q8_supports(L.wv.type, T, L.wv.cols);
     // The grouped Q/K/V launch normalizes x itself (no rms kernel, act.h not written) when there is
     // no pending residual to add first and no per-op trace wants attn_norm.
-    const bool qkv_norm_fused = (qkv_grouped || qkv_half) && fuse_norm && !pending && !trace &&
+    const bool qkv_norm_fused = (qkv_grouped || qkv_half || qk_v_split) && fuse_norm && !pending && !trace &&
                                 reinterpret_cast<uintptr_t>(L.attn_norm) % 16 == 0 &&
                                 reinterpret_cast<uintptr_t>(act.x) % 16 == 0;
     if (!qkv_norm_fused) rms(act.x, pending, L.attn_norm, act.h, T, d);
@@ -1209,6 +1215,25 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
         qkv_hp.norm_eps = c.norm_eps;
       }
       launch_gemv_half_grouped(qkv_hp, stream);
+    } else if (qk_v_split) {
+      GemvQ8Params p;
+      p.type = L.wq.type;
+      p.cols = L.wq.cols;
+      p.x = qkv_norm_fused ? act.x : act.h;
+      if (qkv_norm_fused) {
+        p.norm_w = L.attn_norm;
+        p.norm_eps = c.norm_eps;
+      }
+      p.n_tokens = T;
+      p.n_seg = 2;
+      p.seg[0] = GemvQ8Segment{L.wq.w, L.wq.rows, act.q, L.bq};
+      p.seg[1] = GemvQ8Segment{L.wk.w, L.wk.rows, act.k, L.bk};
+      launch_gemv_q8(p, stream);
+      p.type = L.wv.type;
+      p.n_seg = 1;
+      p.seg[0] = GemvQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
+      p.seg[1] = GemvQ8Segment{};
+      launch_gemv_q8(p, stream);
     } else {
       matmul(L.wq, act.h, act.q, T, L.bq, nullptr);
       matmul(L.wk, act.h, act.k, T, L.bk, nullptr, true);

@@ -134,7 +134,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"tiny-gemma3", "F16"}, Case{"tiny-gemma3", "Q4_K_M"},
                       Case{"tiny-gemma3", "Q5_0"}, Case{"tiny-llama", "BF16"},
                       Case{"tiny-llama", "Q2_K"}, Case{"tiny-qwen2", "Q3_K"},
-                      Case{"tiny-gemma3", "Q3_K"}, Case{"tiny-qwen3", "Q2_K"}),
+                      Case{"tiny-gemma3", "Q3_K"}, Case{"tiny-qwen3", "Q2_K"},
+                      Case{"tiny-llama", "Q4_K_M"}),
     case_name);
 
 // The GPU's own greedy decode (argmax on the device, only ids copied back) equals the reference.
