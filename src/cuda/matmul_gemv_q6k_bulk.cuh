@@ -80,6 +80,13 @@ __device__ __forceinline__ void q6k_issue(const uint8_t* const (&w)[kR], const b
 #endif
 }
 
+// (n & 0x0F0F0F0F) | (t & 0xF0F0F0F0) as one LOP3 (lut 0xE4: a = n, b = t, c = the mask).
+__device__ __forceinline__ uint32_t q6k_merge(uint32_t n, uint32_t t) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(r) : "r"(n), "r"(t), "n"(0x0F0F0F0F));
+  return r;
+}
+
 // One lane's bytes of one row in a slot: 3 runs of 16 bytes (A, B, qh) as 5 aligned words each,
 // 4 scales, d.
 struct Q6Regs {
@@ -172,8 +179,9 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
   int64_t g = g0;
   int ch = 0;
   int row1_off = kQ6RowBytes;  // a missing second row (odd row count) reads row 0's bytes, never stored
-  int slot = 0;
+  int slot = 0, slot_off = 0;
   uint32_t phase = 0;
+  const uint8_t* const lane_sb = ring + sb_off;
   for (int64_t i = 0; i < n_st; ++i) {
     if (ch == 0) {
       const uint8_t* w[kR];
@@ -186,7 +194,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
     // The slot's bytes into registers first, then the slot is refilled while the math runs.
     Q6Regs R[kR];
     {
-      const uint8_t* sb = ring + slot * kQ6Slot + sb_off;
+      const uint8_t* sb = lane_sb + slot_off;
       q6k_load(sb, fl, wa, wh, hc, R[0]);
       q6k_load(sb + row1_off, fl, wa, wh, hc, R[1]);
     }
@@ -222,14 +230,15 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
       // Code words of the 4 runs: [run][word]. Each is one LOP3 (n & kM4) | (t & ~kM4) of a nibble
       // word n and a word t whose bits 4-5 of every byte are the code's qh pair and bits 6-7 zero:
       // t0 = qh & 0x33 per byte gives runs 2 (as is) and 0 (<< 4), t1 = (qh >> 2) & 0x33 runs 3 and 1.
+      // (nvcc rewrites the C++ form of this into two LOP3 per word: inline lop3, see q6k_merge.)
       uint32_t q[4][4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const uint32_t t0 = qh[k] & 0x33333333u, t1 = (qh[k] >> 2) & 0x33333333u;
-        q[0][k] = (qa[k] & kM4) | ((t0 << 4) & ~kM4);
-        q[1][k] = (qb[k] & kM4) | ((t1 << 4) & ~kM4);
-        q[2][k] = ((qa[k] >> 4) & kM4) | (t0 & ~kM4);
-        q[3][k] = ((qb[k] >> 4) & kM4) | (t1 & ~kM4);
+        q[0][k] = q6k_merge(qa[k], t0 << 4);
+        q[1][k] = q6k_merge(qb[k], t1 << 4);
+        q[2][k] = q6k_merge(qa[k] >> 4, t0);
+        q[3][k] = q6k_merge(qb[k] >> 4, t1);
       }
       float v = 0.0f;
 #pragma unroll
@@ -242,8 +251,9 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
       }
       acc[r] = fmaf(half_lo(R[r].d), v, acc[r]);
     }
+    slot_off += kQ6Slot;
     if (++slot == D) {
-      slot = 0;
+      slot = slot_off = 0;
       phase ^= 1u;
     }
     if (++ch == n_chunks) {
