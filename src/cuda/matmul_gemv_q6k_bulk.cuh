@@ -88,26 +88,48 @@ __device__ __forceinline__ uint32_t q6k_merge(uint32_t n, uint32_t t) {
 }
 
 // One lane's bytes of one row in a slot: 3 runs of 16 bytes (A, B, qh) as 5 aligned words each,
-// 4 scales, d.
+// 4 scales (sign-extended), d.
 struct Q6Regs {
   uint32_t a[5], b[5], h[5];
   int sc[4];
   uint32_t d;
 };
 
-__device__ __forceinline__ void q6k_load(const uint8_t* sb, int fl, int wa, int wh, int hc, Q6Regs& o) {
-  // sb: the super-block's first byte (shared memory, 2-byte aligned); fl = its offset from the
-  // word below (0 or 2); wa / wh: word offsets of run A / the qh run from that word; hc: 8 h + c.
-  const uint32_t* base = reinterpret_cast<const uint32_t*>(sb - fl);
+// Shared loads as volatile asm with a memory clobber: kept after the slot's mbarrier wait and before
+// the __syncwarp / fence.proxy.async that precede the slot's refill.
+__device__ __forceinline__ uint32_t q6k_lds(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ int q6k_lds_s8(uint32_t addr) {
+  int v;
+  asm volatile("ld.shared.s8 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t q6k_lds_u16(uint32_t addr) {
+  unsigned short v;
+  asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(addr) : "memory");
+  return v;
+}
+
+// Shared addresses of a lane's bytes in the row at `row` (a slot's row start): the word floor of
+// run A (ql[64 h + 16 c]; run B is 32 bytes later), of the qh run, the first scale, d.
+struct Q6Lane {
+  uint32_t a, h, s, d;
+};
+
+__device__ __forceinline__ void q6k_load(uint32_t row, const Q6Lane& l, Q6Regs& o) {
+  const uint32_t pa = row + l.a, ph = row + l.h, ps = row + l.s;
 #pragma unroll
   for (int k = 0; k < 5; ++k) {
-    o.a[k] = base[wa + k];
-    o.b[k] = base[wa + 8 + k];
-    o.h[k] = base[wh + k];
+    o.a[k] = q6k_lds(pa + 4 * k);
+    o.b[k] = q6k_lds(pa + 32 + 4 * k);
+    o.h[k] = q6k_lds(ph + 4 * k);
   }
 #pragma unroll
-  for (int k = 0; k < 4; ++k) o.sc[k] = int(reinterpret_cast<const int8_t*>(sb)[192 + hc + 2 * k]);
-  o.d = *reinterpret_cast<const unsigned short*>(sb + 208);
+  for (int k = 0; k < 4; ++k) o.sc[k] = q6k_lds_s8(ps + 2 * k);
+  o.d = q6k_lds_u16(row + l.d);
 }
 
 template <int D>
@@ -172,16 +194,19 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
   // (ql[64 h + 16 c]) and of the qh run (128 + 32 h + 16 c), the realigning selector.
   const int sb_off = 210 * j;
   const int fl = (sb_off & 3);  // 0 or 2
-  const int wa = (64 * h + 16 * c) >> 2, wh = (128 + 32 * h + 16 * c) >> 2;
   const uint32_t sel = fl ? 0x5432u : 0x3210u;
+  Q6Lane ln{uint32_t(sb_off - fl + 64 * h + 16 * c), uint32_t(sb_off - fl + 128 + 32 * h + 16 * c),
+            uint32_t(sb_off + 192 + hc), uint32_t(sb_off + 208)};
+  // Opaque to ptxas, so the loop keeps them in registers instead of recomputing them from the
+  // thread index at every stage (~30 instructions per stage otherwise).
+  asm volatile("" : "+r"(ln.a), "+r"(ln.h), "+r"(ln.s), "+r"(ln.d));
   const int x_in = 160 * h + 16 * c;  // xpad offset of the lane's first x element in its super-block
   float acc[kR] = {0.0f, 0.0f};
   int64_t g = g0;
   int ch = 0;
   int row1_off = kQ6RowBytes;  // a missing second row (odd row count) reads row 0's bytes, never stored
-  int slot = 0, slot_off = 0;
-  uint32_t phase = 0;
-  const uint8_t* const lane_sb = ring + sb_off;
+  int slot = 0;
+  uint32_t slot_s = ring_s, phase = 0;
   for (int64_t i = 0; i < n_st; ++i) {
     if (ch == 0) {
       const uint8_t* w[kR];
@@ -193,11 +218,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
     mbar_wait(bar_s + 8u * uint32_t(slot), phase);
     // The slot's bytes into registers first, then the slot is refilled while the math runs.
     Q6Regs R[kR];
-    {
-      const uint8_t* sb = lane_sb + slot_off;
-      q6k_load(sb, fl, wa, wh, hc, R[0]);
-      q6k_load(sb + row1_off, fl, wa, wh, hc, R[1]);
-    }
+    q6k_load(slot_s, ln, R[0]);
+    q6k_load(slot_s + uint32_t(row1_off), ln, R[1]);
     __syncwarp();  // every lane has read the slot
     if (lane == 0 && issued < n_st) {
       fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
@@ -251,9 +273,10 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
       }
       acc[r] = fmaf(half_lo(R[r].d), v, acc[r]);
     }
-    slot_off += kQ6Slot;
+    slot_s += kQ6Slot;
     if (++slot == D) {
-      slot = slot_off = 0;
+      slot = 0;
+      slot_s = ring_s;
       phase ^= 1u;
     }
     if (++ch == n_chunks) {
