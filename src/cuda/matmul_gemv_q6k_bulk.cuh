@@ -87,6 +87,14 @@ __device__ __forceinline__ uint32_t q6k_merge(uint32_t n, uint32_t t) {
   return r;
 }
 
+// t << 4 for q6k_merge as one funnel shift of t (from `t << 4` ptxas re-derives it from qh as a
+// shift and a mask): a rotate, whose bits wrapped into bits 0-3 are dropped by the merge's mask.
+__device__ __forceinline__ uint32_t q6k_shl4(uint32_t t) {
+  uint32_t r;
+  asm("shf.l.wrap.b32 %0, %1, %1, 4;" : "=r"(r) : "r"(t));
+  return r;
+}
+
 // One lane's bytes of one row in a slot: 3 runs of 16 bytes (A, B, qh) as 5 aligned words each,
 // 4 scales (sign-extended), d.
 struct Q6Regs {
@@ -252,13 +260,13 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
       // Code words of the 4 runs: [run][word]. Each is one LOP3 (n & kM4) | (t & ~kM4) of a nibble
       // word n and a word t whose bits 4-5 of every byte are the code's qh pair and bits 6-7 zero:
       // t0 = qh & 0x33 per byte gives runs 2 (as is) and 0 (<< 4), t1 = (qh >> 2) & 0x33 runs 3 and 1.
-      // (nvcc rewrites the C++ form of this into two LOP3 per word: inline lop3, see q6k_merge.)
+      // (Inline lop3 / shf: nvcc and ptxas rewrite the C++ form into 2-3 instructions per word.)
       uint32_t q[4][4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const uint32_t t0 = qh[k] & 0x33333333u, t1 = (qh[k] >> 2) & 0x33333333u;
-        q[0][k] = q6k_merge(qa[k], t0 << 4);
-        q[1][k] = q6k_merge(qb[k], t1 << 4);
+        q[0][k] = q6k_merge(qa[k], q6k_shl4(t0));
+        q[1][k] = q6k_merge(qb[k], q6k_shl4(t1));
         q[2][k] = q6k_merge(qa[k] >> 4, t0);
         q[3][k] = q6k_merge(qb[k] >> 4, t1);
       }
