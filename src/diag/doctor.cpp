@@ -84,6 +84,8 @@ std::string kernel_source_file(const std::string& name) {
       {"gemv_q4k_pair_kernel", "src/cuda/matmul_gemv_q8.cu"},
       {"gemv_q4k_bulk_kernel", "src/cuda/matmul_gemv_q4k_bulk.cuh"},
       {"gemv_q6k_direct_kernel", "src/cuda/matmul_gemv_q8.cu"},
+      {"gemv_q6k_bulk_kernel", "src/cuda/matmul_gemv_q6k_bulk.cuh"},
+      {"gemv_q80_bulk_kernel", "src/cuda/matmul_gemv_q8_0_one.cuh"},
       {"mma_q8_kernel", "src/cuda/matmul_mma_q8_kernel.cuh"},
       {"gemv_half_kernel", "src/cuda/matmul_gemv_f16.cu"},
       {"gemv_kernel", "src/cuda/matmul_gemv.cu"},
