@@ -477,7 +477,7 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant
 // Prefill chunk (ubatch) and FFN slice width (ffn_slice). Every chunk of a quantized model
 // dequantizes all its weights again (~18 GB of traffic for Llama-3-8B, ~4.5 ms on the H200), and
 // cuBLASLt runs faster at larger M, so a larger chunk pays -- but the activations grow with it
-// (~199 kB per token for the 8B shape with the FFN whole, ~92 kB with it in 5 slices; h/att and
+// (~199 kB per token for the 8B shape with the FFN whole, ~100 kB with it in 4 slices; h/att and
 // q/a share buffers, alloc_workspace).
 //   1. The largest ubatch in kMaxUbatch .. kMinSlicedUbatch (powers of two) whose workspace fits
 //      work_budget with the FFN whole, else in 2..kMaxFfnSlices column slices (widest first),
@@ -485,14 +485,14 @@ size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant
 //   2. Else the largest power of two <= 512 (down to 64) that fits with the FFN whole, the
 //      dequant scratch taking what is left (row chunks).
 // Worked example, Llama-3-8B: F16 (16.1 GB, budget 787 MB): 2048 tokens, FFN whole. Q4_K_M
-// (4.91 GB, budget 240.6 MB): 2048 tokens in 5 slices of 3072 columns (x 33.5 MB, h/att and q/a
-// 33.5 each, k/v 16.8, gate/up 50.3, the bf16 x 16.8, a 33.5 MB dequant scratch for Wq/Wo
-// whole, the decode matmul's 15 MB of split-K partials, ~239 MB by this count; if the exact plan
-// exceeds the budget, 6 slices of 2560, else 1024 tokens). Halving the chunks at pp4096 halves
-// the dequant passes (4 -> 2; 28 ms of the Q4_K_M pp4096 kernel time went to dequant at 1024).
-// Q8_0 (8.5 GB): 2048 tokens. Models whose budget fits no 1024-token chunk keep the old rule (gemma3-270m, llama3.2-1b
-// Q4_K_M). opt.ubatch fixes the chunk (the widest slice that fits, else whole);
-// FATHOM_FFN_SLICE=N forces slices of N columns (a multiple of 256; tests, A/B runs).
+// (4.91 GB, budget 240.6 MB): 2048 tokens do not fit even in 6 slices (x, h/att, q/a 33.5 MB each,
+// k/v 16.8, the decode matmul's split-K partials 32, cuBLASLt 4, the bf16 x 16.8, gate/up 42 at 6
+// slices, and a 33.5 MB dequant scratch for Wq whole: ~246 MB); 1024 tokens in 2 slices of 7168
+// (gate/up 58.7 MB, a 58.7 MB scratch) -- measured on the H200 (bench/device_s14_final.sh):
+// pp4096 27.8k tok/s, workspace 230.2 MB, against 26.4k with 3 slices under the old 4.5% budget.
+// Q8_0 (8.5 GB): 2048 tokens. Models whose budget fits no 1024-token chunk keep the old rule
+// (gemma3-270m, llama3.2-1b Q4_K_M). opt.ubatch fixes the chunk (the widest slice that fits, else
+// whole); FATHOM_FFN_SLICE=N forces slices of N columns (a multiple of 256; tests, A/B runs).
 void CudaEngine::Impl::choose_prefill_chunk(const Model& model, bool need_lt, int64_t dequant_min) {
   const int64_t F = cfg.n_ff;
   auto rows_of = [&](int64_t ub) { return std::max<int64_t>(ub, max_batch); };
