@@ -1195,22 +1195,6 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       p.workspace = act.mmq_ws;
       p.workspace_bytes = act.mmq_ws_bytes;
       launch_mma_q8(p, stream);
-    } else if (qkv_grouped) {
-      // Q, K and V in one int8-activation GEMV launch (one x staging, one kernel).
-      GemvQ8Params p;
-      p.type = L.wq.type;
-      p.cols = L.wq.cols;
-      p.x = qkv_norm_fused ? act.x : act.h;
-      if (qkv_norm_fused) {
-        p.norm_w = L.attn_norm;
-        p.norm_eps = c.norm_eps;
-      }
-      p.n_tokens = T;
-      p.n_seg = 3;
-      p.seg[0] = GemvQ8Segment{L.wq.w, L.wq.rows, act.q, L.bq};
-      p.seg[1] = GemvQ8Segment{L.wk.w, L.wk.rows, act.k, L.bk};
-      p.seg[2] = GemvQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
-      launch_gemv_q8(p, stream);
     } else if (qkv_half) {
       if (qkv_norm_fused) {
         qkv_hp.x = act.x;
@@ -1218,7 +1202,9 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
         qkv_hp.norm_eps = c.norm_eps;
       }
       launch_gemv_half_grouped(qkv_hp, stream);
-    } else if (qk_v_split) {
+    } else if (qkv_grouped || qk_v_split) {
+      // Q, K and V in one int8-activation GEMV launch (one x staging, one kernel), or Q/K in one
+      // and V in a second when V's type differs.
       GemvQ8Params p;
       p.type = L.wq.type;
       p.cols = L.wq.cols;
@@ -1228,15 +1214,18 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
         p.norm_eps = c.norm_eps;
       }
       p.n_tokens = T;
-      p.n_seg = 2;
+      p.n_seg = qkv_grouped ? 3 : 2;
       p.seg[0] = GemvQ8Segment{L.wq.w, L.wq.rows, act.q, L.bq};
       p.seg[1] = GemvQ8Segment{L.wk.w, L.wk.rows, act.k, L.bk};
+      if (qkv_grouped) p.seg[2] = GemvQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
       launch_gemv_q8(p, stream);
-      p.type = L.wv.type;
-      p.n_seg = 1;
-      p.seg[0] = GemvQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
-      p.seg[1] = GemvQ8Segment{};
-      launch_gemv_q8(p, stream);
+      if (qk_v_split) {
+        p.type = L.wv.type;
+        p.n_seg = 1;
+        p.seg[0] = GemvQ8Segment{L.wv.w, L.wv.rows, act.v, L.bv};
+        p.seg[1] = GemvQ8Segment{};
+        launch_gemv_q8(p, stream);
+      }
     } else {
       matmul(L.wq, act.h, act.q, T, L.bq, nullptr);
       matmul(L.wk, act.h, act.k, T, L.bk, nullptr, true);
