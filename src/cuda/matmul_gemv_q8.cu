@@ -1276,18 +1276,22 @@ void launch_nb(Args a, const GemvQ8Params& p, cudaStream_t stream) {
 // (A software-pipelined pair kernel -- next batch's loads in flight during the current one's math,
 // two register buffers -- measured slower: 15.74 vs 14.49 us on 14336 x 4096, engine 363.1 vs
 // 369.8 tok/s; removed. bench/device_s13e.sh.)
+// The A/B switch of a kernel choice: environment variable `name` unset, empty or `zero` -> 0,
+// `one` -> 1, anything else an error (the callers read it once per process).
+int two_way_env(const char* name, const char* zero, const char* one) {
+  const char* e = std::getenv(name);
+  if (!e || !*e || std::strcmp(e, zero) == 0) return 0;
+  if (std::strcmp(e, one) == 0) return 1;
+  ::fathom::fail(name, "='", e, "': expected ", zero, " or ", one);
+}
+
 enum class Q4kKernel { Bulk = 0, Pair = 1, Ring = 2 };
 std::atomic<int> g_q4k_override{-1};
 Q4kKernel q4k_kernel() {
   const int o = g_q4k_override.load(std::memory_order_relaxed);
   if (o >= 0) return Q4kKernel(o);
-  static const Q4kKernel k = [] {
-    const char* e = std::getenv("FATHOM_GEMV_Q4K");
-    if (!e || !*e || std::strcmp(e, "bulk") == 0) return Q4kKernel::Bulk;
-    if (std::strcmp(e, "pair") == 0) return Q4kKernel::Pair;
-    ::fathom::fail("FATHOM_GEMV_Q4K='", e, "': expected bulk or pair");
-  }();
-  return k;
+  static const int env = two_way_env("FATHOM_GEMV_Q4K", "bulk", "pair");
+  return Q4kKernel(env);
 }
 
 // Which one-token Q8_0 kernel: FATHOM_GEMV_Q8_0=bulk (gemv_q80_bulk_kernel, matmul_gemv_q8_0_one.cuh;
@@ -1297,13 +1301,8 @@ std::atomic<int> g_q80_override{-1};
 Q80Kernel q80_kernel() {
   const int o = g_q80_override.load(std::memory_order_relaxed);
   if (o >= 0) return Q80Kernel(o);
-  static const Q80Kernel k = [] {
-    const char* e = std::getenv("FATHOM_GEMV_Q8_0");
-    if (!e || !*e || std::strcmp(e, "bulk") == 0) return Q80Kernel::Bulk;
-    if (std::strcmp(e, "ring") == 0) return Q80Kernel::Ring;
-    ::fathom::fail("FATHOM_GEMV_Q8_0='", e, "': expected bulk or ring");
-  }();
-  return k;
+  static const int env = two_way_env("FATHOM_GEMV_Q8_0", "bulk", "ring");
+  return Q80Kernel(env);
 }
 
 // Which one-token Q6_K kernel: FATHOM_GEMV_Q6K=bulk (gemv_q6k_bulk_kernel, matmul_gemv_q6k_bulk.cuh;
@@ -1313,13 +1312,8 @@ std::atomic<int> g_q6k_override{-1};
 Q6kKernel q6k_kernel() {
   const int o = g_q6k_override.load(std::memory_order_relaxed);
   if (o >= 0) return Q6kKernel(o);
-  static const Q6kKernel k = [] {
-    const char* e = std::getenv("FATHOM_GEMV_Q6K");
-    if (!e || !*e || std::strcmp(e, "bulk") == 0) return Q6kKernel::Bulk;
-    if (std::strcmp(e, "direct") == 0) return Q6kKernel::Direct;
-    ::fathom::fail("FATHOM_GEMV_Q6K='", e, "': expected bulk or direct");
-  }();
-  return k;
+  static const int env = two_way_env("FATHOM_GEMV_Q6K", "bulk", "direct");
+  return Q6kKernel(env);
 }
 
 bool direct_enabled() {
