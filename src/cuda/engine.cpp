@@ -78,8 +78,6 @@ bool mmq_route(GgmlType type, int64_t n, int64_t cols) {
   return n >= min_tokens && n <= max_tokens && mma_q8_supports(type, n, cols);
 }
 
-// Decode attention with the RoPE + KV-cache store fused in (AttentionParams::rope).
-// FATHOM_FUSED_ROPE=0 keeps the stand-alone rope kernel (A/B runs, tests); read per call.
 // FATHOM_GEMV_HALF_GROUPED=0: F16/BF16 decode keeps one GEMV per matrix and the stand-alone
 // norm and glu kernels (A/B runs); read per call.
 bool half_grouped_enabled() {
@@ -87,6 +85,8 @@ bool half_grouped_enabled() {
   return !(e && std::strcmp(e, "0") == 0);
 }
 
+// Decode attention with the RoPE + KV-cache store fused in (AttentionParams::rope).
+// FATHOM_FUSED_ROPE=0 keeps the stand-alone rope kernel (A/B runs, tests); read per call.
 bool fused_rope_enabled() {
   const char* e = std::getenv("FATHOM_FUSED_ROPE");
   return !(e && std::strcmp(e, "0") == 0);
