@@ -76,29 +76,16 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
   const int n_chunks = (n_sb + kBulkSB - 1) / kBulkSB;
   const int64_t gstep = int64_t(gridDim.x) * kWarps;
   const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
-  const int64_t my_groups = g0 < a.n_groups ? (a.n_groups - g0 + gstep - 1) / gstep : 0;
-  const int64_t n_st = my_groups * n_chunks;  // this warp's stages
   const uint32_t ring_s = smem_u32(ring), bar_s = smem_u32(bars);
 
   // Producer cursor (lane 0): the next stage to request.
-  int64_t pg = g0;
-  int pc = 0;
-  int64_t issued = 0;
+  RingCursor pcur(g0, gstep, a.n_groups, n_chunks);
+  const int64_t n_st = pcur.n_st;  // this warp's stages
   auto issue_next = [&](uint32_t slot) {
-    bulk_issue(a, pg, pc, n_sb, ring_s + slot * uint32_t(kBulkSlot), bar_s + 8u * slot);
-    ++issued;
-    if (++pc == n_chunks) {
-      pc = 0;
-      pg += gstep;
-    }
+    bulk_issue(a, pcur.g, pcur.c, n_sb, ring_s + slot * uint32_t(kBulkSlot), bar_s + 8u * slot);
+    pcur.advance();
   };
-  // Weights first (no kernel of the step writes them): the ring fills during the previous
-  // kernel's tail.
-  if (lane == 0) {
-    for (int s = 0; s < kBulkD; ++s) mbar_init(bar_s + 8u * s, 1u);
-    fence_barrier_init();
-    for (int s = 0; s < kBulkD && s < n_st; ++s) issue_next(uint32_t(s));
-  }
+  if (lane == 0) ring_start<kBulkD>(bar_s, pcur, issue_next);
   __syncwarp();
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
   stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
@@ -125,7 +112,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
       pair_dot(b, xv, xd, c * kBulkSB + sbl, p, acc);
     }
     __syncwarp();  // every lane is done with the slot
-    if (lane == 0 && issued < n_st) {
+    if (lane == 0 && pcur.issued < n_st) {
       fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
       issue_next(uint32_t(slot));
     }

@@ -135,34 +135,22 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q80_bulk_kernel(const __grid
   // still gets work, so a small matrix is read by all SMs.
   const int64_t gstep = int64_t(gridDim.x) * kWarps;
   const int64_t g0 = int64_t(warp) * gridDim.x + blockIdx.x;
-  const int64_t my_groups = g0 < a.n_groups ? (a.n_groups - g0 + gstep - 1) / gstep : 0;
-  const int64_t n_st = my_groups * n_chunks;  // this warp's stages
   const uint32_t ring_s = smem_u32(ring), bar_s = smem_u32(bars);
 
   // Producer cursor (lane 0): the next stage to request; its group's rows, looked up once per group.
-  int64_t pg = g0;
-  int pc = 0;
-  int64_t issued = 0;
+  RingCursor pcur(g0, gstep, a.n_groups, n_chunks);
+  const int64_t n_st = pcur.n_st;  // this warp's stages
   const uint8_t* pw[kR];
   bool pok[kR];
   auto issue_next = [&](uint32_t slot) {
-    if (pc == 0) {
+    if (pcur.c == 0) {
       const uint8_t* end[kR];
-      group_rows(a, pg, pw, pok, end);
+      group_rows(a, pcur.g, pw, pok, end);
     }
-    q80_issue(pw, pok, pc, n_blk, ring_s + slot * uint32_t(kQ80Slot), bar_s + 8u * slot);
-    ++issued;
-    if (++pc == n_chunks) {
-      pc = 0;
-      pg += gstep;
-    }
+    q80_issue(pw, pok, pcur.c, n_blk, ring_s + slot * uint32_t(kQ80Slot), bar_s + 8u * slot);
+    pcur.advance();
   };
-  // Weights first (no kernel of the step writes them): the ring fills during the previous kernel's tail.
-  if (lane == 0) {
-    for (int s = 0; s < kQ80D; ++s) mbar_init(bar_s + 8u * s, 1u);
-    fence_barrier_init();
-    for (int s = 0; s < kQ80D && s < n_st; ++s) issue_next(uint32_t(s));
-  }
+  if (lane == 0) ring_start<kQ80D>(bar_s, pcur, issue_next);
   __syncwarp();
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
   stage_x1_batched(a, ox.xq, ox.xq_cs, ox.xd, ox.part);
@@ -201,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q80_bulk_kernel(const __grid
       }
     }
     __syncwarp();  // every lane has read the slot
-    if (lane == 0 && issued < n_st) {
+    if (lane == 0 && pcur.issued < n_st) {
       fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
       issue_next(uint32_t(slot));
     }

@@ -91,4 +91,34 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       : "memory");
 }
 
+// The producer side of a warp's bulk-copy ring (the one-token bulk GEMVs): the warp walks groups
+// g0, g0 + gstep, ... of n_chunks stages each; lane 0 requests stage `issued` into slot
+// issued % D. issue(slot) requests the stage at (g, c) and then calls advance().
+struct RingCursor {
+  int64_t g;      // group of the next stage to request
+  int64_t gstep;
+  int c;          // its chunk
+  int n_chunks;
+  int64_t issued;
+  int64_t n_st;   // this warp's stages
+  __device__ __forceinline__ RingCursor(int64_t g0, int64_t gstep_, int64_t n_groups, int n_chunks_)
+      : g(g0), gstep(gstep_), c(0), n_chunks(n_chunks_), issued(0),
+        n_st((g0 < n_groups ? (n_groups - g0 + gstep_ - 1) / gstep_ : 0) * n_chunks_) {}
+  __device__ __forceinline__ void advance() {
+    ++issued;
+    if (++c == n_chunks) {
+      c = 0;
+      g += gstep;
+    }
+  }
+};
+// Lane 0, before pdl_wait (no kernel of the step writes the weights, so the ring fills during the
+// previous kernel's tail): the D slots' barriers, then the first D stages.
+template <int D, class Issue>
+__device__ __forceinline__ void ring_start(uint32_t bar_s, const RingCursor& cur, Issue&& issue) {
+  for (int s = 0; s < D; ++s) mbar_init(bar_s + 8u * s, 1u);
+  fence_barrier_init();
+  for (int s = 0; s < D && s < cur.n_st; ++s) issue(uint32_t(s));
+}
+
 }  // namespace fathom::cuda
