@@ -21,59 +21,59 @@
 // and headers from the ring instead of global memory. (The first version used the register-direct
 // kernel's arithmetic: 20.5 vs 15.2 us on 14336 x 4096, 10.6M instructions, issue-bound.)
 //
-// Stage i of a warp = chunk c of group g (its kR rows, super-blocks [8c, 8c + 8) of each), slot
-// i % kBulkD, completion on that slot's mbarrier (phase parity (i / kBulkD) & 1).
-constexpr int kBulkSB = 8;                      // super-blocks per row per stage
-constexpr int kBulkD = 4;                       // ring slots per warp
-constexpr int kBulkRowBytes = kBulkSB * 144;    // 1152
-constexpr int kBulkSlot = kR * kBulkRowBytes;   // 2304
-
-__host__ __device__ constexpr size_t bulk_ring_bytes() { return size_t(kWarps) * kBulkD * kBulkSlot; }
-
-struct BulkStage {
-  const uint8_t* w[kR];
-  bool ok[kR];
-  int nsb;  // super-blocks of this chunk
+// Stage i of a warp = chunk c of group g (its kR rows, super-blocks [SB c, SB c + SB) of each), slot
+// i % D, completion on that slot's mbarrier (phase parity (i / D) & 1).
+// Two stage shapes (template SB, D; FATHOM_GEMV_Q4K_STAGE=8|16 picks one, q4k_bulk_stage() in
+// matmul_gemv_q8.cu): SB = 8 super-blocks per row and stage, D = 4 slots (session 13), or SB = 16,
+// D = 2 -- the same ring bytes per warp, half the stages per weight, so half the producer work
+// (group_rows + expect_tx + copies, ~100 warp instructions per stage from lane 0, SASS) and half
+// the barrier waits and loop overhead per weight; at SB = 16 each lane takes two pairs per row
+// (super-blocks sbl and sbl + 8 of the chunk) against the same stage.
+template <int SB>
+struct BulkShape {
+  static constexpr int kRowBytes = SB * 144;       // 1152 / 2304
+  static constexpr int kSlot = kR * kRowBytes;     // 2304 / 4608
 };
+constexpr int kBulkSB = 8;  // the session-13 shape: 8 super-blocks, 4 slots
+constexpr int kBulkD = 4;
 
-__device__ __forceinline__ BulkStage bulk_stage(const Args& a, int64_t g, int c, int n_sb) {
-  BulkStage s;
-  const uint8_t* end[kR];
-  group_rows(a, g, s.w, s.ok, end);
-  s.nsb = min(kBulkSB, n_sb - c * kBulkSB);
-#pragma unroll
-  for (int r = 0; r < kR; ++r) s.w[r] += c * kBulkRowBytes;
-  return s;
-}
+template <int SB, int D>
+__host__ __device__ constexpr size_t bulk_ring_bytes() { return size_t(kWarps) * D * BulkShape<SB>::kSlot; }
 
 // Lane 0: request stage (g, c) into slot (smem address) with its barrier.
+template <int SB>
 __device__ __forceinline__ void bulk_issue(const Args& a, int64_t g, int c, int n_sb, uint32_t slot, uint32_t bar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const BulkStage s = bulk_stage(a, g, c, n_sb);
-  const uint32_t bytes = uint32_t(s.nsb) * 144u;
-  mbar_arrive_expect_tx(bar, bytes * (s.ok[0] ? 1u : 0u) + bytes * (s.ok[1] ? 1u : 0u));
+  const uint8_t* w[kR];
+  bool ok[kR];
+  const uint8_t* end[kR];
+  group_rows(a, g, w, ok, end);
+  const uint32_t bytes = uint32_t(min(SB, n_sb - c * SB)) * 144u;
+  mbar_arrive_expect_tx(bar, bytes * (ok[0] ? 1u : 0u) + bytes * (ok[1] ? 1u : 0u));
 #pragma unroll
   for (int r = 0; r < kR; ++r)
-    if (s.ok[r]) bulk_g2s(slot + uint32_t(r * kBulkRowBytes), s.w[r], bytes, bar);
+    if (ok[r]) bulk_g2s(slot + uint32_t(r * BulkShape<SB>::kRowBytes), w[r] + c * BulkShape<SB>::kRowBytes, bytes, bar);
 #endif
 }
 
+template <int SB, int D>
 __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid_constant__ Args a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using S = BulkShape<SB>;
   extern __shared__ uint4 q8_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(q8_smem4);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int cols = int(a.cols);
-  uint8_t* ring = smem + size_t(warp) * kBulkD * kBulkSlot;
-  const OneTokenX ox = one_token_x(smem + bulk_ring_bytes(), cols);  // x after the rings
+  uint8_t* ring = smem + size_t(warp) * D * S::kSlot;
+  const OneTokenX ox = one_token_x(smem + bulk_ring_bytes<SB, D>(), cols);  // x after the rings
   int8_t* const xq = ox.xq;
   float2* const xd = ox.xd;
   const int xq_cs = ox.xq_cs, xd_cs = ox.xd_cs;
   float* const part = ox.part;
-  uint64_t* bars = reinterpret_cast<uint64_t*>(part + kWarps * kR) + warp * kBulkD;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(part + kWarps * kR) + warp * D;
 
   const int n_sb = cols / 256;
-  const int n_chunks = (n_sb + kBulkSB - 1) / kBulkSB;
+  const int n_chunks = (n_sb + SB - 1) / SB;
   const int64_t gstep = int64_t(gridDim.x) * kWarps;
   const int64_t g0 = int64_t(blockIdx.x) * kWarps + warp;
   const uint32_t ring_s = smem_u32(ring), bar_s = smem_u32(bars);
@@ -82,34 +82,38 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
   RingCursor pcur(g0, gstep, a.n_groups, n_chunks);
   const int64_t n_st = pcur.n_st;  // this warp's stages
   auto issue_next = [&](uint32_t slot) {
-    bulk_issue(a, pcur.g, pcur.c, n_sb, ring_s + slot * uint32_t(kBulkSlot), bar_s + 8u * slot);
+    bulk_issue<SB>(a, pcur.g, pcur.c, n_sb, ring_s + slot * uint32_t(S::kSlot), bar_s + 8u * slot);
     pcur.advance();
   };
-  if (lane == 0) ring_start<kBulkD>(bar_s, pcur, issue_next);
+  if (lane == 0) ring_start<D>(bar_s, pcur, issue_next);
   __syncwarp();
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
   stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
   __syncthreads();
 
   const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
-  const int p = lane & 3, sbl = lane >> 2;  // pair p of super-block sbl of the chunk (pair kernel's lanes)
+  const int p = lane & 3, sbl = lane >> 2;  // pair p of super-blocks sbl, sbl + 8, ... of the chunk
   float acc[kR] = {0.0f, 0.0f};
   int64_t g = g0;
   int c = 0;
   for (int64_t i = 0; i < n_st; ++i) {
-    const int slot = int(i % kBulkD);
-    mbar_wait(bar_s + 8u * slot, uint32_t((i / kBulkD) & 1));
-    const int nsb = min(kBulkSB, n_sb - c * kBulkSB);
-    if (sbl < nsb) {
-      const uint8_t* sw = ring + slot * kBulkSlot + sbl * 144;
-      PairBuf b;
+    const int slot = int(i % D);
+    mbar_wait(bar_s + 8u * slot, uint32_t((i / D) & 1));
+    const int nsb = min(SB, n_sb - c * SB);
 #pragma unroll
-      for (int r = 0; r < kR; ++r) {  // a row that does not exist reads stale bytes; never stored
-        b.h[r] = *reinterpret_cast<const uint4*>(sw + r * kBulkRowBytes);
-        b.qa[r] = *reinterpret_cast<const uint4*>(sw + r * kBulkRowBytes + 16 + 32 * p);
-        b.qb[r] = *reinterpret_cast<const uint4*>(sw + r * kBulkRowBytes + 32 + 32 * p);
+    for (int k = 0; k < SB / 8; ++k) {
+      const int sb = sbl + 8 * k;
+      if (sb < nsb) {
+        const uint8_t* sw = ring + slot * S::kSlot + sb * 144;
+        PairBuf b;
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {  // a row that does not exist reads stale bytes; never stored
+          b.h[r] = *reinterpret_cast<const uint4*>(sw + r * S::kRowBytes);
+          b.qa[r] = *reinterpret_cast<const uint4*>(sw + r * S::kRowBytes + 16 + 32 * p);
+          b.qb[r] = *reinterpret_cast<const uint4*>(sw + r * S::kRowBytes + 32 + 32 * p);
+        }
+        pair_dot(b, xv, xd, c * SB + sb, p, acc);
       }
-      pair_dot(b, xv, xd, c * kBulkSB + sbl, p, acc);
     }
     __syncwarp();  // every lane is done with the slot
     if (lane == 0 && pcur.issued < n_st) {
@@ -129,6 +133,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
 #endif
 }
 
+template <int SB, int D>
 size_t bulk_smem_bytes(int64_t cols) {
-  return bulk_ring_bytes() + direct_smem_bytes(cols) + size_t(kWarps) * kBulkD * sizeof(uint64_t);
+  return bulk_ring_bytes<SB, D>() + direct_smem_bytes(cols) + size_t(kWarps) * D * sizeof(uint64_t);
 }

@@ -339,14 +339,13 @@ struct Task<GgmlType::Q3_K, NB> {
 __device__ __forceinline__ void k4_pair(uint4 hdr, int p, float& sc0, float& sc1, float& m0, float& m1) {
   const unsigned sel = (p & 1) ? 16u : 0u;
   const uint32_t Y = hdr.y >> sel, Z = hdr.z >> sel, Wd = hdr.w >> sel;
-  uint32_t sc, m;
-  if (p < 2) {
-    sc = Y & 0x3F3Fu;
-    m = Z & 0x3F3Fu;
-  } else {
-    sc = (Wd & 0x0F0Fu) | ((Y >> 2) & 0x3030u);
-    m = ((Wd >> 4) & 0x0F0Fu) | ((Z >> 2) & 0x3030u);
-  }
+  // Sub-blocks 0..3 (p < 2): the low 6 bits of Y / Z; 4..7: the low (sc) or high (m) nibble of Wd
+  // plus the top 2 bits of Y / Z. One formula with per-lane masks: p is lane & 3 in the one-token
+  // kernels, so a branch here diverged inside every warp (both paths issued; session 15 SASS).
+  const bool hi = p >= 2;
+  const uint32_t mlo = hi ? 0x0F0Fu : 0x3F3Fu, mhi = hi ? 0x3030u : 0u;
+  const uint32_t sc = ((hi ? Wd : Y) & mlo) | ((Y >> 2) & mhi);
+  const uint32_t m = ((hi ? (Wd >> 4) : Z) & mlo) | ((Z >> 2) & mhi);
   sc0 = float(sc & 0xFFu);
   sc1 = float((sc >> 8) & 0xFFu);
   m0 = float(m & 0xFFu);
@@ -1294,6 +1293,16 @@ Q4kKernel q4k_kernel() {
   return Q4kKernel(env);
 }
 
+// The Q4_K bulk kernel's stage (matmul_gemv_q4k_bulk.cuh): FATHOM_GEMV_Q4K_STAGE=8 (8 super-blocks
+// per row and stage, 4 ring slots) or 16 (16 super-blocks, 2 slots: the same ring bytes).
+std::atomic<int> g_q4k_stage_override{-1};
+int q4k_bulk_stage() {
+  const int o = g_q4k_stage_override.load(std::memory_order_relaxed);
+  if (o >= 0) return o == 1 ? 16 : 8;
+  static const int env = two_way_env("FATHOM_GEMV_Q4K_STAGE", "8", "16");
+  return env == 1 ? 16 : 8;
+}
+
 // Which one-token Q8_0 kernel: FATHOM_GEMV_Q8_0=bulk (gemv_q80_bulk_kernel, matmul_gemv_q8_0_one.cuh;
 // the default, taken on sm_90 code for cols % 256 == 0) or ring (the shared-memory-ring kernel).
 enum class Q80Kernel { Bulk = 0, Ring = 1 };
@@ -1424,8 +1433,11 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     // The bulk kernel's body exists only in sm_90 code (sm90_code_ok: not on a newer GPU running
     // this build's JIT-compiled compute_89 code).
     if (p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Bulk && sm90_code_ok() &&
-        bulk_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
-      launch_one_token(gemv_q4k_bulk_kernel, bulk_smem_bytes(p.cols), a, stream);
+        bulk_smem_bytes<kBulkSB, kBulkD>(p.cols) <= size_t(dev.max_smem_optin)) {
+      if (q4k_bulk_stage() == 16 && bulk_smem_bytes<16, 2>(p.cols) <= size_t(dev.max_smem_optin))
+        launch_one_token(gemv_q4k_bulk_kernel<16, 2>, bulk_smem_bytes<16, 2>(p.cols), a, stream);
+      else
+        launch_one_token(gemv_q4k_bulk_kernel<kBulkSB, kBulkD>, bulk_smem_bytes<kBulkSB, kBulkD>(p.cols), a, stream);
       return;
     }
     if (direct_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
@@ -1445,6 +1457,7 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
 }
 
 void gemv_q8_set_q4k_override(int kernel) { g_q4k_override.store(kernel < 0 || kernel > 2 ? -1 : kernel); }
+void gemv_q8_set_q4k_stage_override(int stage16) { g_q4k_stage_override.store(stage16 < 0 || stage16 > 1 ? -1 : stage16); }
 void gemv_q8_set_q80_override(int kernel) { g_q80_override.store(kernel < 0 || kernel > 1 ? -1 : kernel); }
 void gemv_q8_set_q6k_override(int kernel) { g_q6k_override.store(kernel < 0 || kernel > 1 ? -1 : kernel); }
 

@@ -303,10 +303,13 @@ TEST(GpuGemvQ8, Q4kOneTokenEveryKernel) {
   // groups per warp, so the bulk kernel's ring wraps its barrier phases across group boundaries);
   // cols 14336 (7 chunks); the fused gate/up at a real Llama-3-8B row length; the fused RMS norm
   // at cols 14336. Session 13: written after the last GPU run, not yet run on a GPU.
+  // Kernel 3 is the bulk kernel with 16-super-block stages (2560 cols: one partial chunk of 10;
+  // 14336: three whole and a partial one of 8).
   FATHOM_REQUIRE_GPU();
-  for (int k : {0, 1, 2}) {
+  for (int k : {0, 1, 2, 3}) {
     SCOPED_TRACE("q4k kernel " + std::to_string(k));
-    fathom::cuda::gemv_q8_set_q4k_override(k);
+    fathom::cuda::gemv_q8_set_q4k_override(k == 3 ? 0 : k);
+    fathom::cuda::gemv_q8_set_q4k_stage_override(k == 3 ? 1 : 0);
     check_plain(GgmlType::Q4_K, 1, 4096, 1, true, true);
     check_plain(GgmlType::Q4_K, 777, 2560, 1, false, true);
     check_plain(GgmlType::Q4_K, 40001, 2560, 1, true, false);
@@ -315,6 +318,7 @@ TEST(GpuGemvQ8, Q4kOneTokenEveryKernel) {
     check_norm(GgmlType::Q4_K, 130, 14336, 1);
   }
   fathom::cuda::gemv_q8_set_q4k_override(-1);
+  fathom::cuda::gemv_q8_set_q4k_stage_override(-1);
 }
 
 TEST(GpuGemvQ8, Q80OneTokenEveryKernel) {
