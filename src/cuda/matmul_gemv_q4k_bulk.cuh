@@ -23,7 +23,7 @@
 //
 // Stage i of a warp = chunk c of group g (its kR rows, super-blocks [SB c, SB c + SB) of each), slot
 // i % D, completion on that slot's mbarrier (phase parity (i / D) & 1).
-// Two stage shapes (template SB, D; FATHOM_GEMV_Q4K_STAGE=8|16 picks one, q4k_bulk_stage() in
+// Two stage shapes (template SB, D; FATHOM_GEMV_Q4K_STAGE=16|8 picks one, q4k_bulk_stage() in
 // matmul_gemv_q8.cu): SB = 8 super-blocks per row and stage, D = 4 slots (session 13), or SB = 16,
 // D = 2 -- the same ring bytes per warp, half the stages per weight, so half the producer work
 // (group_rows + expect_tx + copies, ~100 warp instructions per stage from lane 0, SASS) and half

@@ -548,50 +548,76 @@ __device__ __forceinline__ void store_group(const Args& a, int64_t g, int r, int
 // Stages x for the whole block (after pdl_wait, before a __syncthreads): every column's two int8
 // planes (xpad layout, plane 2 xp bytes after plane 1) and (u, sum) per 32 elements, with the
 // fused RMS norm applied first when a.norm_w is set. part: kWarps * kR * NB floats of scratch.
-template <int NB>
-__device__ __forceinline__ void stage_x(const Args& a, int8_t* xq, int xq_cs, int xp, float2* xd, int xd_cs,
-                                        float* part) {
+// One token's x (stage_x<1>): each thread's x loads (and norm weights) issued kStageXB at a time
+// before any is used (written for the Q8_0 kernel in session 14; the one-column loop before it made
+// cols / 1024 dependent L2 round trips per thread before the first weight was touched -- at 4096
+// columns that wait was half the Q4_K bulk kernel's warp-stall samples, Nsight Compute session 15).
+// The sum of squares for the fused norm is accumulated in e4 order per thread, as before. Plane 2
+// starts xp bytes after plane 1.
+constexpr int kStageXB = 4;
+__device__ __forceinline__ void stage_x1_batched(const Args& a, int8_t* xq, int xp, float2* xd, float* part) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int cols = int(a.cols);
-  if constexpr (NB == 1) {
-    // One column (the batch-1 decode GEMVs): no column index math. Every block of a launch
-    // stages x again, so this loop is paid (grid) times per launch: measured at ~1/3 of the
-    // Q4_K direct kernel's instructions on 14336 x 4096 in its general form (session 13).
-    const int per_c = cols / 4;
-    const float4* x4 = reinterpret_cast<const float4*>(a.x);
-    float s = 1.0f;
-    if (a.norm_w) {
-      float ss = 0.0f;
-      for (int e4 = threadIdx.x; e4 < per_c; e4 += kThreads) {
-        const float4 v = x4[e4];  // plain load: written by the previous kernel (PDL)
-        ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
-      }
+  const int per_c = cols / 4;
+  const float4* x4 = reinterpret_cast<const float4*>(a.x);
+  const float4* g4 = reinterpret_cast<const float4*>(a.norm_w);
+  float s = 1.0f;
+  if (a.norm_w) {
+    float ss = 0.0f;
+    for (int e0 = threadIdx.x; e0 < per_c; e0 += kStageXB * kThreads) {
+      float4 v[kStageXB];
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-      if (lane == 0) part[warp] = ss;
-      __syncthreads();
-      float t = 0.0f;
+      for (int u = 0; u < kStageXB; ++u)  // plain loads: written by the previous kernel (PDL)
+        v[u] = e0 + u * kThreads < per_c ? x4[e0 + u * kThreads] : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-      for (int k = 0; k < kWarps; ++k) t += part[k];
-      s = rsqrtf(t / float(cols) + a.norm_eps);
-      __syncthreads();  // part is reused by the caller
+      for (int u = 0; u < kStageXB; ++u)
+        ss = fmaf(v[u].x, v[u].x, fmaf(v[u].y, v[u].y, fmaf(v[u].z, v[u].z, fmaf(v[u].w, v[u].w, ss))));
     }
-    // Warp-uniform trip count: quantize_x4 needs all 32 lanes (its 8-lane shuffles use the full mask).
-    for (int base = 0; base < per_c; base += kThreads) {
-      const int e4 = base + int(threadIdx.x);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if (lane == 0) part[warp] = ss;
+    __syncthreads();
+    float t = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kWarps; ++k) t += part[k];
+    s = rsqrtf(t / float(cols) + a.norm_eps);
+    __syncthreads();  // part is reused by the caller
+  }
+  // Block-uniform trip counts: quantize_x4 needs all 32 lanes (8-lane shuffles, full mask).
+  for (int base = 0; base < per_c; base += kStageXB * kThreads) {
+    float4 v[kStageXB], g[kStageXB];
+#pragma unroll
+    for (int u = 0; u < kStageXB; ++u) {
+      const int e4 = base + u * kThreads + int(threadIdx.x);
       const bool act = e4 < per_c;
-      float4 v = act ? x4[e4] : make_float4(0.f, 0.f, 0.f, 0.f);
-      if (a.norm_w && act) {
-        const float4 g = __ldg(reinterpret_cast<const float4*>(a.norm_w) + e4);
-        v = make_float4(v.x * s * g.x, v.y * s * g.y, v.z * s * g.z, v.w * s * g.w);
-      }
-      const XQuad q = quantize_x4(v);
+      v[u] = act ? x4[e4] : make_float4(0.f, 0.f, 0.f, 0.f);
+      g[u] = a.norm_w && act ? __ldg(g4 + e4) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int u = 0; u < kStageXB; ++u) {
+      if (base + u * kThreads >= per_c) break;  // block-uniform
+      const int e4 = base + u * kThreads + int(threadIdx.x);
+      const bool act = e4 < per_c;
+      float4 w = v[u];
+      if (a.norm_w && act)
+        w = make_float4(w.x * s * g[u].x, w.y * s * g[u].y, w.z * s * g[u].z, w.w * s * g[u].w);
+      const XQuad q = quantize_x4(w);
       if (act) {
         *reinterpret_cast<uint32_t*>(xq + xpad(4 * e4)) = q.p1;
         *reinterpret_cast<uint32_t*>(xq + xp + xpad(4 * e4)) = q.p2;
         if ((e4 & 7) == 0) xd[e4 >> 3] = make_float2(q.u, q.sum);
       }
     }
+  }
+}
+
+template <int NB>
+__device__ __forceinline__ void stage_x(const Args& a, int8_t* xq, int xq_cs, int xp, float2* xd, int xd_cs,
+                                        float* part) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int cols = int(a.cols);
+  if constexpr (NB == 1) {
+    stage_x1_batched(a, xq, xp, xd, part);
     return;
   }
   // Quantize x[c][0 .. cols) of every column into the two planes (x_planes.cuh): 8 threads per
@@ -1293,14 +1319,16 @@ Q4kKernel q4k_kernel() {
   return Q4kKernel(env);
 }
 
-// The Q4_K bulk kernel's stage (matmul_gemv_q4k_bulk.cuh): FATHOM_GEMV_Q4K_STAGE=8 (8 super-blocks
-// per row and stage, 4 ring slots) or 16 (16 super-blocks, 2 slots: the same ring bytes).
+// The Q4_K bulk kernel's stage (matmul_gemv_q4k_bulk.cuh): FATHOM_GEMV_Q4K_STAGE=16 (16
+// super-blocks per row and stage, 2 ring slots; the default since session 15: 14336 x 4096 15.49 ->
+// 14.36 us, llama3-8b Q4_K_M 402.6 -> 411.5 tok/s, bench/device_s15b.sh) or 8 (8 super-blocks,
+// 4 slots: the same ring bytes).
 std::atomic<int> g_q4k_stage_override{-1};
 int q4k_bulk_stage() {
   const int o = g_q4k_stage_override.load(std::memory_order_relaxed);
   if (o >= 0) return o == 1 ? 16 : 8;
-  static const int env = two_way_env("FATHOM_GEMV_Q4K_STAGE", "8", "16");
-  return env == 1 ? 16 : 8;
+  static const int env = two_way_env("FATHOM_GEMV_Q4K_STAGE", "16", "8");
+  return env == 1 ? 8 : 16;
 }
 
 // Which one-token Q8_0 kernel: FATHOM_GEMV_Q8_0=bulk (gemv_q80_bulk_kernel, matmul_gemv_q8_0_one.cuh;

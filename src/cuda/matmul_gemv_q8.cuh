@@ -68,7 +68,7 @@ void gemv_q8_set_q4k_override(int kernel);
 
 // Test hook: the Q4_K bulk kernel's stage for launches after the call: 0 8 super-blocks per row
 // and stage with 4 ring slots, 1 16 super-blocks with 2 slots; -1 back to FATHOM_GEMV_Q4K_STAGE
-// (8 | 16, default 8).
+// (16 | 8, default 16).
 void gemv_q8_set_q4k_stage_override(int stage16);
 
 // Test hook: the one-token Q8_0 kernel for launches after the call: 0 the bulk-copy ring kernel

@@ -33,67 +33,6 @@ constexpr int kQ80D = 2;                          // ring slots per warp: 8.7 KB
 
 __host__ __device__ constexpr size_t q80_ring_bytes() { return size_t(kWarps) * kQ80D * kQ80Slot; }
 
-// One token's x staged as stage_x<1> stages it (same layout, same quantize_x4 on the same values,
-// so the same codes), but each thread's x loads (and norm weights) issued kQ80XB at a time before
-// any is used: at cols 14336 stage_x<1> makes 14 dependent L2 round trips per thread before the
-// first weight is touched. The sum of squares for the fused norm is accumulated in the same order.
-constexpr int kQ80XB = 4;
-__device__ __forceinline__ void stage_x1_batched(const Args& a, int8_t* xq, int xq_cs, float2* xd, float* part) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int cols = int(a.cols);
-  const int per_c = cols / 4;
-  const float4* x4 = reinterpret_cast<const float4*>(a.x);
-  const float4* g4 = reinterpret_cast<const float4*>(a.norm_w);
-  float s = 1.0f;
-  if (a.norm_w) {
-    float ss = 0.0f;
-    for (int e0 = threadIdx.x; e0 < per_c; e0 += kQ80XB * kThreads) {
-      float4 v[kQ80XB];
-#pragma unroll
-      for (int u = 0; u < kQ80XB; ++u)  // plain loads: written by the previous kernel (PDL)
-        v[u] = e0 + u * kThreads < per_c ? x4[e0 + u * kThreads] : make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-      for (int u = 0; u < kQ80XB; ++u)
-        ss = fmaf(v[u].x, v[u].x, fmaf(v[u].y, v[u].y, fmaf(v[u].z, v[u].z, fmaf(v[u].w, v[u].w, ss))));
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-    if (lane == 0) part[warp] = ss;
-    __syncthreads();
-    float t = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kWarps; ++k) t += part[k];
-    s = rsqrtf(t / float(cols) + a.norm_eps);
-    __syncthreads();  // part is reused by the caller
-  }
-  // Block-uniform trip counts: quantize_x4 needs all 32 lanes (8-lane shuffles, full mask).
-  for (int base = 0; base < per_c; base += kQ80XB * kThreads) {
-    float4 v[kQ80XB], g[kQ80XB];
-#pragma unroll
-    for (int u = 0; u < kQ80XB; ++u) {
-      const int e4 = base + u * kThreads + int(threadIdx.x);
-      const bool act = e4 < per_c;
-      v[u] = act ? x4[e4] : make_float4(0.f, 0.f, 0.f, 0.f);
-      g[u] = a.norm_w && act ? __ldg(g4 + e4) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-#pragma unroll
-    for (int u = 0; u < kQ80XB; ++u) {
-      if (base + u * kThreads >= per_c) break;  // block-uniform
-      const int e4 = base + u * kThreads + int(threadIdx.x);
-      const bool act = e4 < per_c;
-      float4 w = v[u];
-      if (a.norm_w && act)
-        w = make_float4(w.x * s * g[u].x, w.y * s * g[u].y, w.z * s * g[u].z, w.w * s * g[u].w);
-      const XQuad q = quantize_x4(w);
-      if (act) {
-        *reinterpret_cast<uint32_t*>(xq + xpad(4 * e4)) = q.p1;
-        *reinterpret_cast<uint32_t*>(xq + xq_cs + xpad(4 * e4)) = q.p2;
-        if ((e4 & 7) == 0) xd[e4 >> 3] = make_float2(q.u, q.sum);
-      }
-    }
-  }
-}
-
 // Lane 0: request chunk c -- blocks [64c, 64c + 64) of the rows at w[r] that exist (ok[r]) -- into
 // slot (shared address) with its barrier. n_blk: blocks per row.
 __device__ __forceinline__ void q80_issue(const uint8_t* const (&w)[kR], const bool (&ok)[kR], int c, int n_blk,
