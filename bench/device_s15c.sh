@@ -2,7 +2,8 @@
 # Session 15, third GPU call: x staged with batched loads in every one-token int8 GEMV (stage_x<1> ->
 # stage_x1_batched; Nsight Compute put half the Q4_K bulk kernel's warp-stall samples on the old
 # one-column loop's dependent x loads) and the 16-super-block Q4_K stage as the default: GEMV and
-# engine tests, kernel times, decode rows (8B Q4_K_M / Q8_0, 1B Q4_K_M, batch 8).
+# engine tests, kernel times, decode rows (8B Q4_K_M / Q8_0, 1B Q4_K_M, batch 8); then the mma_q8
+# helper's steps (dd84eb8: fewer instructions per super-block; bench/device_steps_mma.sh).
 # Usage (carry [".devdeps", ".devsrc-X"]): bash bench/device_s15c.sh .devsrc-X/head.tgz
 source "$(dirname "$0")/device_start.sh"
 device_start "${1:-}" /tmp/fathom-s15c
@@ -20,4 +21,6 @@ timeout 100 $B bench --synthetic llama3-8b --type Q4_K_M,Q8_0 -d 512 -n 128 -r 1
 timeout 60 $B bench --synthetic llama3.2-1b --type Q4_K_M -d 512 -n 128 -r 1 -q >>"$O/bench.md" 2>&1; echo "1b rc=$?"
 timeout 60 $B bench --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8 -r 1 -q >>"$O/bench.md" 2>&1; echo "b8 rc=$?"
 grep -E "^\| [a-z]" "$O/bench.md" | grep -v "^| model" | grep tg | awk -F'|' '{print $2,$4,$5,$6,$7,$8,$10}'
+stamp mma
+source bench/device_steps_mma.sh
 stamp done
