@@ -35,6 +35,7 @@
 #include "cuda/matmul_gemv_q8.cuh"
 #include "cuda/matmul_mma_q8.cuh"
 #include "cuda/ops.cuh"
+#include "cuda/prefill_plan.h"
 #include "cuda/synthetic.cuh"
 #include "diag/nvtx_range.h"
 #include "fathom/cpu_ops.h"
@@ -44,19 +45,6 @@
 #include "fathom/quant.h"
 
 namespace fathom {
-
-// Quantized matrices with at least this many elements prefill through dequantized bf16 chunks
-// and cuBLASLt; smaller ones through the tiled kernel (see GemmContext::dequant_min_elements).
-// With the per-shape plan cache a chunk costs a hash lookup (no heuristic query), so models of
-// kSmallModelBytes or more send every quantized matrix that way. Smaller models keep the old
-// 1 << 22 threshold: the path's workspace (cuBLASLt workspace, x16 scratch, dequant floor) comes
-// out of their 4.5%-of-weights budget and halves their prefill chunk. Measured on the H200,
-// pp512 tok/s, Q4_K_M (bench/device_q8_run.sh, threshold 0 vs 1 << 22): gemma3-270m (247 MB)
-// 17.0k vs 30.0k; llama3.2-1b (800 MB) 25.4k vs 17.0k; qwen2.5-7b 17.5k vs 14.0k; llama3-8b
-// 16.1k vs 16.1k. FATHOM_DEQUANT_MIN_ELEMENTS overrides both for A/B runs.
-constexpr int64_t kDequantMinElements = 0;
-constexpr int64_t kDequantMinElementsSmall = int64_t(1) << 22;
-constexpr size_t kSmallModelBytes = size_t(512) << 20;
 
 using namespace fathom::cuda;
 
@@ -176,31 +164,8 @@ struct Activations {
   int32_t* seq_table = nullptr;   // (max_seqs, max_blocks_per_seq) mirror of the allocator
 };
 
-// Offsets into the step-input header, in int32 elements.
-struct InLayout {
-  int64_t rows = 0, batch = 0;
-  int64_t tokens() const { return 0; }
-  int64_t pos() const { return rows; }
-  int64_t slots() const { return 2 * rows; }
-  int64_t seq_start() const { return 3 * rows; }
-  int64_t kv_len() const { return 3 * rows + batch + 1; }
-  int64_t size() const { return 3 * rows + 2 * batch + 1; }
-};
-
 bool is_matrix_type_ok(GgmlType t) { return matmul_supports(t); }
 
-// The largest prefill chunk the engine picks by itself. cuBLASLt's bf16 GEMMs at the 8B shapes
-// gain little past M = 2048 (tests/gpu/test_prefill_bench.cu), and the activations grow with it.
-constexpr int64_t kMaxUbatch = 2048;
-// Prefill chunks of at least this many tokens may split the FFN intermediate into up to
-// kMaxFfnSlices column slices to fit the workspace budget (smaller chunks keep it whole: there the
-// extra passes over x and the extra launches per slice cost more than a larger chunk saves).
-constexpr int64_t kMinSlicedUbatch = 1024;
-constexpr int64_t kMaxFfnSlices = 6;
-constexpr int64_t kFfnSliceAlign = 256;  // slice starts stay on K-quant super-block boundaries
-
-constexpr size_t kLtWorkspace = size_t(4) << 20;  // cuBLASLt's recommendation for Hopper is 32 MiB
-                                                   // for big GEMMs; 4 MiB suffices for our shapes
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------
@@ -237,35 +202,11 @@ bool cuda_engine_available(std::string* why) {
   return true;
 }
 
-struct CudaEngine::Impl {
-  ModelConfig cfg;
-  CudaEngineOptions opt;
+// The plan's fields (cfg, opt, n_ctx, ubatch, rows, max_batch, head_dim, ffn_slice, the dequant
+// scratch's matrices) and arithmetic live in PrefillPlanner (prefill_plan.h).
+struct CudaEngine::Impl : PrefillPlanner {
   CudaMemoryReport mem;
   std::string device_name;
-  int64_t n_ctx = 0, ubatch = 0, rows = 0;
-  int max_batch = 1;
-  int64_t head_dim = 0;
-  size_t work_budget = 0;     // the workspace's share of memory: 4.9% of the weight bytes
-  // Prefill FFN: the intermediate (T, n_ff) is computed in column slices of ffn_slice columns when
-  // T * n_ff exceeds rows * ffn_slice (the gate/up buffers); n_ff = never sliced.
-  int64_t ffn_slice = 0;
-  // Whether the FFN of a T-token GEMM pass runs in slices: when the whole does not fit the gate/up
-  // buffers, and also when it does but its matrices are dequantized, because the dequant scratch
-  // was sized for a slice (whole gate/up/down would go through it in narrow row chunks: H200,
-  // Q8_0 pp512 at 16.8k tok/s unsliced vs Q4_K_M 17.2k sliced). Never for the GEMV (<= 16 tokens).
-  bool ffn_dequant = false;  // some FFN matrix takes the dequantized-chunk GEMM
-  bool ffn_sliced(int64_t T) const {
-    return ffn_slice < cfg.n_ff && T > kGemvMaxTokens && (T * cfg.n_ff > rows * ffn_slice || ffn_dequant);
-  }
-  // Quantized matrices that take the dequantized-chunk GEMM: (rows, cols) and whether an FFN
-  // slice shrinks them (1: gate/up rows, 2: down cols; 3: the LM head, a GEMM only for decode
-  // batches over kGemvMaxTokens). dequant_need() -> the scratch's bounds.
-  struct DequantMat {
-    int64_t rows, cols;
-    int ffn;
-  };
-  std::vector<DequantMat> dequant_mats;
-
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   GemmContext gemm;
@@ -327,15 +268,6 @@ struct CudaEngine::Impl {
   void check_supported(const Model& model);
   void upload_weights(const Model& model, size_t data_bytes);
   void upload_file_data(const Model& model, uint8_t* dev, size_t data_bytes);
-  // Workspace bytes for `rows_` activation rows; *dequant_bytes (optional) gets the share of
-  // the bf16 weight-chunk scratch in it (what work_budget leaves, see the definition).
-  // slice: the FFN slice width to plan for (0: ffn_slice).
-  size_t plan_workspace(int64_t rows_, bool need_lt, size_t* dequant_bytes = nullptr,
-                        int64_t slice = 0) const;
-  // bf16 bytes of the largest quantized matrix the GEMM sees with FFN slices of `slice` columns,
-  // and the widest of their column counts (layers_only: without the LM head).
-  void dequant_need(int64_t slice, size_t* cap, int64_t* cols, bool layers_only = false) const;
-  void choose_prefill_chunk(const Model& model, bool need_lt, int64_t dequant_min);
   size_t decode_attention_workspace() const;
   void alloc_workspace(bool need_lt);
 
@@ -411,154 +343,6 @@ size_t CudaEngine::Impl::decode_attention_workspace() const {
   return best;
 }
 
-void CudaEngine::Impl::dequant_need(int64_t slice, size_t* cap, int64_t* cols, bool layers_only) const {
-  *cap = 0;
-  *cols = 0;
-  for (const DequantMat& m : dequant_mats) {
-    if (layers_only && m.ffn == 3) continue;
-    const int64_t r = m.ffn == 1 ? std::min(m.rows, slice) : m.rows;
-    const int64_t k = m.ffn == 2 ? std::min(m.cols, slice) : m.cols;
-    *cap = std::max(*cap, size_t(r) * size_t(k) * 2);
-    *cols = std::max(*cols, k);
-  }
-}
-
-size_t CudaEngine::Impl::plan_workspace(int64_t r, bool need_lt, size_t* dequant_bytes,
-                                        int64_t slice) const {
-  const ModelConfig& c = cfg;
-  const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
-  const int64_t S = slice > 0 ? slice : (ffn_slice > 0 ? ffn_slice : c.n_ff);
-  ArenaPlan p;
-  const int64_t wide = std::max(c.n_embd, qd);
-  p.add(r * c.n_embd * 4);                                   // x
-  p.add(r * wide * 4);                                       // h and att (alloc_workspace)
-  p.add(r * wide * 4);                                       // q and a
-  p.add(r * kvd * 4);                                        // k
-  p.add(r * kvd * 4);                                        // v
-  p.add(r * S * 4);                                          // gate
-  p.add(r * S * 4);                                          // up
-  p.add(int64_t(max_batch) * c.n_vocab * 4);                 // logits
-  p.add(decode_attention_workspace());
-  p.add(mma_q8_workspace_bytes(std::min<int64_t>(r, kMmaQ8MaxTokens), std::max({2 * c.n_ff, qd + 2 * kvd, c.n_embd})));
-  p.add(argmax_workspace_bytes(max_batch, c.n_vocab));
-  if (need_lt) {
-    // x in 16 bits for the widest GEMM input: h, att, or the FFN intermediate (a slice of it,
-    // or all n_ff columns of fewer tokens: T * n_ff <= r * S).
-    const int64_t max_cols = std::max({c.n_embd, S, qd});
-    p.add(r * max_cols * 2);
-    p.add(kLtWorkspace);
-  }
-  p.add(size_t(opt.max_batch + 1) * 8);                     // rng counters (max_seqs)
-  const InLayout il{r, max_batch};
-  p.add(il.size() * 4);
-  p.add(max_batch * 4);
-  const int64_t mbps = (n_ctx + opt.kv_block_size - 1) / opt.kv_block_size;
-  p.add(max_batch * mbps * 4);
-  p.add(max_batch * mbps * 4);
-  // Prefill of quantized weights dequantizes one chunk of rows to bf16 and runs cuBLASLt on it
-  // (matmul_gemm.cu): the chunk takes whatever work_budget leaves, at least 256 rows of the
-  // widest matrix, at most the largest matrix (or FFN slice of one) whole. Llama-3-8B Q4_K_M
-  // (4.9 GB) at ubatch 1024 with FFN slices of 4864 columns: 39.8 MB, every matrix whole.
-  // When the floor does not fit, the total exceeds the budget and load() picks a smaller chunk.
-  size_t dq = 0;
-  size_t dequant_cap = 0;
-  int64_t dequant_cols = 0;
-  dequant_need(S, &dequant_cap, &dequant_cols);
-  if (need_lt && dequant_cap > 0) {
-    const size_t left = work_budget > p.bytes ? (work_budget - p.bytes) & ~(DeviceArena::kAlign - 1) : 0;
-    const size_t floor_bytes = size_t(256) * size_t(dequant_cols) * 2;
-    dq = std::min(std::max(left, floor_bytes), dequant_cap);
-    p.add(dq);
-  }
-  if (dequant_bytes) *dequant_bytes = dq;
-  return p.bytes;
-}
-
-// Prefill chunk (ubatch) and FFN slice width (ffn_slice). Every chunk of a quantized model
-// dequantizes all its weights again (~18 GB of traffic for Llama-3-8B, ~4.5 ms on the H200), and
-// cuBLASLt runs faster at larger M, so a larger chunk pays -- but the activations grow with it
-// (~199 kB per token for the 8B shape with the FFN whole, ~100 kB with it in 4 slices; h/att and
-// q/a share buffers, alloc_workspace).
-//   1. The largest ubatch in kMaxUbatch .. kMinSlicedUbatch (powers of two) whose workspace fits
-//      work_budget with the FFN whole, else in 2..kMaxFfnSlices column slices (widest first),
-//      with the dequant scratch holding the largest (sliced) quantized matrix whole.
-//   2. Else the largest power of two <= 512 (down to 64) that fits with the FFN whole, the
-//      dequant scratch taking what is left (row chunks).
-// Worked example, Llama-3-8B: F16 (16.1 GB, budget 787 MB): 2048 tokens, FFN whole. Q4_K_M
-// (4.91 GB, budget 240.6 MB): 2048 tokens do not fit even in 6 slices (x, h/att, q/a 33.5 MB each,
-// k/v 16.8, the decode matmul's split-K partials 32, cuBLASLt 4, the bf16 x 16.8, gate/up 42 at 6
-// slices, and a 33.5 MB dequant scratch for Wq whole: ~246 MB); 1024 tokens in 2 slices of 7168
-// (gate/up 58.7 MB, a 58.7 MB scratch) -- measured on the H200 (bench/device_s14_final.sh):
-// pp4096 27.8k tok/s, workspace 230.2 MB, against 26.4k with 3 slices under the old 4.5% budget.
-// Q8_0 (8.5 GB): 2048 tokens. Models whose budget fits no 1024-token chunk keep the old rule
-// (gemma3-270m, llama3.2-1b Q4_K_M). opt.ubatch fixes the chunk (the widest slice that fits, else
-// whole); FATHOM_FFN_SLICE=N forces slices of N columns (a multiple of 256; tests, A/B runs).
-void CudaEngine::Impl::choose_prefill_chunk(const Model& model, bool need_lt, int64_t dequant_min) {
-  const int64_t F = cfg.n_ff;
-  auto rows_of = [&](int64_t ub) { return std::max<int64_t>(ub, max_batch); };
-  // Slicing needs GEMM-capable FFN weights (F32 ones take fp32 GEMV slices, which take no
-  // column slice), slices that stay on the dequantized path when the whole matrix is on it,
-  // and chunks the GEMV (<= kGemvMaxTokens tokens, never sliced) always fits whole.
-  bool sliceable = F >= 2 * kFfnSliceAlign && F % 32 == 0;
-  for (const LayerWeights& l : model.weights.layers)
-    for (const WeightRef* r : {&l.ffn_gate, &l.ffn_up, &l.ffn_down})
-      sliceable = sliceable && *r && r->type() != GgmlType::F32;
-  auto slice_ok = [&](int64_t ub, int64_t S) {
-    if (S >= F) return true;
-    if (!sliceable || rows_of(ub) * S < kGemvMaxTokens * F) return false;
-    for (const DequantMat& m : dequant_mats)
-      if ((m.ffn == 1 && std::min(m.rows, S) * m.cols < dequant_min) ||
-          (m.ffn == 2 && m.rows * std::min(m.cols, S) < dequant_min))
-        return false;
-    return true;
-  };
-  std::vector<int64_t> slices{F};
-  int64_t forced = 0;
-  if (const char* e = std::getenv("FATHOM_FFN_SLICE"); e && *e) {
-    char* end = nullptr;
-    const long long v = std::strtoll(e, &end, 10);
-    FATHOM_CHECK(end && *end == '\0' && v > 0 && v % kFfnSliceAlign == 0, "FATHOM_FFN_SLICE='", e,
-                 "' is not a positive multiple of ", kFfnSliceAlign, " (FFN columns per slice)");
-    forced = std::min<int64_t>(v, F);
-    slices = {forced};
-  } else {
-    for (int64_t k = 2; k <= kMaxFfnSlices; ++k) {
-      const int64_t S = ((F + k - 1) / k + kFfnSliceAlign - 1) / kFfnSliceAlign * kFfnSliceAlign;
-      if (S < slices.back()) slices.push_back(S);
-    }
-  }
-  auto fits = [&](int64_t ub, int64_t S, bool whole_dequant) {
-    if (!slice_ok(ub, S)) return false;
-    size_t dq = 0, cap = 0;
-    int64_t cols = 0;
-    if (plan_workspace(rows_of(ub), need_lt, &dq, S) > work_budget) return false;
-    dequant_need(S, &cap, &cols, true);
-    return !whole_dequant || dq >= cap;
-  };
-  if (opt.ubatch > 0) {
-    ubatch = opt.ubatch;
-    ffn_slice = F;
-    for (int64_t S : slices)
-      if (fits(ubatch, S, false) || (forced && slice_ok(ubatch, S))) {
-        ffn_slice = S;
-        break;
-      }
-    return;
-  }
-  for (int64_t ub = kMaxUbatch; ub >= kMinSlicedUbatch; ub /= 2)
-    for (int64_t S : slices)
-      if (fits(ub, S, true)) {
-        ubatch = ub;
-        ffn_slice = S;
-        return;
-      }
-  ffn_slice = forced && slice_ok(512, forced) ? forced : F;
-  ubatch = 512;
-  while (ubatch > 64 && plan_workspace(rows_of(ubatch), need_lt, nullptr, ffn_slice) > work_budget)
-    ubatch /= 2;
-  if (!slice_ok(ubatch, ffn_slice)) ffn_slice = F;
-}
-
 void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   const ModelConfig& c = cfg;
   const int64_t qd = c.n_head * head_dim, kvd = c.n_head_kv * head_dim;
@@ -580,9 +364,22 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   act.logits = A.alloc_n<float>(int64_t(max_batch) * c.n_vocab, "logits");
   act.attn_ws_bytes = decode_attention_workspace();
   act.attn_ws = A.alloc(act.attn_ws_bytes, "attention workspace");
+  // The mma_q8 workspace: tile counters (zeroed with the arena below, kept zero by the kernel),
+  // then the split-K partials, which share their bytes with the dequant scratch when there is
+  // one (plan_workspace says why that is safe).
   act.mmq_ws_bytes = mma_q8_workspace_bytes(std::min<int64_t>(r, kMmaQ8MaxTokens),
                                             std::max({2 * c.n_ff, qd + 2 * kvd, c.n_embd}));
-  act.mmq_ws = A.alloc(act.mmq_ws_bytes, "mma_q8 split-K workspace");  // zeroed with the arena below
+  size_t dq = 0;
+  plan_workspace(r, need_lt, &dq);
+  act.gemm_dequant_bytes = dq;
+  if (dq > 0 && share_mmq_partials) {
+    act.mmq_ws = A.alloc(kMmaQ8WorkspaceCounterBytes + std::max(dq, act.mmq_ws_bytes - kMmaQ8WorkspaceCounterBytes),
+                         "mma_q8 counters + (dequant chunk | split-K partials)");
+    act.gemm_dequant = static_cast<uint8_t*>(act.mmq_ws) + kMmaQ8WorkspaceCounterBytes;
+  } else {
+    act.mmq_ws = A.alloc(act.mmq_ws_bytes, "mma_q8 split-K workspace");
+    if (dq > 0) act.gemm_dequant = A.alloc(dq, "gemm dequant chunk");
+  }
   act.argmax_ws = A.alloc(argmax_workspace_bytes(max_batch, c.n_vocab), "argmax workspace");
   if (need_lt) {
     const int64_t max_cols = std::max({c.n_embd, ffn_slice, qd});
@@ -590,12 +387,6 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
     act.gemm_scratch = A.alloc(act.gemm_scratch_bytes, "gemm scratch");
     act.lt_ws_bytes = kLtWorkspace;
     act.lt_ws = A.alloc(act.lt_ws_bytes, "cuBLASLt workspace");
-    size_t dq = 0;
-    plan_workspace(r, need_lt, &dq);
-    if (dq > 0) {
-      act.gemm_dequant_bytes = dq;
-      act.gemm_dequant = A.alloc(dq, "gemm dequant chunk");
-    }
   }
   act.rng_counter = A.alloc_n<uint64_t>(opt.max_batch + 1, "rng counters");
   act.in = A.alloc_n<int32_t>(in_layout.size(), "step inputs");
@@ -746,7 +537,7 @@ void CudaEngine::Impl::upload_weights(const Model& model, size_t data_bytes) {
   }
 }
 
-CudaEngine::Impl::Impl(const Model& model, const CudaEngineOptions& o) : cfg(model.config), opt(o) {
+CudaEngine::Impl::Impl(const Model& model, const CudaEngineOptions& o) : PrefillPlanner(model.config, o) {
   try {
     load(model);
   } catch (...) {
@@ -782,53 +573,8 @@ void CudaEngine::Impl::load(const Model& model) {
   // ---- plan: weights, workspace, then the KV cache from what is left ----
   const GgufFile& file = *model.file;
   const size_t data_bytes = file.file_size() - file.data_offset();
-  size_t extra = 0;
-  auto count_vec = [&](const WeightRef& r) {
-    if (r && r.type() != GgmlType::F32) extra += align_up(size_t(r.info->n_elements()) * 4, DeviceArena::kAlign);
-  };
-  count_vec(model.weights.output_norm);
-  for (const LayerWeights& l : model.weights.layers)
-    for (const WeightRef* r : {&l.attn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm,
-                               &l.post_attn_norm, &l.ffn_norm, &l.post_ffn_norm})
-      count_vec(*r);
-  extra += align_up(cfg.rope_freq_factors.size() * 4, DeviceArena::kAlign);
-  const size_t weight_bytes = align_up(data_bytes, DeviceArena::kAlign) + extra;
-
-  // cuBLASLt serves prefill of every non-F32 matrix (F32 keeps fp32 GEMV slices, see forward):
-  // F16/BF16 directly, quantized types through a bf16 chunk of dequantized rows.
-  // Quantized matrices under dequant_min (kDequantMinElements, or FATHOM_DEQUANT_MIN_ELEMENTS for
-  // A/B runs) keep the tiled kernel (GemmContext), so they need neither cuBLASLt nor dequant
-  // scratch: a small model keeps its whole workspace budget for a long prefill chunk
-  // (gemma3-270m Q4_K_M pp512 on the H200: 29.9k tok/s with ubatch 512-class chunks, 7.8k when
-  // the scratch floor shrank the chunk to 64).
-  int64_t dequant_min = weight_bytes < kSmallModelBytes ? kDequantMinElementsSmall : kDequantMinElements;
-  if (const char* e = std::getenv("FATHOM_DEQUANT_MIN_ELEMENTS"); e && *e) {
-    char* end = nullptr;
-    const long long v = std::strtoll(e, &end, 10);
-    FATHOM_CHECK(end && *end == '\0' && v >= 0, "FATHOM_DEQUANT_MIN_ELEMENTS='", e,
-                 "' is not a non-negative integer (elements of a weight matrix)");
-    dequant_min = int64_t(v);
-  }
-  bool need_lt = false;
-  dequant_mats.clear();
-  auto count_quant = [&](const WeightRef& r, int ffn) {
-    if (!r || r.type() == GgmlType::F32 || r.type() == GgmlType::F16 || r.type() == GgmlType::BF16)
-      return;
-    if (r.rows() * r.cols() < dequant_min) return;
-    need_lt = true;
-    dequant_mats.push_back(DequantMat{r.rows(), r.cols(), ffn});
-  };
-  for (const LayerWeights& l : model.weights.layers) {
-    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
-      if (*r && (r->type() == GgmlType::F16 || r->type() == GgmlType::BF16)) need_lt = true;
-    for (const WeightRef* r : {&l.wq, &l.wk, &l.wv, &l.wo}) count_quant(*r, 0);
-    count_quant(l.ffn_gate, 1);
-    count_quant(l.ffn_up, 1);
-    count_quant(l.ffn_down, 2);
-  }
-  // The LM head runs on up to max_batch rows: a GEMM only above kGemvMaxTokens.
-  if (max_batch > kGemvMaxTokens)
-    count_quant(model.weights.output ? model.weights.output : model.weights.tok_embd, 3);
+  // weight_bytes, the budget, and the matrices that take cuBLASLt / the dequant scratch.
+  measure(model, data_bytes);
 
   const int64_t bs = opt.kv_block_size;
   const size_t kv_bytes_per_block =
@@ -844,11 +590,8 @@ void CudaEngine::Impl::load(const Model& model) {
   // partials; plan with the cap first, then with the chosen context.
   n_ctx = opt.n_ctx > 0 ? opt.n_ctx : ctx_cap;
   FATHOM_CHECK(n_ctx <= INT32_MAX / 2, "context ", n_ctx, " is too large");
-  // Prefill chunk and FFN slice under 4.9% of the weights (the budget is 5%).
-  work_budget = size_t(0.049 * double(weight_bytes));
-  choose_prefill_chunk(model, need_lt, dequant_min);
-  ffn_dequant = std::any_of(dequant_mats.begin(), dequant_mats.end(),
-                            [](const DequantMat& m) { return m.ffn == 1 || m.ffn == 2; });
+  attn_ws_bytes = decode_attention_workspace();
+  choose_prefill_chunk(model);
   rows = std::max<int64_t>(ubatch, max_batch);
   in_layout = InLayout{rows, max_batch};
   size_t work_bytes = plan_workspace(rows, need_lt);
@@ -862,6 +605,7 @@ void CudaEngine::Impl::load(const Model& model) {
     FATHOM_CHECK(n_ctx >= bs, "out of GPU memory: weights (", format_bytes(weight_bytes),
                  ") and workspace (", format_bytes(work_bytes), ") leave no room for a KV cache: ",
                  format_bytes(free_b), " free of ", format_bytes(total_b));
+    attn_ws_bytes = decode_attention_workspace();
     work_bytes = plan_workspace(rows, need_lt);
   }
   const int64_t mbps = (n_ctx + bs - 1) / bs;
@@ -993,6 +737,10 @@ void CudaEngine::Impl::load(const Model& model) {
                  ffn_slice < cfg.n_ff ? str_cat("in column slices of ", ffn_slice, " of ", cfg.n_ff).c_str()
                                       : str_cat("whole (", cfg.n_ff, " columns)").c_str(),
                  format_bytes(act.gemm_dequant_bytes).c_str(), format_bytes(work_budget).c_str());
+    std::vector<Term> terms;
+    plan_workspace(rows, need_lt, nullptr, 0, &terms);
+    std::fprintf(stderr, "fathom: workspace plan (%lld rows):\n%s", (long long)rows,
+                 describe_workspace(terms, work_budget).c_str());
   }
 }
 
