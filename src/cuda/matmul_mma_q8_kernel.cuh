@@ -107,6 +107,13 @@ __device__ __forceinline__ void mma_k32(const uint32_t (&a)[4], uint32_t b0, uin
       : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(kAccBias));
 }
+// The same with unsigned A codes (u8 x s8): Q4_K's high nibbles in place, 16 x the code.
+__device__ __forceinline__ void mma_k32u(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%10,%10,%10};"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(kAccBias));
+}
 __device__ __forceinline__ void mma_k16(uint32_t a0, uint32_t a1, uint32_t b0, int (&d)[4]) {
   asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%7,%7,%7};"
       : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
@@ -243,15 +250,19 @@ __device__ __forceinline__ void k4_quad(const uint4& hdr, int hi, uint32_t& sc, 
   mn = ((hdr.z >> sh) & mlo) | ((hdr.w >> 4) & mw);
 }
 // Pairs 2 hi, 2 hi + 1 of one row: o[2 hi + e] = {d sc[4 hi + 2 e], d sc[4 hi + 2 e + 1],
-// dmin mn[..], dmin mn[..]}.
+// dmin mn[..], dmin mn[..]}. H16 (Q4_K): the odd sub-block's d sc is stored divided by 16, since its
+// codes enter the mma as the high nibbles in place (16 x the code, k45_pair); exact (a power of 2:
+// the product with any x scale, and so the result, has the same bits as before up to that factor).
+template <bool H16>
 __device__ __forceinline__ void k4_store_quad(const uint4& hdr, int hi, float4* o) {
   const float d = half_lo(hdr.x), dmin = half_hi(hdr.x);
   const float nd = d * -8388608.0f, nm = dmin * -8388608.0f;
+  const float d1 = H16 ? d * 0.0625f : d, nd1 = H16 ? nd * 0.0625f : nd;
   uint32_t sc, mn;
   k4_quad(hdr, hi, sc, mn);
 #pragma unroll
   for (int e = 0; e < 2; ++e)
-    o[2 * hi + e] = make_float4(dmul_ubyte(d, nd, sc, 2 * e), dmul_ubyte(d, nd, sc, 2 * e + 1),
+    o[2 * hi + e] = make_float4(dmul_ubyte(d, nd, sc, 2 * e), dmul_ubyte(d1, nd1, sc, 2 * e + 1),
                                 dmul_ubyte(dmin, nm, mn, 2 * e), dmul_ubyte(dmin, nm, mn, 2 * e + 1));
 }
 
@@ -263,10 +274,10 @@ __device__ __forceinline__ void k45_scales(const StageCtx& s) {
   const uint4 hdr = *reinterpret_cast<const uint4*>(s.sc_in);
   float4* o = reinterpret_cast<float4*>(s.sc_out);
   if constexpr (MT == 1) {
-    k4_store_quad(hdr, s.hi, o);
+    k4_store_quad<!Q5>(hdr, s.hi, o);
   } else {
-    k4_store_quad(hdr, 0, o);
-    k4_store_quad(hdr, 1, o);
+    k4_store_quad<!Q5>(hdr, 0, o);
+    k4_store_quad<!Q5>(hdr, 1, o);
   }
   __syncwarp();
 }
@@ -319,32 +330,46 @@ __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int g
       M[m][h][1] = f.w;
     }
   }
+  // A fragments of both sub-blocks. Q4_K: the second sub-block's codes are the high nibbles in
+  // place (16 x the code as u8; its decoded scale is d sc / 16, k4_store_quad): one AND instead of
+  // shift + AND per register. 16 |dot| < 2^22 keeps the biased-accumulator conversion exact.
+  uint32_t a[2][MT][4];  // [e][m]
 #pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    const int sb = 2 * Pp + e;
-    uint32_t a[MT][4];
+  for (int e = 0; e < 2; ++e)
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        a[m][i] = e ? (q[m][i] >> 4) & kM4 : q[m][i] & kM4;
-        if constexpr (Q5) a[m][i] |= ((qh[m][i] >> sb) & 0x01010101u) << 4;
+        if constexpr (Q5) {
+          a[e][m][i] = (e ? (q[m][i] >> 4) & kM4 : q[m][i] & kM4) | (((qh[m][i] >> (2 * Pp + e)) & 0x01010101u) << 4);
+        } else {
+          a[e][m][i] = q[m][i] & (e ? ~kM4 : kM4);
+        }
       }
 #pragma unroll
-    for (int jp = 0; jp < kPairs<NT>; ++jp) {
+  for (int jp = 0; jp < kPairs<NT>; ++jp) {
+    // x scales (u, sum) of both sub-blocks for the pair's tokens: one 16-byte load per token
+    // (xs rows are 16-byte aligned and 2 Pp is even).
+    float4 xv[kPerPair<NT>];
+#pragma unroll
+    for (int jj = 0; jj < kPerPair<NT>; ++jj)
+      xv[jj] = *reinterpret_cast<const float4*>(x.xs + (4 * (2 * jp + jj) + t) * x.stride + s.kk * 8 + 2 * Pp);
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
       uint32_t b[2][2];
-      load_b2<NT>(x, s.kk * kStageK + 32 * sb, jp, b);
+      load_b2<NT>(x, s.kk * kStageK + 32 * (2 * Pp + e), jp, b);
 #pragma unroll
       for (int jj = 0; jj < kPerPair<NT>; ++jj) {
         const int j = 2 * jp + jj;
-        const float2 xv = x.xs[(4 * j + t) * x.stride + s.kk * 8 + sb];
+        const float xu = e ? xv[jj].z : xv[jj].x, xsum = e ? xv[jj].w : xv[jj].y;
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           int dd[4];
-          mma_k32(a[m], b[jj][0], b[jj][1], dd);
+          if (!Q5 && e) mma_k32u(a[e][m], b[jj][0], b[jj][1], dd);
+          else mma_k32(a[e][m], b[jj][0], b[jj][1], dd);
           const float2 v = planes(dd);
-          acc[m][0][j] = fmaf(S[m][0][e] * xv.x, v.x, fmaf(-M[m][0][e], xv.y, acc[m][0][j]));
-          acc[m][1][j] = fmaf(S[m][1][e] * xv.x, v.y, fmaf(-M[m][1][e], xv.y, acc[m][1][j]));
+          acc[m][0][j] = fmaf(S[m][0][e] * xu, v.x, fmaf(-M[m][0][e], xsum, acc[m][0][j]));
+          acc[m][1][j] = fmaf(S[m][1][e] * xu, v.y, fmaf(-M[m][1][e], xsum, acc[m][1][j]));
         }
       }
     }
