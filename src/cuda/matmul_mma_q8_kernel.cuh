@@ -107,6 +107,19 @@ __device__ __forceinline__ void mma_k32(const uint32_t (&a)[4], uint32_t b0, uin
       : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(kAccBias));
 }
+// D = A B with a zero accumulator (the exact int32 dots: Q4_K's I2F variant, k45_pair).
+template <bool U>
+__device__ __forceinline__ void mma_k32_int(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
+  if constexpr (U) {
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
+  } else {
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
+  }
+}
 // The same with unsigned A codes (u8 x s8): Q4_K's high nibbles in place, 16 x the code.
 __device__ __forceinline__ void mma_k32u(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
   asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -309,7 +322,11 @@ __device__ __forceinline__ void q6k_scales(const StageCtx& s) {
 // Q4_K (Q5 false) / Q5_K (Q5 true): sub-block pair Pp (sub-blocks 2 Pp, 2 Pp + 1) of the stage.
 // Code bytes 32 Pp .. 32 Pp + 31 hold elements 64 Pp + l (low nibble) and 64 Pp + 32 + l (high
 // nibble): one ldmatrix.x4 of the 16 rows x 32 bytes is the packed A fragment of both.
-template <int NT, bool Q5, int Pp>
+// Cvt (Q4_K only, FATHOM_MMQ_Q4K_CVT=i2f): the planes combine in the integer unit, 254 dot1 + dot2
+// by one IMAD on the exact int32 dots, and one I2F converts it (exact: |254 dot1 + dot2| < 2^24 for
+// 4-bit codes; the high-nibble sub-block's value is 16 x that, a multiple of 16 below 2^28) -- two
+// instructions per output instead of FADD, FADD, FFMA, the same bits; I2F runs at 16 lanes/clk/SM.
+template <int NT, bool Q5, int Pp, bool Cvt>
 __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int g, int t,
                                          const uint32_t (&qh)[kMT<NT>][4], float (&acc)[kMT<NT>][2][NT]) {
   constexpr int MT = kMT<NT>;
@@ -365,9 +382,16 @@ __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int g
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           int dd[4];
-          if (!Q5 && e) mma_k32u(a[e][m], b[jj][0], b[jj][1], dd);
-          else mma_k32(a[e][m], b[jj][0], b[jj][1], dd);
-          const float2 v = planes(dd);
+          float2 v;
+          if constexpr (Cvt && !Q5) {
+            if (e) mma_k32_int<true>(a[e][m], b[jj][0], b[jj][1], dd);
+            else mma_k32_int<false>(a[e][m], b[jj][0], b[jj][1], dd);
+            v = make_float2(float(dd[0] * kPlaneScale + dd[1]), float(dd[2] * kPlaneScale + dd[3]));
+          } else {
+            if (!Q5 && e) mma_k32u(a[e][m], b[jj][0], b[jj][1], dd);
+            else mma_k32(a[e][m], b[jj][0], b[jj][1], dd);
+            v = planes(dd);
+          }
           acc[m][0][j] = fmaf(S[m][0][e] * xu, v.x, fmaf(-M[m][0][e], xsum, acc[m][0][j]));
           acc[m][1][j] = fmaf(S[m][1][e] * xu, v.y, fmaf(-M[m][1][e], xsum, acc[m][1][j]));
         }
@@ -376,7 +400,7 @@ __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int g
   }
 }
 
-template <int NT, bool Q5>
+template <int NT, bool Q5, bool Cvt>
 __device__ __forceinline__ void stage_k45(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
   constexpr int MT = kMT<NT>;
   constexpr int P = Q5 ? 176 : 144;
@@ -387,10 +411,10 @@ __device__ __forceinline__ void stage_k45(const StageCtx& s, const XCtx& x, int 
 #pragma unroll
     for (int m = 0; m < MT; ++m) ldsm_x4(s.wrow_s + 16 * m * P + 16, qh[m][0], qh[m][1], qh[m][2], qh[m][3]);
   }
-  k45_pair<NT, Q5, 0>(s, x, g, t, qh, acc);
-  k45_pair<NT, Q5, 1>(s, x, g, t, qh, acc);
-  k45_pair<NT, Q5, 2>(s, x, g, t, qh, acc);
-  k45_pair<NT, Q5, 3>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 0, Cvt>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 1, Cvt>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 2, Cvt>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 3, Cvt>(s, x, g, t, qh, acc);
 }
 
 // Q6_K: super-block at s.wrow + row * 240 + s.off (s.off even; A: 4-byte aligned). Sub-block
@@ -552,12 +576,12 @@ __device__ __forceinline__ void legacy_block(const StageCtx& s, const XCtx& x, i
   }
 }
 
-template <GgmlType T, int NT>
+template <GgmlType T, int NT, bool Cvt>
 __device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
   if constexpr (T == GgmlType::Q4_K) {
-    stage_k45<NT, false>(s, x, lane, acc);
+    stage_k45<NT, false, Cvt>(s, x, lane, acc);
   } else if constexpr (T == GgmlType::Q5_K) {
-    stage_k45<NT, true>(s, x, lane, acc);
+    stage_k45<NT, true, false>(s, x, lane, acc);
   } else if constexpr (T == GgmlType::Q6_K) {
     if (s.off & 2) stage_q6k<NT, false>(s, x, lane, acc);
     else stage_q6k<NT, true>(s, x, lane, acc);
@@ -770,7 +794,7 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
   for (int i = int(threadIdx.x); i < zs; i += kThreads) xs[a.n_tokens * stride + i] = make_float2(0.f, 0.f);
 }
 
-template <GgmlType T, int NT>
+template <GgmlType T, int NT, bool Cvt = false>
 __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_constant__ Args a) {
   constexpr int MT = kMT<NT>;
   constexpr int kThreads = kThreadsOf<NT>;
@@ -827,8 +851,12 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
   xc.xs = xs;
   xc.stride = xs_stride(a.kr_max);
   const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
-  const int sc_row = 16 * MT * warp + scale_lane_row<MT>(lane);  // the scale decode's row (StageCtx)
-  float* const sc_out = scl + sc_row * (kScaleRowBytes / 4);
+  // The scale decode's row (StageCtx): its bytes in a slot, and its decoded row in the warp's buffer
+  // (16 MT rows of kScaleRowBytes from the warp's base; within it, 64-byte float4 rows for Q4_K /
+  // Q5_K, 72-byte rows for Q6_K -- the layouts k45_pair and stage_q6k read).
+  const int sc_row = 16 * MT * warp + scale_lane_row<MT>(lane);
+  constexpr int kScRowFloats = T == GgmlType::Q6_K ? kScaleRowBytes / 4 : 16;
+  float* const sc_out = scl + 16 * MT * warp * (kScaleRowBytes / 4) + scale_lane_row<MT>(lane) * kScRowFloats;
 
   float acc[MT][2][NT];
 #pragma unroll
@@ -854,7 +882,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
     sc.hi = lane >> 4;
     sc.kk = kk;
     sc.off = T == GgmlType::Q6_K ? ((kst0 + kk) * 210) & 15 : 0;
-    stage_compute<T, NT>(sc, xc, lane, acc);
+    stage_compute<T, NT, Cvt>(sc, xc, lane, acc);
 
     if (kk == nk - 1) {
       // Tile done: store (S == 1) or hand the partial to the tile's last CTA.
@@ -911,30 +939,46 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
 
 
 // ---- per-type entry points (defined in matmul_mma_q8_inst_<type>.cu) --------------------------
-template <GgmlType T>
-const void* kernel_of(int nt) {
+// cvt: Q4_K's I2F variant (k45_pair; FATHOM_MMQ_Q4K_CVT, matmul_mma_q8.cu), instantiated for Q4_K
+// only (ignored for the other types).
+template <GgmlType T, bool Cvt>
+const void* kernel_nt(int nt) {
   switch (nt) {
-    case 1: return reinterpret_cast<const void*>(mma_q8_kernel<T, 1>);
-    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2>);
-    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4>);
-    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8>);
-    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16>);
+    case 1: return reinterpret_cast<const void*>(mma_q8_kernel<T, 1, Cvt>);
+    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2, Cvt>);
+    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4, Cvt>);
+    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8, Cvt>);
+    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16, Cvt>);
+  }
+}
+template <GgmlType T, bool Cvt>
+void launch_nt(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+  switch (nt) {
+    case 1: launch_kernel(mma_q8_kernel<T, 1, Cvt>, dim3(grid), dim3(kThreadsOf<1>), smem, stream, a); break;
+    case 2: launch_kernel(mma_q8_kernel<T, 2, Cvt>, dim3(grid), dim3(kThreadsOf<2>), smem, stream, a); break;
+    case 4: launch_kernel(mma_q8_kernel<T, 4, Cvt>, dim3(grid), dim3(kThreadsOf<4>), smem, stream, a); break;
+    case 8: launch_kernel(mma_q8_kernel<T, 8, Cvt>, dim3(grid), dim3(kThreadsOf<8>), smem, stream, a); break;
+    default: launch_kernel(mma_q8_kernel<T, 16, Cvt>, dim3(grid), dim3(kThreadsOf<16>), smem, stream, a); break;
   }
 }
 template <GgmlType T>
-void launch_of(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
-  switch (nt) {
-    case 1: launch_kernel(mma_q8_kernel<T, 1>, dim3(grid), dim3(kThreadsOf<1>), smem, stream, a); break;
-    case 2: launch_kernel(mma_q8_kernel<T, 2>, dim3(grid), dim3(kThreadsOf<2>), smem, stream, a); break;
-    case 4: launch_kernel(mma_q8_kernel<T, 4>, dim3(grid), dim3(kThreadsOf<4>), smem, stream, a); break;
-    case 8: launch_kernel(mma_q8_kernel<T, 8>, dim3(grid), dim3(kThreadsOf<8>), smem, stream, a); break;
-    default: launch_kernel(mma_q8_kernel<T, 16>, dim3(grid), dim3(kThreadsOf<16>), smem, stream, a); break;
+const void* kernel_of(int nt, bool cvt) {
+  if constexpr (T == GgmlType::Q4_K) {
+    if (cvt) return kernel_nt<T, true>(nt);
   }
+  return kernel_nt<T, false>(nt);
+}
+template <GgmlType T>
+void launch_of(int nt, bool cvt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+  if constexpr (T == GgmlType::Q4_K) {
+    if (cvt) return launch_nt<T, true>(nt, a, grid, smem, stream);
+  }
+  launch_nt<T, false>(nt, a, grid, smem, stream);
 }
 
 #define FATHOM_MMQ_DECLARE(name)                   \
-  const void* mmq_kernel_##name(int nt);           \
-  void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
+  const void* mmq_kernel_##name(int nt, bool cvt);  \
+  void mmq_launch_##name(int nt, bool cvt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
 FATHOM_MMQ_DECLARE(q4_0)
 FATHOM_MMQ_DECLARE(q4_1)
 FATHOM_MMQ_DECLARE(q5_0)
@@ -947,9 +991,9 @@ FATHOM_MMQ_DECLARE(q6_k)
 
 // The body of an instance file: the five token-count kernels of one weight type.
 #define FATHOM_MMQ_INSTANCE(name, TYPE)                                                               \
-  const void* mmq_kernel_##name(int nt) { return kernel_of<GgmlType::TYPE>(nt); }                     \
-  void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {    \
-    launch_of<GgmlType::TYPE>(nt, a, grid, smem, stream);                                            \
+  const void* mmq_kernel_##name(int nt, bool cvt) { return kernel_of<GgmlType::TYPE>(nt, cvt); }          \
+  void mmq_launch_##name(int nt, bool cvt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) { \
+    launch_of<GgmlType::TYPE>(nt, cvt, a, grid, smem, stream);                                              \
   }
 
 }  // namespace fathom::cuda::mmq
