@@ -57,45 +57,31 @@ void dispatch_nt(int nt, F&& f) {
 }
 
 // The per-type instance files' entry points (matmul_mma_q8_inst_<type>.cu).
-const void* type_kernel(GgmlType t, int nt, bool cvt) {
+const void* type_kernel(GgmlType t, int nt) {
   switch (t) {
-    case GgmlType::Q4_0: return mmq_kernel_q4_0(nt, cvt);
-    case GgmlType::Q4_1: return mmq_kernel_q4_1(nt, cvt);
-    case GgmlType::Q5_0: return mmq_kernel_q5_0(nt, cvt);
-    case GgmlType::Q5_1: return mmq_kernel_q5_1(nt, cvt);
-    case GgmlType::Q8_0: return mmq_kernel_q8_0(nt, cvt);
-    case GgmlType::Q4_K: return mmq_kernel_q4_k(nt, cvt);
-    case GgmlType::Q5_K: return mmq_kernel_q5_k(nt, cvt);
-    case GgmlType::Q6_K: return mmq_kernel_q6_k(nt, cvt);
+    case GgmlType::Q4_0: return mmq_kernel_q4_0(nt);
+    case GgmlType::Q4_1: return mmq_kernel_q4_1(nt);
+    case GgmlType::Q5_0: return mmq_kernel_q5_0(nt);
+    case GgmlType::Q5_1: return mmq_kernel_q5_1(nt);
+    case GgmlType::Q8_0: return mmq_kernel_q8_0(nt);
+    case GgmlType::Q4_K: return mmq_kernel_q4_k(nt);
+    case GgmlType::Q5_K: return mmq_kernel_q5_k(nt);
+    case GgmlType::Q6_K: return mmq_kernel_q6_k(nt);
     default: return nullptr;
   }
 }
-void type_launch(GgmlType t, int nt, bool cvt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+void type_launch(GgmlType t, int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
   switch (t) {
-    case GgmlType::Q4_0: mmq_launch_q4_0(nt, cvt, a, grid, smem, stream); break;
-    case GgmlType::Q4_1: mmq_launch_q4_1(nt, cvt, a, grid, smem, stream); break;
-    case GgmlType::Q5_0: mmq_launch_q5_0(nt, cvt, a, grid, smem, stream); break;
-    case GgmlType::Q5_1: mmq_launch_q5_1(nt, cvt, a, grid, smem, stream); break;
-    case GgmlType::Q8_0: mmq_launch_q8_0(nt, cvt, a, grid, smem, stream); break;
-    case GgmlType::Q4_K: mmq_launch_q4_k(nt, cvt, a, grid, smem, stream); break;
-    case GgmlType::Q5_K: mmq_launch_q5_k(nt, cvt, a, grid, smem, stream); break;
-    case GgmlType::Q6_K: mmq_launch_q6_k(nt, cvt, a, grid, smem, stream); break;
+    case GgmlType::Q4_0: mmq_launch_q4_0(nt, a, grid, smem, stream); break;
+    case GgmlType::Q4_1: mmq_launch_q4_1(nt, a, grid, smem, stream); break;
+    case GgmlType::Q5_0: mmq_launch_q5_0(nt, a, grid, smem, stream); break;
+    case GgmlType::Q5_1: mmq_launch_q5_1(nt, a, grid, smem, stream); break;
+    case GgmlType::Q8_0: mmq_launch_q8_0(nt, a, grid, smem, stream); break;
+    case GgmlType::Q4_K: mmq_launch_q4_k(nt, a, grid, smem, stream); break;
+    case GgmlType::Q5_K: mmq_launch_q5_k(nt, a, grid, smem, stream); break;
+    case GgmlType::Q6_K: mmq_launch_q6_k(nt, a, grid, smem, stream); break;
     default: FATHOM_CHECK(false, "mma_q8: weight type ", ggml_type_name(t), " has no tensor-core kernel");
   }
-}
-
-// FATHOM_MMQ_Q4K_CVT=fadd (default) | i2f: Q4_K's conversion of the two planes' int32 dots to one
-// float per output (k45_pair): the biased accumulator and FADD, FADD, FFMA, or IMAD + I2F (same
-// bits, one instruction fewer per output and 32-k sub-block, I2F at 1/8 the FFMA rate). Read once;
-// for a GPU A/B (session 15, docs/perf/mma_q8.md).
-bool q4k_cvt_env() {
-  static const bool v = [] {
-    const char* e = std::getenv("FATHOM_MMQ_Q4K_CVT");
-    if (!e || !*e || std::strcmp(e, "fadd") == 0) return false;
-    FATHOM_CHECK(std::strcmp(e, "i2f") == 0, "FATHOM_MMQ_Q4K_CVT must be fadd or i2f, got '", e, "'");
-    return true;
-  }();
-  return v;
 }
 
 // Split-K choice. Cost of a plan in units of one tile-stage of weights (256 rows x 256 k), for the
@@ -153,7 +139,6 @@ struct Prepared {
   Args a;
   MmaQ8Plan plan;
   const void* kernel = nullptr;
-  bool cvt = false;  // Q4_K's I2F variant (q4k_cvt_env)
 };
 
 Prepared prepare(const MmaQ8Params& p) {
@@ -217,8 +202,7 @@ Prepared prepare(const MmaQ8Params& p) {
       in.scale_bytes = scale_bytes<T>();
       in.smem_limit = size_t(dev.max_smem_optin);
       in.partial_floats = partial_floats;
-      r.cvt = T == GgmlType::Q4_K && q4k_cvt_env();
-      in.kernel = type_kernel(T, NT, r.cvt);
+      in.kernel = type_kernel(T, NT);
       r.kernel = in.kernel;
       r.plan = choose_plan(in, dev);
     });
@@ -306,7 +290,7 @@ void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream) {
   const double out_rows = p.glu ? double(p.seg[0].rows) : rows_total;
   launch_cost_hint(wbytes + double(p.n_tokens) * double(p.cols) * 4.0 + double(p.n_tokens) * out_rows * 4.0,
                    2.0 * double(p.n_tokens) * rows_total * double(p.cols));
-  type_launch(p.type, r.plan.nt, r.cvt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
+  type_launch(p.type, r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
 }
 
 }  // namespace fathom::cuda

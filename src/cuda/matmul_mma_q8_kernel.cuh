@@ -107,26 +107,6 @@ __device__ __forceinline__ void mma_k32(const uint32_t (&a)[4], uint32_t b0, uin
       : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(kAccBias));
 }
-// D = A B with a zero accumulator (the exact int32 dots: Q4_K's I2F variant, k45_pair).
-template <bool U>
-__device__ __forceinline__ void mma_k32_int(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
-  if constexpr (U) {
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
-        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
-  } else {
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
-        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
-  }
-}
-// The same with unsigned A codes (u8 x s8): Q4_K's high nibbles in place, 16 x the code.
-__device__ __forceinline__ void mma_k32u(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, int (&d)[4]) {
-  asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%10,%10,%10,%10};"
-      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(kAccBias));
-}
 __device__ __forceinline__ void mma_k16(uint32_t a0, uint32_t a1, uint32_t b0, int (&d)[4]) {
   asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%7,%7,%7};"
       : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
@@ -142,6 +122,15 @@ __device__ __forceinline__ float2 planes(const int (&d)[4]) {
 
 __device__ __forceinline__ float half_at(const uint8_t* p) {  // 2-byte aligned shared address
   return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
+}
+// A byte value (< 2^23) of `w` as float without I2F (quarter rate): 2^23 + b, minus 2^23.
+__device__ __forceinline__ float ubyte_f(uint32_t w, int byte) {
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u + unsigned(byte))) - 8388608.0f;
+}
+// Signed byte `byte` of w as float (shift to the top, arithmetic shift back, 1.5 * 2^23 bias).
+__device__ __forceinline__ float sbyte_f(uint32_t w, int byte) {
+  const int v = int(w << (24 - 8 * byte)) >> 24;
+  return __int_as_float(kAccBias + v) - kAccBiasF;
 }
 // 32-bit little-endian word at a shared address that is 4-byte aligned (A) or 2 mod 4 (!A).
 template <bool A>
@@ -162,6 +151,21 @@ __device__ __forceinline__ uint32_t spread4(uint32_t v) {
 template <int Off>
 __device__ __forceinline__ uint32_t minus(uint32_t c) {
   return (c + uint32_t(128 - Off) * 0x01010101u) ^ 0x80808080u;
+}
+
+// Q4_K / Q5_K scales and mins of sub-blocks 2p, 2p+1 (ggml get_scale_min_k4), from the header's
+// 12 scale bytes (hdr.y, hdr.z, hdr.w): 6-bit values as the low two bytes of sc and mn.
+template <int P>
+__device__ __forceinline__ void k4_pair(const uint4& hdr, uint32_t& sc, uint32_t& mn) {
+  constexpr int sel = (P & 1) ? 16 : 0;
+  const uint32_t Y = hdr.y >> sel, Z = hdr.z >> sel, W = hdr.w >> sel;
+  if constexpr (P < 2) {
+    sc = Y & 0x3F3Fu;
+    mn = Z & 0x3F3Fu;
+  } else {
+    sc = (W & 0x0F0Fu) | ((Y >> 2) & 0x3030u);
+    mn = ((W >> 4) & 0x0F0Fu) | ((Z >> 2) & 0x3030u);
+  }
 }
 
 // ---- x in shared memory -------------------------------------------------------------------------
@@ -202,15 +206,7 @@ struct StageCtx {
   int kk;
   int off;
   float* scl;
-  // The scale decode's per-lane row (kScaleLane): its bytes in the slot, its decoded-scale row, and
-  // which half of the row's scales it decodes (MT = 1).
-  const uint8_t* sc_in;
-  float* sc_out;
-  int hi;
 };
-// The decoded-scale row of a lane within its warp: lane & 15 at MT = 1 (two lanes per row), lane
-// at MT = 2.
-template <int MT> __device__ __forceinline__ int scale_lane_row(int lane) { return MT == 1 ? lane & 15 : lane; }
 
 // Decoded scales: at the start of each stage the warp turns its rows' packed scales into fp32
 // products once (lanes < 16 MT, one row each) in a private shared buffer, which the fragment code
@@ -237,84 +233,41 @@ __device__ __forceinline__ float half_hi(uint32_t w) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
 }
 
-// d times byte `byte` of w (an unsigned 6-bit scale) in two instructions: the byte under the
-// exponent of 2^23 is the float 2^23 + b, and fma(d, 2^23 + b, -d 2^23) = d b rounded once -- the
-// same bits as d * float(b) (the fma's product is exact, and so is nd = -d 2^23, a power-of-2
-// scaling of an fp16 value).
-__device__ __forceinline__ float dmul_ubyte(float d, float nd, uint32_t w, int byte) {
-  return fmaf(d, __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u + unsigned(byte))), nd);
-}
-// d times signed byte `byte` of w: sign-extend (PRMT), add the 1.5 * 2^23 bias, fma with
-// -1.5 * 2^23 d (exact: d has 11 significant bits, 1.5 two): the same bits as d * float(v).
-__device__ __forceinline__ float dmul_sbyte(float d, float ndb, uint32_t w, int byte) {
-  const unsigned sel = unsigned(byte) | (unsigned(8 + byte) * 0x1110u);  // bit 3: replicate the sign
-  uint32_t v;
-  asm("prmt.b32 %0, %1, 0, %2;" : "=r"(v) : "r"(w), "r"(sel));
-  return fmaf(d, __int_as_float(kAccBias + int(v)), ndb);
-}
-
-// The 6-bit scales (sc) and mins (mn) of sub-blocks 4 hi .. 4 hi + 3 (ggml get_scale_min_k4), one
-// byte each, from the header's 12 scale bytes (Y, Z, W = hdr.y, hdr.z, hdr.w): hi = 0 takes the
-// low 6 bits of Y / Z, hi = 1 the low / high nibble of W plus the top 2 bits of Y / Z.
-__device__ __forceinline__ void k4_quad(const uint4& hdr, int hi, uint32_t& sc, uint32_t& mn) {
-  const int sh = 2 * hi;
-  const uint32_t mlo = hi ? 0x30303030u : 0x3F3F3F3Fu, mw = hi ? 0x0F0F0F0Fu : 0u;
-  sc = ((hdr.y >> sh) & mlo) | (hdr.w & mw);
-  mn = ((hdr.z >> sh) & mlo) | ((hdr.w >> 4) & mw);
-}
-// Pairs 2 hi, 2 hi + 1 of one row: o[2 hi + e] = {d sc[4 hi + 2 e], d sc[4 hi + 2 e + 1],
-// dmin mn[..], dmin mn[..]}. H16 (Q4_K): the odd sub-block's d sc is stored divided by 16, since its
-// codes enter the mma as the high nibbles in place (16 x the code, k45_pair); exact (a power of 2:
-// the product with any x scale, and so the result, has the same bits as before up to that factor).
-template <bool H16>
-__device__ __forceinline__ void k4_store_quad(const uint4& hdr, int hi, float4* o) {
-  const float d = half_lo(hdr.x), dmin = half_hi(hdr.x);
-  const float nd = d * -8388608.0f, nm = dmin * -8388608.0f;
-  const float d1 = H16 ? d * 0.0625f : d, nd1 = H16 ? nd * 0.0625f : nd;
+template <int P>
+__device__ __forceinline__ float4 k4_pair_f(const uint4& hdr, float d, float dmin) {
   uint32_t sc, mn;
-  k4_quad(hdr, hi, sc, mn);
-#pragma unroll
-  for (int e = 0; e < 2; ++e)
-    o[2 * hi + e] = make_float4(dmul_ubyte(d, nd, sc, 2 * e), dmul_ubyte(d1, nd1, sc, 2 * e + 1),
-                                dmul_ubyte(dmin, nm, mn, 2 * e), dmul_ubyte(dmin, nm, mn, 2 * e + 1));
+  k4_pair<P>(hdr, sc, mn);
+  return make_float4(d * ubyte_f(sc, 0), d * ubyte_f(sc, 1), dmin * ubyte_f(mn, 0), dmin * ubyte_f(mn, 1));
 }
 
-// Every lane works: at MT = 1 lane l decodes row l & 15's pairs 2 (l >> 4) and 2 (l >> 4) + 1
-// (the 16 rows x 4 pairs over 32 lanes), at MT = 2 lane l all 4 pairs of row l.
 template <int MT, bool Q5>
-__device__ __forceinline__ void k45_scales(const StageCtx& s) {
+__device__ __forceinline__ void k45_scales(const StageCtx& s, int lane) {
+  constexpr int P = Q5 ? 176 : 144;
   __syncwarp();  // every lane is done reading the previous stage's scales
-  const uint4 hdr = *reinterpret_cast<const uint4*>(s.sc_in);
-  float4* o = reinterpret_cast<float4*>(s.sc_out);
-  if constexpr (MT == 1) {
-    k4_store_quad<!Q5>(hdr, s.hi, o);
-  } else {
-    k4_store_quad<!Q5>(hdr, 0, o);
-    k4_store_quad<!Q5>(hdr, 1, o);
+  if (lane < 16 * MT) {
+    const uint4 hdr = *reinterpret_cast<const uint4*>(s.wrow + lane * P);
+    const float d = half_lo(hdr.x), dmin = half_hi(hdr.x);
+    float4* o = reinterpret_cast<float4*>(s.scl) + 4 * lane;
+    o[0] = k4_pair_f<0>(hdr, d, dmin);
+    o[1] = k4_pair_f<1>(hdr, d, dmin);
+    o[2] = k4_pair_f<2>(hdr, d, dmin);
+    o[3] = k4_pair_f<3>(hdr, d, dmin);
   }
   __syncwarp();
 }
 
-// Q6_K: at MT = 1 lane l decodes row l & 15's scales 8 (l >> 4) .. + 7, at MT = 2 row l's 16.
-template <bool A>
-__device__ __forceinline__ void q6k_scales_half(const uint8_t* b, int hi, float* o) {
-  const float d = half_at(b + 208), ndb = d * -kAccBiasF;
-  const uint32_t w0 = lds32<A>(b + 192 + 8 * hi), w1 = lds32<A>(b + 196 + 8 * hi);
-  float2* o2 = reinterpret_cast<float2*>(o + 8 * hi);
-  o2[0] = make_float2(dmul_sbyte(d, ndb, w0, 0), dmul_sbyte(d, ndb, w0, 1));
-  o2[1] = make_float2(dmul_sbyte(d, ndb, w0, 2), dmul_sbyte(d, ndb, w0, 3));
-  o2[2] = make_float2(dmul_sbyte(d, ndb, w1, 0), dmul_sbyte(d, ndb, w1, 1));
-  o2[3] = make_float2(dmul_sbyte(d, ndb, w1, 2), dmul_sbyte(d, ndb, w1, 3));
-}
 template <int MT, bool A>
-__device__ __forceinline__ void q6k_scales(const StageCtx& s) {
+__device__ __forceinline__ void q6k_scales(const StageCtx& s, int lane) {
   __syncwarp();
-  const uint8_t* b = s.sc_in + s.off;
-  if constexpr (MT == 1) {
-    q6k_scales_half<A>(b, s.hi, s.sc_out);
-  } else {
-    q6k_scales_half<A>(b, 0, s.sc_out);
-    q6k_scales_half<A>(b, 1, s.sc_out);
+  if (lane < 16 * MT) {
+    const uint8_t* b = s.wrow + lane * 240 + s.off;
+    const float d = half_at(b + 208);
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = lds32<A>(b + 192 + 4 * i);
+    float2* o = reinterpret_cast<float2*>(s.scl + lane * (kScaleRowBytes / 4));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = make_float2(d * sbyte_f(w[i >> 1], 2 * (i & 1)), d * sbyte_f(w[i >> 1], 2 * (i & 1) + 1));
   }
   __syncwarp();
 }
@@ -322,11 +275,7 @@ __device__ __forceinline__ void q6k_scales(const StageCtx& s) {
 // Q4_K (Q5 false) / Q5_K (Q5 true): sub-block pair Pp (sub-blocks 2 Pp, 2 Pp + 1) of the stage.
 // Code bytes 32 Pp .. 32 Pp + 31 hold elements 64 Pp + l (low nibble) and 64 Pp + 32 + l (high
 // nibble): one ldmatrix.x4 of the 16 rows x 32 bytes is the packed A fragment of both.
-// Cvt (Q4_K only, FATHOM_MMQ_Q4K_CVT=i2f): the planes combine in the integer unit, 254 dot1 + dot2
-// by one IMAD on the exact int32 dots, and one I2F converts it (exact: |254 dot1 + dot2| < 2^24 for
-// 4-bit codes; the high-nibble sub-block's value is 16 x that, a multiple of 16 below 2^28) -- two
-// instructions per output instead of FADD, FADD, FFMA, the same bits; I2F runs at 16 lanes/clk/SM.
-template <int NT, bool Q5, int Pp, bool Cvt>
+template <int NT, bool Q5, int Pp>
 __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int g, int t,
                                          const uint32_t (&qh)[kMT<NT>][4], float (&acc)[kMT<NT>][2][NT]) {
   constexpr int MT = kMT<NT>;
@@ -347,74 +296,53 @@ __device__ __forceinline__ void k45_pair(const StageCtx& s, const XCtx& x, int g
       M[m][h][1] = f.w;
     }
   }
-  // A fragments of both sub-blocks. Q4_K: the second sub-block's codes are the high nibbles in
-  // place (16 x the code as u8; its decoded scale is d sc / 16, k4_store_quad): one AND instead of
-  // shift + AND per register. 16 |dot| < 2^22 keeps the biased-accumulator conversion exact.
-  uint32_t a[2][MT][4];  // [e][m]
 #pragma unroll
-  for (int e = 0; e < 2; ++e)
+  for (int e = 0; e < 2; ++e) {
+    const int sb = 2 * Pp + e;
+    uint32_t a[MT][4];
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        if constexpr (Q5) {
-          a[e][m][i] = (e ? (q[m][i] >> 4) & kM4 : q[m][i] & kM4) | (((qh[m][i] >> (2 * Pp + e)) & 0x01010101u) << 4);
-        } else {
-          a[e][m][i] = q[m][i] & (e ? ~kM4 : kM4);
-        }
+        a[m][i] = e ? (q[m][i] >> 4) & kM4 : q[m][i] & kM4;
+        if constexpr (Q5) a[m][i] |= ((qh[m][i] >> sb) & 0x01010101u) << 4;
       }
 #pragma unroll
-  for (int jp = 0; jp < kPairs<NT>; ++jp) {
-    // x scales (u, sum) of both sub-blocks for the pair's tokens: one 16-byte load per token
-    // (xs rows are 16-byte aligned and 2 Pp is even).
-    float4 xv[kPerPair<NT>];
-#pragma unroll
-    for (int jj = 0; jj < kPerPair<NT>; ++jj)
-      xv[jj] = *reinterpret_cast<const float4*>(x.xs + (4 * (2 * jp + jj) + t) * x.stride + s.kk * 8 + 2 * Pp);
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
+    for (int jp = 0; jp < kPairs<NT>; ++jp) {
       uint32_t b[2][2];
-      load_b2<NT>(x, s.kk * kStageK + 32 * (2 * Pp + e), jp, b);
+      load_b2<NT>(x, s.kk * kStageK + 32 * sb, jp, b);
 #pragma unroll
       for (int jj = 0; jj < kPerPair<NT>; ++jj) {
         const int j = 2 * jp + jj;
-        const float xu = e ? xv[jj].z : xv[jj].x, xsum = e ? xv[jj].w : xv[jj].y;
+        const float2 xv = x.xs[(4 * j + t) * x.stride + s.kk * 8 + sb];
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
           int dd[4];
-          float2 v;
-          if constexpr (Cvt && !Q5) {
-            if (e) mma_k32_int<true>(a[e][m], b[jj][0], b[jj][1], dd);
-            else mma_k32_int<false>(a[e][m], b[jj][0], b[jj][1], dd);
-            v = make_float2(float(dd[0] * kPlaneScale + dd[1]), float(dd[2] * kPlaneScale + dd[3]));
-          } else {
-            if (!Q5 && e) mma_k32u(a[e][m], b[jj][0], b[jj][1], dd);
-            else mma_k32(a[e][m], b[jj][0], b[jj][1], dd);
-            v = planes(dd);
-          }
-          acc[m][0][j] = fmaf(S[m][0][e] * xu, v.x, fmaf(-M[m][0][e], xsum, acc[m][0][j]));
-          acc[m][1][j] = fmaf(S[m][1][e] * xu, v.y, fmaf(-M[m][1][e], xsum, acc[m][1][j]));
+          mma_k32(a[m], b[jj][0], b[jj][1], dd);
+          const float2 v = planes(dd);
+          acc[m][0][j] = fmaf(S[m][0][e] * xv.x, v.x, fmaf(-M[m][0][e], xv.y, acc[m][0][j]));
+          acc[m][1][j] = fmaf(S[m][1][e] * xv.x, v.y, fmaf(-M[m][1][e], xv.y, acc[m][1][j]));
         }
       }
     }
   }
 }
 
-template <int NT, bool Q5, bool Cvt>
+template <int NT, bool Q5>
 __device__ __forceinline__ void stage_k45(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
   constexpr int MT = kMT<NT>;
   constexpr int P = Q5 ? 176 : 144;
   const int g = lane >> 2, t = lane & 3;
-  k45_scales<MT, Q5>(s);
+  k45_scales<MT, Q5>(s, lane);
   uint32_t qh[MT][4] = {};
   if constexpr (Q5) {
 #pragma unroll
     for (int m = 0; m < MT; ++m) ldsm_x4(s.wrow_s + 16 * m * P + 16, qh[m][0], qh[m][1], qh[m][2], qh[m][3]);
   }
-  k45_pair<NT, Q5, 0, Cvt>(s, x, g, t, qh, acc);
-  k45_pair<NT, Q5, 1, Cvt>(s, x, g, t, qh, acc);
-  k45_pair<NT, Q5, 2, Cvt>(s, x, g, t, qh, acc);
-  k45_pair<NT, Q5, 3, Cvt>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 0>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 1>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 2>(s, x, g, t, qh, acc);
+  k45_pair<NT, Q5, 3>(s, x, g, t, qh, acc);
 }
 
 // Q6_K: super-block at s.wrow + row * 240 + s.off (s.off even; A: 4-byte aligned). Sub-block
@@ -426,7 +354,7 @@ __device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int 
   constexpr int MT = kMT<NT>;
   constexpr int P = 240;
   const int g = lane >> 2, t = lane & 3;
-  q6k_scales<MT, A>(s);
+  q6k_scales<MT, A>(s, lane);
   const uint8_t* base[MT][2];
   const float* srow[MT][2];
 #pragma unroll
@@ -576,12 +504,12 @@ __device__ __forceinline__ void legacy_block(const StageCtx& s, const XCtx& x, i
   }
 }
 
-template <GgmlType T, int NT, bool Cvt>
+template <GgmlType T, int NT>
 __device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, int lane, float (&acc)[kMT<NT>][2][NT]) {
   if constexpr (T == GgmlType::Q4_K) {
-    stage_k45<NT, false, Cvt>(s, x, lane, acc);
+    stage_k45<NT, false>(s, x, lane, acc);
   } else if constexpr (T == GgmlType::Q5_K) {
-    stage_k45<NT, true, false>(s, x, lane, acc);
+    stage_k45<NT, true>(s, x, lane, acc);
   } else if constexpr (T == GgmlType::Q6_K) {
     if (s.off & 2) stage_q6k<NT, false>(s, x, lane, acc);
     else stage_q6k<NT, true>(s, x, lane, acc);
@@ -651,62 +579,44 @@ __device__ __forceinline__ TileRef tile_ref(const Args& a, int tile) {
   return r;
 }
 
-// The producer: copies stage ks (global 256-k index) of a tile into a ring slot. Each thread owns
-// one slot row sr = tid / TPR (TPR = threads per row: 2 at 16 warps, 1 at 8) and its 16-byte pieces
-// c = tid % TPR + TPR i, so the shared and global addresses of its pieces are one base plus
-// compile-time offsets: per stage one 64-bit add and the cp.async themselves (the per-piece
-// row / piece division, glu pairing and bounds check, ~35 instructions per piece, now run once per
-// tile in producer_row). Slot row sr holds matrix row r0 + sr, or with glu the gate / up row of the
-// warp's pairing: MT = 2, sr = 32 w + 16 m + l: m = 0 gate, m = 1 up, row r0 + 16 w + l; MT = 1,
-// sr = 16 w + 8 h + l: h = 0 gate, h = 1 up, row r0 + 8 w + l (so the gate and up accumulators of
-// one output row sit in one thread). Rows past the matrix are not copied (their stale slot bytes
-// feed accumulators that are never stored).
-template <int NT> constexpr int kTPR = kThreadsOf<NT> / kTileRows;
-
-// This thread's row of tile `tr` (plus its first piece's 16 TPR-interleaved byte offset), or null
-// when the row is past the matrix.
+// Copies stage ks (global 256-k index) of tile `tr` into a ring slot: thread-consecutive 16-byte
+// pieces of consecutive rows (coalesced). Slot row sr holds matrix row r0 + sr, or with glu the
+// gate / up row of the warp's pairing: MT = 2, sr = 32 w + 16 m + l: m = 0 gate, m = 1 up, row
+// r0 + 16 w + l; MT = 1, sr = 16 w + 8 h + l: h = 0 gate, h = 1 up, row r0 + 8 w + l (so the
+// gate and up accumulators of one output row sit in one thread). Rows past the matrix are not
+// copied (their stale slot bytes feed accumulators that are never stored).
 template <GgmlType T, int NT>
-__device__ __forceinline__ const uint8_t* producer_row(const Args& a, const TileRef& tr) {
-  const int sr = int(threadIdx.x) / kTPR<NT>;
-  const int c0 = int(threadIdx.x) % kTPR<NT>;
-  int64_t row;
-  const uint8_t* w;
-  if (a.glu) {
-    if constexpr (kMT<NT> == 2) {
-      row = tr.r0 + 16 * (sr >> 5) + (sr & 15);
-      w = (sr & 16) ? tr.w1 : tr.w0;
-    } else {
-      row = tr.r0 + 8 * (sr >> 4) + (sr & 7);
-      w = (sr & 8) ? tr.w1 : tr.w0;
-    }
-  } else {
-    row = tr.r0 + sr;
-    w = tr.w0;
-  }
-  return row < tr.rows ? w + row * a.row_bytes + 16 * c0 : nullptr;
-}
-// The slot-relative shared offset of this thread's first piece.
-template <GgmlType T, int NT>
-__device__ __forceinline__ uint32_t producer_smem() {
-  const int sr = int(threadIdx.x) / kTPR<NT>;
-  const int c0 = int(threadIdx.x) % kTPR<NT>;
-  return uint32_t(sr * Fmt<T>::pitch + 16 * c0);
-}
-template <GgmlType T, int NT>
-__device__ __forceinline__ void issue_stage(const uint8_t* row, int ks, uint32_t dst) {
-  constexpr int TPR = kTPR<NT>;
+__device__ __forceinline__ void issue_stage(const Args& a, const TileRef& tr, int ks, uint32_t slot_s) {
+  constexpr int kThreads = kThreadsOf<NT>;
   constexpr int kPieces = Fmt<T>::copy / 16;
-  constexpr int kIters = (kPieces + TPR - 1) / TPR;
-  if (row == nullptr) return;
+  constexpr int kTotal = kTileRows * kPieces;  // 16-byte pieces of the slot
+  constexpr int kIters = (kTotal + kThreads - 1) / kThreads;
   const int64_t stage_off = T == GgmlType::Q6_K ? (int64_t(ks) * 210) & ~int64_t(15) : int64_t(ks) * Fmt<T>::bytes;
-  const uint8_t* src = row + stage_off;
-  const int c0 = int(threadIdx.x) % TPR;
 #pragma unroll
   for (int i = 0; i < kIters; ++i) {
-    if (kPieces % TPR != 0 && i == kIters - 1 && c0 + TPR * i >= kPieces) break;
-    cp_async16(dst + uint32_t(16 * TPR * i), src + 16 * TPR * i);
+    const int idx = int(threadIdx.x) + kThreads * i;
+    if (kTotal % kThreads != 0 && idx >= kTotal) break;
+    const int sr = idx / kPieces;
+    const int c = idx - sr * kPieces;
+    int64_t row;
+    const uint8_t* w;
+    if (a.glu) {
+      if constexpr (kMT<NT> == 2) {
+        row = tr.r0 + 16 * (sr >> 5) + (sr & 15);
+        w = (sr & 16) ? tr.w1 : tr.w0;
+      } else {
+        row = tr.r0 + 8 * (sr >> 4) + (sr & 7);
+        w = (sr & 8) ? tr.w1 : tr.w0;
+      }
+    } else {
+      row = tr.r0 + sr;
+      w = tr.w0;
+    }
+    if (row < tr.rows)
+      cp_async16(slot_s + uint32_t(sr * Fmt<T>::pitch + 16 * c), w + row * a.row_bytes + stage_off + 16 * c);
   }
 }
+
 
 template <int NT>
 __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int warp, int lane,
@@ -794,7 +704,7 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
   for (int i = int(threadIdx.x); i < zs; i += kThreads) xs[a.n_tokens * stride + i] = make_float2(0.f, 0.f);
 }
 
-template <GgmlType T, int NT, bool Cvt = false>
+template <GgmlType T, int NT>
 __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_constant__ Args a) {
   constexpr int MT = kMT<NT>;
   constexpr int kThreads = kThreadsOf<NT>;
@@ -819,20 +729,14 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
   const int n_my = grp < a.n_tiles ? (a.n_tiles - 1 - grp) / G + 1 : 0;
   const int n_items = n_my * nk;
 
-  // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % kSt, tracked by running
-  // counters (no integer division per stage).
-  int p_item = 0, p_kk = 0, p_ti = 0, p_slot = 0;
-  const uint8_t* p_row = nullptr;
-  const uint32_t p_smem = ring_s + producer_smem<T, NT>();
+  // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % kSt.
+  int p_item = 0;
+  TileRef p_tile = tile_ref(a, grp < a.n_tiles ? grp : 0);
   auto issue = [&]() {
-    if (p_kk == 0) p_row = producer_row<T, NT>(a, tile_ref(a, grp + p_ti * G));
-    issue_stage<T, NT>(p_row, kst0 + p_kk, p_smem + uint32_t(p_slot * kSlot));
+    const int ti = p_item / nk, kk = p_item - ti * nk;
+    if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
+    issue_stage<T, NT>(a, p_tile, kst0 + kk, ring_s + uint32_t((p_item % kSt) * kSlot));
     ++p_item;
-    if (++p_kk == nk) {
-      p_kk = 0;
-      ++p_ti;
-    }
-    if (++p_slot == kSt) p_slot = 0;
   };
 #pragma unroll
   for (int s = 0; s < kSt - 1; ++s) {
@@ -851,12 +755,6 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
   xc.xs = xs;
   xc.stride = xs_stride(a.kr_max);
   const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
-  // The scale decode's row (StageCtx): its bytes in a slot, and its decoded row in the warp's buffer
-  // (16 MT rows of kScaleRowBytes from the warp's base; within it, 64-byte float4 rows for Q4_K /
-  // Q5_K, 72-byte rows for Q6_K -- the layouts k45_pair and stage_q6k read).
-  const int sc_row = 16 * MT * warp + scale_lane_row<MT>(lane);
-  constexpr int kScRowFloats = T == GgmlType::Q6_K ? kScaleRowBytes / 4 : 16;
-  float* const sc_out = scl + 16 * MT * warp * (kScaleRowBytes / 4) + scale_lane_row<MT>(lane) * kScRowFloats;
 
   float acc[MT][2][NT];
 #pragma unroll
@@ -866,23 +764,21 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
 #pragma unroll
       for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
 
-  int ti = 0, kk = 0, slot = 0;  // item it = (tile ordinal ti, stage kk) in ring slot it % kSt
   for (int it = 0; it < n_items; ++it) {
     cp_async_wait<kSt - 2>();
     __syncthreads();  // slot it % kSt landed for every thread; slot (it - 1) % kSt is free
     if (p_item < n_items) issue();
     cp_async_commit();
 
+    const int ti = it / nk, kk = it - ti * nk;
+    const int slot = it % kSt;
     StageCtx sc;
     sc.wrow = smem + size_t(slot) * kSlot + size_t(16 * MT * warp) * kPitch;
     sc.wrow_s = ring_s + uint32_t(slot * kSlot + 16 * MT * warp * kPitch) + a_lane;
     sc.scl = scl + 16 * MT * warp * (kScaleRowBytes / 4);
-    sc.sc_in = smem + size_t(slot * kSlot + sc_row * kPitch);
-    sc.sc_out = sc_out;
-    sc.hi = lane >> 4;
     sc.kk = kk;
     sc.off = T == GgmlType::Q6_K ? ((kst0 + kk) * 210) & 15 : 0;
-    stage_compute<T, NT, Cvt>(sc, xc, lane, acc);
+    stage_compute<T, NT>(sc, xc, lane, acc);
 
     if (kk == nk - 1) {
       // Tile done: store (S == 1) or hand the partial to the tile's last CTA.
@@ -927,11 +823,6 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
 #pragma unroll
           for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
     }
-    if (++kk == nk) {
-      kk = 0;
-      ++ti;
-    }
-    if (++slot == kSt) slot = 0;
   }
   cp_async_wait<0>();
   pdl_trigger();
@@ -939,46 +830,30 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
 
 
 // ---- per-type entry points (defined in matmul_mma_q8_inst_<type>.cu) --------------------------
-// cvt: Q4_K's I2F variant (k45_pair; FATHOM_MMQ_Q4K_CVT, matmul_mma_q8.cu), instantiated for Q4_K
-// only (ignored for the other types).
-template <GgmlType T, bool Cvt>
-const void* kernel_nt(int nt) {
+template <GgmlType T>
+const void* kernel_of(int nt) {
   switch (nt) {
-    case 1: return reinterpret_cast<const void*>(mma_q8_kernel<T, 1, Cvt>);
-    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2, Cvt>);
-    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4, Cvt>);
-    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8, Cvt>);
-    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16, Cvt>);
-  }
-}
-template <GgmlType T, bool Cvt>
-void launch_nt(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
-  switch (nt) {
-    case 1: launch_kernel(mma_q8_kernel<T, 1, Cvt>, dim3(grid), dim3(kThreadsOf<1>), smem, stream, a); break;
-    case 2: launch_kernel(mma_q8_kernel<T, 2, Cvt>, dim3(grid), dim3(kThreadsOf<2>), smem, stream, a); break;
-    case 4: launch_kernel(mma_q8_kernel<T, 4, Cvt>, dim3(grid), dim3(kThreadsOf<4>), smem, stream, a); break;
-    case 8: launch_kernel(mma_q8_kernel<T, 8, Cvt>, dim3(grid), dim3(kThreadsOf<8>), smem, stream, a); break;
-    default: launch_kernel(mma_q8_kernel<T, 16, Cvt>, dim3(grid), dim3(kThreadsOf<16>), smem, stream, a); break;
+    case 1: return reinterpret_cast<const void*>(mma_q8_kernel<T, 1>);
+    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2>);
+    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4>);
+    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8>);
+    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16>);
   }
 }
 template <GgmlType T>
-const void* kernel_of(int nt, bool cvt) {
-  if constexpr (T == GgmlType::Q4_K) {
-    if (cvt) return kernel_nt<T, true>(nt);
+void launch_of(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+  switch (nt) {
+    case 1: launch_kernel(mma_q8_kernel<T, 1>, dim3(grid), dim3(kThreadsOf<1>), smem, stream, a); break;
+    case 2: launch_kernel(mma_q8_kernel<T, 2>, dim3(grid), dim3(kThreadsOf<2>), smem, stream, a); break;
+    case 4: launch_kernel(mma_q8_kernel<T, 4>, dim3(grid), dim3(kThreadsOf<4>), smem, stream, a); break;
+    case 8: launch_kernel(mma_q8_kernel<T, 8>, dim3(grid), dim3(kThreadsOf<8>), smem, stream, a); break;
+    default: launch_kernel(mma_q8_kernel<T, 16>, dim3(grid), dim3(kThreadsOf<16>), smem, stream, a); break;
   }
-  return kernel_nt<T, false>(nt);
-}
-template <GgmlType T>
-void launch_of(int nt, bool cvt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
-  if constexpr (T == GgmlType::Q4_K) {
-    if (cvt) return launch_nt<T, true>(nt, a, grid, smem, stream);
-  }
-  launch_nt<T, false>(nt, a, grid, smem, stream);
 }
 
 #define FATHOM_MMQ_DECLARE(name)                   \
-  const void* mmq_kernel_##name(int nt, bool cvt);  \
-  void mmq_launch_##name(int nt, bool cvt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
+  const void* mmq_kernel_##name(int nt);           \
+  void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
 FATHOM_MMQ_DECLARE(q4_0)
 FATHOM_MMQ_DECLARE(q4_1)
 FATHOM_MMQ_DECLARE(q5_0)
@@ -991,9 +866,9 @@ FATHOM_MMQ_DECLARE(q6_k)
 
 // The body of an instance file: the five token-count kernels of one weight type.
 #define FATHOM_MMQ_INSTANCE(name, TYPE)                                                               \
-  const void* mmq_kernel_##name(int nt, bool cvt) { return kernel_of<GgmlType::TYPE>(nt, cvt); }          \
-  void mmq_launch_##name(int nt, bool cvt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) { \
-    launch_of<GgmlType::TYPE>(nt, cvt, a, grid, smem, stream);                                              \
+  const void* mmq_kernel_##name(int nt) { return kernel_of<GgmlType::TYPE>(nt); }                     \
+  void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {    \
+    launch_of<GgmlType::TYPE>(nt, a, grid, smem, stream);                                            \
   }
 
 }  // namespace fathom::cuda::mmq
