@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cuda/matmul_gemv_q8.cuh"
@@ -40,6 +41,21 @@ struct HostMat {
   Q8Parts parts;            // per element: |e_k| and |c_k| + |o_k| of the bound
 };
 
+// fn(r0, r1) over [0, rows) in contiguous ranges on up to 16 threads: the host references of the
+// large shapes (40001 x 2560, four kernels each) were ~100 s of the GPU suite on one core. Each row
+// is computed exactly as before, only concurrently.
+template <typename Fn>
+void for_rows(int64_t rows, Fn&& fn) {
+  const int64_t nt = std::min<int64_t>({16, std::max(1u, std::thread::hardware_concurrency()), (rows + 255) / 256});
+  if (nt <= 1) {
+    fn(int64_t(0), rows);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (int64_t t = 0; t < nt; ++t) pool.emplace_back([&, t] { fn(rows * t / nt, rows * (t + 1) / nt); });
+  for (std::thread& th : pool) th.join();
+}
+
 HostMat make_mat(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
   HostMat m;
   m.rows = rows;
@@ -48,10 +64,12 @@ HostMat make_mat(GgmlType type, int64_t rows, int64_t cols, uint32_t seed) {
   const size_t rb = ggml_row_bytes(type, cols);
   m.q.resize(rb * size_t(rows));
   m.wd.resize(size_t(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    quantize_row(type, wf.data() + r * cols, m.q.data() + r * rb, cols);
-    dequantize_row(type, m.q.data() + r * rb, m.wd.data() + r * cols, cols);
-  }
+  for_rows(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      quantize_row(type, wf.data() + r * cols, m.q.data() + r * rb, cols);
+      dequantize_row(type, m.q.data() + r * rb, m.wd.data() + r * cols, cols);
+    }
+  });
   m.parts = q8_parts(type, m.q, m.wd, rows, cols);
   return m;
 }
@@ -67,19 +85,21 @@ void reference(const HostMat& m, const std::vector<float>& x, int64_t n, std::ve
   }
   want.assign(size_t(n * m.rows), 0.0);
   tol.assign(want.size(), 0.0);
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t r = 0; r < m.rows; ++r) {
-      double s = 0.0, a = 0.0, q = 0.0;
-      for (int64_t k = 0; k < m.cols; ++k) {
-        const size_t i = size_t(r * m.cols + k);
-        const double xk = x[size_t(t * m.cols + k)];
-        s += m.wd[i] * xk;
-        a += m.parts.mag[i] * std::fabs(xk);
-        q += m.parts.e[i] * xmax[size_t(t * m.cols + k)] / 64516.0;
+  for_rows(m.rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = r0; r < r1; ++r) {
+        double s = 0.0, a = 0.0, q = 0.0;
+        for (int64_t k = 0; k < m.cols; ++k) {
+          const size_t i = size_t(r * m.cols + k);
+          const double xk = x[size_t(t * m.cols + k)];
+          s += m.wd[i] * xk;
+          a += m.parts.mag[i] * std::fabs(xk);
+          q += m.parts.e[i] * xmax[size_t(t * m.cols + k)] / 64516.0;
+        }
+        want[size_t(t * m.rows + r)] = s;
+        tol[size_t(t * m.rows + r)] = std::ldexp(a, -16) + q * 1.001 + 1e-6;
       }
-      want[size_t(t * m.rows + r)] = s;
-      tol[size_t(t * m.rows + r)] = std::ldexp(a, -16) + q * 1.001 + 1e-6;
-    }
+  });
 }
 
 std::string label(const char* what, GgmlType type, int64_t cols, int64_t n) {
