@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
   if (lane == 0) ring_start<D>(bar_s, pcur, issue_next);
   __syncwarp();
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
-  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  stage_x1_batched<kStageXB>(a, xq, xq_cs, xd, part);
   __syncthreads();
 
   const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};

@@ -553,8 +553,11 @@ __device__ __forceinline__ void store_group(const Args& a, int64_t g, int r, int
 // cols / 1024 dependent L2 round trips per thread before the first weight was touched -- at 4096
 // columns that wait was half the Q4_K bulk kernel's warp-stall samples, Nsight Compute session 15).
 // The sum of squares for the fused norm is accumulated in e4 order per thread, as before. Plane 2
-// starts xp bytes after plane 1.
+// starts xp bytes after plane 1. XB = 1 is the one-column loop: the shared-memory-ring kernel
+// (gemv_q8_kernel<T, 1>) keeps it, since at its 80-register cap the 4-deep batch made Q4_0 / Q4_1
+// spill inside the main loop (ptxas, session 15 review); the one-token kernels take XB = 4.
 constexpr int kStageXB = 4;
+template <int XB>
 __device__ __forceinline__ void stage_x1_batched(const Args& a, int8_t* xq, int xp, float2* xd, float* part) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int cols = int(a.cols);
@@ -564,13 +567,13 @@ __device__ __forceinline__ void stage_x1_batched(const Args& a, int8_t* xq, int 
   float s = 1.0f;
   if (a.norm_w) {
     float ss = 0.0f;
-    for (int e0 = threadIdx.x; e0 < per_c; e0 += kStageXB * kThreads) {
-      float4 v[kStageXB];
+    for (int e0 = threadIdx.x; e0 < per_c; e0 += XB * kThreads) {
+      float4 v[XB];
 #pragma unroll
-      for (int u = 0; u < kStageXB; ++u)  // plain loads: written by the previous kernel (PDL)
+      for (int u = 0; u < XB; ++u)  // plain loads: written by the previous kernel (PDL)
         v[u] = e0 + u * kThreads < per_c ? x4[e0 + u * kThreads] : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-      for (int u = 0; u < kStageXB; ++u)
+      for (int u = 0; u < XB; ++u)
         ss = fmaf(v[u].x, v[u].x, fmaf(v[u].y, v[u].y, fmaf(v[u].z, v[u].z, fmaf(v[u].w, v[u].w, ss))));
     }
 #pragma unroll
@@ -584,17 +587,17 @@ __device__ __forceinline__ void stage_x1_batched(const Args& a, int8_t* xq, int 
     __syncthreads();  // part is reused by the caller
   }
   // Block-uniform trip counts: quantize_x4 needs all 32 lanes (8-lane shuffles, full mask).
-  for (int base = 0; base < per_c; base += kStageXB * kThreads) {
-    float4 v[kStageXB], g[kStageXB];
+  for (int base = 0; base < per_c; base += XB * kThreads) {
+    float4 v[XB], g[XB];
 #pragma unroll
-    for (int u = 0; u < kStageXB; ++u) {
+    for (int u = 0; u < XB; ++u) {
       const int e4 = base + u * kThreads + int(threadIdx.x);
       const bool act = e4 < per_c;
       v[u] = act ? x4[e4] : make_float4(0.f, 0.f, 0.f, 0.f);
       g[u] = a.norm_w && act ? __ldg(g4 + e4) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
 #pragma unroll
-    for (int u = 0; u < kStageXB; ++u) {
+    for (int u = 0; u < XB; ++u) {
       if (base + u * kThreads >= per_c) break;  // block-uniform
       const int e4 = base + u * kThreads + int(threadIdx.x);
       const bool act = e4 < per_c;
@@ -617,7 +620,7 @@ __device__ __forceinline__ void stage_x(const Args& a, int8_t* xq, int xq_cs, in
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int cols = int(a.cols);
   if constexpr (NB == 1) {
-    stage_x1_batched(a, xq, xp, xd, part);
+    stage_x1_batched<1>(a, xq, xp, xd, part);
     return;
   }
   // Quantize x[c][0 .. cols) of every column into the two planes (x_planes.cuh): 8 threads per
@@ -1013,7 +1016,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_direct_kernel(const __gr
         }
   }
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
-  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  stage_x1_batched<kStageXB>(a, xq, xq_cs, xd, part);
   __syncthreads();
 
   const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};
@@ -1186,7 +1189,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_pair_kernel(const __grid
         if (u < iters && ok[r]) asm volatile("prefetch.global.L2 [%0];" ::"l"(w[r] + (sb0 + 8 * u) * 144 + 16 + 32 * p));
   }
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
-  stage_x<1>(a, xq, xq_cs, xq_cs, xd, xd_cs, part);
+  stage_x1_batched<kStageXB>(a, xq, xq_cs, xd, part);
   __syncthreads();
 
   const XView xv{xq, xq_cs, xq_cs, xd, xd_cs};

@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q80_bulk_kernel(const __grid
   if (lane == 0) ring_start<kQ80D>(bar_s, pcur, issue_next);
   __syncwarp();
   pdl_wait();  // x is written by the previous kernel; y may still be read by it
-  stage_x1_batched(a, ox.xq, ox.xq_cs, ox.xd, ox.part);
+  stage_x1_batched<kStageXB>(a, ox.xq, ox.xq_cs, ox.xd, ox.part);
   __syncthreads();
 
   const int8_t* const xq = ox.xq;
