@@ -13,12 +13,12 @@
 // 36% busy, issue slots 38% busy, 4 warps per scheduler, 48% of cycles with no eligible warp --
 // neither the memory nor the issue side is saturated: each warp loads a whole group, waits,
 // computes, and only then loads again, and the warps fall into step. Here the bytes a warp will
-// need next are always in flight, whatever it computes: lane 0 keeps kBulkD stages of the warp's
-// rows requested (kBulkD x 2304 bytes per warp, up to ~147 KB per SM), each a cp.async.bulk per
-// row that needs no thread to move its bytes, and the first kBulkD stages are requested before
+// need next are always in flight, whatever it computes: lane 0 keeps D stages of the warp's rows
+// requested (9216 bytes per warp in both shapes below, ~147 KB per SM), each a cp.async.bulk per
+// row that needs no thread to move its bytes, and the first D stages are requested before
 // pdl_wait(), during the previous kernel's tail. The arithmetic is the pair kernel's (pair_dot:
-// lane l takes sub-block pair l % 4 of super-block l / 4 of the chunk), reading the code bytes
-// and headers from the ring instead of global memory. (The first version used the register-direct
+// lane l takes sub-block pair l % 4 of super-blocks l / 4, l / 4 + 8, ... of the chunk), reading
+// the code bytes and headers from the ring instead of global memory. (The first version used the register-direct
 // kernel's arithmetic: 20.5 vs 15.2 us on 14336 x 4096, 10.6M instructions, issue-bound.)
 //
 // Stage i of a warp = chunk c of group g (its kR rows, super-blocks [SB c, SB c + SB) of each), slot

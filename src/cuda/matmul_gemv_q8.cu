@@ -1463,13 +1463,16 @@ void launch_gemv_q8(const GemvQ8Params& p, cudaStream_t stream) {
     const DeviceInfo dev = device_info();
     // The bulk kernel's body exists only in sm_90 code (sm90_code_ok: not on a newer GPU running
     // this build's JIT-compiled compute_89 code).
-    if (p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Bulk && sm90_code_ok() &&
-        bulk_smem_bytes<kBulkSB, kBulkD>(p.cols) <= size_t(dev.max_smem_optin)) {
-      if (q4k_bulk_stage() == 16 && bulk_smem_bytes<16, 2>(p.cols) <= size_t(dev.max_smem_optin))
+    if (p.type == GgmlType::Q4_K && q4k_kernel() == Q4kKernel::Bulk && sm90_code_ok()) {
+      const size_t optin = size_t(dev.max_smem_optin);
+      if (q4k_bulk_stage() == 16 && bulk_smem_bytes<16, 2>(p.cols) <= optin) {
         launch_one_token(gemv_q4k_bulk_kernel<16, 2>, bulk_smem_bytes<16, 2>(p.cols), a, stream);
-      else
+        return;
+      }
+      if (bulk_smem_bytes<kBulkSB, kBulkD>(p.cols) <= optin) {
         launch_one_token(gemv_q4k_bulk_kernel<kBulkSB, kBulkD>, bulk_smem_bytes<kBulkSB, kBulkD>(p.cols), a, stream);
-      return;
+        return;
+      }
     }
     if (direct_smem_bytes(p.cols) <= size_t(dev.max_smem_optin)) {
       launch_one_token(p.type == GgmlType::Q6_K ? gemv_q6k_direct_kernel : gemv_q4k_pair_kernel,
