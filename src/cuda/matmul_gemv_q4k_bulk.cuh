@@ -120,12 +120,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q4k_bulk_kernel(const __grid
       fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
       issue_next(uint32_t(slot));
     }
-    if (++c == n_chunks) {
-      one_token_store(a, g, acc, lane);
-      acc[0] = acc[1] = 0.0f;
-      c = 0;
-      g += gstep;
-    }
+    one_token_chunk_done(a, c, n_chunks, g, gstep, acc, lane);
   }
   pdl_trigger();
 #else

@@ -4,7 +4,7 @@
 // sm_90 copy engine), x as the two int8 planes every int8 GEMV uses. The default for Q6_K at one
 // token on sm_90 code when cols % 2048 == 0 (launch_gemv_q8; FATHOM_GEMV_Q6K=bulk|direct).
 // Included by matmul_gemv_q8.cu inside its anonymous namespace, after matmul_gemv_q8_0_one.cuh
-// (uses Args, group_rows, one_token_x, one_token_store, stage_x1_batched, direct_smem_bytes, the
+// (uses Args, group_rows, one_token_x, one_token_chunk_done, stage_x1_batched, direct_smem_bytes, the
 // ptx.cuh helpers). Counts and prediction: docs/perf/q6k_bulk.md.
 //
 // Why: the register-direct kernel (gemv_q6k_direct_kernel) reads Llama-3-8B's Q6_K ffn_down
@@ -275,12 +275,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
       slot_s = ring_s;
       phase ^= 1u;
     }
-    if (++ch == n_chunks) {
-      one_token_store(a, g, acc, lane);
-      acc[0] = acc[1] = 0.0f;
-      ch = 0;
-      g += gstep;
-    }
+    one_token_chunk_done(a, ch, n_chunks, g, gstep, acc, lane);
   }
   pdl_trigger();
 #else

@@ -915,6 +915,18 @@ __device__ __forceinline__ void one_token_store(const Args& a, int64_t g, float 
   }
 }
 
+// The bulk-ring kernels' consumer side, after chunk c of group g: when it was the group's last
+// chunk, store the group and move to the warp's next one (g + gstep) with cleared sums.
+__device__ __forceinline__ void one_token_chunk_done(const Args& a, int& c, int n_chunks, int64_t& g, int64_t gstep,
+                                                     float (&acc)[kR], int lane) {
+  if (++c == n_chunks) {
+    one_token_store(a, g, acc, lane);
+    acc[0] = acc[1] = 0.0f;
+    c = 0;
+    g += gstep;
+  }
+}
+
 // ---- one token, weights straight into registers -------------------------------------------------
 // Why: the kernel above streams every row through a shared-memory ring with cp.async and reached
 // 42% of the copy bandwidth on Q4_K 14336 x 4096 (18.6 us, H200), while the F16 GEMV, which loads its

@@ -3,7 +3,7 @@
 // bulk async copies (the sm_90 copy engine), x as the two int8 planes every int8 GEMV uses. The
 // default for Q8_0 at one token on sm_90 (launch_gemv_q8; FATHOM_GEMV_Q8_0=bulk|ring).
 // Included by matmul_gemv_q8.cu inside its anonymous namespace, after matmul_gemv_q4k_bulk.cuh
-// (uses Args, group_rows, one_token_x, one_token_store, direct_smem_bytes, the ptx.cuh helpers).
+// (uses Args, group_rows, one_token_x, one_token_chunk_done, direct_smem_bytes, the ptx.cuh helpers).
 //
 // Bytes: a row of cols weights is 34 cols / 32 bytes (4096 cols: 4352 B; 14336: 15232 B); Llama-3-8B
 // ffn gate/up 14336 x 4096 and down 4096 x 14336 are 62.4 MB each, whose measured read floor is
@@ -151,12 +151,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q80_bulk_kernel(const __grid
         acc[r] += (half_lo(W[r][0]) * us.x) * float(sa) + (half_hi(W[r][8]) * us.z) * float(sb);
       }
     }
-    if (++c == n_chunks) {
-      one_token_store(a, g, acc, lane);
-      acc[0] = acc[1] = 0.0f;
-      c = 0;
-      g += gstep;
-    }
+    one_token_chunk_done(a, c, n_chunks, g, gstep, acc, lane);
   }
   pdl_trigger();
 #else
