@@ -805,6 +805,15 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     const char* e = std::getenv("FATHOM_FUSE_NORM");
     return !(e && std::strcmp(e, "0") == 0);
   }();
+  // A grouped GEMV's input (GemvQ8Params or GemvHalfParams): x itself with the norm weights when it
+  // normalizes x in its own staging (fused), else the separately normalized act.h.
+  auto norm_input = [&](auto& gp, bool fused, const float* norm_w) {
+    gp.x = fused ? act.x : act.h;
+    if (fused) {
+      gp.norm_w = norm_w;
+      gp.norm_eps = c.norm_eps;
+    }
+  };
 
   // reuse_x16: x is the previous matmul's x, unchanged since; when both GEMMs convert it to the
   // same 16-bit type (gemm_x16_kind), this one reuses the conversion (k and v after q, up after
@@ -944,11 +953,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       p.workspace_bytes = act.mmq_ws_bytes;
       launch_mma_q8(p, stream);
     } else if (qkv_half) {
-      if (qkv_norm_fused) {
-        qkv_hp.x = act.x;
-        qkv_hp.norm_w = L.attn_norm;
-        qkv_hp.norm_eps = c.norm_eps;
-      }
+      norm_input(qkv_hp, qkv_norm_fused, L.attn_norm);
       launch_gemv_half_grouped(qkv_hp, stream);
     } else if (qkv_grouped || qk_v_split) {
       // Q, K and V in one int8-activation GEMV launch (one x staging, one kernel), or Q/K in one
@@ -956,11 +961,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       GemvQ8Params p;
       p.type = L.wq.type;
       p.cols = L.wq.cols;
-      p.x = qkv_norm_fused ? act.x : act.h;
-      if (qkv_norm_fused) {
-        p.norm_w = L.attn_norm;
-        p.norm_eps = c.norm_eps;
-      }
+      norm_input(p, qkv_norm_fused, L.attn_norm);
       p.n_tokens = T;
       p.n_seg = qkv_grouped ? 3 : 2;
       p.seg[0] = GemvQ8Segment{L.wq.w, L.wq.rows, act.q, L.bq};
@@ -1112,11 +1113,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       GemvQ8Params p;
       p.type = L.ffn_gate.type;
       p.cols = L.ffn_gate.cols;
-      p.x = ffn_norm_fused ? act.x : act.h;
-      if (ffn_norm_fused) {
-        p.norm_w = L.ffn_norm;
-        p.norm_eps = c.norm_eps;
-      }
+      norm_input(p, ffn_norm_fused, L.ffn_norm);
       p.n_tokens = T;
       p.n_seg = 2;
       p.seg[0] = GemvQ8Segment{L.ffn_gate.w, L.ffn_gate.rows, act.gate, nullptr};
@@ -1126,11 +1123,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       launch_gemv_q8(p, stream);
     } else if (gateup_half) {
       // gate, up and the activation in one half-precision GEMV launch (act.gate).
-      if (ffn_norm_fused) {
-        gu_hp.x = act.x;
-        gu_hp.norm_w = L.ffn_norm;
-        gu_hp.norm_eps = c.norm_eps;
-      }
+      norm_input(gu_hp, ffn_norm_fused, L.ffn_norm);
       launch_gemv_half_grouped(gu_hp, stream);
     } else {
       // The intermediate (T, n_ff) whole, or in column slices [c0, c0 + S) when it exceeds the
