@@ -288,18 +288,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemv_q6k_bulk_kernel(const __grid
 // group per block (as launch_q80_one_token).
 template <int D>
 void launch_q6k_bulk_d(const Args& a, cudaStream_t stream) {
-  const DeviceInfo dev = device_info();
-  const size_t smem = q6k_smem_bytes<D>(a.cols);
-  const int bps = blocks_per_sm(reinterpret_cast<const void*>(gemv_q6k_bulk_kernel<D>), kThreads, smem);
-  const int64_t wave = int64_t(dev.sm_count) * bps;
-  const int64_t grid = a.n_groups < wave ? a.n_groups : wave;
-  double wbytes = 0.0, rows_total = 0.0;
-  for (int s = 0; s < a.n_seg; ++s) {
-    wbytes += double(a.seg[s].rows) * double(a.row_bytes);
-    rows_total += double(a.seg[s].rows);
-  }
-  launch_cost_hint(wbytes + double(a.cols) * 4.0 + rows_total * 4.0, 2.0 * rows_total * double(a.cols));
-  launch_kernel(gemv_q6k_bulk_kernel<D>, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
+  launch_one_token(gemv_q6k_bulk_kernel<D>, q6k_smem_bytes<D>(a.cols), a, stream, /*warp_major=*/true);
 }
 
 // Two blocks per SM with 3 slots (the occupancy query counts the per-block reserve).

@@ -1382,12 +1382,16 @@ size_t direct_smem_bytes(int64_t cols) {
 
 // kernel: gemv_q4k_pair_kernel, gemv_q6k_direct_kernel or gemv_q4k_bulk_kernel (same Args and
 // grid: one persistent wave of 8-warp blocks); smem: its dynamic shared memory.
-void launch_one_token(void (*kernel)(const Args), size_t smem, const Args& a, cudaStream_t stream) {
+// warp_major: the kernel hands groups out warp-major (g0 = warp * gridDim + block: the Q6_K and
+// Q8_0 bulk kernels), so the grid is min(n_groups, blocks per wave) -- at least one group per block
+// rather than one per warp, and a small matrix is still read by every SM.
+void launch_one_token(void (*kernel)(const Args), size_t smem, const Args& a, cudaStream_t stream,
+                      bool warp_major = false) {
   const DeviceInfo dev = device_info();
   FATHOM_CHECK(smem <= size_t(dev.max_smem_optin), "gemv_q8: ", smem, " bytes of shared memory exceed the device's ",
                dev.max_smem_optin, " (cols ", a.cols, ")");
   const int bps = blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, smem);
-  const int64_t need = (a.n_groups + kWarps - 1) / kWarps;
+  const int64_t need = warp_major ? a.n_groups : (a.n_groups + kWarps - 1) / kWarps;
   const int64_t wave = int64_t(dev.sm_count) * bps;
   const int64_t grid = need < wave ? need : wave;
   double wbytes = 0.0, rows_total = 0.0;

@@ -167,16 +167,5 @@ size_t q80_smem_bytes(int64_t cols) {
 // min(n_groups, blocks per wave). 1024 x 4096 (512 groups) then runs on 264 blocks (two warps of
 // each busy) instead of 64 blocks x 8 warps: 132 SMs pull its 4.5 MB instead of 64.
 void launch_q80_one_token(const Args& a, cudaStream_t stream) {
-  const DeviceInfo dev = device_info();
-  const size_t smem = q80_smem_bytes(a.cols);
-  const int bps = blocks_per_sm(reinterpret_cast<const void*>(gemv_q80_bulk_kernel), kThreads, smem);
-  const int64_t wave = int64_t(dev.sm_count) * bps;
-  const int64_t grid = a.n_groups < wave ? a.n_groups : wave;
-  double wbytes = 0.0, rows_total = 0.0;
-  for (int s = 0; s < a.n_seg; ++s) {
-    wbytes += double(a.seg[s].rows) * double(a.row_bytes);
-    rows_total += double(a.seg[s].rows);
-  }
-  launch_cost_hint(wbytes + double(a.cols) * 4.0 + rows_total * 4.0, 2.0 * rows_total * double(a.cols));
-  launch_kernel(gemv_q80_bulk_kernel, dim3(unsigned(grid)), dim3(kThreads), smem, stream, a);
+  launch_one_token(gemv_q80_bulk_kernel, q80_smem_bytes(a.cols), a, stream, /*warp_major=*/true);
 }
