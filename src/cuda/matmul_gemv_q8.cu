@@ -916,7 +916,9 @@ __device__ __forceinline__ void one_token_store(const Args& a, int64_t g, float 
 }
 
 // The bulk-ring kernels' consumer side, after chunk c of group g: when it was the group's last
-// chunk, store the group and move to the warp's next one (g + gstep) with cleared sums.
+// chunk, store the group and move to the warp's next one (g + gstep) with cleared sums. Defined
+// where those kernels' bodies are (sm_90 code), else nvcc warns it is unreferenced.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 __device__ __forceinline__ void one_token_chunk_done(const Args& a, int& c, int n_chunks, int64_t& g, int64_t gstep,
                                                      float (&acc)[kR], int lane) {
   if (++c == n_chunks) {
@@ -926,6 +928,7 @@ __device__ __forceinline__ void one_token_chunk_done(const Args& a, int& c, int 
     g += gstep;
   }
 }
+#endif
 
 // ---- one token, weights straight into registers -------------------------------------------------
 // Why: the kernel above streams every row through a shared-memory ring with cp.async and reached
