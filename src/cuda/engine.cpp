@@ -53,17 +53,19 @@ namespace {
 // Matmuls of 2..16 tokens (decode batches, short prefill chunks) of the types it handles go to
 // the tensor-core kernel (matmul_mma_q8.cu). Measured on the H200 (docs/perf/mma_q8.md), synthetic
 // llama3-8b Q4_K_M: batch 2/4/8 452/883/1166 tok/s against 401/533/606 on the dp4a GEMV; batch 1
-// stays on the GEMV (faster at 1 token on most shapes); at 32 tokens the dequantized-bf16 cuBLASLt
-// path wins (2292 against 1922 tok/s), so larger batches keep it. FATHOM_MMQ_MIN_TOKENS /
-// FATHOM_MMQ_MAX_TOKENS move the ends (A/B runs, up to 64), FATHOM_MMQ=0 switches the path off.
+// stays on the GEMV (faster at 1 token on most shapes); at 32 tokens the int8 kernel lost to the
+// dequantized-bf16 cuBLASLt path (2292 against 1922 tok/s), so above 16 tokens only Q4_K, whose bf16
+// variant (mma_q8_bf16) takes 17..64, comes here. FATHOM_MMQ_MIN_TOKENS / FATHOM_MMQ_MAX_TOKENS
+// move the ends for every type (A/B runs, up to 64), FATHOM_MMQ=0 switches the path off.
 bool mmq_route(GgmlType type, int64_t n, int64_t cols) {
   auto env = [](const char* name, int64_t dflt) {
     const char* e = std::getenv(name);
     return e && *e ? std::max<int64_t>(1, std::atoll(e)) : dflt;
   };
   static const int64_t min_tokens = env("FATHOM_MMQ_MIN_TOKENS", 2);
-  static const int64_t max_tokens = std::min<int64_t>(env("FATHOM_MMQ_MAX_TOKENS", 16), kMmaQ8MaxTokens);
-  return n >= min_tokens && n <= max_tokens && mma_q8_supports(type, n, cols);
+  static const int64_t max_tokens = std::min<int64_t>(env("FATHOM_MMQ_MAX_TOKENS", 0), kMmaQ8MaxTokens);
+  const int64_t hi = max_tokens > 0 ? max_tokens : mma_q8_bf16(type, n) ? kMmaQ8MaxTokens : 16;
+  return n >= min_tokens && n <= hi && mma_q8_supports(type, n, cols);
 }
 
 // FATHOM_GEMV_HALF_GROUPED=0: F16/BF16 decode keeps one GEMV per matrix and the stand-alone

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -141,6 +142,20 @@ struct Prepared {
   const void* kernel = nullptr;
 };
 
+std::atomic<int> g_bf16_min_override{0};
+
+// The bf16 variant (Q4_K only) from this many tokens on: FATHOM_MMQ_BF16_MIN (A/B runs; 65 = never),
+// else the measured default (docs/perf/mma_q8.md, "Session 16").
+int64_t bf16_min_tokens() {
+  const int o = g_bf16_min_override.load();
+  if (o > 0) return o;
+  static const int64_t env = [] {
+    const char* e = std::getenv("FATHOM_MMQ_BF16_MIN");
+    return e && *e ? std::max<int64_t>(2, std::atoll(e)) : int64_t(9);
+  }();
+  return env;
+}
+
 Prepared prepare(const MmaQ8Params& p) {
   FATHOM_CHECK(p.n_tokens >= 1 && p.n_tokens <= kMmaQ8MaxTokens, "mma_q8: n_tokens ", p.n_tokens, " outside 1..",
                kMmaQ8MaxTokens);
@@ -179,7 +194,8 @@ Prepared prepare(const MmaQ8Params& p) {
   a.n_kst = int(p.cols / kStageK);
 
   const DeviceInfo dev = device_info();
-  const int nt = nt_for(p.n_tokens);
+  const bool bf = mma_q8_bf16(p.type, p.n_tokens);
+  const int nt = bf ? std::max(2, nt_for(p.n_tokens)) : nt_for(p.n_tokens);
   size_t partial_floats = 0;
   if (p.workspace && p.workspace_bytes > kMmaQ8WorkspaceCounterBytes + 256) {
     FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.workspace) % 256 == 0, "mma_q8: workspace must be 256-byte aligned");
@@ -195,16 +211,17 @@ Prepared prepare(const MmaQ8Params& p) {
       in.n_tiles = tiles;
       in.n_kst = a.n_kst;
       in.nt = NT;
-      in.threads = kThreadsOf<NT>;
+      in.threads = bf ? kThreadsOf<NT, true> : kThreadsOf<NT>;
       in.n_tokens = int(p.n_tokens);
       in.row_stage_bytes = Fmt<T>::bytes;
       in.ring = ring_bytes<T, NT>();
       in.scale_bytes = scale_bytes<T>();
       in.smem_limit = size_t(dev.max_smem_optin);
       in.partial_floats = partial_floats;
-      in.kernel = type_kernel(T, NT);
+      in.kernel = bf ? mmq_kernel_q4_k_bf(NT) : type_kernel(T, NT);
       r.kernel = in.kernel;
       r.plan = choose_plan(in, dev);
+      r.plan.bf16 = bf;
     });
   });
   FATHOM_CHECK(ok, "mma_q8: weight type ", ggml_type_name(p.type), " has no tensor-core kernel");
@@ -218,6 +235,12 @@ Prepared prepare(const MmaQ8Params& p) {
 }
 
 }  // namespace
+
+bool mma_q8_bf16(GgmlType type, int64_t n_tokens) {
+  return type == GgmlType::Q4_K && n_tokens >= bf16_min_tokens() && n_tokens <= kMmaQ8MaxTokens;
+}
+
+void mma_q8_set_bf16_min_tokens(int n) { g_bf16_min_override.store(n > 0 ? n : 0); }
 
 bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
   static const bool off = [] {
@@ -290,7 +313,8 @@ void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream) {
   const double out_rows = p.glu ? double(p.seg[0].rows) : rows_total;
   launch_cost_hint(wbytes + double(p.n_tokens) * double(p.cols) * 4.0 + double(p.n_tokens) * out_rows * 4.0,
                    2.0 * double(p.n_tokens) * rows_total * double(p.cols));
-  type_launch(p.type, r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
+  if (r.plan.bf16) mmq_launch_q4_k_bf(r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
+  else type_launch(p.type, r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
 }
 
 }  // namespace fathom::cuda

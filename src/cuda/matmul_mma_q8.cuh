@@ -23,7 +23,15 @@
 // fits shared memory only with more splits than the workspace holds partials for (the 8B LM head
 // at 32 tokens; 40+ tokens without a workspace), the tokens run as consecutive launches of about
 // half as many, each reading W again. Speed and routing: docs/perf/mma_q8.md (the engine uses it
-// for 2..16 tokens).
+// for 2..16 tokens, and Q4_K up to 64 through the bf16 variant).
+//
+// The bf16 variant (Q4_K from mma_q8_bf16's token count on): weights dequantized in registers to
+// bf16 with their sub-block scale folded in (s q, s = bf16(d sc), rounded twice), x rounded to
+// bf16, the mins applied as -dmin m times the bf16-rounded fp32 sum of each 32-block of x, fp32
+// accumulation on the tensor cores over the whole K range. Per output:
+//   |y - y_exact| <= 1.52 * 2^-8 sum_i |c_i x_i| + 2^-8 sum_j |o_j X_j| + fp32 accumulation,
+// c_i = d sc q_i the scaled code, o_j = -dmin m_j the sub-block's offset, X_j its 32 x summed:
+// the numerics of the dequantize-to-bf16 + cuBLASLt path it replaces at these sizes.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -78,11 +86,19 @@ bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols);
 size_t mma_q8_workspace_bytes(int64_t max_tokens, int64_t max_rows);
 void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream);
 
-// The launch plan for p (tests and benchmarks print it): split-K count, CTAs, k-stages per split.
+// The launch plan for p (tests and benchmarks print it): split-K count, CTAs, k-stages per split,
+// and whether the bf16 variant runs.
 struct MmaQ8Plan {
   int splits = 0, grid = 0, tiles = 0, kstages = 0, nt = 0;
   size_t smem = 0;
+  bool bf16 = false;
 };
+
+// True when a launch of `type` at n_tokens takes the bf16 variant (Q4_K from a token count that
+// FATHOM_MMQ_BF16_MIN overrides). mma_q8_set_bf16_min_tokens(n > 0) overrides both (tests; 65 =
+// never); 0 restores them.
+bool mma_q8_bf16(GgmlType type, int64_t n_tokens);
+void mma_q8_set_bf16_min_tokens(int n);
 MmaQ8Plan mma_q8_plan(const MmaQ8Params& p);
 
 }  // namespace fathom::cuda

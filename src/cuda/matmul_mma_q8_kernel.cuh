@@ -31,12 +31,15 @@
 // int32 result read as fp32 is 1.5 * 2^23 + dot exactly (|dot| < 2^22): int-to-float for free.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "cuda/matmul_mma_q8.cuh"
 #include "cuda/activation_fn.cuh"
@@ -51,9 +54,11 @@ constexpr int kTileRows = 256;  // weight rows per tile: 16 warps x 1 m16 tile, 
 // mma / shared-load chains) at <= 16 tokens; 2 (8 warps) at 32-64 tokens, whose accumulators and
 // B fragments need 200-255 registers. (8 warps everywhere measured ~1 instruction per SM cycle at
 // 1 token, a quarter of the issue rate: docs/perf/mma_q8.md.)
-template <int NT> constexpr int kMT = NT <= 4 ? 1 : 2;
-template <int NT> constexpr int kWarpsOf = 8 * 2 / kMT<NT>;
-template <int NT> constexpr int kThreadsOf = 32 * kWarpsOf<NT>;
+// BF: the bf16 variant (Q4_K, bf_stage below) keeps one m16 tile per warp at every token count: its
+// accumulators are the only per-token registers (no x-scale or plane registers).
+template <int NT, bool BF = false> constexpr int kMT = (NT <= 4 || BF) ? 1 : 2;
+template <int NT, bool BF = false> constexpr int kWarpsOf = 8 * 2 / kMT<NT, BF>;
+template <int NT, bool BF = false> constexpr int kThreadsOf = 32 * kWarpsOf<NT, BF>;
 constexpr int kStageK = 256;    // weights of a row per pipeline stage
 constexpr int kCounters = int(kMmaQ8WorkspaceCounterBytes / sizeof(int));
 constexpr int kMaxSplits = 64;
@@ -97,6 +102,13 @@ __host__ __device__ constexpr int xs_stride(int kr) { return kr / 32 + 2; }
 __host__ __device__ constexpr size_t x_bytes(int nt, int kr) {
   return size_t(8 * nt) * size_t(x_pitch(kr)) + size_t(4 * nt) * size_t(xs_stride(kr)) * 8;
 }
+// The bf16 variant's x in the same bytes: 4 NT token rows of kr bf16 + 16 bytes (an odd multiple of
+// 16: conflict-free ldmatrix), then per token the bf16 sums of its 32-blocks, rows of kr / 16 + 16
+// bytes. 4 NT (2 kr + 16 + kr / 16 + 16) <= x_bytes(NT, kr), so the planner's sizes serve both.
+__host__ __device__ constexpr int xbf_pitch(int kr) { return 2 * kr + 16; }
+__host__ __device__ constexpr int xbf_sum_pitch(int kr) { return kr / 16 + 16; }
+static_assert(size_t(4 * 2) * (xbf_pitch(256) + xbf_sum_pitch(256)) <= x_bytes(2, 256), "bf16 x must fit the int8 x bytes");
+static_assert(size_t(4 * 16) * (xbf_pitch(65536) + xbf_sum_pitch(65536)) <= x_bytes(16, 65536), "bf16 x must fit the int8 x bytes");
 
 // ---- small device helpers -----------------------------------------------------------------------
 // smem_u32, cp_async16, cp_async_commit / wait, ldsm_x4 / x2: ptx.cuh.
@@ -170,11 +182,12 @@ __device__ __forceinline__ void k4_pair(const uint4& hdr, uint32_t& sc, uint32_t
 
 // ---- x in shared memory -------------------------------------------------------------------------
 struct XCtx {
-  uint32_t xq_s;    // shared address of plane row 0 at the CTA's first k
+  uint32_t xq_s;    // shared address of plane row 0 at the CTA's first k (bf16: token row 0)
   uint32_t lane_b;  // this lane's ldmatrix row/column offset
-  int pitch;        // bytes per plane row
+  int pitch;        // bytes per plane row (bf16: per token row)
   const float2* xs; // (u, sum) of token t, 32-block b (CTA-local): xs[t * stride + b]
-  int stride;
+  int stride;       // (bf16: bytes per row of sums)
+  const uint8_t* sums;  // bf16 only: bf16 sum of token t's 32-block b at sums + t * stride + 2 b
 };
 
 // B fragments of n-tiles 2 jp and 2 jp + 1 (NT == 1: tile 0 only) for the 32 k at CTA-local kx:
@@ -525,6 +538,128 @@ __device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, 
   }
 }
 
+
+// ---- bf16 variant (Q4_K at many tokens) ----------------------------------------------------------
+// At 16+ tokens the int8 path's per-output fp32 epilogue (6 instructions per output and 32-k
+// sub-block, twice the mma for the second plane) dominates (docs/perf/mma_q8.md). Here the weights
+// are dequantized in registers to bf16 with their sub-block scale folded in, x is bf16, and
+// mma.m16n8k16 accumulates in fp32 across the whole K range: no per-sub-block epilogue.
+//   - A: a code nibble q becomes the bf16 128 + q by one LOP3 ((w >> s) & 0x000F000F | 0x43004300),
+//     then fma(128 + q, s, -128 s) = s q with a single rounding (bf16x2 FMA), s = bf16(d sc).
+//   - k order: within each 16 elements of a sub-block a thread's A registers hold elements
+//     (4t, 4t+2) and (4t+1, 4t+3) of the code word it loaded, so x is stored in the order
+//     "even elements, then odd" (stage_x_bf) and the mma's k order matches on both sides.
+//   - mins: -dmin m of a super-block's 8 sub-blocks times the bf16 x sums of those sub-blocks is one
+//     m16n8k8 per n-tile and stage (A = the 8 mins of rows g, g+8, B = 8 sums of 8 tokens).
+//   - n-tiles are 8 tokens (no planes): acc[0][h][2 jb + c] is row 8 h + g, token 8 jb + 2 t + c.
+// Error: weights s q rounded twice (s, then s q: 2^-9 each), x and x sums once (2^-9), mins once:
+// |y - y_exact| <= 1.52 * 2^-8 sum |s q x| + 2^-8 sum_j |dmin m_j X_j| + fp32 accumulation
+// (matmul_mma_q8.cuh).
+constexpr int kScaleRowWords = kScaleRowBytes / 4;
+
+__device__ __forceinline__ __nv_bfloat162 as_bf2(uint32_t v) {
+  __nv_bfloat162 r;
+  memcpy(&r, &v, 4);
+  return r;
+}
+__device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) {
+  uint32_t r;
+  memcpy(&r, &v, 4);
+  return r;
+}
+// Two nibbles (bits 0..3 and 16..19 of w) times s: bf16x2 {s q0, s q1}; c = -128 s.
+__device__ __forceinline__ uint32_t dq_bf(uint32_t w, __nv_bfloat162 s, __nv_bfloat162 c) {
+  return bf2_bits(__hfma2(as_bf2((w & 0x000F000Fu) | 0x43004300u), s, c));
+}
+__device__ __forceinline__ void mma_bf16_k16(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, float& d0, float& d1,
+                                             float& d2, float& d3) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_bf16_k8(uint32_t a0, uint32_t a1, uint32_t b0, float& d0, float& d1, float& d2,
+                                            float& d3) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+      : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+      : "r"(a0), "r"(a1), "r"(b0));
+}
+
+// Decoded scales of the warp's 16 rows (lanes < 16, one row each): words 0..7 the bf16x2
+// {s_j, s_j}, s_j = bf16(d sc_j); words 8..11 the bf16 pairs {-dmin m_2i, -dmin m_2i+1}.
+__device__ __forceinline__ void q4k_scales_bf(const StageCtx& s, int lane) {
+  __syncwarp();
+  if (lane < 16) {
+    const uint4 hdr = *reinterpret_cast<const uint4*>(s.wrow + lane * 144);
+    const float d = half_lo(hdr.x), dmin = half_hi(hdr.x);
+    uint32_t sw[8], mw[4];
+    auto pair = [&](auto pc) {
+      constexpr int P = decltype(pc)::value;
+      uint32_t sc, mn;
+      k4_pair<P>(hdr, sc, mn);
+      const float s0 = d * ubyte_f(sc, 0), s1 = d * ubyte_f(sc, 1);
+      sw[2 * P] = bf2_bits(__floats2bfloat162_rn(s0, s0));
+      sw[2 * P + 1] = bf2_bits(__floats2bfloat162_rn(s1, s1));
+      mw[P] = bf2_bits(__floats2bfloat162_rn(-dmin * ubyte_f(mn, 0), -dmin * ubyte_f(mn, 1)));
+    };
+    pair(std::integral_constant<int, 0>{});
+    pair(std::integral_constant<int, 1>{});
+    pair(std::integral_constant<int, 2>{});
+    pair(std::integral_constant<int, 3>{});
+    uint2* o = reinterpret_cast<uint2*>(s.scl + lane * kScaleRowWords);  // 72-byte rows: 8-byte aligned
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i] = make_uint2(sw[2 * i], sw[2 * i + 1]);
+    o[4] = make_uint2(mw[0], mw[1]);
+    o[5] = make_uint2(mw[2], mw[3]);
+  }
+  __syncwarp();
+}
+
+template <int NT>
+__device__ __forceinline__ void stage_q4k_bf(const StageCtx& s, const XCtx& x, int lane, float (&acc)[1][2][NT]) {
+  static_assert(NT % 2 == 0, "bf16 n-tiles are 8 tokens");
+  constexpr int NB = NT / 2;
+  const int g = lane >> 2, t = lane & 3;
+  q4k_scales_bf(s, lane);
+  const uint32_t* sr0 = reinterpret_cast<const uint32_t*>(s.scl) + g * kScaleRowWords;
+  const uint32_t* sr1 = sr0 + 8 * kScaleRowWords;
+  const __nv_bfloat162 m128 = __float2bfloat162_rn(-128.0f);
+  const uint32_t xb = x.xq_s + x.lane_b + uint32_t(2 * s.kk * kStageK);
+#pragma unroll
+  for (int Pp = 0; Pp < 4; ++Pp) {
+    uint32_t q[4];  // row g / g + 8, code bytes 4t.. (q[0], q[1]) and 16 + 4t.. (q[2], q[3])
+    ldsm_x4(s.wrow_s + 16 + 32 * Pp, q[0], q[1], q[2], q[3]);
+    const uint2 s0 = *reinterpret_cast<const uint2*>(sr0 + 2 * Pp);
+    const uint2 s1 = *reinterpret_cast<const uint2*>(sr1 + 2 * Pp);
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int sb = 2 * Pp + e;
+      const __nv_bfloat162 sg = as_bf2(e ? s0.y : s0.x), sh = as_bf2(e ? s1.y : s1.x);
+      const __nv_bfloat162 cg = __hmul2(sg, m128), ch = __hmul2(sh, m128);
+      uint32_t a[2][4];  // [16-element step][fragment register]
+#pragma unroll
+      for (int st = 0; st < 2; ++st) {
+        a[st][0] = dq_bf(q[2 * st] >> (4 * e), sg, cg);
+        a[st][1] = dq_bf(q[2 * st + 1] >> (4 * e), sh, ch);
+        a[st][2] = dq_bf(q[2 * st] >> (8 + 4 * e), sg, cg);
+        a[st][3] = dq_bf(q[2 * st + 1] >> (8 + 4 * e), sh, ch);
+      }
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb) {
+        uint32_t b[4];
+        ldsm_x4(xb + uint32_t(64 * sb + 8 * jb * x.pitch), b[0], b[1], b[2], b[3]);
+        mma_bf16_k16(a[0], b[0], b[1], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
+        mma_bf16_k16(a[1], b[2], b[3], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
+      }
+    }
+  }
+  const uint32_t ma0 = sr0[8 + t], ma1 = sr1[8 + t];
+#pragma unroll
+  for (int jb = 0; jb < NB; ++jb) {
+    const uint32_t b0 = *reinterpret_cast<const uint32_t*>(x.sums + (8 * jb + g) * x.stride + 2 * (8 * s.kk + 2 * t));
+    mma_bf16_k8(ma0, ma1, b0, acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
+  }
+}
+
 // ---- kernel arguments and tiles -----------------------------------------------------------------
 struct Seg {
   const uint8_t* w;
@@ -585,9 +720,9 @@ __device__ __forceinline__ TileRef tile_ref(const Args& a, int tile) {
 // r0 + 16 w + l; MT = 1, sr = 16 w + 8 h + l: h = 0 gate, h = 1 up, row r0 + 8 w + l (so the
 // gate and up accumulators of one output row sit in one thread). Rows past the matrix are not
 // copied (their stale slot bytes feed accumulators that are never stored).
-template <GgmlType T, int NT>
+template <GgmlType T, int NT, bool BF>
 __device__ __forceinline__ void issue_stage(const Args& a, const TileRef& tr, int ks, uint32_t slot_s) {
-  constexpr int kThreads = kThreadsOf<NT>;
+  constexpr int kThreads = kThreadsOf<NT, BF>;
   constexpr int kPieces = Fmt<T>::copy / 16;
   constexpr int kTotal = kTileRows * kPieces;  // 16-byte pieces of the slot
   constexpr int kIters = (kTotal + kThreads - 1) / kThreads;
@@ -601,7 +736,7 @@ __device__ __forceinline__ void issue_stage(const Args& a, const TileRef& tr, in
     int64_t row;
     const uint8_t* w;
     if (a.glu) {
-      if constexpr (kMT<NT> == 2) {
+      if constexpr (kMT<NT, BF> == 2) {
         row = tr.r0 + 16 * (sr >> 5) + (sr & 15);
         w = (sr & 16) ? tr.w1 : tr.w0;
       } else {
@@ -618,10 +753,17 @@ __device__ __forceinline__ void issue_stage(const Args& a, const TileRef& tr, in
 }
 
 
-template <int NT>
+// Token of accumulator column j of this lane: int8 n-tiles are 4 tokens x 2 planes (token 4 j + t),
+// bf16 n-tiles 8 tokens (column pair j = 2 jb + c: token 8 jb + 2 t + c).
+template <bool BF>
+__device__ __forceinline__ int acc_token(int j, int t) {
+  return BF ? 8 * (j >> 1) + 2 * t + (j & 1) : 4 * j + t;
+}
+
+template <int NT, bool BF>
 __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int warp, int lane,
-                                           const float (&acc)[kMT<NT>][2][NT]) {
-  constexpr int MT = kMT<NT>;
+                                           const float (&acc)[kMT<NT, BF>][2][NT]) {
+  constexpr int MT = kMT<NT, BF>;
   const int g = lane >> 2, t = lane & 3;
   if (a.glu) {
     // (gate, up) accumulators of output row: MT = 2, (acc[0][h], acc[1][h]) of row 16 w + 8 h + g;
@@ -632,7 +774,7 @@ __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int
       if (row >= tr.rows) continue;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        const int tok = 4 * j + t;
+        const int tok = acc_token<BF>(j, t);
         if (tok >= a.n_tokens) continue;
         const float gt = MT == 2 ? acc[0][h][j] : acc[0][0][j];
         const float up = MT == 2 ? acc[MT - 1][h][j] : acc[0][1][j];
@@ -652,7 +794,7 @@ __device__ __forceinline__ void store_tile(const Args& a, const TileRef& tr, int
       const float bias = sg.bias ? sg.bias[row] : 0.0f;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        const int tok = 4 * j + t;
+        const int tok = acc_token<BF>(j, t);
         if (tok >= a.n_tokens) continue;
         const int64_t idx = int64_t(tok) * tr.rows + row;
         float out = acc[m][h][j] + bias;
@@ -704,10 +846,60 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
   for (int i = int(threadIdx.x); i < zs; i += kThreads) xs[a.n_tokens * stride + i] = make_float2(0.f, 0.f);
 }
 
-template <GgmlType T, int NT>
-__global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_constant__ Args a) {
-  constexpr int MT = kMT<NT>;
-  constexpr int kThreads = kThreadsOf<NT>;
+
+// The bf16 variant's x (xbf_pitch, stage_q4k_bf): x[t][k0 .. k0 + kr) of every token as bf16, each
+// 16 elements stored even-indexed first, then odd-indexed; and the bf16 sum of each 32-block (of
+// the fp32 values, summed by the 8 threads of the block). Tokens n_tokens .. 4 NT - 1 are zero.
+template <int NT>
+__device__ __forceinline__ void stage_x_bf(const Args& a, int k0, int kr, uint8_t* xb) {
+  constexpr int kThreads = kThreadsOf<NT, true>;
+  const int pitch = xbf_pitch(a.kr_max), spitch = xbf_sum_pitch(a.kr_max);
+  uint8_t* sums = xb + size_t(4 * NT) * pitch;
+  const int per_t = kr / 4;  // float4 per token
+  const int total = a.n_tokens * per_t;
+  constexpr int kXB = 4;
+  for (int i0 = 0; i0 < total; i0 += kXB * kThreads) {
+    float4 v[kXB];
+    int tok[kXB], e4[kXB];
+#pragma unroll
+    for (int u = 0; u < kXB; ++u) {
+      const int i = i0 + u * kThreads + int(threadIdx.x);
+      v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      tok[u] = i / per_t;
+      e4[u] = i - tok[u] * per_t;
+      if (i < total) v[u] = *reinterpret_cast<const float4*>(a.x + int64_t(tok[u]) * a.cols + k0 + 4 * e4[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kXB; ++u) {
+      if (i0 + u * kThreads >= total) break;  // block-uniform; 8-thread groups are all in or all out
+      float sum = (v[u].x + v[u].y) + (v[u].z + v[u].w);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+      if (i0 + u * kThreads + int(threadIdx.x) < total) {
+        const int q = e4[u] & 3;  // float4 of its 16-element group: elements 4q .. 4q + 3
+        uint8_t* grp = xb + size_t(tok[u]) * pitch + 32 * (e4[u] >> 2);
+        *reinterpret_cast<uint32_t*>(grp + 4 * q) = bf2_bits(__floats2bfloat162_rn(v[u].x, v[u].z));
+        *reinterpret_cast<uint32_t*>(grp + 16 + 4 * q) = bf2_bits(__floats2bfloat162_rn(v[u].y, v[u].w));
+        if ((e4[u] & 7) == 0)
+          *reinterpret_cast<__nv_bfloat16*>(sums + size_t(tok[u]) * spitch + 2 * (e4[u] >> 3)) = __float2bfloat16_rn(sum);
+      }
+    }
+  }
+  const int zrows = 4 * NT - a.n_tokens;
+  const int zx = zrows * (pitch / 16), zs = zrows * (spitch / 16);
+  for (int i = int(threadIdx.x); i < zx; i += kThreads)
+    reinterpret_cast<uint4*>(xb + size_t(a.n_tokens) * pitch)[i] = make_uint4(0u, 0u, 0u, 0u);
+  for (int i = int(threadIdx.x); i < zs; i += kThreads)
+    reinterpret_cast<uint4*>(sums + size_t(a.n_tokens) * spitch)[i] = make_uint4(0u, 0u, 0u, 0u);
+}
+
+// BF: the bf16 variant (T == Q4_K only, NT even).
+template <GgmlType T, int NT, bool BF>
+__global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __grid_constant__ Args a) {
+  static_assert(!BF || (T == GgmlType::Q4_K && NT % 2 == 0), "the bf16 variant is Q4_K at even NT");
+  constexpr int MT = kMT<NT, BF>;
+  constexpr int kThreads = kThreadsOf<NT, BF>;
   extern __shared__ uint4 mmq_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_smem4);
   constexpr int kSt = ring_stages<T, NT>();
@@ -717,7 +909,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
   const uint32_t ring_s = smem_u32(smem);
   int8_t* xq = reinterpret_cast<int8_t*>(smem + ring_bytes<T, NT>());
   float2* xs = reinterpret_cast<float2*>(xq + size_t(8 * NT) * x_pitch(a.kr_max));
-  float* scl = reinterpret_cast<float*>(xs + size_t(4 * NT) * xs_stride(a.kr_max));  // 16-byte aligned
+  float* scl = reinterpret_cast<float*>(smem + ring_bytes<T, NT>() + x_bytes(NT, a.kr_max));  // 16-byte aligned
   int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + scale_bytes<T>());
 
   const int S = a.splits;
@@ -735,7 +927,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
   auto issue = [&]() {
     const int ti = p_item / nk, kk = p_item - ti * nk;
     if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
-    issue_stage<T, NT>(a, p_tile, kst0 + kk, ring_s + uint32_t((p_item % kSt) * kSlot));
+    issue_stage<T, NT, BF>(a, p_tile, kst0 + kk, ring_s + uint32_t((p_item % kSt) * kSlot));
     ++p_item;
   };
 #pragma unroll
@@ -746,14 +938,23 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
 
   pdl_wait();  // x is written by the previous kernel; y / residual may still be read by it
 
-  quantize_x<NT>(a, kst0 * kStageK, nk * kStageK, xq, xs);
-
   XCtx xc;
   xc.xq_s = smem_u32(xq);
-  xc.pitch = x_pitch(a.kr_max);
-  xc.lane_b = uint32_t((8 * (lane >> 4) + (lane & 7)) * xc.pitch + 16 * ((lane >> 3) & 1));
-  xc.xs = xs;
-  xc.stride = xs_stride(a.kr_max);
+  if constexpr (BF) {
+    stage_x_bf<NT>(a, kst0 * kStageK, nk * kStageK, reinterpret_cast<uint8_t*>(xq));
+    xc.pitch = xbf_pitch(a.kr_max);
+    xc.lane_b = uint32_t((lane & 7) * xc.pitch + 16 * (lane >> 3));
+    xc.xs = nullptr;
+    xc.stride = xbf_sum_pitch(a.kr_max);
+    xc.sums = reinterpret_cast<const uint8_t*>(xq) + size_t(4 * NT) * xc.pitch;
+  } else {
+    quantize_x<NT>(a, kst0 * kStageK, nk * kStageK, xq, xs);
+    xc.pitch = x_pitch(a.kr_max);
+    xc.lane_b = uint32_t((8 * (lane >> 4) + (lane & 7)) * xc.pitch + 16 * ((lane >> 3) & 1));
+    xc.xs = xs;
+    xc.stride = xs_stride(a.kr_max);
+    xc.sums = nullptr;
+  }
   const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
 
   float acc[MT][2][NT];
@@ -778,7 +979,8 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
     sc.scl = scl + 16 * MT * warp * (kScaleRowBytes / 4);
     sc.kk = kk;
     sc.off = T == GgmlType::Q6_K ? ((kst0 + kk) * 210) & 15 : 0;
-    stage_compute<T, NT>(sc, xc, lane, acc);
+    if constexpr (BF) stage_q4k_bf<NT>(sc, xc, lane, acc);
+    else stage_compute<T, NT>(sc, xc, lane, acc);
 
     if (kk == nk - 1) {
       // Tile done: store (S == 1) or hand the partial to the tile's last CTA.
@@ -815,7 +1017,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
           if (threadIdx.x == 0) a.counters[tile] = 0;  // ready for the next launch
         }
       }
-      if (store) store_tile<NT>(a, tr, warp, lane, acc);
+      if (store) store_tile<NT, BF>(a, tr, warp, lane, acc);
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -830,24 +1032,29 @@ __global__ void __launch_bounds__(kThreadsOf<NT>, 1) mma_q8_kernel(const __grid_
 
 
 // ---- per-type entry points (defined in matmul_mma_q8_inst_<type>.cu) --------------------------
-template <GgmlType T>
+template <GgmlType T, bool BF = false>
 const void* kernel_of(int nt) {
   switch (nt) {
-    case 1: return reinterpret_cast<const void*>(mma_q8_kernel<T, 1>);
-    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2>);
-    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4>);
-    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8>);
-    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16>);
+    case 1:
+      if constexpr (BF) return reinterpret_cast<const void*>(mma_q8_kernel<T, 2, BF>);  // no bf16 NT 1
+      else return reinterpret_cast<const void*>(mma_q8_kernel<T, 1, BF>);
+    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2, BF>);
+    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4, BF>);
+    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8, BF>);
+    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16, BF>);
   }
 }
-template <GgmlType T>
+template <GgmlType T, bool BF = false>
 void launch_of(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
   switch (nt) {
-    case 1: launch_kernel(mma_q8_kernel<T, 1>, dim3(grid), dim3(kThreadsOf<1>), smem, stream, a); break;
-    case 2: launch_kernel(mma_q8_kernel<T, 2>, dim3(grid), dim3(kThreadsOf<2>), smem, stream, a); break;
-    case 4: launch_kernel(mma_q8_kernel<T, 4>, dim3(grid), dim3(kThreadsOf<4>), smem, stream, a); break;
-    case 8: launch_kernel(mma_q8_kernel<T, 8>, dim3(grid), dim3(kThreadsOf<8>), smem, stream, a); break;
-    default: launch_kernel(mma_q8_kernel<T, 16>, dim3(grid), dim3(kThreadsOf<16>), smem, stream, a); break;
+    case 1:
+      if constexpr (BF) launch_kernel(mma_q8_kernel<T, 2, BF>, dim3(grid), dim3(kThreadsOf<2, BF>), smem, stream, a);
+      else launch_kernel(mma_q8_kernel<T, 1, BF>, dim3(grid), dim3(kThreadsOf<1, BF>), smem, stream, a);
+      break;
+    case 2: launch_kernel(mma_q8_kernel<T, 2, BF>, dim3(grid), dim3(kThreadsOf<2, BF>), smem, stream, a); break;
+    case 4: launch_kernel(mma_q8_kernel<T, 4, BF>, dim3(grid), dim3(kThreadsOf<4, BF>), smem, stream, a); break;
+    case 8: launch_kernel(mma_q8_kernel<T, 8, BF>, dim3(grid), dim3(kThreadsOf<8, BF>), smem, stream, a); break;
+    default: launch_kernel(mma_q8_kernel<T, 16, BF>, dim3(grid), dim3(kThreadsOf<16, BF>), smem, stream, a); break;
   }
 }
 
@@ -862,13 +1069,14 @@ FATHOM_MMQ_DECLARE(q8_0)
 FATHOM_MMQ_DECLARE(q4_k)
 FATHOM_MMQ_DECLARE(q5_k)
 FATHOM_MMQ_DECLARE(q6_k)
+FATHOM_MMQ_DECLARE(q4_k_bf)  // the bf16 variant (matmul_mma_q8_inst_q4_k_bf.cu)
 #undef FATHOM_MMQ_DECLARE
 
 // The body of an instance file: the five token-count kernels of one weight type.
-#define FATHOM_MMQ_INSTANCE(name, TYPE)                                                               \
-  const void* mmq_kernel_##name(int nt) { return kernel_of<GgmlType::TYPE>(nt); }                     \
+#define FATHOM_MMQ_INSTANCE(name, TYPE, BF)                                                           \
+  const void* mmq_kernel_##name(int nt) { return kernel_of<GgmlType::TYPE, BF>(nt); }                 \
   void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {    \
-    launch_of<GgmlType::TYPE>(nt, a, grid, smem, stream);                                            \
+    launch_of<GgmlType::TYPE, BF>(nt, a, grid, smem, stream);                                        \
   }
 
 }  // namespace fathom::cuda::mmq

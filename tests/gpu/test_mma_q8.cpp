@@ -10,7 +10,11 @@
 // of code 0, taken from the CPU dequantizer on a copy of the row with every code zeroed) for the
 // types that apply o_i with the exact x sum (Q4_1 Q5_1 Q4_K Q5_K) and e_i = w_i for the others,
 // plus 2^-16 of sum (|c_i x_i| + |o_i x_i|) for the fp32 scaling and accumulation (a few hundred
-// sub-block terms, each rounded at 2^-24 relative, far under 2^-16).
+// sub-block terms, each rounded at 2^-24 relative, far under 2^-16). Where the launch takes the
+// bf16 variant (Q4_K at many tokens, mma_q8_bf16), its bound instead: 1.52 * 2^-8 sum |c_i x_i| +
+// 2^-8 sum_j |o_j X_j| (X_j the sum of x over 32-block j) + (K / 16 + 64) * 2^-21 sum |w_i x_i|
+// for the fp32 tensor-core accumulation (one rounding per mma step, each at most 2^-22 of the sum
+// of the magnitudes so far; doubled for margin).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -98,9 +102,10 @@ void reference(const HostMat& m, const std::vector<float>& x, int64_t n, std::ve
   }
   want.assign(size_t(n * m.rows), 0.0);
   tol.assign(want.size(), 0.0);
+  const bool bf = fathom::cuda::mma_q8_bf16(m.type, n);
   for (int64_t t = 0; t < n; ++t)
     for (int64_t r = 0; r < m.rows; ++r) {
-      double s = 0.0, a = 0.0, q = 0.0;
+      double s = 0.0, a = 0.0, q = 0.0, c = 0.0, mo = 0.0, xsum = 0.0;
       const float* w = m.wd.data() + r * m.cols;
       const float* o = m.o.data() + r * m.cols;
       const float* xt = x.data() + t * m.cols;
@@ -110,9 +115,17 @@ void reference(const HostMat& m, const std::vector<float>& x, int64_t n, std::ve
         s += wk * xt[k];
         a += (std::fabs(e) + std::fabs(ok)) * std::fabs(xt[k]);
         q += std::fabs(e) * xm[k];
+        c += std::fabs(e * xt[k]);
+        xsum += xt[k];
+        if (k % 32 == 31) {
+          mo += std::fabs(ok) * std::fabs(xsum);  // o is constant over a Q4_K 32-block
+          xsum = 0.0;
+        }
       }
       want[size_t(t * m.rows + r)] = s;
-      tol[size_t(t * m.rows + r)] = std::ldexp(a, -16) + q / 64516.0 * 1.001 + 1e-6;
+      tol[size_t(t * m.rows + r)] =
+          bf ? 1.52 * std::ldexp(c, -8) + std::ldexp(mo, -8) + double(m.cols / 16 + 64) * std::ldexp(a, -21) + 1e-6
+             : std::ldexp(a, -16) + q / 64516.0 * 1.001 + 1e-6;
     }
 }
 
@@ -171,6 +184,38 @@ TEST(GpuMmaQ8, EveryTypeAndTokenCount) {
   FATHOM_REQUIRE_GPU();
   for (GgmlType type : kTypes)
     for (int64_t n : {1, 2, 3, 8, 13, 32, 64}) check_plain(type, 333, 2048, n, false, false);
+}
+
+// Restores the bf16 variant's default token threshold when a test ends (also on failure).
+struct Bf16Min {
+  explicit Bf16Min(int n) { fathom::cuda::mma_q8_set_bf16_min_tokens(n); }
+  ~Bf16Min() { fathom::cuda::mma_q8_set_bf16_min_tokens(0); }
+};
+
+// The bf16 variant (Q4_K) at every token count it can take, odd rows (a partial tile), long rows
+// with split-K, bias + residual, no workspace; and the int8 kernel at the counts the variant takes
+// by default, so both stay covered whatever the threshold.
+TEST(GpuMmaQ8, Bf16VariantQ4K) {
+  FATHOM_REQUIRE_GPU();
+  {
+    Bf16Min force(2);
+    for (int64_t n : {2, 3, 5, 8, 9, 13, 16, 17, 31, 32, 33, 40, 64}) {
+      EXPECT_TRUE(fathom::cuda::mma_q8_bf16(GgmlType::Q4_K, n));
+      EXPECT_FALSE(fathom::cuda::mma_q8_bf16(GgmlType::Q6_K, n));
+      check_plain(GgmlType::Q4_K, 333, 2048, n, false, false);
+    }
+    check_plain(GgmlType::Q4_K, 300, 14336, 33, true, true);
+    check_plain(GgmlType::Q4_K, 129, 1024, 17, true, true);
+    check_plain(GgmlType::Q4_K, 257, 2048, 40, false, false, false);
+    check_plain(GgmlType::Q4_K, 5000, 512, 24, true, false);
+  }
+  {
+    Bf16Min never(65);
+    for (int64_t n : {17, 32, 64}) {
+      EXPECT_FALSE(fathom::cuda::mma_q8_bf16(GgmlType::Q4_K, n));
+      check_plain(GgmlType::Q4_K, 333, 2048, n, n == 17, false);
+    }
+  }
 }
 
 TEST(GpuMmaQ8, BiasResidualAndNoWorkspace) {
@@ -286,6 +331,23 @@ TEST(GpuMmaQ8, FusedGateUpActivation) {
         reference(u, x, n, wu, tu);
         check_glu(kind, g, u, x, n, wg, tg, wu, tu);
       }
+}
+
+// The bf16 variant's fused gate/up at the token counts below its default threshold.
+TEST(GpuMmaQ8, Bf16VariantFusedGateUp) {
+  FATHOM_REQUIRE_GPU();
+  Bf16Min force(2);
+  for (GluKind kind : {GluKind::SWIGLU, GluKind::GEGLU})
+    for (int64_t n : {2, 8, 13}) {
+      const int64_t rows = 333, cols = 4096;
+      const HostMat g = make_mat(GgmlType::Q4_K, rows, cols, 21u);
+      const HostMat u = make_mat(GgmlType::Q4_K, rows, cols, 22u);
+      const std::vector<float> x = random_floats(size_t(n * cols), 23u + uint32_t(n));
+      std::vector<double> wg, tg, wu, tu;
+      reference(g, x, n, wg, tg);
+      reference(u, x, n, wu, tu);
+      EXPECT_TRUE(check_glu(kind, g, u, x, n, wg, tg, wu, tu).bf16);
+    }
 }
 
 TEST(GpuMmaQ8, BitIdenticalRerunsWithSplitK) {
