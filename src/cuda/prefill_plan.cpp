@@ -35,6 +35,35 @@ bool PrefillPlanner::ffn_sliced(int64_t T) const {
   return ffn_slice < cfg.n_ff && T > kGemvMaxTokens && (T * cfg.n_ff > rows * ffn_slice || ffn_dequant);
 }
 
+bool PrefillPlanner::half_pass(int64_t T) const {
+  return half_rows > 0 && T > kGemvMaxTokens && T <= half_rows;
+}
+
+int64_t PrefillPlanner::ffn_slice_for(int64_t T) const {
+  if (!half_pass(T)) return ffn_sliced(T) ? ffn_slice : cfg.n_ff;
+  // The widest half-pass slice whose (T, S) intermediate fits the gate/up buffers (rows x
+  // ffn_slice each) and whose down GEMM's 16-bit input fits the x16 scratch; then the rule of
+  // ffn_sliced with that width (S = n_ff: whole).
+  const int64_t qd = cfg.n_head * head_dim;
+  const int64_t x16_cols = std::max({cfg.n_embd, ffn_slice, qd});
+  for (int64_t S : half_slices)
+    if (T * S <= rows * ffn_slice && T * std::max({cfg.n_embd, S, qd}) <= rows * x16_cols)
+      return S < cfg.n_ff && (T * cfg.n_ff > rows * ffn_slice || ffn_dequant) ? S : cfg.n_ff;
+  return ffn_sliced(T) ? ffn_slice : cfg.n_ff;
+}
+
+size_t PrefillPlanner::qa_bytes(int64_t r) const {
+  return size_t(r) * size_t(std::max(cfg.n_embd, cfg.n_head * head_dim)) * 4;
+}
+
+size_t PrefillPlanner::dequant_region_bytes(int64_t r, size_t dq) const {
+  if (!(share_mmq_partials && dq > 0)) return dq;
+  const int64_t qd = cfg.n_head * head_dim, kvd = cfg.n_head_kv * head_dim;
+  const size_t mmq = mma_q8_workspace_bytes(std::min<int64_t>(r, kMmaQ8MaxTokens),
+                                            std::max({2 * cfg.n_ff, qd + 2 * kvd, cfg.n_embd}));
+  return std::max(dq, mmq - kMmaQ8WorkspaceCounterBytes);
+}
+
 void PrefillPlanner::measure(const Model& model, size_t data_bytes) {
   head_dim = cfg.head_dim_k;
   max_batch = opt.max_batch;
@@ -89,6 +118,10 @@ void PrefillPlanner::measure(const Model& model, size_t data_bytes) {
                             [](const DequantMat& m) { return m.ffn == 1 || m.ffn == 2; });
   // FATHOM_MMQ_SHARE=0: the mma_q8 partials in bytes of their own (A/B runs of the old plan).
   if (const char* e = std::getenv("FATHOM_MMQ_SHARE"); e && std::strcmp(e, "0") == 0) share_mmq_partials = false;
+  // FATHOM_SLICES_PER_PASS=0: every pass takes the full passes' FFN slice (choose_half_pass_slice;
+  // the session-15 plan, A/B runs).
+  if (const char* e = std::getenv("FATHOM_SLICES_PER_PASS"); e && std::strcmp(e, "0") == 0)
+    slices_per_pass = false;
   // Prefill chunk and FFN slice under 4.9% of the weights (the budget is 5%).
   work_budget = size_t(0.049 * double(weight_bytes));
 }
@@ -216,25 +249,31 @@ std::string describe_workspace(const std::vector<PrefillPlanner::Term>& terms, s
 // Q8_0 (8.5 GB): 2048 tokens. Models whose budget fits no 1024-token chunk keep the old rule
 // (gemma3-270m, llama3.2-1b Q4_K_M). opt.ubatch fixes the chunk (the widest slice that fits, else
 // whole); FATHOM_FFN_SLICE=N forces slices of N columns (a multiple of 256; tests, A/B runs).
+// Slicing needs GEMM-capable FFN weights (F32 ones take fp32 GEMV slices, which take no column
+// slice), slices that stay on the dequantized path when the whole matrix is on it, and chunks the
+// GEMV (<= kGemvMaxTokens tokens, never sliced) always fits whole (gate/up buffers of r x S).
+bool PrefillPlanner::slice_ok(int64_t r, int64_t S) const {
+  const int64_t F = cfg.n_ff;
+  if (S >= F) return true;
+  if (!ffn_sliceable || r * S < kGemvMaxTokens * F) return false;
+  for (const DequantMat& m : dequant_mats)
+    if ((m.ffn == 1 && std::min(m.rows, S) * m.cols < dequant_min) ||
+        (m.ffn == 2 && m.rows * std::min(m.cols, S) < dequant_min))
+      return false;
+  return true;
+}
+
 void PrefillPlanner::choose_prefill_chunk(const Model& model) {
   const int64_t F = cfg.n_ff;
   auto rows_of = [&](int64_t ub) { return std::max<int64_t>(ub, max_batch); };
-  // Slicing needs GEMM-capable FFN weights (F32 ones take fp32 GEMV slices, which take no
-  // column slice), slices that stay on the dequantized path when the whole matrix is on it,
-  // and chunks the GEMV (<= kGemvMaxTokens tokens, never sliced) always fits whole.
-  bool sliceable = F >= 2 * kFfnSliceAlign && F % 32 == 0;
+  ffn_sliceable = F >= 2 * kFfnSliceAlign && F % 32 == 0;
   for (const LayerWeights& l : model.weights.layers)
     for (const WeightRef* r : {&l.ffn_gate, &l.ffn_up, &l.ffn_down})
-      sliceable = sliceable && *r && r->type() != GgmlType::F32;
-  auto slice_ok = [&](int64_t ub, int64_t S) {
-    if (S >= F) return true;
-    if (!sliceable || rows_of(ub) * S < kGemvMaxTokens * F) return false;
-    for (const DequantMat& m : dequant_mats)
-      if ((m.ffn == 1 && std::min(m.rows, S) * m.cols < dequant_min) ||
-          (m.ffn == 2 && m.rows * std::min(m.cols, S) < dequant_min))
-        return false;
-    return true;
-  };
+      ffn_sliceable = ffn_sliceable && *r && r->type() != GgmlType::F32;
+  auto slice_ok = [&](int64_t ub, int64_t S) { return this->slice_ok(rows_of(ub), S); };
+  half_rows = 0;
+  half_slices.clear();
+  half_dequant_bytes = 0;
   std::vector<int64_t> slices{F};
   int64_t forced = 0;
   if (const char* e = std::getenv("FATHOM_FFN_SLICE"); e && *e) {
@@ -258,27 +297,71 @@ void PrefillPlanner::choose_prefill_chunk(const Model& model) {
     dequant_need(S, &cap, &cols, true);
     return !whole_dequant || dq >= cap;
   };
-  if (opt.ubatch > 0) {
-    ubatch = opt.ubatch;
-    ffn_slice = F;
-    for (int64_t S : slices)
-      if (fits(ubatch, S, false) || (forced && slice_ok(ubatch, S))) {
-        ffn_slice = S;
-        break;
-      }
-    return;
+  // The chunk and the slice of full passes (the rule above), then the half passes' slice.
+  [&] {
+    if (opt.ubatch > 0) {
+      ubatch = opt.ubatch;
+      ffn_slice = F;
+      for (int64_t S : slices)
+        if (fits(ubatch, S, false) || (forced && slice_ok(ubatch, S))) {
+          ffn_slice = S;
+          break;
+        }
+      return;
+    }
+    for (int64_t ub = kMaxUbatch; ub >= kMinSlicedUbatch; ub /= 2)
+      for (int64_t S : slices)
+        if (fits(ub, S, true)) {
+          ubatch = ub;
+          ffn_slice = S;
+          return;
+        }
+    ffn_slice = forced && slice_ok(512, forced) ? forced : F;
+    ubatch = 512;
+    while (ubatch > 64 && plan_workspace(rows_of(ubatch), need_lt, nullptr, ffn_slice) > work_budget)
+      ubatch /= 2;
+    if (!slice_ok(ubatch, ffn_slice)) ffn_slice = F;
+  }();
+  if (!forced) choose_half_pass_slices(slices);
+}
+
+// Slices per pass. The session-15 plan gave every pass the slice of its largest chunk: Llama-3-8B
+// Q4_K_M plans 2048-row passes with 4 slices of 3584 columns, and a 512-token prompt ran 4 slices
+// too, where 2 of 7168 had run before (pp512 24.3k -> 21.6k tok/s on the H200); at batch 32 the
+// plan is 5 slices of 3072 (2048 rows; 3 of 4864 before), and the decode step went 2529.6 ->
+// 2261.5 tok/s. Every slice is a dequant + GEMM pair per matrix, whose fixed cost dominates at
+// small M. A 7168-column gate slice needs 56 MiB of bf16 scratch; the scratch has 32 MiB (Wq
+// whole), and the budget has 8 MiB left, not 24.
+// A pass of T <= r / 2 rows (r = the plan's rows) uses half of each row buffer. Its q / a go in the
+// upper half of the h / att buffer (h / att keep the lower half; they never alias q / a, as in the
+// full layout), so the whole q / a buffer is free in such a pass; the arena puts it right after
+// the dequant scratch, and the pass's scratch is the two together: Llama-3-8B at r = 2048,
+// 32 MiB + 32 MiB = 64 MiB >= 56. No byte is added, so the workspace total is unchanged.
+// half_slices: the candidate slices S wider than ffn_slice (widest first) with every layer matrix,
+// with FFN slices of S, whole in that scratch (as rule 1 above) and slice_ok. A pass of T rows
+// takes the widest whose (T, S) intermediate fits the gate/up buffers and the 16-bit x scratch
+// (ffn_slice_for): Llama-3-8B batch 1, r x ffn_slice = 2048 x 3584, holds 1024 x 7168; batch 32,
+// 2048 x 3072, holds 7168 columns up to T = 877, 4864 up to 1024.
+// Needs the dequant scratch (quantized FFN on the GEMM path), a sliced FFN, r / 2 > kGemvMaxTokens,
+// and q's offset in h (r / 2 rows) 256-byte aligned.
+void PrefillPlanner::choose_half_pass_slices(const std::vector<int64_t>& slices) {
+  if (!slices_per_pass || !need_lt || !ffn_dequant || ffn_slice >= cfg.n_ff) return;
+  const int64_t r = std::max<int64_t>(ubatch, max_batch), half = r / 2;
+  const int64_t qd = cfg.n_head * head_dim, wide = std::max(cfg.n_embd, qd);
+  if (half <= kGemvMaxTokens || (size_t(half) * size_t(wide) * 4) % DeviceArena::kAlign != 0) return;
+  size_t dq = 0;
+  plan_workspace(r, need_lt, &dq);
+  if (dq == 0) return;
+  const size_t ext = align_up(dequant_region_bytes(r, dq), DeviceArena::kAlign) + qa_bytes(r);
+  for (int64_t S : slices) {  // widest first; slices[0] = n_ff (whole)
+    if (S <= ffn_slice) break;
+    size_t cap = 0;
+    int64_t cols = 0;
+    dequant_need(S, &cap, &cols, true);
+    if (cap <= ext && slice_ok(r, S)) half_slices.push_back(S);
   }
-  for (int64_t ub = kMaxUbatch; ub >= kMinSlicedUbatch; ub /= 2)
-    for (int64_t S : slices)
-      if (fits(ub, S, true)) {
-        ubatch = ub;
-        ffn_slice = S;
-        return;
-      }
-  ffn_slice = forced && slice_ok(512, forced) ? forced : F;
-  ubatch = 512;
-  while (ubatch > 64 && plan_workspace(rows_of(ubatch), need_lt, nullptr, ffn_slice) > work_budget)
-    ubatch /= 2;
-  if (!slice_ok(ubatch, ffn_slice)) ffn_slice = F;
+  if (half_slices.empty()) return;
+  half_rows = half;
+  half_dequant_bytes = ext;
 }
 }  // namespace fathom

@@ -75,11 +75,33 @@ struct PrefillPlanner {
   // The mma_q8 split-K partials share the dequant scratch's bytes (plan_workspace). false: their
   // own bytes, the plan before they shared (tests compare the two).
   bool share_mmq_partials = true;
+  // Slices per pass (choose_half_pass_slices): a pass of at most half_rows rows (a short prompt's
+  // chunk, a decode batch) keeps q / a in the upper half of the h / att buffer, which such a pass
+  // leaves free, and its dequant scratch extends over the q / a buffer (the arena places it right
+  // after the scratch): half_dequant_bytes from the scratch's start to the buffer's end. Its FFN
+  // then runs in the widest of half_slices (each wider than ffn_slice, widest first; n_ff = whole)
+  // whose T-row intermediate fits the gate/up buffers and the 16-bit x scratch (ffn_slice_for).
+  // half_rows 0: every pass takes ffn_slice (FATHOM_SLICES_PER_PASS=0: the session-15 plan,
+  // FATHOM_FFN_SLICE forcing a width, or no wider slice fits). The workspace bytes do not change.
+  bool slices_per_pass = true;
+  int64_t half_rows = 0;
+  std::vector<int64_t> half_slices;
+  size_t half_dequant_bytes = 0;
 
   PrefillPlanner() = default;
   PrefillPlanner(const ModelConfig& c, const CudaEngineOptions& o) : cfg(c), opt(o) {}
 
   bool ffn_sliced(int64_t T) const;
+  // Whether a pass of T rows takes the half-pass layout (q / a in h's upper half, wider scratch):
+  // GEMM passes (> kGemvMaxTokens rows) of at most half_rows rows. GEMV / mma_q8 passes (decode
+  // of 1..16 sequences) keep the full layout: they neither slice the FFN nor dequantize.
+  bool half_pass(int64_t T) const;
+  // The FFN column slice a pass of T rows runs (n_ff: whole, unsliced).
+  int64_t ffn_slice_for(int64_t T) const;
+  // Bytes of the q / a buffer and of the dequant scratch as allocated (alloc_workspace: with the
+  // partials shared, max(scratch, partials) after the mma_q8 counters), for `rows_` rows.
+  size_t qa_bytes(int64_t rows_) const;
+  size_t dequant_region_bytes(int64_t rows_, size_t dq) const;
   // head_dim, max_batch, weight_bytes, work_budget, dequant_min, need_lt, dequant_mats and
   // ffn_dequant from the model and opt. data_bytes: the file's data section.
   void measure(const Model& model, size_t data_bytes);
@@ -91,8 +113,14 @@ struct PrefillPlanner {
   // bf16 bytes of the largest quantized matrix the GEMM sees with FFN slices of `slice` columns,
   // and the widest of their column counts (layers_only: without the LM head).
   void dequant_need(int64_t slice, size_t* cap, int64_t* cols, bool layers_only = false) const;
-  // Sets ubatch and ffn_slice (needs measure(), n_ctx and attn_ws_bytes first).
+  // Sets ubatch and ffn_slice, then half_rows, half_slices and half_dequant_bytes (needs
+  // measure(), n_ctx and attn_ws_bytes first).
   void choose_prefill_chunk(const Model& model);
+
+ private:
+  bool ffn_sliceable = false;  // choose_prefill_chunk: the FFN weights can be column-sliced
+  bool slice_ok(int64_t rows_, int64_t S) const;
+  void choose_half_pass_slices(const std::vector<int64_t>& slices);
 };
 
 // The terms one per line ("  name  bytes"), with the total and the budget.
