@@ -140,7 +140,8 @@ struct Activations {
   float* x = nullptr;       // (rows, n_embd) residual stream
   float* h = nullptr;       // (rows, n_embd) normalised input of a block
   float* a = nullptr;       // (rows, n_embd) attention / FFN output before the residual add
-  float* q = nullptr;       // (rows, n_head * head_dim)
+  float* q = nullptr;       // (rows, n_head * head_dim); in a half pass (PrefillPlanner::half_pass)
+                            // the upper half of h / att's buffer, see forward()
   float* k = nullptr;       // (rows, n_head_kv * head_dim)
   float* v = nullptr;       // (rows, n_head_kv * head_dim)
   float* att = nullptr;     // (rows, n_head * head_dim)
@@ -158,6 +159,8 @@ struct Activations {
   size_t lt_ws_bytes = 0;
   void* mmq_ws = nullptr;         // split-K partials and tile counters of launch_mma_q8 (zeroed once)
   size_t mmq_ws_bytes = 0;
+  float* q_full = nullptr;        // q / a of full passes: their own buffer, right after the dequant scratch
+  float* q_half = nullptr;        // q / a of half passes: h + half_rows rows
   uint64_t* rng_counter = nullptr;  // (max_seqs)
   // Step inputs: one header copied host -> device per step (layout below), and block tables.
   int32_t* in = nullptr;          // header: tokens (R) | pos (R) | slots (R) | seq_start (B+1) | kv_len (B)
@@ -212,6 +215,7 @@ struct CudaEngine::Impl : PrefillPlanner {
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   GemmContext gemm;
+  GemmContext gemm_half;  // half passes: gemm with the dequant scratch over the q / a buffer too
 
   DeviceArena weights_arena, kv_arena, work_arena;
   PinnedBuffer host_in, host_out;  // step header in; ids out
@@ -357,8 +361,6 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   act.x = A.alloc_n<float>(r * c.n_embd, "x");
   act.h = A.alloc_n<float>(r * wide, "h, att");
   act.att = act.h;
-  act.q = A.alloc_n<float>(r * wide, "q, a");
-  act.a = act.q;
   act.k = A.alloc_n<float>(r * kvd, "k");
   act.v = A.alloc_n<float>(r * kvd, "v");
   act.gate = A.alloc_n<float>(r * ffn_slice, "gate");
@@ -381,6 +383,19 @@ void CudaEngine::Impl::alloc_workspace(bool need_lt) {
   } else {
     act.mmq_ws = A.alloc(act.mmq_ws_bytes, "mma_q8 split-K workspace");
     if (dq > 0) act.gemm_dequant = A.alloc(dq, "gemm dequant chunk");
+  }
+  // q / a right after the dequant scratch: a half pass (T <= half_rows) keeps q / a in the upper
+  // half of h / att's buffer and dequantizes into the scratch and this buffer together
+  // (choose_half_pass_slices).
+  act.q_full = A.alloc_n<float>(r * wide, "q, a");
+  act.q_half = half_rows > 0 ? act.h + half_rows * wide : act.q_full;
+  act.q = act.a = act.q_full;
+  if (half_rows > 0) {
+    const size_t ext = size_t(reinterpret_cast<uint8_t*>(act.q_full + r * wide) -
+                              static_cast<uint8_t*>(act.gemm_dequant));
+    FATHOM_CHECK(act.gemm_dequant && ext == half_dequant_bytes && 2 * half_rows <= r,
+                 "workspace: the half passes' dequant scratch spans ", ext, " bytes, the plan ",
+                 half_dequant_bytes);
   }
   act.argmax_ws = A.alloc(argmax_workspace_bytes(max_batch, c.n_vocab), "argmax workspace");
   if (need_lt) {
@@ -648,6 +663,8 @@ void CudaEngine::Impl::load(const Model& model) {
     gemm.dequant = act.gemm_dequant;
     gemm.dequant_bytes = act.gemm_dequant_bytes;
     gemm.plans = gemm_plan_cache_create();
+    gemm_half = gemm;
+    if (half_rows > 0) gemm_half.dequant_bytes = half_dequant_bytes;
 
     // One-time timed pick of the cuBLASLt algorithm of every GEMM shape forward() runs: prefill
     // chunks of ubatch tokens, and decode batches of max_batch when those exceed kGemvMaxTokens,
@@ -670,21 +687,22 @@ void CudaEngine::Impl::load(const Model& model) {
       p.n_tokens = n;
       p.bias = bias;
       p.residual = residual;
-      p.gemm = &gemm;
+      p.gemm = half_pass(n) ? &gemm_half : &gemm;
       shapes.push_back(p);
     };
     std::vector<int64_t> sizes{ubatch};
     if (max_batch != ubatch) sizes.push_back(max_batch);
     for (const int64_t n : sizes) {
       if (n <= kGemvMaxTokens) continue;
+      act.q = act.a = half_pass(n) ? act.q_half : act.q_full;
       for (const DevLayer& L : layers) {
         add(L.wq, act.h, act.q, n, L.bq, nullptr);
         add(L.wk, act.h, act.k, n, L.bk, nullptr);
         add(L.wv, act.h, act.v, n, L.bv, nullptr);
         if (L.post_attn_norm) add(L.wo, act.att, act.a, n, nullptr, nullptr);
         else add(L.wo, act.att, act.x, n, nullptr, act.x);
-        // The FFN as forward() runs it: whole, or in column slices (see ffn_slice).
-        const int64_t S = ffn_sliced(n) ? ffn_slice : cfg.n_ff;
+        // The FFN as forward() runs it: whole, or in column slices (see ffn_slice_for).
+        const int64_t S = ffn_slice_for(n);
         for (int64_t c0 = 0; c0 < cfg.n_ff; c0 += S) {
           const int64_t sw = std::min(S, cfg.n_ff - c0);
           add(row_slice(L.ffn_gate, c0, sw), act.h, act.gate, n, nullptr, nullptr);
@@ -696,6 +714,7 @@ void CudaEngine::Impl::load(const Model& model) {
       }
     }
     if (max_batch > kGemvMaxTokens) add(output, act.h, act.logits, max_batch, nullptr, nullptr);
+    act.q = act.a = act.q_full;
     GemmTuneOptions topt;
     // Off by default: the fastest of near-equal candidates changes from load to load with timing
     // noise, and different algorithms may sum in a different order -- two processes would not
@@ -739,6 +758,13 @@ void CudaEngine::Impl::load(const Model& model) {
                  ffn_slice < cfg.n_ff ? str_cat("in column slices of ", ffn_slice, " of ", cfg.n_ff).c_str()
                                       : str_cat("whole (", cfg.n_ff, " columns)").c_str(),
                  format_bytes(act.gemm_dequant_bytes).c_str(), format_bytes(work_budget).c_str());
+    if (half_rows > 0)
+      std::fprintf(stderr,
+                   "fathom: passes of <= %lld rows: q / a in h's upper half, dequant scratch %s (over "
+                   "q / a), FFN slices of %lld columns at %lld rows, %lld at %lld\n",
+                   (long long)half_rows, format_bytes(half_dequant_bytes).c_str(),
+                   (long long)ffn_slice_for(kGemvMaxTokens + 1), (long long)(kGemvMaxTokens + 1),
+                   (long long)ffn_slice_for(half_rows), (long long)half_rows);
     std::vector<Term> terms;
     plan_workspace(rows, need_lt, nullptr, 0, &terms);
     std::fprintf(stderr, "fathom: workspace plan (%lld rows):\n%s", (long long)rows,
@@ -801,7 +827,11 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
   const int32_t* tokens = act.in + in_layout.tokens();
   const int32_t* pos = act.in + in_layout.pos();
   const int32_t* slots = act.in + in_layout.slots();
-  const GemmContext* gctx = lt ? &gemm : nullptr;
+  // A half pass (T <= half_rows, PrefillPlanner::half_pass): q / a in the upper half of h / att's
+  // buffer, and the dequant scratch over q / a's own buffer too (gemm_half), for wider FFN slices.
+  const bool half = half_pass(T);
+  act.q = act.a = half ? act.q_half : act.q_full;
+  const GemmContext* gctx = lt ? (half ? &gemm_half : &gemm) : nullptr;
   // FATHOM_FUSE_NORM=0: keep the separate rms_norm kernels before the grouped GEMVs (A/B runs).
   static const bool fuse_norm = [] {
     const char* e = std::getenv("FATHOM_FUSE_NORM");
@@ -1132,7 +1162,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
       // gate/up buffers (rows x ffn_slice, see choose_prefill_chunk): gate/up of rows
       // [c0, c0 + S) of W_gate/W_up, the activation, then the product with columns [c0, c0 + S)
       // of W_down added into the output (x, or a with the first slice writing it).
-      const int64_t S = ffn_sliced(T) ? ffn_slice : c.n_ff;
+      const int64_t S = ffn_slice_for(T);
       for (int64_t c0 = 0; c0 < c.n_ff; c0 += S) {
         const int64_t sw = std::min(S, c.n_ff - c0);
         const DevMat gate = S < c.n_ff ? row_slice(L.ffn_gate, c0, sw) : L.ffn_gate;
