@@ -145,13 +145,15 @@ struct Prepared {
 std::atomic<int> g_bf16_min_override{0};
 
 // The bf16 variant (Q4_K only) from this many tokens on: FATHOM_MMQ_BF16_MIN (A/B runs; 65 = never),
-// else the measured default (docs/perf/mma_q8.md, "Session 16").
+// else 17. Measured (docs/perf/mma_q8.md, "Session 16"): faster than the int8 kernel from 8 tokens
+// on (14336 x 4096: 27.4 against 30.2 us at 8, 33.7 / 42.4 at 16, 51.6 / 114.6 at 32), but up to
+// 16 tokens the int8 kernel's numerics (those of the batch-1 GEMV) are kept.
 int64_t bf16_min_tokens() {
   const int o = g_bf16_min_override.load();
   if (o > 0) return o;
   static const int64_t env = [] {
     const char* e = std::getenv("FATHOM_MMQ_BF16_MIN");
-    return e && *e ? std::max<int64_t>(2, std::atoll(e)) : int64_t(9);
+    return e && *e ? std::max<int64_t>(2, std::atoll(e)) : int64_t(17);
   }();
   return env;
 }
