@@ -567,9 +567,13 @@ __device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) {
   memcpy(&r, &v, 4);
   return r;
 }
-// Two nibbles (bits 0..3 and 16..19 of w) times s: bf16x2 {s q0, s q1}; c = -128 s.
+// Two nibbles (bits 0..3 and 16..19 of w) times s: bf16x2 {s q0, s q1}; c = -128 s. The mask-and-or
+// is one LOP3 in PTX: written in C++, nvcc split it into two (ncu, device_s16e.sh: 148 LOP3 per
+// warp-stage where 64 were meant).
 __device__ __forceinline__ uint32_t dq_bf(uint32_t w, __nv_bfloat162 s, __nv_bfloat162 c) {
-  return bf2_bits(__hfma2(as_bf2((w & 0x000F000Fu) | 0x43004300u), s, c));
+  uint32_t v;
+  asm("lop3.b32 %0, %1, 0x000F000F, 0x43004300, 0xEA;" : "=r"(v) : "r"(w));  // (w & m) | 128.0 x2
+  return bf2_bits(__hfma2(as_bf2(v), s, c));
 }
 __device__ __forceinline__ void mma_bf16_k16(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, float& d0, float& d1,
                                              float& d2, float& d3) {
@@ -850,24 +854,36 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
 // The bf16 variant's x (xbf_pitch, stage_q4k_bf): x[t][k0 .. k0 + kr) of every token as bf16, each
 // 16 elements stored even-indexed first, then odd-indexed; and the bf16 sum of each 32-block (of
 // the fp32 values, summed by the 8 threads of the block). Tokens n_tokens .. 4 NT - 1 are zero.
+// 8 float4 loads in flight per thread, and the (token, float4) pair of each element stepped with a
+// carry instead of a division per element: the int8 quantize_x's loop cost ~76 instructions per
+// float4 here (ncu, device_s16e.sh: 17% of the kernel's instructions at 32 tokens).
 template <int NT>
 __device__ __forceinline__ void stage_x_bf(const Args& a, int k0, int kr, uint8_t* xb) {
   constexpr int kThreads = kThreadsOf<NT, true>;
+  constexpr int kXB = 8;
   const int pitch = xbf_pitch(a.kr_max), spitch = xbf_sum_pitch(a.kr_max);
   uint8_t* sums = xb + size_t(4 * NT) * pitch;
   const int per_t = kr / 4;  // float4 per token
   const int total = a.n_tokens * per_t;
-  constexpr int kXB = 4;
+  const int step_t = kThreads / per_t, step_e = kThreads - step_t * per_t;
+  int tok_n = int(threadIdx.x) / per_t;  // this thread's next element: token, float4 in the token
+  int e4_n = int(threadIdx.x) - tok_n * per_t;
   for (int i0 = 0; i0 < total; i0 += kXB * kThreads) {
     float4 v[kXB];
     int tok[kXB], e4[kXB];
 #pragma unroll
     for (int u = 0; u < kXB; ++u) {
-      const int i = i0 + u * kThreads + int(threadIdx.x);
+      tok[u] = tok_n;
+      e4[u] = e4_n;
       v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
-      tok[u] = i / per_t;
-      e4[u] = i - tok[u] * per_t;
-      if (i < total) v[u] = *reinterpret_cast<const float4*>(a.x + int64_t(tok[u]) * a.cols + k0 + 4 * e4[u]);
+      if (i0 + u * kThreads + int(threadIdx.x) < total)
+        v[u] = *reinterpret_cast<const float4*>(a.x + int64_t(tok_n) * a.cols + k0 + 4 * e4_n);
+      tok_n += step_t;
+      e4_n += step_e;
+      if (e4_n >= per_t) {
+        e4_n -= per_t;
+        ++tok_n;
+      }
     }
 #pragma unroll
     for (int u = 0; u < kXB; ++u) {
