@@ -59,7 +59,8 @@ namespace {
 // here, through its bf16 variant (mma_q8_bf16: 3559 against 2257 tok/s at batch 32), and only for
 // matrices the engine would otherwise dequantize to bf16 (rows x cols >= bf16_min_elems, the
 // GemmContext's dequant threshold): the variant's numerics are of that path's class, so smaller
-// matrices (tiny models, whose tiled GEMM is more precise) keep theirs.
+// matrices (tiny models, whose tiled GEMM is more precise) keep theirs. The same size rule decides
+// (MmaQ8Params::allow_bf16) whether 8..16-token launches take the variant or the int8 kernel.
 // FATHOM_MMQ_MIN_TOKENS / FATHOM_MMQ_MAX_TOKENS move the ends for every type (A/B runs, up to 64),
 // FATHOM_MMQ=0 switches the path off.
 bool mmq_route(GgmlType type, int64_t n, int64_t cols, int64_t rows, int64_t bf16_min_elems) {
@@ -863,6 +864,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
                     const float* residual, bool reuse_x16 = false) {
     if (m.ld == 0 && mmq_route(m.type, n, m.cols, m.rows, bf16_min_elems)) {
       MmaQ8Params q;
+      q.allow_bf16 = m.rows * m.cols >= bf16_min_elems;
       q.type = m.type;
       q.cols = m.cols;
       q.x = x;
@@ -982,6 +984,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     if (qkv_mmq) {
       // Q, K and V in one tensor-core launch (x quantized once per CTA).
       MmaQ8Params p;
+      p.allow_bf16 = L.wk.rows * L.wk.cols >= bf16_min_elems;
       p.type = L.wq.type;
       p.cols = L.wq.cols;
       p.x = act.h;
@@ -1138,6 +1141,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     if (gateup_mmq) {
       // gate, up and the activation in one tensor-core launch: act.gate = act(h . gate) * (h . up).
       MmaQ8Params p;
+      p.allow_bf16 = L.ffn_gate.rows * L.ffn_gate.cols >= bf16_min_elems;
       p.type = L.ffn_gate.type;
       p.cols = L.ffn_gate.cols;
       p.x = act.h;

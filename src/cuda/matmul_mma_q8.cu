@@ -145,15 +145,16 @@ struct Prepared {
 std::atomic<int> g_bf16_min_override{0};
 
 // The bf16 variant (Q4_K only) from this many tokens on: FATHOM_MMQ_BF16_MIN (A/B runs; 65 = never),
-// else 17. Measured (docs/perf/mma_q8.md, "Session 16"): faster than the int8 kernel from 8 tokens
-// on (14336 x 4096: 27.4 against 30.2 us at 8, 33.7 / 42.4 at 16, 51.6 / 114.6 at 32), but up to
-// 16 tokens the int8 kernel's numerics (those of the batch-1 GEMV) are kept.
+// else 8. Measured (docs/perf/mma_q8.md, "Session 16"): faster than the int8 kernel from 8 tokens
+// on (14336 x 4096: 25.5 against 30.2 us at 8, 31.8 / 42.4 at 16, 51.0 / 114.6 at 32). Below 8 the
+// variant's 8-token n-tile would be mostly padding. The engine keeps the int8 kernel (its numerics
+// are those of the batch-1 GEMV) for matrices it would not dequantize (MmaQ8Params::allow_bf16).
 int64_t bf16_min_tokens() {
   const int o = g_bf16_min_override.load();
   if (o > 0) return o;
   static const int64_t env = [] {
     const char* e = std::getenv("FATHOM_MMQ_BF16_MIN");
-    return e && *e ? std::max<int64_t>(2, std::atoll(e)) : int64_t(17);
+    return e && *e ? std::max<int64_t>(2, std::atoll(e)) : int64_t(8);
   }();
   return env;
 }
@@ -196,7 +197,7 @@ Prepared prepare(const MmaQ8Params& p) {
   a.n_kst = int(p.cols / kStageK);
 
   const DeviceInfo dev = device_info();
-  const bool bf = mma_q8_bf16(p.type, p.n_tokens);
+  const bool bf = p.allow_bf16 && mma_q8_bf16(p.type, p.n_tokens);
   const int nt = bf ? std::max(2, nt_for(p.n_tokens)) : nt_for(p.n_tokens);
   size_t partial_floats = 0;
   if (p.workspace && p.workspace_bytes > kMmaQ8WorkspaceCounterBytes + 256) {

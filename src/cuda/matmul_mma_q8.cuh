@@ -72,6 +72,9 @@ struct MmaQ8Params {
   // those (the engine always does; found by review, not by a test).
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // false: the int8 kernel even where mma_q8_bf16(type, n_tokens) would take the bf16 variant (the
+  // engine clears it for matrices it would not dequantize to bf16, keeping their more precise path).
+  bool allow_bf16 = true;
 };
 
 constexpr size_t kMmaQ8WorkspaceCounterBytes = 4096 * sizeof(int);

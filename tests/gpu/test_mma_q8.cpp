@@ -210,6 +210,20 @@ TEST(GpuMmaQ8, Bf16VariantQ4K) {
     check_plain(GgmlType::Q4_K, 5000, 512, 24, true, false);
   }
   {
+    // MmaQ8Params::allow_bf16 = false (the engine's small matrices) keeps the int8 kernel.
+    DeviceBuffer<uint8_t> w(size_t(333) * ggml_row_bytes(GgmlType::Q4_K, 2048));
+    DeviceBuffer<float> x(size_t(32 * 2048)), y(size_t(32 * 333));
+    MmaQ8Params p;
+    p.type = GgmlType::Q4_K;
+    p.cols = 2048;
+    p.x = x.get();
+    p.n_tokens = 32;
+    p.seg[0] = MmaQ8Segment{w.get(), 333, y.get(), nullptr};
+    EXPECT_TRUE(fathom::cuda::mma_q8_plan(p).bf16);
+    p.allow_bf16 = false;
+    EXPECT_FALSE(fathom::cuda::mma_q8_plan(p).bf16);
+  }
+  {
     Bf16Min never(65);
     for (int64_t n : {17, 32, 64}) {
       EXPECT_FALSE(fathom::cuda::mma_q8_bf16(GgmlType::Q4_K, n));
@@ -333,7 +347,7 @@ TEST(GpuMmaQ8, FusedGateUpActivation) {
       }
 }
 
-// The bf16 variant's fused gate/up at the token counts below its default threshold.
+// The bf16 variant's fused gate/up at 2..13 tokens (forced from 2; the default is 8).
 TEST(GpuMmaQ8, Bf16VariantFusedGateUp) {
   FATHOM_REQUIRE_GPU();
   Bf16Min force(2);
