@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -40,5 +41,27 @@ inline const Model& cached_test_model(const std::string& tag, const std::string&
   cache[key] = std::move(m);
   return ref;
 }
+
+// Sets (or, with nullptr, unsets) an environment variable for a scope and restores its previous
+// value after (engine options the tests switch: FATHOM_FFN_SLICE, FATHOM_MMQ_SHARE, ...).
+struct ScopedEnv {
+  std::string name;
+  bool had = false;
+  std::string old;
+  ScopedEnv(const char* n, const char* value) : name(n) {
+    if (const char* v = std::getenv(n)) {
+      had = true;
+      old = v;
+    }
+    if (value) setenv(n, value, 1);
+    else unsetenv(n);
+  }
+  ~ScopedEnv() {
+    if (had) setenv(name.c_str(), old.c_str(), 1);
+    else unsetenv(name.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+};
 
 }  // namespace fathom::test

@@ -17,11 +17,7 @@
 namespace fathom {
 namespace {
 
-struct ScopedEnv {
-  std::string name;
-  ScopedEnv(const char* n, const char* v) : name(n) { setenv(n, v, 1); }
-  ~ScopedEnv() { unsetenv(name.c_str()); }
-};
+using test::ScopedEnv;
 
 struct Outcome {
   std::vector<int32_t> tokens;

@@ -180,24 +180,6 @@ TEST(GpuPrefill, ColumnSliceGemm) {
 }
 
 // Scoped environment variable (the engine reads FATHOM_* at load).
-struct ScopedEnv {
-  std::string name;
-  bool had = false;
-  std::string old;
-  ScopedEnv(const char* n, const char* value) : name(n) {
-    if (const char* v = std::getenv(n)) {
-      had = true;
-      old = v;
-    }
-    if (value) setenv(n, value, 1);
-    else unsetenv(n);
-  }
-  ~ScopedEnv() {
-    if (had) setenv(name.c_str(), old.c_str(), 1);
-    else unsetenv(name.c_str());
-  }
-};
-
 std::vector<int32_t> prompt_of(int64_t n, int64_t n_vocab) {
   std::vector<int32_t> p(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) p[size_t(i)] = int32_t((i * 53 + 7) % (n_vocab - 300) + 259);
