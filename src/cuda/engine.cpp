@@ -945,7 +945,8 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     std::optional<NvtxRange> layer_range;
     if (opt.nvtx_layers) layer_range.emplace("layer", il);
     const bool qkv_mmq = L.wq.type == L.wk.type && L.wk.type == L.wv.type && L.wq.cols == L.wk.cols &&
-                         L.wk.cols == L.wv.cols && mmq_route(L.wq.type, T, L.wq.cols, L.wk.rows, bf16_min_elems);
+                         L.wk.cols == L.wv.cols &&
+                         mmq_route(L.wq.type, T, L.wq.cols, std::min({L.wq.rows, L.wk.rows, L.wv.rows}), bf16_min_elems);
     const bool qkv_grouped = !qkv_mmq && T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
                              L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
                              gemv_q8_supports(L.wq.type, T, L.wq.cols);
@@ -984,7 +985,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     if (qkv_mmq) {
       // Q, K and V in one tensor-core launch (x quantized once per CTA).
       MmaQ8Params p;
-      p.allow_bf16 = L.wk.rows * L.wk.cols >= bf16_min_elems;
+      p.allow_bf16 = std::min({L.wq.rows, L.wk.rows, L.wv.rows}) * L.wq.cols >= bf16_min_elems;
       p.type = L.wq.type;
       p.cols = L.wq.cols;
       p.x = act.h;

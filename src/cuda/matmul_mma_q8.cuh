@@ -28,10 +28,12 @@
 // The bf16 variant (Q4_K from mma_q8_bf16's token count on): weights dequantized in registers to
 // bf16 with their sub-block scale folded in (s q, s = bf16(d sc), rounded twice), x rounded to
 // bf16, the mins applied as -dmin m times the bf16-rounded fp32 sum of each 32-block of x, fp32
-// accumulation on the tensor cores over the whole K range. Per output:
-//   |y - y_exact| <= 1.52 * 2^-8 sum_i |c_i x_i| + 2^-8 sum_j |o_j X_j| + fp32 accumulation,
-// c_i = d sc q_i the scaled code, o_j = -dmin m_j the sub-block's offset, X_j its 32 x summed:
-// the numerics of the dequantize-to-bf16 + cuBLASLt path it replaces at these sizes.
+// accumulation on the tensor cores over the whole K range. Each bf16 rounding is within 2^-8
+// relative (8 significant bits); a product meets three (s, s q, x), a min term two. Per output:
+//   |y - y_exact| <= 3.02 * 2^-8 sum_i |c_i x_i| + 2.01 * 2^-8 sum_j |o_j X_j| + fp32 accumulation,
+// c_i = d sc q_i the scaled code, o_j = -dmin m_j the sub-block's offset, X_j its 32 x summed.
+// The dequantize-to-bf16 + cuBLASLt path it replaces at these sizes rounds twice (the whole
+// weight, and x): the same class, one rounding more here.
 #pragma once
 
 #include <cuda_runtime.h>

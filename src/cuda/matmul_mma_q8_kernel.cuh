@@ -552,8 +552,9 @@ __device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, 
 //   - mins: -dmin m of a super-block's 8 sub-blocks times the bf16 x sums of those sub-blocks is one
 //     m16n8k8 per n-tile and stage (A = the 8 mins of rows g, g+8, B = 8 sums of 8 tokens).
 //   - n-tiles are 8 tokens (no planes): acc[0][h][2 jb + c] is row 8 h + g, token 8 jb + 2 t + c.
-// Error: weights s q rounded twice (s, then s q: 2^-9 each), x and x sums once (2^-9), mins once:
-// |y - y_exact| <= 1.52 * 2^-8 sum |s q x| + 2^-8 sum_j |dmin m_j X_j| + fp32 accumulation
+// Error (bf16 keeps 8 significant bits: each rounding is within 2^-8 relative): s, then s q, then x
+// rounded (three roundings); the mins and the x sums once each (two):
+// |y - y_exact| <= 3.02 * 2^-8 sum |s q x| + 2.01 * 2^-8 sum_j |dmin m_j X_j| + fp32 accumulation
 // (matmul_mma_q8.cuh).
 constexpr int kScaleRowWords = kScaleRowBytes / 4;
 
