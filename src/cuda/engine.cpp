@@ -26,7 +26,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <optional>
 #include <map>
 
@@ -57,21 +56,20 @@ namespace {
 // stays on the GEMV (faster at 1 token on most shapes); at 32 tokens the int8 kernel lost to the
 // dequantized-bf16 cuBLASLt path (2292 against 1922 tok/s), so above 16 tokens only Q4_K comes
 // here, through its bf16 variant (mma_q8_bf16: 3559 against 2257 tok/s at batch 32), and only for
-// matrices the engine would otherwise dequantize to bf16 (rows x cols >= bf16_min_elems, the
+// matrices the engine would otherwise dequantize to bf16 (bf16_ok: forward()'s bf16_ok, the
 // GemmContext's dequant threshold): the variant's numerics are of that path's class, so smaller
-// matrices (tiny models, whose tiled GEMM is more precise) keep theirs. The same size rule decides
-// (MmaQ8Params::allow_bf16) whether 8..16-token launches take the variant or the int8 kernel.
+// matrices (tiny models, whose tiled GEMM is more precise) keep theirs. The caller passes the same
+// flag as MmaQ8Params::allow_bf16, which decides whether 8..16-token launches take the variant.
 // FATHOM_MMQ_MIN_TOKENS / FATHOM_MMQ_MAX_TOKENS move the ends for every type (A/B runs, up to 64),
 // FATHOM_MMQ=0 switches the path off.
-bool mmq_route(GgmlType type, int64_t n, int64_t cols, int64_t rows, int64_t bf16_min_elems) {
+bool mmq_route(GgmlType type, int64_t n, int64_t cols, bool bf16_ok) {
   auto env = [](const char* name, int64_t dflt) {
     const char* e = std::getenv(name);
     return e && *e ? std::max<int64_t>(1, std::atoll(e)) : dflt;
   };
   static const int64_t min_tokens = env("FATHOM_MMQ_MIN_TOKENS", 2);
   static const int64_t max_tokens = std::min<int64_t>(env("FATHOM_MMQ_MAX_TOKENS", 0), kMmaQ8MaxTokens);
-  const int64_t hi =
-      max_tokens > 0 ? max_tokens : mma_q8_bf16(type, n) && rows * cols >= bf16_min_elems ? kMmaQ8MaxTokens : 16;
+  const int64_t hi = max_tokens > 0 ? max_tokens : bf16_ok && mma_q8_bf16(type, n) ? kMmaQ8MaxTokens : 16;
   return n >= min_tokens && n <= hi && mma_q8_supports(type, n, cols);
 }
 
@@ -839,8 +837,9 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
   const bool half = half_pass(T);
   act.q = act.a = half ? act.q_half : act.q_full;
   const GemmContext* gctx = lt ? (half ? &gemm_half : &gemm) : nullptr;
-  // Matrices of at least this many elements take the bf16 mma_q8 variant above 16 tokens (mmq_route).
-  const int64_t bf16_min_elems = lt ? gemm.dequant_min_elements : std::numeric_limits<int64_t>::max();
+  // Whether a (rows x cols) matmul may take the bf16 mma_q8 variant (mmq_route, MmaQ8Params::allow_bf16):
+  // only where the engine would otherwise dequantize the matrix to bf16 for cuBLASLt.
+  auto bf16_ok = [&](int64_t mrows, int64_t mcols) { return lt && mrows * mcols >= gemm.dequant_min_elements; };
   // FATHOM_FUSE_NORM=0: keep the separate rms_norm kernels before the grouped GEMVs (A/B runs).
   static const bool fuse_norm = [] {
     const char* e = std::getenv("FATHOM_FUSE_NORM");
@@ -862,9 +861,10 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
   MatmulParams last_mm;
   auto matmul = [&](const DevMat& m, const float* x, float* y, int64_t n, const float* bias,
                     const float* residual, bool reuse_x16 = false) {
-    if (m.ld == 0 && mmq_route(m.type, n, m.cols, m.rows, bf16_min_elems)) {
+    const bool bf = bf16_ok(m.rows, m.cols);
+    if (m.ld == 0 && mmq_route(m.type, n, m.cols, bf)) {
       MmaQ8Params q;
-      q.allow_bf16 = m.rows * m.cols >= bf16_min_elems;
+      q.allow_bf16 = bf;
       q.type = m.type;
       q.cols = m.cols;
       q.x = x;
@@ -944,9 +944,9 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     const DevLayer& L = layers[size_t(il)];
     std::optional<NvtxRange> layer_range;
     if (opt.nvtx_layers) layer_range.emplace("layer", il);
+    const bool qkv_bf = bf16_ok(std::min({L.wq.rows, L.wk.rows, L.wv.rows}), L.wq.cols);
     const bool qkv_mmq = L.wq.type == L.wk.type && L.wk.type == L.wv.type && L.wq.cols == L.wk.cols &&
-                         L.wk.cols == L.wv.cols &&
-                         mmq_route(L.wq.type, T, L.wq.cols, std::min({L.wq.rows, L.wk.rows, L.wv.rows}), bf16_min_elems);
+                         L.wk.cols == L.wv.cols && mmq_route(L.wq.type, T, L.wq.cols, qkv_bf);
     const bool qkv_grouped = !qkv_mmq && T <= kGemvQ8MaxTokens && L.wq.type == L.wk.type && L.wk.type == L.wv.type &&
                              L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
                              gemv_q8_supports(L.wq.type, T, L.wq.cols);
@@ -968,8 +968,8 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     // Not where the separate matmuls take the tensor-core kernel (2..16 tokens): the dp4a GEMV is
     // ~3x slower there (batch 8: 1326 against 1611 tok/s, measured).
     const bool qk_v_split = !qkv_mmq && !qkv_grouped && !qkv_half && T <= kGemvQ8MaxTokens &&
-                            !mmq_route(L.wq.type, T, L.wq.cols, L.wq.rows, bf16_min_elems) &&
-                            !mmq_route(L.wv.type, T, L.wv.cols, L.wv.rows, bf16_min_elems) &&
+                            !mmq_route(L.wq.type, T, L.wq.cols, bf16_ok(L.wq.rows, L.wq.cols)) &&
+                            !mmq_route(L.wv.type, T, L.wv.cols, bf16_ok(L.wv.rows, L.wv.cols)) &&
                             L.wq.type == L.wk.type && L.wq.cols == L.wk.cols && L.wk.cols == L.wv.cols &&
                             gemv_q8_supports(L.wq.type, T, L.wq.cols) && gemv_q8_supports(L.wv.type, T, L.wv.cols);
     // The grouped Q/K/V launch normalizes x itself (no rms kernel, act.h not written) when there is
@@ -985,7 +985,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     if (qkv_mmq) {
       // Q, K and V in one tensor-core launch (x quantized once per CTA).
       MmaQ8Params p;
-      p.allow_bf16 = std::min({L.wq.rows, L.wk.rows, L.wv.rows}) * L.wq.cols >= bf16_min_elems;
+      p.allow_bf16 = qkv_bf;
       p.type = L.wq.type;
       p.cols = L.wq.cols;
       p.x = act.h;
@@ -1095,9 +1095,9 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     emit(il, "kqv_out", act.att, T, qd, last);
 
     bool ffn_down_done = false;  // the sliced FFN below ran the down projection itself
+    const bool gateup_bf = bf16_ok(L.ffn_gate.rows, L.ffn_gate.cols);
     const bool gateup_mmq = L.ffn_gate.type == L.ffn_up.type && L.ffn_gate.cols == L.ffn_up.cols &&
-                            L.ffn_gate.rows == L.ffn_up.rows &&
-                            mmq_route(L.ffn_gate.type, T, L.ffn_gate.cols, L.ffn_gate.rows, bf16_min_elems) &&
+                            L.ffn_gate.rows == L.ffn_up.rows && mmq_route(L.ffn_gate.type, T, L.ffn_gate.cols, gateup_bf) &&
                             T * c.n_ff <= rows * ffn_slice;
     const bool gateup_grouped = !gateup_mmq && T <= kGemvQ8MaxTokens && L.ffn_gate.type == L.ffn_up.type &&
                                 L.ffn_gate.cols == L.ffn_up.cols && L.ffn_gate.rows == L.ffn_up.rows &&
@@ -1142,7 +1142,7 @@ void CudaEngine::Impl::forward(int64_t T, int32_t n_seqs, const int32_t* table, 
     if (gateup_mmq) {
       // gate, up and the activation in one tensor-core launch: act.gate = act(h . gate) * (h . up).
       MmaQ8Params p;
-      p.allow_bf16 = L.ffn_gate.rows * L.ffn_gate.cols >= bf16_min_elems;
+      p.allow_bf16 = gateup_bf;
       p.type = L.ffn_gate.type;
       p.cols = L.ffn_gate.cols;
       p.x = act.h;
