@@ -186,8 +186,9 @@ struct XCtx {
   uint32_t lane_b;  // this lane's ldmatrix row/column offset
   int pitch;        // bytes per plane row (bf16: per token row)
   const float2* xs; // (u, sum) of token t, 32-block b (CTA-local): xs[t * stride + b]
-  int stride;       // (bf16: bytes per row of sums)
-  const uint8_t* sums;  // bf16 only: bf16 sum of token t's 32-block b at sums + t * stride + 2 b
+  int stride;
+  const uint8_t* sums;  // bf16 only: bf16 sum of token t's 32-block b at sums + t * sum_pitch + 2 b
+  int sum_pitch;
 };
 
 // B fragments of n-tiles 2 jp and 2 jp + 1 (NT == 1: tile 0 only) for the 32 k at CTA-local kx:
@@ -231,6 +232,7 @@ struct StageCtx {
 //   Q6_K: per row the 16 products d sc[i], 72-byte rows (float2 reads of 4 rows per phase hit
 //     distinct banks).
 constexpr int kScaleRowBytes = 72;
+constexpr int kScaleRowWords = kScaleRowBytes / 4;  // the buffer is indexed in 4-byte words
 constexpr int kScaleBytes = kTileRows * kScaleRowBytes;  // the CTA's buffers (16 MT rows per warp)
 // Only the K-quants decode scales; the 32-element types read their one fp16 scale per block in place
 // and keep the 18 KB for x (wider rows fit without a workspace).
@@ -278,7 +280,7 @@ __device__ __forceinline__ void q6k_scales(const StageCtx& s, int lane) {
     uint32_t w[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) w[i] = lds32<A>(b + 192 + 4 * i);
-    float2* o = reinterpret_cast<float2*>(s.scl + lane * (kScaleRowBytes / 4));
+    float2* o = reinterpret_cast<float2*>(s.scl + lane * kScaleRowWords);
 #pragma unroll
     for (int i = 0; i < 8; ++i) o[i] = make_float2(d * sbyte_f(w[i >> 1], 2 * (i & 1)), d * sbyte_f(w[i >> 1], 2 * (i & 1) + 1));
   }
@@ -375,7 +377,7 @@ __device__ __forceinline__ void stage_q6k(const StageCtx& s, const XCtx& x, int 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       base[m][r] = s.wrow + (16 * m + 8 * r + g) * P + s.off;
-      srow[m][r] = s.scl + (16 * m + 8 * r + g) * (kScaleRowBytes / 4);
+      srow[m][r] = s.scl + (16 * m + 8 * r + g) * kScaleRowWords;
     }
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -556,8 +558,6 @@ __device__ __forceinline__ void stage_compute(const StageCtx& s, const XCtx& x, 
 // rounded (three roundings); the mins and the x sums once each (two):
 // |y - y_exact| <= 3.02 * 2^-8 sum |s q x| + 2.01 * 2^-8 sum_j |dmin m_j X_j| + fp32 accumulation
 // (matmul_mma_q8.cuh).
-constexpr int kScaleRowWords = kScaleRowBytes / 4;
-
 __device__ __forceinline__ __nv_bfloat162 as_bf2(uint32_t v) {
   __nv_bfloat162 r;
   memcpy(&r, &v, 4);
@@ -660,7 +660,7 @@ __device__ __forceinline__ void stage_q4k_bf(const StageCtx& s, const XCtx& x, i
   const uint32_t ma0 = sr0[8 + t], ma1 = sr1[8 + t];
 #pragma unroll
   for (int jb = 0; jb < NB; ++jb) {
-    const uint32_t b0 = *reinterpret_cast<const uint32_t*>(x.sums + (8 * jb + g) * x.stride + 2 * (8 * s.kk + 2 * t));
+    const uint32_t b0 = *reinterpret_cast<const uint32_t*>(x.sums + (8 * jb + g) * x.sum_pitch + 2 * (8 * s.kk + 2 * t));
     mma_bf16_k8(ma0, ma1, b0, acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
   }
 }
@@ -962,8 +962,9 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
     xc.pitch = xbf_pitch(a.kr_max);
     xc.lane_b = uint32_t((lane & 7) * xc.pitch + 16 * (lane >> 3));
     xc.xs = nullptr;
-    xc.stride = xbf_sum_pitch(a.kr_max);
+    xc.stride = 0;
     xc.sums = reinterpret_cast<const uint8_t*>(xq) + size_t(4 * NT) * xc.pitch;
+    xc.sum_pitch = xbf_sum_pitch(a.kr_max);
   } else {
     quantize_x<NT>(a, kst0 * kStageK, nk * kStageK, xq, xs);
     xc.pitch = x_pitch(a.kr_max);
@@ -971,6 +972,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
     xc.xs = xs;
     xc.stride = xs_stride(a.kr_max);
     xc.sums = nullptr;
+    xc.sum_pitch = 0;
   }
   const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
 
@@ -993,7 +995,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
     StageCtx sc;
     sc.wrow = smem + size_t(slot) * kSlot + size_t(16 * MT * warp) * kPitch;
     sc.wrow_s = ring_s + uint32_t(slot * kSlot + 16 * MT * warp * kPitch) + a_lane;
-    sc.scl = scl + 16 * MT * warp * (kScaleRowBytes / 4);
+    sc.scl = scl + 16 * MT * warp * kScaleRowWords;
     sc.kk = kk;
     sc.off = T == GgmlType::Q6_K ? ((kst0 + kk) * 210) & 15 : 0;
     if constexpr (BF) stage_q4k_bf<NT>(sc, xc, lane, acc);
