@@ -141,6 +141,19 @@ std::string label(const char* what, GgmlType type, int64_t rows, int64_t cols, i
          ",cols=" + std::to_string(cols) + ",n=" + std::to_string(n) + ")";
 }
 
+// A launch of one matrix (rows x cols, GGUF blocks at w) over n tokens of x into y (+ bias);
+// callers add the workspace, residual or flags.
+MmaQ8Params one_matrix(GgmlType type, int64_t cols, const float* x, int64_t n, const void* w, int64_t rows, float* y,
+                       const float* bias = nullptr) {
+  MmaQ8Params p;
+  p.type = type;
+  p.cols = cols;
+  p.x = x;
+  p.n_tokens = n;
+  p.seg[0] = MmaQ8Segment{w, rows, y, bias};
+  return p;
+}
+
 // A zeroed workspace of the size the engine would give.
 struct Workspace {
   DeviceBuffer<uint8_t> buf;
@@ -170,12 +183,7 @@ void check_plain(GgmlType type, int64_t rows, int64_t cols, int64_t n, bool bias
   if (residual) dy.upload(res);
   else dy.poison();
   Workspace ws(n, rows);
-  MmaQ8Params p;
-  p.type = type;
-  p.cols = cols;
-  p.x = dx.get();
-  p.n_tokens = n;
-  p.seg[0] = MmaQ8Segment{dw.get(), rows, dy.get(), bias ? db.get() : nullptr};
+  MmaQ8Params p = one_matrix(type, cols, dx.get(), n, dw.get(), rows, dy.get(), bias ? db.get() : nullptr);
   p.residual = residual ? dy.get() : nullptr;
   if (use_ws) {
     p.workspace = ws.buf.get();
@@ -220,12 +228,7 @@ TEST(GpuMmaQ8, Bf16VariantQ4K) {
     // MmaQ8Params::allow_bf16 = false (the engine's small matrices) keeps the int8 kernel.
     DeviceBuffer<uint8_t> w(size_t(333) * ggml_row_bytes(GgmlType::Q4_K, 2048));
     DeviceBuffer<float> x(size_t(32 * 2048)), y(size_t(32 * 333));
-    MmaQ8Params p;
-    p.type = GgmlType::Q4_K;
-    p.cols = 2048;
-    p.x = x.get();
-    p.n_tokens = 32;
-    p.seg[0] = MmaQ8Segment{w.get(), 333, y.get(), nullptr};
+    MmaQ8Params p = one_matrix(GgmlType::Q4_K, 2048, x.get(), 32, w.get(), 333, y.get());
     EXPECT_TRUE(fathom::cuda::mma_q8_plan(p).bf16);
     p.allow_bf16 = false;
     EXPECT_FALSE(fathom::cuda::mma_q8_plan(p).bf16);
@@ -385,12 +388,7 @@ TEST(GpuMmaQ8, Bf16BoundWorstCase) {
   DeviceBuffer<uint8_t> dw(m.q);
   DeviceBuffer<float> dx(x), dy(size_t(n * rows));
   dy.poison();
-  MmaQ8Params p;
-  p.type = GgmlType::Q4_K;
-  p.cols = cols;
-  p.x = dx.get();
-  p.n_tokens = n;
-  p.seg[0] = MmaQ8Segment{dw.get(), rows, dy.get(), nullptr};
+  MmaQ8Params p = one_matrix(GgmlType::Q4_K, cols, dx.get(), n, dw.get(), rows, dy.get());
   ASSERT_TRUE(fathom::cuda::mma_q8_plan(p).bf16);
   fathom::cuda::launch_mma_q8(p, nullptr);
   const std::vector<float> got = dy.download();
@@ -424,12 +422,7 @@ TEST(GpuMmaQ8, BitIdenticalRerunsWithSplitK) {
   DeviceBuffer<uint8_t> dw(m.q);
   DeviceBuffer<float> dx(x), dy(size_t(n * rows));
   Workspace ws(n, rows);
-  MmaQ8Params p;
-  p.type = GgmlType::Q4_K;
-  p.cols = cols;
-  p.x = dx.get();
-  p.n_tokens = n;
-  p.seg[0] = MmaQ8Segment{dw.get(), rows, dy.get(), nullptr};
+  MmaQ8Params p = one_matrix(GgmlType::Q4_K, cols, dx.get(), n, dw.get(), rows, dy.get());
   p.workspace = ws.buf.get();
   p.workspace_bytes = ws.buf.size();
   const fathom::cuda::MmaQ8Plan plan = fathom::cuda::mma_q8_plan(p);
@@ -531,12 +524,7 @@ fathom::cuda::MmaQ8Plan check_replicated(const std::string& name, const HostMat&
       for (int64_t r = 0; r < rows; ++r) want[size_t(t * rows + r)] += bias[size_t(r)];
   DeviceBuffer<float> dy(size_t(n * rows));
   dy.poison();
-  MmaQ8Params p;
-  p.type = m.type;
-  p.cols = m.cols;
-  p.x = dx.get();
-  p.n_tokens = n;
-  p.seg[0] = MmaQ8Segment{dw.get(), rows, dy.get(), dbias ? dbias->get() : nullptr};
+  MmaQ8Params p = one_matrix(m.type, m.cols, dx.get(), n, dw.get(), rows, dy.get(), dbias ? dbias->get() : nullptr);
   p.workspace = ws;
   p.workspace_bytes = ws ? ws_bytes : 0;
   EXPECT_TRUE(fathom::cuda::mma_q8_supports(m.type, n, m.cols));
@@ -904,12 +892,7 @@ TEST(GpuMmaQ8, DISABLED_Bench) {
     DeviceBuffer<float> dx(x), dy(size_t(max_n * sh.rows));
     Workspace ws(max_n, sh.rows);
     for (int64_t n : {1, 8, 16, 32}) {
-      MmaQ8Params p;
-      p.type = sh.type;
-      p.cols = sh.cols;
-      p.x = dx.get();
-      p.n_tokens = n;
-      p.seg[0] = MmaQ8Segment{dw[0].get(), sh.rows, dy.get(), nullptr};
+      MmaQ8Params p = one_matrix(sh.type, sh.cols, dx.get(), n, dw[0].get(), sh.rows, dy.get());
       p.workspace = ws.buf.get();
       p.workspace_bytes = ws.buf.size();
       const fathom::cuda::MmaQ8Plan plan = fathom::cuda::mma_q8_plan(p);
