@@ -17,15 +17,10 @@ for m in 65 2; do
     --gtest_also_run_disabled_tests --gtest_filter='GpuMmaQ8.DISABLED_Bench' 2>&1 | grep "mmq-bench" | sed "s/^/min$m /"
 done | tee "$O/mma_kbench.log"
 stamp rows
-b() {  # label, env, args...
-  local label=$1 e=$2; shift 2
-  echo "== $label" >>"$O/bench.md"
-  env $e timeout 100 $B bench "$@" -r 1 -q >>"$O/bench.md" 2>&1; echo "== $label rc=$?"
-  sed -n "/^== $label\$/,\$p" "$O/bench.md" | grep -E "^\| [a-z]|^memory|rror" | grep -v "^| model" | awk -F'|' 'NF>2{print $2,$4,$5,$6,$7,$8,$10} NF<=2{print}'
-}
-b batch X=1 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8,16,32
-b batch_int8 FATHOM_MMQ_BF16_MIN=65 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 16,32
-b batch_bf_all FATHOM_MMQ_BF16_MIN=2 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8
+ROW_TIMEOUT=100
+bench_row batch X=1 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8,16,32
+bench_row batch_int8 FATHOM_MMQ_BF16_MIN=65 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 16,32
+bench_row batch_bf_all FATHOM_MMQ_BF16_MIN=2 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8
 stamp tests
 timeout 260 $T --gtest_filter='-GpuMmaQ8.*' >>"$O/gpu_tests.log" 2>&1; echo "other gpu tests rc=$?"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED  \]|exception" "$O/gpu_tests.log" | tail -14

@@ -12,15 +12,10 @@ stamp tests
 timeout 280 $T --gtest_filter='-GpuMmaQ8.*' >>"$O/gpu_tests.log" 2>&1; echo "other gpu tests rc=$?"
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED  \]|exception|slices per pass vs" "$O/gpu_tests.log" | tail -12
 stamp rows
-b() {  # label, env, args...
-  local label=$1 e=$2; shift 2
-  echo "== $label" >>"$O/bench.md"
-  env $e timeout 100 $B bench "$@" -r 1 -q >>"$O/bench.md" 2>&1; echo "== $label rc=$?"
-  sed -n "/^== $label\$/,\$p" "$O/bench.md" | grep -E "^\| [a-z]|^memory|rror" | grep -v "^| model" | awk -F'|' 'NF>2{print $2,$4,$5,$6,$7,$8,$10} NF<=2{print}'
-}
-b pp X=1 --synthetic llama3-8b --type Q4_K_M -p 512,4096 -n 2
-b pp_slices0 FATHOM_SLICES_PER_PASS=0 --synthetic llama3-8b --type Q4_K_M -p 512,4096 -n 2
-b batch X=1 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8,16,32
-b batch_slices0 FATHOM_SLICES_PER_PASS=0 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 32
-b batch_bf9 FATHOM_MMQ_BF16_MIN=9 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 16
+ROW_TIMEOUT=100
+bench_row pp X=1 --synthetic llama3-8b --type Q4_K_M -p 512,4096 -n 2
+bench_row pp_slices0 FATHOM_SLICES_PER_PASS=0 --synthetic llama3-8b --type Q4_K_M -p 512,4096 -n 2
+bench_row batch X=1 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8,16,32
+bench_row batch_slices0 FATHOM_SLICES_PER_PASS=0 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 32
+bench_row batch_bf9 FATHOM_MMQ_BF16_MIN=9 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 16
 stamp done

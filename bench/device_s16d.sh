@@ -12,15 +12,9 @@ stamp memcheck
 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 3 $T --gtest_filter='GpuMmaQ8.Bf16VariantFusedGateUp' >"$O/memcheck.txt" 2>&1
 echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$O/memcheck.txt" | tail -3
 stamp rows
-b() {  # label, env, args...
-  local label=$1 e=$2; shift 2
-  echo "== $label" >>"$O/bench.md"
-  env $e timeout 120 $B bench "$@" -r 1 -q >>"$O/bench.md" 2>&1; echo "== $label rc=$?"
-  sed -n "/^== $label\$/,\$p" "$O/bench.md" | grep -E "^\| [a-z]|^memory|rror" | grep -v "^| model" | awk -F'|' 'NF>2{print $2,$4,$5,$6,$7,$8,$10} NF<=2{print}'
-}
-b 8b_tg X=1 --synthetic llama3-8b --type Q4_K_M,Q8_0,F16 -d 512 -n 128
-b 1b_tg X=1 --synthetic llama3.2-1b --type Q4_K_M,F16 -d 512 -n 128
-b 8b_d32k X=1 --synthetic llama3-8b --type Q4_K_M -d 32768 -n 32
-b 8b_batch X=1 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8,16,32
-b 8b_pp X=1 --synthetic llama3-8b --type F16,Q4_K_M,Q8_0 -p 512,4096 -n 2
+bench_row 8b_tg X=1 --synthetic llama3-8b --type Q4_K_M,Q8_0,F16 -d 512 -n 128
+bench_row 1b_tg X=1 --synthetic llama3.2-1b --type Q4_K_M,F16 -d 512 -n 128
+bench_row 8b_d32k X=1 --synthetic llama3-8b --type Q4_K_M -d 32768 -n 32
+bench_row 8b_batch X=1 --synthetic llama3-8b --type Q4_K_M -p 16 -n 32 -b 8,16,32
+bench_row 8b_pp X=1 --synthetic llama3-8b --type F16,Q4_K_M,Q8_0 -p 512,4096 -n 2
 stamp done

@@ -24,3 +24,13 @@ device_start() {
   T=build-dev/tests/fathom_gpu_tests
   B=build-dev/bin/fathom
 }
+
+# One `fathom bench` row set into $O/bench.md under "== label", with env assignments (X=1 for none)
+# and the summary columns echoed: bench_row LABEL ENV ARGS... (-r 1 -q appended; ROW_TIMEOUT s each).
+bench_row() {
+  local label=$1 e=$2; shift 2
+  echo "== $label" >>"$O/bench.md"
+  env $e timeout "${ROW_TIMEOUT:-120}" $B bench "$@" -r 1 -q >>"$O/bench.md" 2>&1; echo "== $label rc=$?"
+  sed -n "/^== $label\$/,\$p" "$O/bench.md" | grep -E "^\| [a-z]|^memory|rror" | grep -v "^| model" |
+    awk -F'|' 'NF>2{print $2,$4,$5,$6,$7,$8,$10} NF<=2{print}'
+}
