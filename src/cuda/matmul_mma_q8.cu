@@ -45,6 +45,8 @@ bool dispatch_mmq(GgmlType t, F&& f) {
 int nt_for(int64_t n_tokens) {
   return n_tokens <= 4 ? 1 : n_tokens <= 8 ? 2 : n_tokens <= 16 ? 4 : n_tokens <= 32 ? 8 : 16;
 }
+// The bf16 variant's n-tiles are 8 tokens: at least NT 2.
+int nt_for(int64_t n_tokens, bool bf) { return bf ? std::max(2, nt_for(n_tokens)) : nt_for(n_tokens); }
 
 template <typename F>
 void dispatch_nt(int nt, F&& f) {
@@ -198,7 +200,7 @@ Prepared prepare(const MmaQ8Params& p) {
 
   const DeviceInfo dev = device_info();
   const bool bf = p.allow_bf16 && mma_q8_bf16(p.type, p.n_tokens);
-  const int nt = bf ? std::max(2, nt_for(p.n_tokens)) : nt_for(p.n_tokens);
+  const int nt = nt_for(p.n_tokens, bf);
   size_t partial_floats = 0;
   if (p.workspace && p.workspace_bytes > kMmaQ8WorkspaceCounterBytes + 256) {
     FATHOM_CHECK(reinterpret_cast<uintptr_t>(p.workspace) % 256 == 0, "mma_q8: workspace must be 256-byte aligned");
@@ -259,7 +261,7 @@ bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
   bool fits = false;
   const bool known = dispatch_mmq(type, [&](auto tc) {
     constexpr GgmlType T = decltype(tc)::value;
-    dispatch_nt(nt_for(n_tokens), [&](auto ntc) {
+    dispatch_nt(nt_for(n_tokens, mma_q8_bf16(type, n_tokens)), [&](auto ntc) {
       constexpr int NT = decltype(ntc)::value;
       const size_t need = ring_bytes<T, NT>() + x_bytes(NT, kStageK) + size_t(scale_bytes<T>()) + 16;
       fits = need <= size_t(device_info().max_smem_optin);
