@@ -180,6 +180,7 @@ Prepared prepare(const MmaQ8Params& p) {
   a.n_tokens = int(p.n_tokens);
   a.residual = p.residual;
   a.glu = p.glu ? (p.glu_kind == GluKind::SWIGLU ? 1 : 2) : 0;
+  a.probe = p.probe;
   int tiles = 0;
   for (int s = 0; s < 4; ++s) a.tile_begin[s] = INT_MAX;
   for (int s = 0; s < p.n_seg; ++s) {

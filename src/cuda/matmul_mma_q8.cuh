@@ -77,6 +77,28 @@ struct MmaQ8Params {
   // false: the int8 kernel even where mma_q8_bf16(type, n_tokens) would take the bf16 variant (the
   // engine clears it for matrices it would not dequantize to bf16, keeping their more precise path).
   bool allow_bf16 = true;
+  // Tests and benchmarks only: when set, grid x kMmaQ8ProbeSlots values (mma_q8_plan(p).grid CTAs)
+  // that thread 0 of every CTA fills with the clock64 at its phase boundaries (slots below), so a
+  // bench can split the kernel's time into start-up, x staging, per-stage waits and compute.
+  unsigned long long* probe = nullptr;
+};
+
+// MmaQ8Params::probe slots of one CTA: global timer (ns) at start and end; clock64 at start, after
+// griddepcontrol.wait, after x staging, before the ring wait and after the stage barrier of each of
+// its first kMmaQ8ProbeItems (tile, stage) items (2 slots each), and after the last item; its item
+// count and SM id.
+constexpr int kMmaQ8ProbeItems = 24;
+enum : int {
+  kMmaQ8ProbeStartNs = 0,
+  kMmaQ8ProbeStart,
+  kMmaQ8ProbePdl,
+  kMmaQ8ProbeX,
+  kMmaQ8ProbeItem0,
+  kMmaQ8ProbeEnd = kMmaQ8ProbeItem0 + 2 * kMmaQ8ProbeItems,
+  kMmaQ8ProbeEndNs,
+  kMmaQ8ProbeItems_,
+  kMmaQ8ProbeSm,
+  kMmaQ8ProbeSlots
 };
 
 constexpr size_t kMmaQ8WorkspaceCounterBytes = 4096 * sizeof(int);

@@ -689,7 +689,22 @@ struct Args {
   int kr_max;          // weights of the longest split (x staging size)
   int* counters;       // (n_tiles) arrival counts, zero between launches (S > 1)
   float* partials;     // (n_tiles, S, 1024 NT) (S > 1)
+  unsigned long long* probe;  // nullable: kMmaQ8ProbeSlots phase clocks per CTA (MmaQ8Params::probe)
 };
+
+// Phase probe (MmaQ8Params::probe): thread 0 of each CTA records clock64 at the phase boundaries
+// and the global timer at its start and end. One uniform branch per boundary when off.
+__device__ __forceinline__ void probe_clock(const Args& a, int slot) {
+  if (a.probe != nullptr && threadIdx.x == 0) a.probe[size_t(blockIdx.x) * kMmaQ8ProbeSlots + slot] = clock64();
+}
+__device__ __forceinline__ void probe_value(const Args& a, int slot, unsigned long long v) {
+  if (a.probe != nullptr && threadIdx.x == 0) a.probe[size_t(blockIdx.x) * kMmaQ8ProbeSlots + slot] = v;
+}
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 
 struct TileRef {
   const uint8_t* w0;  // rows of the tile (glu: gate) ...
@@ -937,6 +952,10 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
   const int nk = int(int64_t(split + 1) * a.n_kst / S) - kst0;
   const int n_my = grp < a.n_tiles ? (a.n_tiles - 1 - grp) / G + 1 : 0;
   const int n_items = n_my * nk;
+  if (a.probe != nullptr) {
+    probe_value(a, kMmaQ8ProbeStartNs, global_ns());
+    probe_clock(a, kMmaQ8ProbeStart);
+  }
 
   // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % kSt.
   int p_item = 0;
@@ -954,6 +973,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
   }
 
   pdl_wait();  // x is written by the previous kernel; y / residual may still be read by it
+  probe_clock(a, kMmaQ8ProbePdl);
 
   XCtx xc;
   xc.xq_s = smem_u32(xq);
@@ -975,6 +995,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
     xc.sum_pitch = 0;
   }
   const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
+  probe_clock(a, kMmaQ8ProbeX);
 
   float acc[MT][2][NT];
 #pragma unroll
@@ -985,8 +1006,10 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
       for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
 
   for (int it = 0; it < n_items; ++it) {
+    if (it < kMmaQ8ProbeItems) probe_clock(a, kMmaQ8ProbeItem0 + 2 * it);
     cp_async_wait<kSt - 2>();
     __syncthreads();  // slot it % kSt landed for every thread; slot (it - 1) % kSt is free
+    if (it < kMmaQ8ProbeItems) probe_clock(a, kMmaQ8ProbeItem0 + 2 * it + 1);
     if (p_item < n_items) issue();
     cp_async_commit();
 
@@ -1046,6 +1069,14 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
     }
   }
   cp_async_wait<0>();
+  if (a.probe != nullptr) {
+    probe_clock(a, kMmaQ8ProbeEnd);
+    probe_value(a, kMmaQ8ProbeEndNs, global_ns());
+    probe_value(a, kMmaQ8ProbeItems_, (unsigned long long)n_items);
+    unsigned smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    probe_value(a, kMmaQ8ProbeSm, smid);
+  }
   pdl_trigger();
 }
 

@@ -851,6 +851,75 @@ double time_us(Launch&& launch, int copies) {
   return median_launch_us([&](int k) { launch(k % copies); }, 3, 7, 20);
 }
 
+// FATHOM_MMQ_PROBE=1: one launch with MmaQ8Params::probe (after a few to warm the instruction
+// cache, on a weight copy not in L2), its per-CTA phase clocks summarised: start-up, x staging,
+// the ring waits (first item apart: its stage was requested before the x staging) and the compute
+// between them, as the median CTA and the CTA that ends last.
+void probe_report(MmaQ8Params p, const std::vector<DeviceBuffer<uint8_t>>& dw, int copies) {
+  using namespace fathom::cuda;
+  const MmaQ8Plan plan = mma_q8_plan(p);
+  const size_t slots = size_t(plan.grid) * kMmaQ8ProbeSlots;
+  DeviceBuffer<unsigned long long> dp(slots);
+  std::vector<unsigned long long> h;
+  p.probe = dp.get();
+  for (int k = 0; k < 4; ++k) {
+    p.seg[0].w = dw[size_t((k + 1) % copies)].get();
+    CUDA_CHECK(cudaMemset(dp.get(), 0, slots * sizeof(unsigned long long)));
+    launch_mma_q8(p, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  h = dp.download();
+  struct Cta {
+    double total, pdl, x, first_wait, waits, compute, last, start_ns, end_ns;
+    int items, sm;
+  };
+  std::vector<Cta> ctas;
+  unsigned long long t0 = ~0ull;
+  for (int c = 0; c < plan.grid; ++c) t0 = std::min(t0, h[size_t(c) * kMmaQ8ProbeSlots + kMmaQ8ProbeStartNs]);
+  for (int c = 0; c < plan.grid; ++c) {
+    const unsigned long long* v = h.data() + size_t(c) * kMmaQ8ProbeSlots;
+    const int items = int(v[kMmaQ8ProbeItems_]);
+    const double clk = double(v[kMmaQ8ProbeEnd] - v[kMmaQ8ProbeStart]);
+    const double ns_per = clk > 0 ? double(v[kMmaQ8ProbeEndNs] - v[kMmaQ8ProbeStartNs]) / clk : 0.0;
+    auto us = [&](unsigned long long a, unsigned long long b) { return double(b - a) * ns_per * 1e-3; };
+    Cta r{};
+    r.items = items;
+    r.sm = int(v[kMmaQ8ProbeSm]);
+    r.start_ns = double(v[kMmaQ8ProbeStartNs] - t0) * 1e-3;
+    r.end_ns = double(v[kMmaQ8ProbeEndNs] - t0) * 1e-3;
+    r.total = us(v[kMmaQ8ProbeStart], v[kMmaQ8ProbeEnd]);
+    r.pdl = us(v[kMmaQ8ProbeStart], v[kMmaQ8ProbePdl]);
+    r.x = us(v[kMmaQ8ProbePdl], v[kMmaQ8ProbeX]);
+    const int n = std::min(items, kMmaQ8ProbeItems);
+    for (int it = 0; it < n; ++it) {
+      const double w = us(v[kMmaQ8ProbeItem0 + 2 * it], v[kMmaQ8ProbeItem0 + 2 * it + 1]);
+      if (it == 0) r.first_wait = w;
+      else r.waits += w;
+      const unsigned long long next = it + 1 < n ? v[kMmaQ8ProbeItem0 + 2 * it + 2] : v[kMmaQ8ProbeEnd];
+      if (it + 1 < items) r.compute += us(v[kMmaQ8ProbeItem0 + 2 * it + 1], next);
+      else r.last = us(v[kMmaQ8ProbeItem0 + 2 * it + 1], next);
+    }
+    ctas.push_back(r);
+  }
+  auto med = [&](double Cta::*f) {
+    std::vector<double> xs;
+    for (const Cta& c : ctas) xs.push_back(c.*f);
+    std::sort(xs.begin(), xs.end());
+    return xs[xs.size() / 2];
+  };
+  const Cta& last = *std::max_element(ctas.begin(), ctas.end(), [](const Cta& a, const Cta& b) { return a.end_ns < b.end_ns; });
+  double latest_start = 0.0;
+  for (const Cta& c : ctas) latest_start = std::max(latest_start, c.start_ns);
+  std::printf("[mmq-probe] n=%ld S=%d grid=%d: start spread %.2f us, end median %.2f last %.2f us (items %d, sm %d)\n",
+              long(p.n_tokens), plan.splits, plan.grid, latest_start,
+              med(&Cta::end_ns), last.end_ns, last.items, last.sm);
+  std::printf("[mmq-probe]   us          total   pdl  x-stage  wait0  waits  compute  last+store\n");
+  std::printf("[mmq-probe]   median   %7.2f %5.2f %8.2f %6.2f %6.2f %8.2f %10.2f\n", med(&Cta::total), med(&Cta::pdl),
+              med(&Cta::x), med(&Cta::first_wait), med(&Cta::waits), med(&Cta::compute), med(&Cta::last));
+  std::printf("[mmq-probe]   last CTA %7.2f %5.2f %8.2f %6.2f %6.2f %8.2f %10.2f\n", last.total, last.pdl, last.x,
+              last.first_wait, last.waits, last.compute, last.last);
+}
+
 TEST(GpuMmaQ8, DISABLED_Bench) {
   FATHOM_REQUIRE_GPU();
   struct Shape {
@@ -902,6 +971,7 @@ TEST(GpuMmaQ8, DISABLED_Bench) {
             fathom::cuda::launch_mma_q8(p, nullptr);
           },
           copies);
+      if (std::getenv("FATHOM_MMQ_PROBE") && n > 1) probe_report(p, dw, copies);
       double gus = 0.0;
       if (fathom::cuda::gemv_q8_supports(sh.type, n, sh.cols)) {
         fathom::cuda::GemvQ8Params g;
