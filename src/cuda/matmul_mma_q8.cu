@@ -161,6 +161,25 @@ int64_t bf16_min_tokens() {
   return env;
 }
 
+// The bf16 variant's kernel: per-warp bulk-copy rings (mma_q8_bf_kernel, sm_90 code) unless
+// FATHOM_MMQ_BF_RING=0 (the CTA-ring kernel, A/B runs) or the device runs no sm_90 code.
+bool bf_warp_rings() {
+  static const bool on = [] {
+    const char* e = std::getenv("FATHOM_MMQ_BF_RING");
+    return !(e && std::strcmp(e, "0") == 0) && sm90_code_ok();
+  }();
+  return on;
+}
+
+// Shared memory of the weight ring (and its barriers) of a launch.
+template <GgmlType T, int NT>
+size_t ring_bytes_of(bool bf) {
+  if (bf && bf_warp_rings()) {
+    if constexpr (T == GgmlType::Q4_K && NT % 2 == 0) return bf_ring_bytes<NT>();
+  }
+  return ring_bytes<T, NT>();
+}
+
 Prepared prepare(const MmaQ8Params& p) {
   FATHOM_CHECK(p.n_tokens >= 1 && p.n_tokens <= kMmaQ8MaxTokens, "mma_q8: n_tokens ", p.n_tokens, " outside 1..",
                kMmaQ8MaxTokens);
@@ -220,11 +239,11 @@ Prepared prepare(const MmaQ8Params& p) {
       in.threads = bf ? kThreadsOf<NT, true> : kThreadsOf<NT>;
       in.n_tokens = int(p.n_tokens);
       in.row_stage_bytes = Fmt<T>::bytes;
-      in.ring = ring_bytes<T, NT>();
+      in.ring = ring_bytes_of<T, NT>(bf);
       in.scale_bytes = scale_bytes<T>();
       in.smem_limit = size_t(dev.max_smem_optin);
       in.partial_floats = partial_floats;
-      in.kernel = bf ? mmq_kernel_q4_k_bf(NT) : type_kernel(T, NT);
+      in.kernel = bf ? mmq_kernel_q4_k_bf(NT, bf_warp_rings()) : type_kernel(T, NT);
       r.kernel = in.kernel;
       r.plan = choose_plan(in, dev);
       r.plan.bf16 = bf;
@@ -262,9 +281,10 @@ bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
   bool fits = false;
   const bool known = dispatch_mmq(type, [&](auto tc) {
     constexpr GgmlType T = decltype(tc)::value;
-    dispatch_nt(nt_for(n_tokens, mma_q8_bf16(type, n_tokens)), [&](auto ntc) {
+    const bool bf = mma_q8_bf16(type, n_tokens);
+    dispatch_nt(nt_for(n_tokens, bf), [&](auto ntc) {
       constexpr int NT = decltype(ntc)::value;
-      const size_t need = ring_bytes<T, NT>() + x_bytes(NT, kStageK) + size_t(scale_bytes<T>()) + 16;
+      const size_t need = ring_bytes_of<T, NT>(bf) + x_bytes(NT, kStageK) + size_t(scale_bytes<T>()) + 16;
       fits = need <= size_t(device_info().max_smem_optin);
     });
   });
@@ -319,7 +339,7 @@ void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream) {
   const double out_rows = p.glu ? double(p.seg[0].rows) : rows_total;
   launch_cost_hint(wbytes + double(p.n_tokens) * double(p.cols) * 4.0 + double(p.n_tokens) * out_rows * 4.0,
                    2.0 * double(p.n_tokens) * rows_total * double(p.cols));
-  if (r.plan.bf16) mmq_launch_q4_k_bf(r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
+  if (r.plan.bf16) mmq_launch_q4_k_bf(r.plan.nt, bf_warp_rings(), r.a, unsigned(r.plan.grid), r.plan.smem, stream);
   else type_launch(p.type, r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
 }
 

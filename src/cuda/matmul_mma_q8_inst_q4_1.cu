@@ -3,5 +3,5 @@
 #include "cuda/matmul_mma_q8_kernel.cuh"
 
 namespace fathom::cuda::mmq {
-FATHOM_MMQ_INSTANCE(q4_1, Q4_1, false)
+FATHOM_MMQ_INSTANCE(q4_1, Q4_1)
 }  // namespace fathom::cuda::mmq

@@ -3,5 +3,5 @@
 #include "cuda/matmul_mma_q8_kernel.cuh"
 
 namespace fathom::cuda::mmq {
-FATHOM_MMQ_INSTANCE(q4_k, Q4_K, false)
+FATHOM_MMQ_INSTANCE(q4_k, Q4_K)
 }  // namespace fathom::cuda::mmq

@@ -3,5 +3,5 @@
 #include "cuda/matmul_mma_q8_kernel.cuh"
 
 namespace fathom::cuda::mmq {
-FATHOM_MMQ_INSTANCE(q5_1, Q5_1, false)
+FATHOM_MMQ_INSTANCE(q5_1, Q5_1)
 }  // namespace fathom::cuda::mmq

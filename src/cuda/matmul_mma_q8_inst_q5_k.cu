@@ -3,5 +3,5 @@
 #include "cuda/matmul_mma_q8_kernel.cuh"
 
 namespace fathom::cuda::mmq {
-FATHOM_MMQ_INSTANCE(q5_k, Q5_K, false)
+FATHOM_MMQ_INSTANCE(q5_k, Q5_K)
 }  // namespace fathom::cuda::mmq

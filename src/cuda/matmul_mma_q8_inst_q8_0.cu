@@ -3,5 +3,5 @@
 #include "cuda/matmul_mma_q8_kernel.cuh"
 
 namespace fathom::cuda::mmq {
-FATHOM_MMQ_INSTANCE(q8_0, Q8_0, false)
+FATHOM_MMQ_INSTANCE(q8_0, Q8_0)
 }  // namespace fathom::cuda::mmq

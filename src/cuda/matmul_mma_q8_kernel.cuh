@@ -92,6 +92,18 @@ constexpr int ring_stages() {
 }
 template <GgmlType T, int NT>
 constexpr size_t ring_bytes() { return size_t(ring_stages<T, NT>()) * kTileRows * Fmt<T>::pitch; }
+// The bf16 variant's rings (mma_q8_bf_kernel): one per warp, D slots of its 16 rows (2304 bytes of
+// Q4_K each), then the warps' D mbarriers. D by the x the token count needs beside it, for a
+// 2-split (8 tokens, D 4) or 4-split (16 / 32 tokens, D 3) plan of a 4096-column row within the
+// 227 KB of an H100 / H200 with the 18 KB of decoded scales; 64 tokens D 2.
+template <int NT>
+constexpr int bf_ring_depth() { return NT <= 2 ? 4 : NT <= 8 ? 3 : 2; }
+constexpr int kBfWarps = 16;
+constexpr int kBfWarpSlot = 16 * 144;  // 16 rows of one Q4_K super-block (pitch 144)
+template <int NT>
+constexpr size_t bf_ring_bytes() {
+  return size_t(kBfWarps) * bf_ring_depth<NT>() * (kBfWarpSlot + sizeof(unsigned long long));
+}
 
 // x in shared memory for a K range of kr weights: 8 NT rows (2 planes x 4 NT tokens) of kr + 16
 // bytes (the 16 make the pitch an odd multiple of 16: conflict-free ldmatrix), then (u, sum) per
@@ -705,6 +717,20 @@ __device__ __forceinline__ unsigned long long global_ns() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
+__device__ __forceinline__ void probe_start(const Args& a) {
+  if (a.probe == nullptr) return;
+  probe_value(a, kMmaQ8ProbeStartNs, global_ns());
+  probe_clock(a, kMmaQ8ProbeStart);
+}
+__device__ __forceinline__ void probe_end(const Args& a, int n_items) {
+  if (a.probe == nullptr) return;
+  probe_clock(a, kMmaQ8ProbeEnd);
+  probe_value(a, kMmaQ8ProbeEndNs, global_ns());
+  probe_value(a, kMmaQ8ProbeItems_, (unsigned long long)n_items);
+  unsigned smid;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+  probe_value(a, kMmaQ8ProbeSm, smid);
+}
 
 struct TileRef {
   const uint8_t* w0;  // rows of the tile (glu: gate) ...
@@ -926,12 +952,89 @@ __device__ __forceinline__ void stage_x_bf(const Args& a, int k0, int kr, uint8_
     reinterpret_cast<uint4*>(sums + size_t(a.n_tokens) * spitch)[i] = make_uint4(0u, 0u, 0u, 0u);
 }
 
+// A CTA's tile is done (its last stage of the split): store it (S == 1) or write the split's
+// partial to the workspace, and the last CTA of the tile to arrive (arrival counter) adds the S
+// partials in split order (bit-reproducible) and stores. The accumulators are zeroed for the next
+// tile. The partial reads are issued two splits at a time with every accumulator's load in flight
+// (the add order per output is unchanged): one load per accumulator and split in a dependent
+// chain cost ~10 us at 32 tokens, S = 4 (phase probe, session 17).
+template <int NT, bool BF>
+__device__ __forceinline__ void finish_tile(const Args& a, int tile, int split, int warp, int lane, int* s_last,
+                                            float (&acc)[kMT<NT, BF>][2][NT]) {
+  constexpr int MT = kMT<NT, BF>;
+  constexpr int kThreads = kThreadsOf<NT, BF>;
+  const int S = a.splits;
+  const TileRef tr = tile_ref(a, tile);
+  bool store = true;
+  if (S > 1) {
+    float* part = a.partials + size_t(tile) * S * (1024 * NT);
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+          part[size_t(split) * (1024 * NT) + ((m * 2 + h) * NT + j) * kThreads + threadIdx.x] = acc[m][h][j];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) *s_last = atomicAdd(&a.counters[tile], 1) == S - 1;
+    __syncthreads();
+    store = *s_last != 0;
+    if (store) {
+      __threadfence();
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
+      const float* pt = part + threadIdx.x;
+      int s2 = 0;
+      for (; s2 + 2 <= S; s2 += 2) {
+        float v0[MT][2][NT], v1[MT][2][NT];
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+              const size_t o = size_t((m * 2 + h) * NT + j) * kThreads;
+              v0[m][h][j] = __ldcg(pt + size_t(s2) * (1024 * NT) + o);
+              v1[m][h][j] = __ldcg(pt + size_t(s2 + 1) * (1024 * NT) + o);
+            }
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int j = 0; j < NT; ++j) acc[m][h][j] = (acc[m][h][j] + v0[m][h][j]) + v1[m][h][j];
+      }
+      if (s2 < S) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+              acc[m][h][j] += __ldcg(pt + size_t(s2) * (1024 * NT) + size_t((m * 2 + h) * NT + j) * kThreads);
+      }
+      if (threadIdx.x == 0) a.counters[tile] = 0;  // ready for the next launch
+    }
+  }
+  if (store) store_tile<NT, BF>(a, tr, warp, lane, acc);
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
+}
+
 // BF: the bf16 variant (T == Q4_K only, NT even).
 template <GgmlType T, int NT, bool BF>
 __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __grid_constant__ Args a) {
   static_assert(!BF || (T == GgmlType::Q4_K && NT % 2 == 0), "the bf16 variant is Q4_K at even NT");
   constexpr int MT = kMT<NT, BF>;
-  constexpr int kThreads = kThreadsOf<NT, BF>;
   extern __shared__ uint4 mmq_smem4[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_smem4);
   constexpr int kSt = ring_stages<T, NT>();
@@ -952,10 +1055,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
   const int nk = int(int64_t(split + 1) * a.n_kst / S) - kst0;
   const int n_my = grp < a.n_tiles ? (a.n_tiles - 1 - grp) / G + 1 : 0;
   const int n_items = n_my * nk;
-  if (a.probe != nullptr) {
-    probe_value(a, kMmaQ8ProbeStartNs, global_ns());
-    probe_clock(a, kMmaQ8ProbeStart);
-  }
+  probe_start(a);
 
   // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % kSt.
   int p_item = 0;
@@ -1024,87 +1124,154 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
     if constexpr (BF) stage_q4k_bf<NT>(sc, xc, lane, acc);
     else stage_compute<T, NT>(sc, xc, lane, acc);
 
-    if (kk == nk - 1) {
-      // Tile done: store (S == 1) or hand the partial to the tile's last CTA.
-      const int tile = grp + ti * G;
-      const TileRef tr = tile_ref(a, tile);
-      bool store = true;
-      if (S > 1) {
-        float* part = a.partials + size_t(tile) * S * (1024 * NT);
-#pragma unroll
-        for (int m = 0; m < MT; ++m)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int j = 0; j < NT; ++j)
-              part[size_t(split) * (1024 * NT) + ((m * 2 + h) * NT + j) * kThreads + threadIdx.x] = acc[m][h][j];
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0) *s_last = atomicAdd(&a.counters[tile], 1) == S - 1;
-        __syncthreads();
-        store = *s_last != 0;
-        if (store) {
-          __threadfence();
-#pragma unroll
-          for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-#pragma unroll
-              for (int j = 0; j < NT; ++j) {
-                float v = 0.0f;
-                for (int s2 = 0; s2 < S; ++s2)
-                  v += __ldcg(part + size_t(s2) * (1024 * NT) + ((m * 2 + h) * NT + j) * kThreads + threadIdx.x);
-                acc[m][h][j] = v;
-              }
-          if (threadIdx.x == 0) a.counters[tile] = 0;  // ready for the next launch
-        }
-      }
-      if (store) store_tile<NT, BF>(a, tr, warp, lane, acc);
-#pragma unroll
-      for (int m = 0; m < MT; ++m)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
-    }
+    if (kk == nk - 1) finish_tile<NT, BF>(a, grp + ti * G, split, warp, lane, s_last, acc);
   }
   cp_async_wait<0>();
-  if (a.probe != nullptr) {
-    probe_clock(a, kMmaQ8ProbeEnd);
-    probe_value(a, kMmaQ8ProbeEndNs, global_ns());
-    probe_value(a, kMmaQ8ProbeItems_, (unsigned long long)n_items);
-    unsigned smid;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-    probe_value(a, kMmaQ8ProbeSm, smid);
-  }
+  probe_end(a, n_items);
   pdl_trigger();
 }
 
 
+// The bf16 variant with a bulk-copy ring per warp (session 17). The phase probe of the CTA-ring
+// kernel above (one ring of 256-row stages filled by 16-byte cp.async, a CTA barrier per stage)
+// showed no ring wait at all but ~2 us per stage of issue-and-compute at every token count (8..32),
+// i.e. ~2 TB/s over 112 CTAs: the producer's cp.async stalled the warps. Here every warp owns its
+// 16 rows of each tile: lanes 0..15 request one 144-byte bulk copy each (a row's super-block of the
+// stage) into the warp's slot, completing on the slot's mbarrier, and the warp alone consumes it, so
+// no CTA barrier runs per stage and D stages per warp (bf_ring_depth: up to half a CTA's weights at
+// 8 tokens) are requested before x is staged. Work split, x, compute, split-K and store are those of
+// mma_q8_kernel<Q4_K, NT, true>.
+template <int NT>
+__global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(const __grid_constant__ Args a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  static_assert(NT % 2 == 0 && kThreadsOf<NT, true> == 32 * kBfWarps, "bf16 n-tiles are 8 tokens, 16 warps");
+  constexpr int D = bf_ring_depth<NT>();
+  constexpr int kPitch = Fmt<GgmlType::Q4_K>::pitch;
+  static_assert(16 * kPitch == kBfWarpSlot, "a warp slot is 16 rows of one super-block");
+  extern __shared__ uint4 mmq_smem4[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_smem4);
+  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  uint8_t* ring = smem + size_t(warp) * D * kBfWarpSlot;
+  const uint32_t ring_s = smem_u32(ring);
+  const uint32_t bar_s = smem_u32(smem + size_t(kBfWarps) * D * kBfWarpSlot) + uint32_t(8 * D * warp);
+  uint8_t* xb = smem + bf_ring_bytes<NT>();
+  float* scl = reinterpret_cast<float*>(xb + x_bytes(NT, a.kr_max));  // 16-byte aligned
+  int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + scale_bytes<GgmlType::Q4_K>());
+
+  const int S = a.splits;
+  const int split = int(blockIdx.x) % S;
+  const int grp = int(blockIdx.x) / S;
+  const int G = int(gridDim.x) / S;
+  const int kst0 = int(int64_t(split) * a.n_kst / S);
+  const int nk = int(int64_t(split + 1) * a.n_kst / S) - kst0;
+  const int n_my = grp < a.n_tiles ? (a.n_tiles - 1 - grp) / G + 1 : 0;
+  const int n_items = n_my * nk;
+  probe_start(a);
+
+  // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % D. Lane l < 16 copies the
+  // warp's slot row l: the tile's row r0 + 16 warp + l, or with glu gate (l < 8) / up (l >= 8) row
+  // r0 + 8 warp + (l & 7) (store_tile's pairing). Rows past the matrix are not copied and not
+  // counted in the slot's expected bytes (their stale bytes feed accumulators that are never stored).
+  int p_item = 0;
+  TileRef p_tile = tile_ref(a, grp < a.n_tiles ? grp : 0);
+  auto issue = [&](uint32_t slot) {
+    const int ti = p_item / nk, kk = p_item - ti * nk;
+    if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
+    int64_t row;
+    const uint8_t* w;
+    if (a.glu) {
+      row = p_tile.r0 + 8 * warp + (lane & 7);
+      w = (lane & 8) ? p_tile.w1 : p_tile.w0;
+    } else {
+      row = p_tile.r0 + 16 * warp + (lane & 15);
+      w = p_tile.w0;
+    }
+    const bool mine = lane < 16 && row < p_tile.rows;
+    const uint32_t n_rows = __popc(__ballot_sync(0xffffffffu, mine));
+    const uint32_t bar = bar_s + 8u * slot;
+    if (lane == 0) mbar_arrive_expect_tx(bar, n_rows * 144u);
+    __syncwarp();
+    if (mine) bulk_g2s(ring_s + slot * uint32_t(kBfWarpSlot) + uint32_t(lane) * 144u,
+                       w + row * a.row_bytes + int64_t(kst0 + kk) * 144, 144u, bar);
+    ++p_item;
+  };
+  if (lane == 0) {
+    for (int s = 0; s < D; ++s) mbar_init(bar_s + 8u * s, 1u);
+    fence_barrier_init();
+  }
+  __syncwarp();
+#pragma unroll
+  for (int s = 0; s < D; ++s)
+    if (p_item < n_items) issue(uint32_t(s));
+
+  pdl_wait();  // x is written by the previous kernel; y / residual may still be read by it
+  probe_clock(a, kMmaQ8ProbePdl);
+
+  stage_x_bf<NT>(a, kst0 * kStageK, nk * kStageK, xb);
+  XCtx xc;
+  xc.xq_s = smem_u32(xb);
+  xc.pitch = xbf_pitch(a.kr_max);
+  xc.lane_b = uint32_t((lane & 7) * xc.pitch + 16 * (lane >> 3));
+  xc.xs = nullptr;
+  xc.stride = 0;
+  xc.sums = xb + size_t(4 * NT) * xc.pitch;
+  xc.sum_pitch = xbf_sum_pitch(a.kr_max);
+  const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
+  probe_clock(a, kMmaQ8ProbeX);
+  __syncthreads();  // x staged
+
+  float acc[1][2][NT];
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int j = 0; j < NT; ++j) acc[0][h][j] = 0.0f;
+
+  for (int it = 0; it < n_items; ++it) {
+    const int slot = it % D;
+    if (it < kMmaQ8ProbeItems) probe_clock(a, kMmaQ8ProbeItem0 + 2 * it);
+    mbar_wait(bar_s + 8u * uint32_t(slot), uint32_t((it / D) & 1));
+    if (it < kMmaQ8ProbeItems) probe_clock(a, kMmaQ8ProbeItem0 + 2 * it + 1);
+    const int ti = it / nk, kk = it - ti * nk;
+    StageCtx sc;
+    sc.wrow = ring + size_t(slot) * kBfWarpSlot;
+    sc.wrow_s = ring_s + uint32_t(slot * kBfWarpSlot) + a_lane;
+    sc.scl = scl + 16 * warp * kScaleRowWords;
+    sc.kk = kk;
+    sc.off = 0;
+    stage_q4k_bf<NT>(sc, xc, lane, acc);
+    __syncwarp();  // every lane is done with the slot
+    if (p_item < n_items) {
+      fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
+      issue(uint32_t(slot));
+    }
+    if (kk == nk - 1) finish_tile<NT, true>(a, grp + ti * G, split, warp, lane, s_last, acc);
+  }
+  probe_end(a, n_items);
+  pdl_trigger();
+#else
+  __trap();  // routed here only where sm90_code_ok() (bf_warp_rings in matmul_mma_q8.cu)
+#endif
+}
+
 // ---- per-type entry points (defined in matmul_mma_q8_inst_<type>.cu) --------------------------
-template <GgmlType T, bool BF = false>
+template <GgmlType T>
 const void* kernel_of(int nt) {
   switch (nt) {
-    case 1:
-      if constexpr (BF) return reinterpret_cast<const void*>(mma_q8_kernel<T, 2, BF>);  // no bf16 NT 1
-      else return reinterpret_cast<const void*>(mma_q8_kernel<T, 1, BF>);
-    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2, BF>);
-    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4, BF>);
-    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8, BF>);
-    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16, BF>);
+    case 1: return reinterpret_cast<const void*>(mma_q8_kernel<T, 1, false>);
+    case 2: return reinterpret_cast<const void*>(mma_q8_kernel<T, 2, false>);
+    case 4: return reinterpret_cast<const void*>(mma_q8_kernel<T, 4, false>);
+    case 8: return reinterpret_cast<const void*>(mma_q8_kernel<T, 8, false>);
+    default: return reinterpret_cast<const void*>(mma_q8_kernel<T, 16, false>);
   }
 }
-template <GgmlType T, bool BF = false>
+template <GgmlType T>
 void launch_of(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
   switch (nt) {
-    case 1:
-      if constexpr (BF) launch_kernel(mma_q8_kernel<T, 2, BF>, dim3(grid), dim3(kThreadsOf<2, BF>), smem, stream, a);
-      else launch_kernel(mma_q8_kernel<T, 1, BF>, dim3(grid), dim3(kThreadsOf<1, BF>), smem, stream, a);
-      break;
-    case 2: launch_kernel(mma_q8_kernel<T, 2, BF>, dim3(grid), dim3(kThreadsOf<2, BF>), smem, stream, a); break;
-    case 4: launch_kernel(mma_q8_kernel<T, 4, BF>, dim3(grid), dim3(kThreadsOf<4, BF>), smem, stream, a); break;
-    case 8: launch_kernel(mma_q8_kernel<T, 8, BF>, dim3(grid), dim3(kThreadsOf<8, BF>), smem, stream, a); break;
-    default: launch_kernel(mma_q8_kernel<T, 16, BF>, dim3(grid), dim3(kThreadsOf<16, BF>), smem, stream, a); break;
+    case 1: launch_kernel(mma_q8_kernel<T, 1, false>, dim3(grid), dim3(kThreadsOf<1>), smem, stream, a); break;
+    case 2: launch_kernel(mma_q8_kernel<T, 2, false>, dim3(grid), dim3(kThreadsOf<2>), smem, stream, a); break;
+    case 4: launch_kernel(mma_q8_kernel<T, 4, false>, dim3(grid), dim3(kThreadsOf<4>), smem, stream, a); break;
+    case 8: launch_kernel(mma_q8_kernel<T, 8, false>, dim3(grid), dim3(kThreadsOf<8>), smem, stream, a); break;
+    default: launch_kernel(mma_q8_kernel<T, 16, false>, dim3(grid), dim3(kThreadsOf<16>), smem, stream, a); break;
   }
 }
 
@@ -1119,14 +1286,28 @@ FATHOM_MMQ_DECLARE(q8_0)
 FATHOM_MMQ_DECLARE(q4_k)
 FATHOM_MMQ_DECLARE(q5_k)
 FATHOM_MMQ_DECLARE(q6_k)
-FATHOM_MMQ_DECLARE(q4_k_bf)  // the bf16 variant (matmul_mma_q8_inst_q4_k_bf.cu)
+// The bf16 variant (matmul_mma_q8_inst_q4_k_bf.cu): the per-warp-ring kernel, or with rings ==
+// false the CTA-ring mma_q8_kernel<Q4_K, NT, true> (FATHOM_MMQ_BF_RING=0, A/B runs).
+const void* mmq_kernel_q4_k_bf(int nt, bool rings);
+void mmq_launch_q4_k_bf(int nt, bool rings, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
 #undef FATHOM_MMQ_DECLARE
 
+template <int NT>
+void launch_bf(bool rings, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+  if (rings) launch_kernel(mma_q8_bf_kernel<NT>, dim3(grid), dim3(kThreadsOf<NT, true>), smem, stream, a);
+  else launch_kernel(mma_q8_kernel<GgmlType::Q4_K, NT, true>, dim3(grid), dim3(kThreadsOf<NT, true>), smem, stream, a);
+}
+template <int NT>
+const void* kernel_bf(bool rings) {
+  return rings ? reinterpret_cast<const void*>(mma_q8_bf_kernel<NT>)
+               : reinterpret_cast<const void*>(mma_q8_kernel<GgmlType::Q4_K, NT, true>);
+}
+
 // The body of an instance file: the five token-count kernels of one weight type.
-#define FATHOM_MMQ_INSTANCE(name, TYPE, BF)                                                           \
-  const void* mmq_kernel_##name(int nt) { return kernel_of<GgmlType::TYPE, BF>(nt); }                 \
+#define FATHOM_MMQ_INSTANCE(name, TYPE)                                                           \
+  const void* mmq_kernel_##name(int nt) { return kernel_of<GgmlType::TYPE>(nt); }                 \
   void mmq_launch_##name(int nt, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {    \
-    launch_of<GgmlType::TYPE, BF>(nt, a, grid, smem, stream);                                        \
+    launch_of<GgmlType::TYPE>(nt, a, grid, smem, stream);                                        \
   }
 
 }  // namespace fathom::cuda::mmq

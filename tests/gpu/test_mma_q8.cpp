@@ -207,8 +207,8 @@ struct Bf16Min {
   ~Bf16Min() { fathom::cuda::mma_q8_set_bf16_min_tokens(0); }
 };
 
-// The bf16 variant (Q4_K) at every token count it can take, odd rows (a partial tile), long rows
-// with split-K, bias + residual, no workspace; and the int8 kernel at the counts the variant takes
+// The bf16 variant (Q4_K) at every token count it can take, odd rows (a partial tile: warps with
+// no rows), long rows with split-K, bias + residual, no workspace, ring wrap-around; and the int8 kernel at the counts the variant takes
 // by default, so both stay covered whatever the threshold.
 TEST(GpuMmaQ8, Bf16VariantQ4K) {
   FATHOM_REQUIRE_GPU();
@@ -223,6 +223,9 @@ TEST(GpuMmaQ8, Bf16VariantQ4K) {
     check_plain(GgmlType::Q4_K, 129, 1024, 17, true, true);
     check_plain(GgmlType::Q4_K, 257, 2048, 40, false, false, false);
     check_plain(GgmlType::Q4_K, 5000, 512, 24, true, false);
+    // 157 tiles over <= 132 CTAs: CTAs with two or more tiles run more (tile, stage) items than the
+    // per-warp rings have slots (ring wrap-around across a tile change).
+    check_plain(GgmlType::Q4_K, 40000, 1024, 24, false, false);
   }
   {
     // MmaQ8Params::allow_bf16 = false (the engine's small matrices) keeps the int8 kernel.
