@@ -8,6 +8,8 @@
 // paid once for all tokens and the per-token cost is the fp32 scaling of each 32-k sub-block.
 #include "cuda/matmul_mma_q8.cuh"
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -161,14 +163,45 @@ int64_t bf16_min_tokens() {
   return env;
 }
 
-// The bf16 variant's kernel: per-warp bulk-copy rings (mma_q8_bf_kernel, sm_90 code) unless
-// FATHOM_MMQ_BF_RING=0 (the CTA-ring kernel, A/B runs) or the device runs no sm_90 code.
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no link to libcuda); null when
+// the driver has none.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// The bf16 variant's kernel: per-warp tensor-map rings (mma_q8_bf_kernel, sm_90 code) unless
+// FATHOM_MMQ_BF_RING=0 (the CTA-ring kernel, A/B runs), the device runs no sm_90 code or the driver
+// cannot encode tensor maps.
 bool bf_warp_rings() {
   static const bool on = [] {
     const char* e = std::getenv("FATHOM_MMQ_BF_RING");
-    return !(e && std::strcmp(e, "0") == 0) && sm90_code_ok();
+    return !(e && std::strcmp(e, "0") == 0) && sm90_code_ok() && tensor_map_encoder() != nullptr;
   }();
   return on;
+}
+
+// Segment s's weights as a 2-D uint8 tensor (row_bytes wide, rows tall) for mma_q8_bf_kernel: a box
+// of one super-block (144 bytes) x box_rows rows, no swizzle (the ring's 144-byte row pitch).
+void encode_rows_map(CUtensorMap* m, const void* w, int64_t row_bytes, int64_t rows, int box_rows) {
+  const cuuint64_t dim[2] = {cuuint64_t(row_bytes), cuuint64_t(rows)};
+  const cuuint64_t stride[1] = {cuuint64_t(row_bytes)};
+  const cuuint32_t box[2] = {144u, cuuint32_t(box_rows)};
+  const cuuint32_t estride[2] = {1u, 1u};
+  const CUresult r = tensor_map_encoder()(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(w), dim, stride, box,
+                                          estride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  FATHOM_CHECK(r == CUDA_SUCCESS, "mma_q8: cuTensorMapEncodeTiled failed (", int(r), ") for a ", rows, " x ",
+               row_bytes, "-byte weight matrix");
 }
 
 // Shared memory of the weight ring (and its barriers) of a launch.
@@ -256,6 +289,9 @@ Prepared prepare(const MmaQ8Params& p) {
                " bytes of shared memory (", ggml_type_name(p.type), ", cols ", p.cols, ")");
   a.splits = r.plan.splits;
   a.kr_max = r.plan.kstages * kStageK;
+  if (r.plan.splits > 0 && bf && bf_warp_rings())
+    for (int s = 0; s < p.n_seg; ++s)
+      encode_rows_map(&a.tmap[s], a.seg[s].w, a.row_bytes, a.seg[s].rows, p.glu ? 8 : 16);
   return r;
 }
 

@@ -31,6 +31,7 @@
 // int32 result read as fp32 is 1.5 * 2^23 + dot exactly (|dot| < 2^22): int-to-float for free.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (a type only: nothing links the driver library)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -702,6 +703,9 @@ struct Args {
   int* counters;       // (n_tiles) arrival counts, zero between launches (S > 1)
   float* partials;     // (n_tiles, S, 1024 NT) (S > 1)
   unsigned long long* probe;  // nullable: kMmaQ8ProbeSlots phase clocks per CTA (MmaQ8Params::probe)
+  // mma_q8_bf_kernel only: per segment, its rows as a 2-D uint8 tensor (row_bytes x rows) with a
+  // box of one super-block x the rows a warp copies per matrix (16, glu 8).
+  CUtensorMap tmap[3];
 };
 
 // Phase probe (MmaQ8Params::probe): thread 0 of each CTA records clock64 at the phase boundaries
@@ -1132,12 +1136,13 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
 }
 
 
-// The bf16 variant with a bulk-copy ring per warp (session 17). The phase probe of the CTA-ring
-// kernel above (one ring of 256-row stages filled by 16-byte cp.async, a CTA barrier per stage)
-// showed no ring wait at all but ~2 us per stage of issue-and-compute at every token count (8..32),
-// i.e. ~2 TB/s over 112 CTAs: the producer's cp.async stalled the warps. Here every warp owns its
-// 16 rows of each tile: lanes 0..15 request one 144-byte bulk copy each (a row's super-block of the
-// stage) into the warp's slot, completing on the slot's mbarrier, and the warp alone consumes it, so
+// The bf16 variant with a ring per warp fed by tensor-map copies (session 17). The phase probe of
+// the CTA-ring kernel above (one ring of 256-row stages filled by 16-byte cp.async, a CTA barrier
+// per stage) showed no ring wait but ~2 us per stage at every token count from 8 to 32, ~2 TB/s over
+// 112 CTAs: the warps stalled issuing the 2304 cp.async of a stage. One 144-byte bulk copy per row
+// (256 per stage) was no better (~10 cycles per copy in the TMA unit). Here every warp owns its 16
+// rows of each tile and lane 0 requests them as one 2-D tensor-map box (Args::tmap; two 8-row boxes
+// with glu) into the warp's slot, completing on the slot's mbarrier; the warp alone consumes it, so
 // no CTA barrier runs per stage and D stages per warp (bf_ring_depth: up to half a CTA's weights at
 // 8 tokens) are requested before x is staged. Work split, x, compute, split-K and store are those of
 // mma_q8_kernel<Q4_K, NT, true>.
@@ -1168,41 +1173,33 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
   const int n_items = n_my * nk;
   probe_start(a);
 
-  // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % D. Lane l < 16 copies the
-  // warp's slot row l: the tile's row r0 + 16 warp + l, or with glu gate (l < 8) / up (l >= 8) row
-  // r0 + 8 warp + (l & 7) (store_tile's pairing). Rows past the matrix are not copied and not
-  // counted in the slot's expected bytes (their stale bytes feed accumulators that are never stored).
+  // Producer (lane 0): item i = (tile ordinal i / nk, stage i % nk) into slot i % D: one tensor-map
+  // box of the warp's 16 rows, the tile's rows r0 + 16 warp .., or with glu 8 gate rows then the
+  // same 8 up rows r0 + 8 warp .. (store_tile's pairing). Rows past the matrix arrive as zeros.
   int p_item = 0;
   TileRef p_tile = tile_ref(a, grp < a.n_tiles ? grp : 0);
   auto issue = [&](uint32_t slot) {
     const int ti = p_item / nk, kk = p_item - ti * nk;
     if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
-    int64_t row;
-    const uint8_t* w;
+    const uint32_t bar = bar_s + 8u * slot, dst = ring_s + slot * uint32_t(kBfWarpSlot);
+    const int x = (kst0 + kk) * 144;
+    mbar_arrive_expect_tx(bar, uint32_t(kBfWarpSlot));
     if (a.glu) {
-      row = p_tile.r0 + 8 * warp + (lane & 7);
-      w = (lane & 8) ? p_tile.w1 : p_tile.w0;
+      const int y = int(p_tile.r0) + 8 * warp;
+      tma_load_2d(dst, &a.tmap[0], x, y, bar);
+      tma_load_2d(dst + 8u * 144u, &a.tmap[1], x, y, bar);
     } else {
-      row = p_tile.r0 + 16 * warp + (lane & 15);
-      w = p_tile.w0;
+      tma_load_2d(dst, &a.tmap[p_tile.seg], x, int(p_tile.r0) + 16 * warp, bar);
     }
-    const bool mine = lane < 16 && row < p_tile.rows;
-    const uint32_t n_rows = __popc(__ballot_sync(0xffffffffu, mine));
-    const uint32_t bar = bar_s + 8u * slot;
-    if (lane == 0) mbar_arrive_expect_tx(bar, n_rows * 144u);
-    __syncwarp();
-    if (mine) bulk_g2s(ring_s + slot * uint32_t(kBfWarpSlot) + uint32_t(lane) * 144u,
-                       w + row * a.row_bytes + int64_t(kst0 + kk) * 144, 144u, bar);
     ++p_item;
   };
   if (lane == 0) {
     for (int s = 0; s < D; ++s) mbar_init(bar_s + 8u * s, 1u);
     fence_barrier_init();
+    for (int s = 0; s < D; ++s)
+      if (p_item < n_items) issue(uint32_t(s));
   }
   __syncwarp();
-#pragma unroll
-  for (int s = 0; s < D; ++s)
-    if (p_item < n_items) issue(uint32_t(s));
 
   pdl_wait();  // x is written by the previous kernel; y / residual may still be read by it
   probe_clock(a, kMmaQ8ProbePdl);
@@ -1240,7 +1237,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
     sc.off = 0;
     stage_q4k_bf<NT>(sc, xc, lane, acc);
     __syncwarp();  // every lane is done with the slot
-    if (p_item < n_items) {
+    if (lane == 0 && p_item < n_items) {
       fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
       issue(uint32_t(slot));
     }
