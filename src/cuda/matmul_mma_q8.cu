@@ -330,8 +330,11 @@ bool mma_q8_supports(GgmlType type, int64_t n_tokens, int64_t cols) {
 size_t mma_q8_workspace_bytes(int64_t max_tokens, int64_t max_rows) {
   const int nt = nt_for(std::min<int64_t>(std::max<int64_t>(max_tokens, 1), kMmaQ8MaxTokens));
   const int64_t tiles = (max_rows + kTileRows - 1) / kTileRows + 2;  // + partial tiles of Q/K/V
-  // Room for 8 splits of every tile (the planner rarely wants more; with less room it picks fewer).
-  const size_t partial = size_t(tiles) * 8 * 1024 * size_t(nt) * sizeof(float);
+  // Room for 16 splits of every tile (with less room the planner picks fewer). 8 was too few for the
+  // bf16 variant on 14336-column rows at 32 tokens: its x fits beside the per-warp rings from 14
+  // splits on, and with no plan the launch ran as two 16-token halves reading the weights twice
+  // (device_s17c.sh, 4096 x 14336: 48.6 us against 37.1).
+  const size_t partial = size_t(tiles) * 16 * 1024 * size_t(nt) * sizeof(float);
   return kMmaQ8WorkspaceCounterBytes + std::min<size_t>(partial, size_t(32) << 20);
 }
 
