@@ -94,11 +94,13 @@ constexpr int ring_stages() {
 template <GgmlType T, int NT>
 constexpr size_t ring_bytes() { return size_t(ring_stages<T, NT>()) * kTileRows * Fmt<T>::pitch; }
 // The bf16 variant's rings (mma_q8_bf_kernel): one per warp, D slots of its 16 rows (2304 bytes of
-// Q4_K each), then the warps' D mbarriers. D by the x the token count needs beside it, for a
-// 2-split (8 tokens, D 4) or 4-split (16 / 32 tokens, D 3) plan of a 4096-column row within the
-// 227 KB of an H100 / H200 with the 18 KB of decoded scales; 64 tokens D 2.
+// Q4_K each), then the warps' D mbarriers. D by the x the token count needs beside it within the
+// 227 KB of an H100 / H200 with the 18 KB of decoded scales: 8 tokens D 4 (a 2-split plan of a
+// 4096-column row), 16 tokens D 3; 32 tokens D 2, so that an 8-split plan of a 14336-column row
+// fits (with D 3 it needed 14 splits: 42.2 us on 4096 x 14336 against 37.1 for the CTA ring,
+// device_s17d.sh), 64 tokens D 2.
 template <int NT>
-constexpr int bf_ring_depth() { return NT <= 2 ? 4 : NT <= 8 ? 3 : 2; }
+constexpr int bf_ring_depth() { return NT <= 2 ? 4 : NT <= 4 ? 3 : 2; }
 constexpr int kBfWarps = 16;
 constexpr int kBfWarpSlot = 16 * 144;  // 16 rows of one Q4_K super-block (pitch 144)
 template <int NT>
@@ -642,18 +644,6 @@ __device__ __forceinline__ void stage_q4k_bf(const StageCtx& s, const XCtx& x, i
   const uint32_t* sr1 = sr0 + 8 * kScaleRowWords;
   const __nv_bfloat162 m128 = __float2bfloat162_rn(-128.0f);
   const uint32_t xb = x.xq_s + x.lane_b + uint32_t(2 * s.kk * kStageK);
-  // At NT <= 4 (one or two 8-token n-tiles) the second 16-k step of each sub-block accumulates into
-  // its own registers, added in at the end of the stage: two independent mma chains of 8 per n-tile
-  // instead of one of 16 (the stage's critical path at 8 tokens). NT 8, 16 have 4, 8 chains already
-  // and no registers to spare.
-  constexpr bool kTwoChains = NT <= 4;
-  float acc2[2][kTwoChains ? NT : 1];
-  if constexpr (kTwoChains) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int j = 0; j < NT; ++j) acc2[h][j] = 0.0f;
-  }
 #pragma unroll
   for (int Pp = 0; Pp < 4; ++Pp) {
     uint32_t q[4];  // row g / g + 8, code bytes 4t.. (q[0], q[1]) and 16 + 4t.. (q[2], q[3])
@@ -678,18 +668,9 @@ __device__ __forceinline__ void stage_q4k_bf(const StageCtx& s, const XCtx& x, i
         uint32_t b[4];
         ldsm_x4(xb + uint32_t(64 * sb + 8 * jb * x.pitch), b[0], b[1], b[2], b[3]);
         mma_bf16_k16(a[0], b[0], b[1], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
-        if constexpr (kTwoChains)
-          mma_bf16_k16(a[1], b[2], b[3], acc2[0][2 * jb], acc2[0][2 * jb + 1], acc2[1][2 * jb], acc2[1][2 * jb + 1]);
-        else
-          mma_bf16_k16(a[1], b[2], b[3], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
+        mma_bf16_k16(a[1], b[2], b[3], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
       }
     }
-  }
-  if constexpr (kTwoChains) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int j = 0; j < NT; ++j) acc[0][h][j] += acc2[h][j];
   }
   const uint32_t ma0 = sr0[8 + t], ma1 = sr1[8 + t];
 #pragma unroll
