@@ -367,7 +367,9 @@ void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream) {
   if (r.plan.splits == 0) {
     const int64_t h = first_chunk(p.n_tokens);
     launch_mma_q8(token_chunk(p, 0, h), stream);
-    launch_mma_q8(token_chunk(p, h, p.n_tokens - h), stream);
+    MmaQ8Params rest = token_chunk(p, h, p.n_tokens - h);
+    rest.probe = nullptr;  // sized for the first chunk's plan (mma_q8_plan)
+    launch_mma_q8(rest, stream);
     return;
   }
   double wbytes = 0.0, rows_total = 0.0;

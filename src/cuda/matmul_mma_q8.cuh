@@ -79,7 +79,8 @@ struct MmaQ8Params {
   bool allow_bf16 = true;
   // Tests and benchmarks only: when set, grid x kMmaQ8ProbeSlots values (mma_q8_plan(p).grid CTAs)
   // that thread 0 of every CTA fills with the clock64 at its phase boundaries (slots below), so a
-  // bench can split the kernel's time into start-up, x staging, per-stage waits and compute.
+  // bench can split the kernel's time into start-up, x staging, per-stage waits and compute. A
+  // launch that runs as two token chunks probes the first only.
   unsigned long long* probe = nullptr;
 };
 

@@ -1154,9 +1154,11 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
   static_assert(NT % 2 == 0 && kThreadsOf<NT, true> == 32 * kBfWarps, "bf16 n-tiles are 8 tokens, 16 warps");
   constexpr int D = bf_ring_depth<NT>();
   constexpr int kPitch = Fmt<GgmlType::Q4_K>::pitch;
-  static_assert(16 * kPitch == kBfWarpSlot, "a warp slot is 16 rows of one super-block");
-  extern __shared__ uint4 mmq_smem4[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_smem4);
+  static_assert(16 * kPitch == kBfWarpSlot && kBfWarpSlot % 128 == 0, "a warp slot is 16 rows of one super-block");
+  // Tensor-copy destinations must be 128-byte aligned: the slots (2304 bytes, the glu half at 1152)
+  // are multiples of 128 from this base.
+  extern __shared__ __align__(128) uint4 mmq_bf_smem[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_bf_smem);
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
   uint8_t* ring = smem + size_t(warp) * D * kBfWarpSlot;
   const uint32_t ring_s = smem_u32(ring);

@@ -898,9 +898,9 @@ void probe_report(MmaQ8Params p, const std::vector<DeviceBuffer<uint8_t>>& dw, i
       const double w = us(v[kMmaQ8ProbeItem0 + 2 * it], v[kMmaQ8ProbeItem0 + 2 * it + 1]);
       if (it == 0) r.first_wait = w;
       else r.waits += w;
-      const unsigned long long next = it + 1 < n ? v[kMmaQ8ProbeItem0 + 2 * it + 2] : v[kMmaQ8ProbeEnd];
-      if (it + 1 < items) r.compute += us(v[kMmaQ8ProbeItem0 + 2 * it + 1], next);
-      else r.last = us(v[kMmaQ8ProbeItem0 + 2 * it + 1], next);
+      // The last probed item runs to the end: its compute, the items past kMmaQ8ProbeItems, the store.
+      if (it + 1 < n) r.compute += us(v[kMmaQ8ProbeItem0 + 2 * it + 1], v[kMmaQ8ProbeItem0 + 2 * it + 2]);
+      else r.last = us(v[kMmaQ8ProbeItem0 + 2 * it + 1], v[kMmaQ8ProbeEnd]);
     }
     ctas.push_back(r);
   }
