@@ -902,13 +902,15 @@ __device__ __forceinline__ void quantize_x(const Args& a, int k0, int kr, int8_t
 // The bf16 variant's x (xbf_pitch, stage_q4k_bf): x[t][k0 .. k0 + kr) of every token as bf16, each
 // 16 elements stored even-indexed first, then odd-indexed; and the bf16 sum of each 32-block (of
 // the fp32 values, summed by the 8 threads of the block). Tokens n_tokens .. 4 NT - 1 are zero.
-// 8 float4 loads in flight per thread, and the (token, float4) pair of each element stepped with a
-// carry instead of a division per element: the int8 quantize_x's loop cost ~76 instructions per
-// float4 here (ncu, device_s16e.sh: 17% of the kernel's instructions at 32 tokens).
+// 16 float4 loads in flight per thread (8 until session 17: the adds waiting on these loads were
+// 10-13% of the stall samples, ncu in device_s17g.sh; 32 tokens x 1024 k is 16 float4 per thread,
+// one round now), and the (token, float4) pair of each element stepped with a carry instead of a
+// division per element: the int8 quantize_x's loop cost ~76 instructions per float4 here (ncu,
+// device_s16e.sh: 17% of the kernel's instructions at 32 tokens).
 template <int NT>
 __device__ __forceinline__ void stage_x_bf(const Args& a, int k0, int kr, uint8_t* xb) {
   constexpr int kThreads = kThreadsOf<NT, true>;
-  constexpr int kXB = 8;
+  constexpr int kXB = 16;
   const int pitch = xbf_pitch(a.kr_max), spitch = xbf_sum_pitch(a.kr_max);
   uint8_t* sums = xb + size_t(4 * NT) * pitch;
   const int per_t = kr / 4;  // float4 per token
@@ -981,13 +983,21 @@ __device__ __forceinline__ void finish_tile(const Args& a, int tile, int split, 
 #pragma unroll
         for (int j = 0; j < NT; ++j)
           part[size_t(split) * (1024 * NT) + ((m * 2 + h) * NT + j) * kThreads + threadIdx.x] = acc[m][h][j];
-    __threadfence();
+    // One fence per CTA, not per thread (the per-thread fence was 5% of the stall samples at 32
+    // tokens, ncu in device_s17g.sh): the barrier orders every thread's partial stores before
+    // thread 0's fence, which is cumulative, and its atomic publishes them (CUTLASS's split-K
+    // semaphore does the same); the last CTA's thread 0 fences again after its atomic (acquire)
+    // and the barrier orders that before every thread's partial loads (L2, __ldcg).
     __syncthreads();
-    if (threadIdx.x == 0) *s_last = atomicAdd(&a.counters[tile], 1) == S - 1;
+    if (threadIdx.x == 0) {
+      __threadfence();
+      const bool last = atomicAdd(&a.counters[tile], 1) == S - 1;
+      if (last) __threadfence();
+      *s_last = last;
+    }
     __syncthreads();
     store = *s_last != 0;
     if (store) {
-      __threadfence();
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
