@@ -960,6 +960,24 @@ __device__ __forceinline__ void stage_x_bf(const Args& a, int k0, int kr, uint8_
     reinterpret_cast<uint4*>(sums + size_t(a.n_tokens) * spitch)[i] = make_uint4(0u, 0u, 0u, 0u);
 }
 
+// The CTA's share of the launch: split blockIdx % S of the K range (stages kst0 .. kst0 + nk) of
+// the tiles grp, grp + G, ... (grp = blockIdx / S, G = grid / S): n_items (tile, stage) items.
+struct WorkSplit {
+  int split, grp, G, kst0, nk, n_items;
+};
+__device__ __forceinline__ WorkSplit work_split(const Args& a) {
+  const int S = a.splits;
+  WorkSplit w;
+  w.split = int(blockIdx.x) % S;
+  w.grp = int(blockIdx.x) / S;
+  w.G = int(gridDim.x) / S;
+  w.kst0 = int(int64_t(w.split) * a.n_kst / S);
+  w.nk = int(int64_t(w.split + 1) * a.n_kst / S) - w.kst0;
+  const int n_my = w.grp < a.n_tiles ? (a.n_tiles - 1 - w.grp) / w.G + 1 : 0;
+  w.n_items = n_my * w.nk;
+  return w;
+}
+
 // A CTA's tile is done (its last stage of the split): store it (S == 1) or write the split's
 // partial to the workspace, and the last CTA of the tile to arrive (arrival counter) adds the S
 // partials in split order (bit-reproducible) and stores. The accumulators are zeroed for the next
@@ -1046,6 +1064,21 @@ __device__ __forceinline__ void finish_tile(const Args& a, int tile, int split, 
       for (int j = 0; j < NT; ++j) acc[m][h][j] = 0.0f;
 }
 
+// Stages the bf16 x of the CTA's K range (stage_x_bf) at xb and returns its fragment context.
+template <int NT>
+__device__ __forceinline__ XCtx stage_x_ctx_bf(const Args& a, int kst0, int nk, uint8_t* xb, int lane) {
+  stage_x_bf<NT>(a, kst0 * kStageK, nk * kStageK, xb);
+  XCtx xc;
+  xc.xq_s = smem_u32(xb);
+  xc.pitch = xbf_pitch(a.kr_max);
+  xc.lane_b = uint32_t((lane & 7) * xc.pitch + 16 * (lane >> 3));
+  xc.xs = nullptr;
+  xc.stride = 0;
+  xc.sums = xb + size_t(4 * NT) * xc.pitch;
+  xc.sum_pitch = xbf_sum_pitch(a.kr_max);
+  return xc;
+}
+
 // BF: the bf16 variant (T == Q4_K only, NT even).
 template <GgmlType T, int NT, bool BF>
 __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __grid_constant__ Args a) {
@@ -1063,14 +1096,8 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
   float* scl = reinterpret_cast<float*>(smem + ring_bytes<T, NT>() + x_bytes(NT, a.kr_max));  // 16-byte aligned
   int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + scale_bytes<T>());
 
-  const int S = a.splits;
-  const int split = int(blockIdx.x) % S;
-  const int grp = int(blockIdx.x) / S;
-  const int G = int(gridDim.x) / S;
-  const int kst0 = int(int64_t(split) * a.n_kst / S);
-  const int nk = int(int64_t(split + 1) * a.n_kst / S) - kst0;
-  const int n_my = grp < a.n_tiles ? (a.n_tiles - 1 - grp) / G + 1 : 0;
-  const int n_items = n_my * nk;
+  const WorkSplit ws = work_split(a);
+  const int split = ws.split, grp = ws.grp, G = ws.G, kst0 = ws.kst0, nk = ws.nk, n_items = ws.n_items;
   probe_start(a);
 
   // Producer: item i = (tile ordinal i / nk, stage i % nk) into slot i % kSt.
@@ -1092,16 +1119,10 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
   probe_clock(a, kMmaQ8ProbePdl);
 
   XCtx xc;
-  xc.xq_s = smem_u32(xq);
   if constexpr (BF) {
-    stage_x_bf<NT>(a, kst0 * kStageK, nk * kStageK, reinterpret_cast<uint8_t*>(xq));
-    xc.pitch = xbf_pitch(a.kr_max);
-    xc.lane_b = uint32_t((lane & 7) * xc.pitch + 16 * (lane >> 3));
-    xc.xs = nullptr;
-    xc.stride = 0;
-    xc.sums = reinterpret_cast<const uint8_t*>(xq) + size_t(4 * NT) * xc.pitch;
-    xc.sum_pitch = xbf_sum_pitch(a.kr_max);
+    xc = stage_x_ctx_bf<NT>(a, kst0, nk, reinterpret_cast<uint8_t*>(xq), lane);
   } else {
+    xc.xq_s = smem_u32(xq);
     quantize_x<NT>(a, kst0 * kStageK, nk * kStageK, xq, xs);
     xc.pitch = x_pitch(a.kr_max);
     xc.lane_b = uint32_t((8 * (lane >> 4) + (lane & 7)) * xc.pitch + 16 * ((lane >> 3) & 1));
@@ -1177,14 +1198,8 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
   float* scl = reinterpret_cast<float*>(xb + x_bytes(NT, a.kr_max));  // 16-byte aligned
   int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + scale_bytes<GgmlType::Q4_K>());
 
-  const int S = a.splits;
-  const int split = int(blockIdx.x) % S;
-  const int grp = int(blockIdx.x) / S;
-  const int G = int(gridDim.x) / S;
-  const int kst0 = int(int64_t(split) * a.n_kst / S);
-  const int nk = int(int64_t(split + 1) * a.n_kst / S) - kst0;
-  const int n_my = grp < a.n_tiles ? (a.n_tiles - 1 - grp) / G + 1 : 0;
-  const int n_items = n_my * nk;
+  const WorkSplit ws = work_split(a);
+  const int split = ws.split, grp = ws.grp, G = ws.G, kst0 = ws.kst0, nk = ws.nk, n_items = ws.n_items;
   probe_start(a);
 
   // Producer (lane 0): item i = (tile ordinal i / nk, stage i % nk) into slot i % D: one tensor-map
@@ -1218,15 +1233,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
   pdl_wait();  // x is written by the previous kernel; y / residual may still be read by it
   probe_clock(a, kMmaQ8ProbePdl);
 
-  stage_x_bf<NT>(a, kst0 * kStageK, nk * kStageK, xb);
-  XCtx xc;
-  xc.xq_s = smem_u32(xb);
-  xc.pitch = xbf_pitch(a.kr_max);
-  xc.lane_b = uint32_t((lane & 7) * xc.pitch + 16 * (lane >> 3));
-  xc.xs = nullptr;
-  xc.stride = 0;
-  xc.sums = xb + size_t(4 * NT) * xc.pitch;
-  xc.sum_pitch = xbf_sum_pitch(a.kr_max);
+  const XCtx xc = stage_x_ctx_bf<NT>(a, kst0, nk, xb, lane);
   const uint32_t a_lane = uint32_t(((lane & 7) + 8 * ((lane >> 3) & 1)) * kPitch + 16 * (lane >> 4));
   probe_clock(a, kMmaQ8ProbeX);
   __syncthreads();  // x staged
