@@ -190,12 +190,25 @@ bool bf_warp_rings() {
   return on;
 }
 
+// Q6_K in the bf16 variant (mma_q8_bf_kernel<Q6_K>): written in session 17 without a GPU to run it,
+// so off unless FATHOM_MMQ_BF16_Q6K=1 or mma_q8_set_bf16_q6k(1) (the GPU tests) until measured.
+std::atomic<int> g_bf16_q6k_override{-1};
+bool bf16_q6k_on() {
+  const int o = g_bf16_q6k_override.load();
+  if (o >= 0) return o == 1;
+  static const bool env = [] {
+    const char* e = std::getenv("FATHOM_MMQ_BF16_Q6K");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return env;
+}
+
 // Segment s's weights as a 2-D uint8 tensor (row_bytes wide, rows tall) for mma_q8_bf_kernel: a box
 // of one super-block (144 bytes) x box_rows rows, no swizzle (the ring's 144-byte row pitch).
-void encode_rows_map(CUtensorMap* m, const void* w, int64_t row_bytes, int64_t rows, int box_rows) {
+void encode_rows_map(CUtensorMap* m, const void* w, int64_t row_bytes, int64_t rows, int box_bytes, int box_rows) {
   const cuuint64_t dim[2] = {cuuint64_t(row_bytes), cuuint64_t(rows)};
   const cuuint64_t stride[1] = {cuuint64_t(row_bytes)};
-  const cuuint32_t box[2] = {144u, cuuint32_t(box_rows)};
+  const cuuint32_t box[2] = {cuuint32_t(box_bytes), cuuint32_t(box_rows)};
   const cuuint32_t estride[2] = {1u, 1u};
   const CUresult r = tensor_map_encoder()(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(w), dim, stride, box,
                                           estride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
@@ -208,7 +221,7 @@ void encode_rows_map(CUtensorMap* m, const void* w, int64_t row_bytes, int64_t r
 template <GgmlType T, int NT>
 size_t ring_bytes_of(bool bf) {
   if (bf && bf_warp_rings()) {
-    if constexpr (T == GgmlType::Q4_K && NT % 2 == 0) return bf_ring_bytes<NT>();
+    if constexpr ((T == GgmlType::Q4_K || T == GgmlType::Q6_K) && NT % 2 == 0) return bf_ring_bytes<T, NT>();
   }
   return ring_bytes<T, NT>();
 }
@@ -276,7 +289,9 @@ Prepared prepare(const MmaQ8Params& p) {
       in.scale_bytes = scale_bytes<T>();
       in.smem_limit = size_t(dev.max_smem_optin);
       in.partial_floats = partial_floats;
-      in.kernel = bf ? mmq_kernel_q4_k_bf(NT, bf_warp_rings()) : type_kernel(T, NT);
+      in.kernel = !bf                  ? type_kernel(T, NT)
+                  : T == GgmlType::Q4_K ? mmq_kernel_q4_k_bf(NT, bf_warp_rings())
+                                        : mmq_kernel_q6_k_bf(NT, true);  // mma_q8_bf16: Q6_K only with rings
       r.kernel = in.kernel;
       r.plan = choose_plan(in, dev);
       r.plan.bf16 = bf;
@@ -291,15 +306,19 @@ Prepared prepare(const MmaQ8Params& p) {
   a.kr_max = r.plan.kstages * kStageK;
   if (r.plan.splits > 0 && bf && bf_warp_rings())
     for (int s = 0; s < p.n_seg; ++s)
-      encode_rows_map(&a.tmap[s], a.seg[s].w, a.row_bytes, a.seg[s].rows, p.glu ? 8 : 16);
+      encode_rows_map(&a.tmap[s], a.seg[s].w, a.row_bytes, a.seg[s].rows,
+                      p.type == GgmlType::Q6_K ? BfFmt<GgmlType::Q6_K>::box : BfFmt<GgmlType::Q4_K>::box, p.glu ? 8 : 16);
   return r;
 }
 
 }  // namespace
 
 bool mma_q8_bf16(GgmlType type, int64_t n_tokens) {
-  return type == GgmlType::Q4_K && n_tokens >= bf16_min_tokens() && n_tokens <= kMmaQ8MaxTokens;
+  const bool typed = type == GgmlType::Q4_K || (type == GgmlType::Q6_K && bf16_q6k_on() && bf_warp_rings());
+  return typed && n_tokens >= bf16_min_tokens() && n_tokens <= kMmaQ8MaxTokens;
 }
+
+void mma_q8_set_bf16_q6k(int v) { g_bf16_q6k_override.store(v < 0 ? -1 : v ? 1 : 0); }
 
 void mma_q8_set_bf16_min_tokens(int n) { g_bf16_min_override.store(n > 0 ? n : 0); }
 
@@ -380,7 +399,8 @@ void launch_mma_q8(const MmaQ8Params& p, cudaStream_t stream) {
   const double out_rows = p.glu ? double(p.seg[0].rows) : rows_total;
   launch_cost_hint(wbytes + double(p.n_tokens) * double(p.cols) * 4.0 + double(p.n_tokens) * out_rows * 4.0,
                    2.0 * double(p.n_tokens) * rows_total * double(p.cols));
-  if (r.plan.bf16) mmq_launch_q4_k_bf(r.plan.nt, bf_warp_rings(), r.a, unsigned(r.plan.grid), r.plan.smem, stream);
+  if (r.plan.bf16 && p.type == GgmlType::Q6_K) mmq_launch_q6_k_bf(r.plan.nt, true, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
+  else if (r.plan.bf16) mmq_launch_q4_k_bf(r.plan.nt, bf_warp_rings(), r.a, unsigned(r.plan.grid), r.plan.smem, stream);
   else type_launch(p.type, r.plan.nt, r.a, unsigned(r.plan.grid), r.plan.smem, stream);
 }
 

@@ -34,6 +34,9 @@
 // c_i = d sc q_i the scaled code, o_j = -dmin m_j the sub-block's offset, X_j its 32 x summed.
 // The dequantize-to-bf16 + cuBLASLt path it replaces at these sizes rounds twice (the whole
 // weight, and x): the same class, one rounding more here.
+// Q6_K in the variant (mma_q8_set_bf16_q6k): s = bf16(d sc_j) per 16-element sub-block, the code as
+// the exact bf16 q - 32, one rounding of (q - 32) s, x rounded to bf16, no offset term:
+//   |y - y_exact| <= 3.02 * 2^-8 sum_i |w_i x_i| + fp32 accumulation.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -122,11 +125,14 @@ struct MmaQ8Plan {
   bool bf16 = false;
 };
 
-// True when a launch of `type` at n_tokens takes the bf16 variant (Q4_K from a token count that
-// FATHOM_MMQ_BF16_MIN overrides). mma_q8_set_bf16_min_tokens(n > 0) overrides both (tests; 65 =
-// never); 0 restores them.
+// True when a launch of `type` at n_tokens takes the bf16 variant (Q4_K, and Q6_K where switched on
+// below, from a token count that FATHOM_MMQ_BF16_MIN overrides). mma_q8_set_bf16_min_tokens(n > 0)
+// overrides both (tests; 65 = never); 0 restores them.
 bool mma_q8_bf16(GgmlType type, int64_t n_tokens);
 void mma_q8_set_bf16_min_tokens(int n);
+// Q6_K in the bf16 variant (sm_90 tensor-map rings only): off by default until GPU-measured;
+// FATHOM_MMQ_BF16_Q6K=1 or mma_q8_set_bf16_q6k(1) turns it on, (0) off, (-1) back to the environment.
+void mma_q8_set_bf16_q6k(int v);
 MmaQ8Plan mma_q8_plan(const MmaQ8Params& p);
 
 }  // namespace fathom::cuda

@@ -93,19 +93,29 @@ constexpr int ring_stages() {
 }
 template <GgmlType T, int NT>
 constexpr size_t ring_bytes() { return size_t(ring_stages<T, NT>()) * kTileRows * Fmt<T>::pitch; }
-// The bf16 variant's rings (mma_q8_bf_kernel): one per warp, D slots of its 16 rows (2304 bytes of
-// Q4_K each), then the warps' D mbarriers. D by the x the token count needs beside it within the
-// 227 KB of an H100 / H200 with the 18 KB of decoded scales: 8 tokens D 4 (a 2-split plan of a
-// 4096-column row), 16 tokens D 3; 32 tokens D 2, so that an 8-split plan of a 14336-column row
-// fits (with D 3 it needed 14 splits: 42.2 us on 4096 x 14336 against 37.1 for the CTA ring,
-// device_s17d.sh), 64 tokens D 2.
-template <int NT>
-constexpr int bf_ring_depth() { return NT <= 2 ? 4 : NT <= 4 ? 3 : 2; }
+// The bf16 variant's rings (mma_q8_bf_kernel): one per warp, D slots of its 16 rows, then the
+// warps' D mbarriers. A row's slot holds one tensor-map box: the stage's super-block, 144 bytes of
+// Q4_K; for Q6_K 224 bytes from the 210-byte super-block's start (the box width must be a multiple
+// of 16; the 14 bytes past it are the next block's, or zeros past the row). D by the x the token
+// count needs beside it within the 227 KB of an H100 / H200 with the 18 KB of decoded scales.
+// Q4_K: 8 tokens D 4 (a 2-split plan of a 4096-column row), 16 tokens D 3; 32 tokens D 2, so that
+// an 8-split plan of a 14336-column row fits (with D 3 it needed 14 splits: 42.2 us on 4096 x 14336
+// against 37.1 for the CTA ring, device_s17d.sh), 64 tokens D 2. Q6_K (57 KB per depth): D 3 at
+// 8 tokens, else 2.
+template <GgmlType T> struct BfFmt;
+template <> struct BfFmt<GgmlType::Q4_K> { static constexpr int box = 144, block = 144; };
+template <> struct BfFmt<GgmlType::Q6_K> { static constexpr int box = 224, block = 210; };
+template <GgmlType T, int NT>
+constexpr int bf_ring_depth() {
+  if constexpr (T == GgmlType::Q6_K) return NT <= 2 ? 3 : 2;
+  else return NT <= 2 ? 4 : NT <= 4 ? 3 : 2;
+}
 constexpr int kBfWarps = 16;
-constexpr int kBfWarpSlot = 16 * 144;  // 16 rows of one Q4_K super-block (pitch 144)
-template <int NT>
+template <GgmlType T>
+constexpr int bf_warp_slot() { return 16 * BfFmt<T>::box; }  // 2304 (Q4_K), 3584 (Q6_K): multiples of 128
+template <GgmlType T, int NT>
 constexpr size_t bf_ring_bytes() {
-  return size_t(kBfWarps) * bf_ring_depth<NT>() * (kBfWarpSlot + sizeof(unsigned long long));
+  return size_t(kBfWarps) * bf_ring_depth<T, NT>() * (bf_warp_slot<T>() + sizeof(unsigned long long));
 }
 
 // x in shared memory for a K range of kr weights: 8 NT rows (2 planes x 4 NT tokens) of kr + 16
@@ -680,6 +690,95 @@ __device__ __forceinline__ void stage_q4k_bf(const StageCtx& s, const XCtx& x, i
   }
 }
 
+// Q6_K in the bf16 variant (mma_q8_bf_kernel<Q6_K>; a 224-byte slot row holds the super-block at
+// offset 0: ql[128], qh[64], 16 int8 scales, fp16 d). The warp's 16 rows' scales become bf16 pairs
+// (s, s), s = bf16(d sc_j) for the 16 sub-blocks of 16, in the warp's decoded-scale rows.
+__device__ __forceinline__ void q6k_scales_bf(const StageCtx& s, int lane) {
+  __syncwarp();
+  if (lane < 16) {
+    const uint8_t* row = s.wrow + lane * BfFmt<GgmlType::Q6_K>::box;
+    const uint4 sc = *reinterpret_cast<const uint4*>(row + 192);
+    const float d = __half2float(*reinterpret_cast<const __half*>(row + 208));
+    const uint32_t v[4] = {sc.x, sc.y, sc.z, sc.w};
+    uint32_t w[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const float f = d * sbyte_f(v[i >> 2], i & 3);
+      w[i] = bf2_bits(__floats2bfloat162_rn(f, f));
+    }
+    uint2* o = reinterpret_cast<uint2*>(s.scl + lane * kScaleRowWords);  // 72-byte rows: 8-byte aligned
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = make_uint2(w[2 * i], w[2 * i + 1]);
+  }
+  __syncwarp();
+}
+// Two weights s (q - 32) as bf16: q's low 4 bits at bits 0..3 of bytes 0 and 2 of `lo`, its high 2
+// bits at bits 4..5 of bytes 0 and 2 of `hi4`. 128 + q is exact in bf16 (8 significant bits), so is
+// (128 + q) - 160 = q - 32; the product with s rounds once.
+__device__ __forceinline__ uint32_t dq6_bf(uint32_t lo, uint32_t hi4, __nv_bfloat162 s) {
+  uint32_t v, u;
+  asm("lop3.b32 %0, %1, 0x000F000F, 0x43004300, 0xEA;" : "=r"(v) : "r"(lo));  // (lo & m) | 128.0 x2
+  asm("lop3.b32 %0, %1, 0x00300030, %2, 0xEA;" : "=r"(u) : "r"(hi4), "r"(v));  // (hi4 & m) | v
+  const __nv_bfloat162 t = __hsub2(as_bf2(u), __float2bfloat162_rn(160.0f));
+  return bf2_bits(__hmul2(t, s));
+}
+// The high 2 bits of sub-group qq (bits 2 qq, 2 qq + 1 of each qh byte) of bytes 0 and 2 moved to
+// bits 4..5 (Hi = false), or of bytes 1 and 3 moved there (Hi = true).
+template <int QQ, bool Hi>
+__device__ __forceinline__ uint32_t q6_hi4(uint32_t h) {
+  if constexpr (Hi) return h >> (4 + 2 * QQ);
+  else if constexpr (QQ < 2) return h << (4 - 2 * QQ);
+  else return h >> (2 * QQ - 4);
+}
+// One ring slot for the warp's 16 rows, as stage_q4k_bf. ggml's Q6_K order: weight 128 n + 32 qq + l
+// (half n, quarter qq = 2 e + c, l < 32) has its low nibble e of ql[64 n + 32 c + l], its high bits
+// 2 qq.. of qh[32 n + l] and scale 8 n + 2 qq + l / 16. So the 32 ql bytes of (n, c) and the 32 qh
+// bytes of n, loaded by ldmatrix like Q4_K's code bytes, give the same fragment positions: bytes 4t..
+// of each 16-byte half feed the elements 4t.. of that 16-k step, in the even / odd order of the x rows.
+template <int QQ, int NT>
+__device__ __forceinline__ void q6k_group(const uint32_t (&q)[4], const uint32_t (&h)[4], const uint32_t* sr0,
+                                          const uint32_t* sr1, uint32_t xb, int pitch, int n, float (&acc)[1][2][NT]) {
+  constexpr int E = QQ >> 1;
+  const uint2 s0 = *reinterpret_cast<const uint2*>(sr0 + 8 * n + 2 * QQ);  // sub-blocks 8 n + 2 QQ + st
+  const uint2 s1 = *reinterpret_cast<const uint2*>(sr1 + 8 * n + 2 * QQ);
+  uint32_t a[2][4];
+#pragma unroll
+  for (int st = 0; st < 2; ++st) {
+    const __nv_bfloat162 sg = as_bf2(st ? s0.y : s0.x), sh = as_bf2(st ? s1.y : s1.x);
+    a[st][0] = dq6_bf(q[2 * st] >> (4 * E), q6_hi4<QQ, false>(h[2 * st]), sg);
+    a[st][1] = dq6_bf(q[2 * st + 1] >> (4 * E), q6_hi4<QQ, false>(h[2 * st + 1]), sh);
+    a[st][2] = dq6_bf(q[2 * st] >> (8 + 4 * E), q6_hi4<QQ, true>(h[2 * st]), sg);
+    a[st][3] = dq6_bf(q[2 * st + 1] >> (8 + 4 * E), q6_hi4<QQ, true>(h[2 * st + 1]), sh);
+  }
+#pragma unroll
+  for (int jb = 0; jb < NT / 2; ++jb) {
+    uint32_t b[4];
+    ldsm_x4(xb + uint32_t(64 * (4 * n + QQ) + 8 * jb * pitch), b[0], b[1], b[2], b[3]);
+    mma_bf16_k16(a[0], b[0], b[1], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
+    mma_bf16_k16(a[1], b[2], b[3], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
+  }
+}
+template <int NT>
+__device__ __forceinline__ void stage_q6k_bf(const StageCtx& s, const XCtx& x, int lane, float (&acc)[1][2][NT]) {
+  static_assert(NT % 2 == 0, "bf16 n-tiles are 8 tokens");
+  const int g = lane >> 2;
+  q6k_scales_bf(s, lane);
+  const uint32_t* sr0 = reinterpret_cast<const uint32_t*>(s.scl) + g * kScaleRowWords;
+  const uint32_t* sr1 = sr0 + 8 * kScaleRowWords;
+  const uint32_t xb = x.xq_s + x.lane_b + uint32_t(2 * s.kk * kStageK);
+#pragma unroll
+  for (int n = 0; n < 2; ++n) {
+    uint32_t h[4], q0[4], q1[4];
+    ldsm_x4(s.wrow_s + 128 + 32 * n, h[0], h[1], h[2], h[3]);
+    ldsm_x4(s.wrow_s + 64 * n, q0[0], q0[1], q0[2], q0[3]);
+    ldsm_x4(s.wrow_s + 64 * n + 32, q1[0], q1[1], q1[2], q1[3]);
+    q6k_group<0, NT>(q0, h, sr0, sr1, xb, x.pitch, n, acc);
+    q6k_group<1, NT>(q1, h, sr0, sr1, xb, x.pitch, n, acc);
+    q6k_group<2, NT>(q0, h, sr0, sr1, xb, x.pitch, n, acc);
+    q6k_group<3, NT>(q1, h, sr0, sr1, xb, x.pitch, n, acc);
+  }
+}
+
 // ---- kernel arguments and tiles -----------------------------------------------------------------
 struct Seg {
   const uint8_t* w;
@@ -1179,24 +1278,26 @@ __global__ void __launch_bounds__(kThreadsOf<NT, BF>, 1) mma_q8_kernel(const __g
 // no CTA barrier runs per stage and D stages per warp (bf_ring_depth: up to half a CTA's weights at
 // 8 tokens) are requested before x is staged. Work split, x, compute, split-K and store are those of
 // mma_q8_kernel<Q4_K, NT, true>.
-template <int NT>
+template <GgmlType T, int NT>
 __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(const __grid_constant__ Args a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   static_assert(NT % 2 == 0 && kThreadsOf<NT, true> == 32 * kBfWarps, "bf16 n-tiles are 8 tokens, 16 warps");
-  constexpr int D = bf_ring_depth<NT>();
-  constexpr int kPitch = Fmt<GgmlType::Q4_K>::pitch;
-  static_assert(16 * kPitch == kBfWarpSlot && kBfWarpSlot % 128 == 0, "a warp slot is 16 rows of one super-block");
-  // Tensor-copy destinations must be 128-byte aligned: the slots (2304 bytes, the glu half at 1152)
-  // are multiples of 128 from this base.
+  static_assert(T == GgmlType::Q4_K || T == GgmlType::Q6_K, "the bf16 variant is Q4_K or Q6_K");
+  constexpr int D = bf_ring_depth<T, NT>();
+  constexpr int kPitch = BfFmt<T>::box;  // a slot row: one box
+  constexpr int kSlot = bf_warp_slot<T>();
+  static_assert(kSlot % 128 == 0 && (8 * kPitch) % 128 == 0, "tensor-copy destinations are 128-byte aligned");
+  // Tensor-copy destinations must be 128-byte aligned: the slots and the glu halves (8 rows) are
+  // multiples of 128 from this base.
   extern __shared__ __align__(128) uint4 mmq_bf_smem[];
   uint8_t* smem = reinterpret_cast<uint8_t*>(mmq_bf_smem);
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
-  uint8_t* ring = smem + size_t(warp) * D * kBfWarpSlot;
+  uint8_t* ring = smem + size_t(warp) * D * kSlot;
   const uint32_t ring_s = smem_u32(ring);
-  const uint32_t bar_s = smem_u32(smem + size_t(kBfWarps) * D * kBfWarpSlot) + uint32_t(8 * D * warp);
-  uint8_t* xb = smem + bf_ring_bytes<NT>();
+  const uint32_t bar_s = smem_u32(smem + size_t(kBfWarps) * D * kSlot) + uint32_t(8 * D * warp);
+  uint8_t* xb = smem + bf_ring_bytes<T, NT>();
   float* scl = reinterpret_cast<float*>(xb + x_bytes(NT, a.kr_max));  // 16-byte aligned
-  int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + scale_bytes<GgmlType::Q4_K>());
+  int* s_last = reinterpret_cast<int*>(reinterpret_cast<uint8_t*>(scl) + scale_bytes<T>());
 
   const WorkSplit ws = work_split(a);
   const int split = ws.split, grp = ws.grp, G = ws.G, kst0 = ws.kst0, nk = ws.nk, n_items = ws.n_items;
@@ -1210,13 +1311,13 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
   auto issue = [&](uint32_t slot) {
     const int ti = p_item / nk, kk = p_item - ti * nk;
     if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
-    const uint32_t bar = bar_s + 8u * slot, dst = ring_s + slot * uint32_t(kBfWarpSlot);
-    const int x = (kst0 + kk) * 144;
-    mbar_arrive_expect_tx(bar, uint32_t(kBfWarpSlot));
+    const uint32_t bar = bar_s + 8u * slot, dst = ring_s + slot * uint32_t(kSlot);
+    const int x = (kst0 + kk) * BfFmt<T>::block;
+    mbar_arrive_expect_tx(bar, uint32_t(kSlot));
     if (a.glu) {
       const int y = int(p_tile.r0) + 8 * warp;
       tma_load_2d(dst, &a.tmap[0], x, y, bar);
-      tma_load_2d(dst + 8u * 144u, &a.tmap[1], x, y, bar);
+      tma_load_2d(dst + uint32_t(8 * kPitch), &a.tmap[1], x, y, bar);
     } else {
       tma_load_2d(dst, &a.tmap[p_tile.seg], x, int(p_tile.r0) + 16 * warp, bar);
     }
@@ -1251,12 +1352,13 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
     if (it < kMmaQ8ProbeItems) probe_clock(a, kMmaQ8ProbeItem0 + 2 * it + 1);
     const int ti = it / nk, kk = it - ti * nk;
     StageCtx sc;
-    sc.wrow = ring + size_t(slot) * kBfWarpSlot;
-    sc.wrow_s = ring_s + uint32_t(slot * kBfWarpSlot) + a_lane;
+    sc.wrow = ring + size_t(slot) * kSlot;
+    sc.wrow_s = ring_s + uint32_t(slot * kSlot) + a_lane;
     sc.scl = scl + 16 * warp * kScaleRowWords;
     sc.kk = kk;
     sc.off = 0;
-    stage_q4k_bf<NT>(sc, xc, lane, acc);
+    if constexpr (T == GgmlType::Q4_K) stage_q4k_bf<NT>(sc, xc, lane, acc);
+    else stage_q6k_bf<NT>(sc, xc, lane, acc);
     __syncwarp();  // every lane is done with the slot
     if (lane == 0 && p_item < n_items) {
       fence_proxy_async_smem();  // the slot's generic-proxy reads before the async-proxy refill
@@ -1304,22 +1406,51 @@ FATHOM_MMQ_DECLARE(q8_0)
 FATHOM_MMQ_DECLARE(q4_k)
 FATHOM_MMQ_DECLARE(q5_k)
 FATHOM_MMQ_DECLARE(q6_k)
-// The bf16 variant (matmul_mma_q8_inst_q4_k_bf.cu): the per-warp-ring kernel, or with rings ==
-// false the CTA-ring mma_q8_kernel<Q4_K, NT, true> (FATHOM_MMQ_BF_RING=0, A/B runs).
+// The bf16 variant (matmul_mma_q8_inst_q4_k_bf.cu, _q6_k_bf.cu): the per-warp-ring kernel, or for
+// Q4_K with rings == false the CTA-ring mma_q8_kernel<Q4_K, NT, true> (FATHOM_MMQ_BF_RING=0, A/B runs).
 const void* mmq_kernel_q4_k_bf(int nt, bool rings);
 void mmq_launch_q4_k_bf(int nt, bool rings, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
+const void* mmq_kernel_q6_k_bf(int nt, bool rings);
+void mmq_launch_q6_k_bf(int nt, bool rings, const Args& a, unsigned grid, size_t smem, cudaStream_t stream);
 #undef FATHOM_MMQ_DECLARE
 
-template <int NT>
-void launch_bf(bool rings, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
-  if (rings) launch_kernel(mma_q8_bf_kernel<NT>, dim3(grid), dim3(kThreadsOf<NT, true>), smem, stream, a);
-  else launch_kernel(mma_q8_kernel<GgmlType::Q4_K, NT, true>, dim3(grid), dim3(kThreadsOf<NT, true>), smem, stream, a);
-}
-template <int NT>
+// The bf16 variant's kernel of type T at NT: the per-warp-ring kernel, or (Q4_K, rings == false)
+// the CTA-ring one. Q6_K has only the per-warp-ring form (the host asks for it only with rings).
+template <GgmlType T, int NT>
 const void* kernel_bf(bool rings) {
-  return rings ? reinterpret_cast<const void*>(mma_q8_bf_kernel<NT>)
-               : reinterpret_cast<const void*>(mma_q8_kernel<GgmlType::Q4_K, NT, true>);
+  if constexpr (T == GgmlType::Q4_K)
+    if (!rings) return reinterpret_cast<const void*>(mma_q8_kernel<GgmlType::Q4_K, NT, true>);
+  return reinterpret_cast<const void*>(mma_q8_bf_kernel<T, NT>);
 }
+template <GgmlType T, int NT>
+void launch_bf(bool rings, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) {
+  if constexpr (T == GgmlType::Q4_K) {
+    if (!rings) {
+      launch_kernel(mma_q8_kernel<GgmlType::Q4_K, NT, true>, dim3(grid), dim3(kThreadsOf<NT, true>), smem, stream, a);
+      return;
+    }
+  }
+  launch_kernel(mma_q8_bf_kernel<T, NT>, dim3(grid), dim3(kThreadsOf<NT, true>), smem, stream, a);
+}
+// The body of a bf16-variant instance file: NT 2, 4, 8, 16 (the host never plans the variant at
+// NT 1: nt_for(n, true) >= 2).
+#define FATHOM_MMQ_BF_INSTANCE(name, TYPE)                                                               \
+  const void* mmq_kernel_##name(int nt, bool rings) {                                                    \
+    switch (nt) {                                                                                        \
+      case 2: return kernel_bf<GgmlType::TYPE, 2>(rings);                                                \
+      case 4: return kernel_bf<GgmlType::TYPE, 4>(rings);                                                \
+      case 8: return kernel_bf<GgmlType::TYPE, 8>(rings);                                                \
+      default: return kernel_bf<GgmlType::TYPE, 16>(rings);                                              \
+    }                                                                                                    \
+  }                                                                                                      \
+  void mmq_launch_##name(int nt, bool rings, const Args& a, unsigned grid, size_t smem, cudaStream_t stream) { \
+    switch (nt) {                                                                                        \
+      case 2: launch_bf<GgmlType::TYPE, 2>(rings, a, grid, smem, stream); break;                         \
+      case 4: launch_bf<GgmlType::TYPE, 4>(rings, a, grid, smem, stream); break;                         \
+      case 8: launch_bf<GgmlType::TYPE, 8>(rings, a, grid, smem, stream); break;                         \
+      default: launch_bf<GgmlType::TYPE, 16>(rings, a, grid, smem, stream); break;                       \
+    }                                                                                                    \
+  }
 
 // The body of an instance file: the five token-count kernels of one weight type.
 #define FATHOM_MMQ_INSTANCE(name, TYPE)                                                           \

@@ -11,7 +11,7 @@
 // types that apply o_i with the exact x sum (Q4_1 Q5_1 Q4_K Q5_K) and e_i = w_i for the others,
 // plus 2^-16 of sum (|c_i x_i| + |o_i x_i|) for the fp32 scaling and accumulation (a few hundred
 // sub-block terms, each rounded at 2^-24 relative, far under 2^-16). Where the launch takes the
-// bf16 variant (Q4_K at many tokens, mma_q8_bf16), its bound instead: 3.02 * 2^-8 sum |c_i x_i| +
+// bf16 variant (Q4_K at many tokens, Q6_K where switched on; mma_q8_bf16), its bound instead: 3.02 * 2^-8 sum |c_i x_i| +
 // 2.01 * 2^-8 sum_j |o_j X_j| (X_j the sum of x over 32-block j; 2^-8 per bf16 rounding) + (K / 16 + 64) * 2^-21 sum |w_i x_i|
 // for the fp32 tensor-core accumulation (one rounding per mma step, each at most 2^-22 of the sum
 // of the magnitudes so far; doubled for margin).
@@ -207,6 +207,13 @@ struct Bf16Min {
   ~Bf16Min() { fathom::cuda::mma_q8_set_bf16_min_tokens(0); }
 };
 
+// Switches Q6_K in the bf16 variant on or off for a test (off by default until GPU-measured) and
+// back to the environment's choice when the test ends.
+struct Bf16Q6k {
+  explicit Bf16Q6k(int v) { fathom::cuda::mma_q8_set_bf16_q6k(v); }
+  ~Bf16Q6k() { fathom::cuda::mma_q8_set_bf16_q6k(-1); }
+};
+
 // The bf16 variant (Q4_K) at every token count it can take, odd rows (a partial tile: warps with
 // no rows), long rows with split-K, bias + residual, no workspace, ring wrap-around; and the int8 kernel at the counts the variant takes
 // by default, so both stay covered whatever the threshold.
@@ -214,6 +221,7 @@ TEST(GpuMmaQ8, Bf16VariantQ4K) {
   FATHOM_REQUIRE_GPU();
   {
     Bf16Min force(2);
+    Bf16Q6k q6k_off(0);
     for (int64_t n : {2, 3, 5, 8, 9, 13, 16, 17, 31, 32, 33, 40, 64}) {
       EXPECT_TRUE(fathom::cuda::mma_q8_bf16(GgmlType::Q4_K, n));
       EXPECT_FALSE(fathom::cuda::mma_q8_bf16(GgmlType::Q6_K, n));
@@ -401,6 +409,35 @@ TEST(GpuMmaQ8, Bf16BoundWorstCase) {
 }
 
 // The bf16 variant's fused gate/up at 2..13 tokens (forced from 2; the default is 8).
+// Q6_K in the bf16 variant (mma_q8_bf_kernel<Q6_K>, written in session 17 without a GPU): every
+// token count, a partial tile, split-K over 14336 columns with bias + residual, no workspace, ring
+// wrap-around over 79 tiles, a fused gate/up; and off, the int8 kernel at the same counts.
+TEST(GpuMmaQ8, Bf16VariantQ6K) {
+  FATHOM_REQUIRE_GPU();
+  {
+    Bf16Q6k on(1);
+    Bf16Min force(2);
+    if (!fathom::cuda::mma_q8_bf16(GgmlType::Q6_K, 8)) GTEST_SKIP() << "no sm_90 tensor-map rings on this device";
+    for (int64_t n : {2, 5, 8, 13, 16, 17, 32, 33, 64}) check_plain(GgmlType::Q6_K, 333, 2048, n, false, false);
+    check_plain(GgmlType::Q6_K, 300, 14336, 33, true, true);
+    check_plain(GgmlType::Q6_K, 257, 2048, 40, false, false, false);
+    check_plain(GgmlType::Q6_K, 20000, 2048, 24, false, false);
+    const int64_t rows = 333, cols = 4096, n = 8;
+    const HostMat g = make_mat(GgmlType::Q6_K, rows, cols, 31u);
+    const HostMat u = make_mat(GgmlType::Q6_K, rows, cols, 32u);
+    const std::vector<float> x = random_floats(size_t(n * cols), 33u);
+    std::vector<double> wg, tg, wu, tu;
+    reference(g, x, n, wg, tg);
+    reference(u, x, n, wu, tu);
+    EXPECT_TRUE(check_glu(GluKind::SWIGLU, g, u, x, n, wg, tg, wu, tu).bf16);
+  }
+  {
+    Bf16Q6k off(0);
+    EXPECT_FALSE(fathom::cuda::mma_q8_bf16(GgmlType::Q6_K, 32));
+    check_plain(GgmlType::Q6_K, 333, 2048, 32, false, false);
+  }
+}
+
 TEST(GpuMmaQ8, Bf16VariantFusedGateUp) {
   FATHOM_REQUIRE_GPU();
   Bf16Min force(2);
