@@ -8,7 +8,10 @@
 source "$(dirname "$0")/device_start.sh"
 device_start "${1:-}" /tmp/fathom-s18a
 stamp mma-tests
-timeout 150 $T --gtest_filter='GpuMmaQ8.*' >"$O/gpu_tests.log" 2>&1; echo "mma tests rc=$?"
+# The new kernel in its own process first: a device fault poisons the rest of a gtest process.
+timeout 60 $T --gtest_filter='GpuMmaQ8.Bf16VariantQ6K' >"$O/gpu_q6k.log" 2>&1; echo "q6k test rc=$?"
+grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|exception|Failure|error" "$O/gpu_q6k.log" | head -12
+timeout 150 $T --gtest_filter='GpuMmaQ8.*:-GpuMmaQ8.Bf16VariantQ6K' >"$O/gpu_tests.log" 2>&1; echo "mma tests rc=$?"
 grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|exception|Failure|error" "$O/gpu_tests.log" | head -12
 stamp memcheck
 timeout 90 compute-sanitizer --tool memcheck $T --gtest_filter='GpuMmaQ8.Bf16VariantQ6K' >"$O/memcheck.log" 2>&1; echo "memcheck rc=$?"

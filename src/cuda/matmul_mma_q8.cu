@@ -204,7 +204,8 @@ bool bf16_q6k_on() {
 }
 
 // Segment s's weights as a 2-D uint8 tensor (row_bytes wide, rows tall) for mma_q8_bf_kernel: a box
-// of one super-block (144 bytes) x box_rows rows, no swizzle (the ring's 144-byte row pitch).
+// of box_bytes (BfFmt: one Q4_K super-block, or 240 bytes holding a Q6_K one) x box_rows rows, no
+// swizzle (the ring's row pitch is the box width).
 void encode_rows_map(CUtensorMap* m, const void* w, int64_t row_bytes, int64_t rows, int box_bytes, int box_rows) {
   const cuuint64_t dim[2] = {cuuint64_t(row_bytes), cuuint64_t(rows)};
   const cuuint64_t stride[1] = {cuuint64_t(row_bytes)};

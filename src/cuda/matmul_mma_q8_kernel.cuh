@@ -95,16 +95,26 @@ template <GgmlType T, int NT>
 constexpr size_t ring_bytes() { return size_t(ring_stages<T, NT>()) * kTileRows * Fmt<T>::pitch; }
 // The bf16 variant's rings (mma_q8_bf_kernel): one per warp, D slots of its 16 rows, then the
 // warps' D mbarriers. A row's slot holds one tensor-map box: the stage's super-block, 144 bytes of
-// Q4_K; for Q6_K 224 bytes from the 210-byte super-block's start (the box width must be a multiple
-// of 16; the 14 bytes past it are the next block's, or zeros past the row). D by the x the token
+// Q4_K; for Q6_K 240 bytes from the 16-byte floor of the 210-byte super-block (a tile copy's inner
+// start must be 16-byte aligned on Hopper, else the copy traps: the block then sits at an even
+// offset <= 14 of the row; 240, an odd multiple of 16, keeps the rows' 4-byte loads conflict-free).
+// Bytes past the row arrive as zeros. D by the x the token
 // count needs beside it within the 227 KB of an H100 / H200 with the 18 KB of decoded scales.
 // Q4_K: 8 tokens D 4 (a 2-split plan of a 4096-column row), 16 tokens D 3; 32 tokens D 2, so that
 // an 8-split plan of a 14336-column row fits (with D 3 it needed 14 splits: 42.2 us on 4096 x 14336
-// against 37.1 for the CTA ring, device_s17d.sh), 64 tokens D 2. Q6_K (57 KB per depth): D 3 at
+// against 37.1 for the CTA ring, device_s17d.sh), 64 tokens D 2. Q6_K (61 KB per depth): D 3 at
 // 8 tokens, else 2.
 template <GgmlType T> struct BfFmt;
 template <> struct BfFmt<GgmlType::Q4_K> { static constexpr int box = 144, block = 144; };
-template <> struct BfFmt<GgmlType::Q6_K> { static constexpr int box = 224, block = 210; };
+template <> struct BfFmt<GgmlType::Q6_K> { static constexpr int box = 240, block = 210; };
+// The box's inner start of 256-weight stage ks (bytes) and the super-block's offset in the slot row.
+// (0 for Q4_K, whose 144-byte blocks keep 16-byte alignment.)
+template <GgmlType T>
+__host__ __device__ constexpr int bf_box_x(int ks) { return (ks * BfFmt<T>::block) & ~15; }
+template <GgmlType T>
+__host__ __device__ constexpr int bf_box_off(int ks) { return (ks * BfFmt<T>::block) & 15; }
+static_assert(bf_box_off<GgmlType::Q4_K>(7) == 0 && bf_box_off<GgmlType::Q6_K>(7) + 210 <= BfFmt<GgmlType::Q6_K>::box,
+              "the box covers the super-block at its offset");
 template <GgmlType T, int NT>
 constexpr int bf_ring_depth() {
   if constexpr (T == GgmlType::Q6_K) return NT <= 2 ? 3 : 2;
@@ -112,7 +122,7 @@ constexpr int bf_ring_depth() {
 }
 constexpr int kBfWarps = 16;
 template <GgmlType T>
-constexpr int bf_warp_slot() { return 16 * BfFmt<T>::box; }  // 2304 (Q4_K), 3584 (Q6_K): multiples of 128
+constexpr int bf_warp_slot() { return 16 * BfFmt<T>::box; }  // 2304 (Q4_K), 3840 (Q6_K): multiples of 128
 template <GgmlType T, int NT>
 constexpr size_t bf_ring_bytes() {
   return size_t(kBfWarps) * bf_ring_depth<T, NT>() * (bf_warp_slot<T>() + sizeof(unsigned long long));
@@ -690,16 +700,20 @@ __device__ __forceinline__ void stage_q4k_bf(const StageCtx& s, const XCtx& x, i
   }
 }
 
-// Q6_K in the bf16 variant (mma_q8_bf_kernel<Q6_K>; a 224-byte slot row holds the super-block at
-// offset 0: ql[128], qh[64], 16 int8 scales, fp16 d). The warp's 16 rows' scales become bf16 pairs
-// (s, s), s = bf16(d sc_j) for the 16 sub-blocks of 16, in the warp's decoded-scale rows.
+// Q6_K in the bf16 variant (mma_q8_bf_kernel<Q6_K>): a 240-byte slot row holds the super-block at
+// the even offset s.off (<= 14): ql[128], qh[64], 16 int8 scales, fp16 d. Its words are read with
+// 4-byte loads, funnel-shifted where s.off is 2 mod 4 (A false), not ldmatrix (16-byte rows only).
+// The warp's 16 rows' scales become bf16 pairs (s, s), s = bf16(d sc_j) for the 16 sub-blocks of 16,
+// in the warp's decoded-scale rows.
+template <bool A>
 __device__ __forceinline__ void q6k_scales_bf(const StageCtx& s, int lane) {
   __syncwarp();
   if (lane < 16) {
-    const uint8_t* row = s.wrow + lane * BfFmt<GgmlType::Q6_K>::box;
-    const uint4 sc = *reinterpret_cast<const uint4*>(row + 192);
-    const float d = __half2float(*reinterpret_cast<const __half*>(row + 208));
-    const uint32_t v[4] = {sc.x, sc.y, sc.z, sc.w};
+    const uint8_t* row = s.wrow + lane * BfFmt<GgmlType::Q6_K>::box + s.off;
+    const float d = half_at(row + 208);
+    uint32_t v[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = lds32<A>(row + 192 + 4 * i);
     uint32_t w[16];
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -730,11 +744,21 @@ __device__ __forceinline__ uint32_t q6_hi4(uint32_t h) {
   else if constexpr (QQ < 2) return h << (4 - 2 * QQ);
   else return h >> (2 * QQ - 4);
 }
+// The words stage_q4k_bf's ldmatrix gives a thread, read directly: w[0] row g, bytes 4t.. of the
+// 32-byte chunk at byte c of the block; w[1] row g + 8; w[2], w[3] the same 16 bytes on.
+template <bool A>
+__device__ __forceinline__ void q6_words(const uint8_t* bg, int c, int t, uint32_t (&w)[4]) {
+  constexpr int P = BfFmt<GgmlType::Q6_K>::box;
+  w[0] = lds32<A>(bg + c + 4 * t);
+  w[1] = lds32<A>(bg + 8 * P + c + 4 * t);
+  w[2] = lds32<A>(bg + c + 16 + 4 * t);
+  w[3] = lds32<A>(bg + 8 * P + c + 16 + 4 * t);
+}
 // One ring slot for the warp's 16 rows, as stage_q4k_bf. ggml's Q6_K order: weight 128 n + 32 qq + l
 // (half n, quarter qq = 2 e + c, l < 32) has its low nibble e of ql[64 n + 32 c + l], its high bits
 // 2 qq.. of qh[32 n + l] and scale 8 n + 2 qq + l / 16. So the 32 ql bytes of (n, c) and the 32 qh
-// bytes of n, loaded by ldmatrix like Q4_K's code bytes, give the same fragment positions: bytes 4t..
-// of each 16-byte half feed the elements 4t.. of that 16-k step, in the even / odd order of the x rows.
+// bytes of n, read as q6_words, give Q4_K's fragment positions: bytes 4t.. of each 16-byte half feed
+// the elements 4t.. of that 16-k step, in the even / odd order of the x rows.
 template <int QQ, int NT>
 __device__ __forceinline__ void q6k_group(const uint32_t (&q)[4], const uint32_t (&h)[4], const uint32_t* sr0,
                                           const uint32_t* sr1, uint32_t xb, int pitch, int n, float (&acc)[1][2][NT]) {
@@ -758,25 +782,31 @@ __device__ __forceinline__ void q6k_group(const uint32_t (&q)[4], const uint32_t
     mma_bf16_k16(a[1], b[2], b[3], acc[0][0][2 * jb], acc[0][0][2 * jb + 1], acc[0][1][2 * jb], acc[0][1][2 * jb + 1]);
   }
 }
-template <int NT>
-__device__ __forceinline__ void stage_q6k_bf(const StageCtx& s, const XCtx& x, int lane, float (&acc)[1][2][NT]) {
-  static_assert(NT % 2 == 0, "bf16 n-tiles are 8 tokens");
-  const int g = lane >> 2;
-  q6k_scales_bf(s, lane);
+template <int NT, bool A>
+__device__ __forceinline__ void stage_q6k_bf_at(const StageCtx& s, const XCtx& x, int lane, float (&acc)[1][2][NT]) {
+  const int g = lane >> 2, t = lane & 3;
+  q6k_scales_bf<A>(s, lane);
   const uint32_t* sr0 = reinterpret_cast<const uint32_t*>(s.scl) + g * kScaleRowWords;
   const uint32_t* sr1 = sr0 + 8 * kScaleRowWords;
   const uint32_t xb = x.xq_s + x.lane_b + uint32_t(2 * s.kk * kStageK);
+  const uint8_t* bg = s.wrow + g * BfFmt<GgmlType::Q6_K>::box + s.off;  // row g's super-block
 #pragma unroll
   for (int n = 0; n < 2; ++n) {
     uint32_t h[4], q0[4], q1[4];
-    ldsm_x4(s.wrow_s + 128 + 32 * n, h[0], h[1], h[2], h[3]);
-    ldsm_x4(s.wrow_s + 64 * n, q0[0], q0[1], q0[2], q0[3]);
-    ldsm_x4(s.wrow_s + 64 * n + 32, q1[0], q1[1], q1[2], q1[3]);
+    q6_words<A>(bg, 128 + 32 * n, t, h);
+    q6_words<A>(bg, 64 * n, t, q0);
+    q6_words<A>(bg, 64 * n + 32, t, q1);
     q6k_group<0, NT>(q0, h, sr0, sr1, xb, x.pitch, n, acc);
     q6k_group<1, NT>(q1, h, sr0, sr1, xb, x.pitch, n, acc);
     q6k_group<2, NT>(q0, h, sr0, sr1, xb, x.pitch, n, acc);
     q6k_group<3, NT>(q1, h, sr0, sr1, xb, x.pitch, n, acc);
   }
+}
+template <int NT>
+__device__ __forceinline__ void stage_q6k_bf(const StageCtx& s, const XCtx& x, int lane, float (&acc)[1][2][NT]) {
+  static_assert(NT % 2 == 0, "bf16 n-tiles are 8 tokens");
+  if (s.off & 2) stage_q6k_bf_at<NT, false>(s, x, lane, acc);
+  else stage_q6k_bf_at<NT, true>(s, x, lane, acc);
 }
 
 // ---- kernel arguments and tiles -----------------------------------------------------------------
@@ -1312,7 +1342,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
     const int ti = p_item / nk, kk = p_item - ti * nk;
     if (kk == 0) p_tile = tile_ref(a, grp + ti * G);
     const uint32_t bar = bar_s + 8u * slot, dst = ring_s + slot * uint32_t(kSlot);
-    const int x = (kst0 + kk) * BfFmt<T>::block;
+    const int x = bf_box_x<T>(kst0 + kk);
     mbar_arrive_expect_tx(bar, uint32_t(kSlot));
     if (a.glu) {
       const int y = int(p_tile.r0) + 8 * warp;
@@ -1356,7 +1386,7 @@ __global__ void __launch_bounds__(kThreadsOf<NT, true>, 1) mma_q8_bf_kernel(cons
     sc.wrow_s = ring_s + uint32_t(slot * kSlot) + a_lane;
     sc.scl = scl + 16 * warp * kScaleRowWords;
     sc.kk = kk;
-    sc.off = 0;
+    sc.off = bf_box_off<T>(kst0 + kk);
     if constexpr (T == GgmlType::Q4_K) stage_q4k_bf<NT>(sc, xc, lane, acc);
     else stage_q6k_bf<NT>(sc, xc, lane, acc);
     __syncwarp();  // every lane is done with the slot

@@ -408,7 +408,6 @@ TEST(GpuMmaQ8, Bf16BoundWorstCase) {
               std::fabs(got[0] - want[0]) / std::ldexp(want[0], -8), tol[0]);
 }
 
-// The bf16 variant's fused gate/up at 2..13 tokens (forced from 2; the default is 8).
 // Q6_K in the bf16 variant (mma_q8_bf_kernel<Q6_K>, written in session 17 without a GPU): every
 // token count, a partial tile, split-K over 14336 columns with bias + residual, no workspace, ring
 // wrap-around over 79 tiles, a fused gate/up; and off, the int8 kernel at the same counts.
@@ -438,6 +437,7 @@ TEST(GpuMmaQ8, Bf16VariantQ6K) {
   }
 }
 
+// The bf16 variant's fused gate/up at 2..13 tokens (forced from 2; the default is 8).
 TEST(GpuMmaQ8, Bf16VariantFusedGateUp) {
   FATHOM_REQUIRE_GPU();
   Bf16Min force(2);
