@@ -9,22 +9,16 @@ source "$(dirname "$0")/device_start.sh"
 device_start "${1:-}" /tmp/fathom-s18a
 stamp mma-tests
 # The new kernel in its own process first: a device fault poisons the rest of a gtest process.
-timeout 60 $T --gtest_filter='GpuMmaQ8.Bf16VariantQ6K' >"$O/gpu_q6k.log" 2>&1; echo "q6k test rc=$?"
-grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|exception|Failure|error" "$O/gpu_q6k.log" | head -12
-timeout 150 $T --gtest_filter='GpuMmaQ8.*:-GpuMmaQ8.Bf16VariantQ6K' >"$O/gpu_tests.log" 2>&1; echo "mma tests rc=$?"
-grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|exception|Failure|error" "$O/gpu_tests.log" | head -12
+gtest_run "q6k test" gpu_q6k.log 60 'GpuMmaQ8.Bf16VariantQ6K'
+gtest_run "mma tests" gpu_tests.log 150 'GpuMmaQ8.*:-GpuMmaQ8.Bf16VariantQ6K'
 stamp memcheck
 timeout 90 compute-sanitizer --tool memcheck $T --gtest_filter='GpuMmaQ8.Bf16VariantQ6K' >"$O/memcheck.log" 2>&1; echo "memcheck rc=$?"
 grep -E "ERROR SUMMARY|PASSED|FAILED" "$O/memcheck.log" | head -4
 stamp bench
-for q6 in 1 0; do
-  FATHOM_MMQ_BF16_Q6K=$q6 FATHOM_MMQ_PROBE=1 FATHOM_MMQ_BENCH='Q6_K,4096,14336;Q6_K,1024,4096;Q6_K,128256,4096' timeout 90 \
-    $T --gtest_also_run_disabled_tests --gtest_filter='GpuMmaQ8.DISABLED_Bench' 2>&1 | grep -E "mmq-(bench|probe)" | sed "s/^/q6=$q6 /" >>"$O/probe.txt"
-done
+for q6 in 1 0; do mmq_bench "q6=$q6" 'Q6_K,4096,14336;Q6_K,1024,4096;Q6_K,128256,4096' FATHOM_MMQ_BF16_Q6K=$q6; done
 grep -E "mmq-bench|median" "$O/probe.txt"
 stamp engine-tests
-FATHOM_MMQ_BF16_Q6K=1 timeout 150 $T --gtest_filter='Engine*:Tiny/*:SlicesPerPass.*:GpuPrefill.*' >>"$O/gpu_tests.log" 2>&1; echo "engine tests (q6k on) rc=$?"
-grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|exception" "$O/gpu_tests.log" | tail -4
+gtest_run "engine tests (q6k on)" gpu_tests.log 150 'Engine*:Tiny/*:SlicesPerPass.*:GpuPrefill.*' FATHOM_MMQ_BF16_Q6K=1
 stamp rows
 echo "== batch" >"$O/bench.md"
 for q6 in 1 0; do

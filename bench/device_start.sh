@@ -34,3 +34,20 @@ bench_row() {
   sed -n "/^== $label\$/,\$p" "$O/bench.md" | grep -E "^\| [a-z]|^memory|rror" | grep -v "^| model" |
     awk -F'|' 'NF>2{print $2,$4,$5,$6,$7,$8,$10} NF<=2{print}'
 }
+
+# A gtest run of the GPU test binary into $O/LOG (appended), its rc and summary lines echoed:
+# gtest_run LABEL LOG TIMEOUT FILTER [ENV...] (env assignments, X=1 for none). Every session script
+# repeated these three lines per test group.
+gtest_run() {
+  local label=$1 log=$2 limit=$3 filter=$4; shift 4
+  env "${@:-X=1}" timeout "$limit" $T --gtest_filter="$filter" >>"$O/$log" 2>&1; echo "$label rc=$?"
+  grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|exception|Failure" "$O/$log" | tail -8
+}
+
+# GpuMmaQ8.DISABLED_Bench on the shapes SPEC (FATHOM_MMQ_BENCH) with the phase probe, lines prefixed
+# by TAG into $O/probe.txt: mmq_bench TAG SPEC [ENV...].
+mmq_bench() {
+  local tag=$1 spec=$2; shift 2
+  env "${@:-X=1}" FATHOM_MMQ_PROBE=1 FATHOM_MMQ_BENCH="$spec" timeout 90 $T --gtest_also_run_disabled_tests \
+    --gtest_filter='GpuMmaQ8.DISABLED_Bench' 2>&1 | grep -E "mmq-(bench|probe)" | sed "s/^/$tag /" >>"$O/probe.txt"
+}
